@@ -1,0 +1,298 @@
+//! The broker's typed configuration, with Apache Kafka's setting names and defaults.
+//!
+//! Layering, lowest to highest precedence: built-in defaults, a TOML file (`--config`), environment
+//! variables (`SPOOL_` + the upper-cased name with `.` → `_`, e.g. `SPOOL_LOG_DIRS`), command-line
+//! flags (`--log-dirs`) and `--set name=value` overrides. Every setting is known by its Kafka name;
+//! an unknown name is an error, not silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::ConfigError;
+
+/// How acknowledged writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// acks=1/-1 are answered after fdatasync, with group commit (Spool's default).
+    Sync,
+    /// Acks come first; a background flusher syncs every `log.flush.interval.ms` (Kafka's model).
+    Interval,
+}
+
+/// One broker setting: its Kafka name, default, and documentation.
+pub struct SettingSpec {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every broker setting Spool understands. DescribeConfigs lists these with their sources.
+pub const SETTINGS: &[SettingSpec] = &[
+    SettingSpec { name: "node.id", default: "0", doc: "This broker's id." },
+    SettingSpec { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "Address the broker listens on (one SO_REUSEPORT socket per shard)." },
+    SettingSpec { name: "advertised.listeners", default: "", doc: "Address handed to clients in Metadata; defaults to listeners." },
+    SettingSpec { name: "log.dirs", default: "./spool-data", doc: "Directory holding partition logs and broker metadata." },
+    SettingSpec { name: "cores", default: "0", doc: "Shards (one pinned executor each); 0 = every online CPU." },
+    SettingSpec { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic." },
+    SettingSpec { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics." },
+    SettingSpec { name: "auto.create.topics.enable", default: "true", doc: "Create unknown topics on Metadata and Produce." },
+    SettingSpec { name: "log.segment.bytes", default: "1073741824", doc: "Segment size before rolling." },
+    SettingSpec { name: "log.roll.ms", default: "604800000", doc: "Segment age before rolling." },
+    SettingSpec { name: "log.retention.ms", default: "604800000", doc: "Age after which whole segments are deleted; -1 keeps forever." },
+    SettingSpec { name: "log.retention.bytes", default: "-1", doc: "Partition size above which old segments are deleted; -1 = no limit." },
+    SettingSpec { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention runs." },
+    SettingSpec { name: "log.index.interval.bytes", default: "4096", doc: "Bytes between sparse index entries." },
+    SettingSpec { name: "log.message.timestamp.type", default: "CreateTime", doc: "CreateTime or LogAppendTime." },
+    SettingSpec { name: "message.max.bytes", default: "1048588", doc: "Largest record batch accepted." },
+    SettingSpec { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request accepted; checked before allocating." },
+    SettingSpec { name: "log.flush.interval.messages", default: "1", doc: "1 (Spool's default): fsync before ack with group commit. Larger: ack first, flush every log.flush.interval.ms (Kafka's default model)." },
+    SettingSpec { name: "log.flush.interval.ms", default: "1000", doc: "Background flush period when log.flush.interval.messages > 1." },
+    SettingSpec { name: "queued.max.requests", default: "500", doc: "In-flight requests per connection before the broker stops reading from it." },
+    SettingSpec { name: "spool.tail.cache.bytes", default: "1048576", doc: "Per-partition bytes of recent batches kept in memory for caught-up consumers." },
+];
+
+/// The broker's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen_host: String,
+    pub listen_port: u16,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub log_dirs: PathBuf,
+    pub cores: usize,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_index_interval_bytes: u32,
+    pub log_message_timestamp_type: String,
+    pub message_max_bytes: u32,
+    pub socket_request_max_bytes: usize,
+    pub flush_mode: FlushMode,
+    pub log_flush_interval_ms: u64,
+    pub inflight_requests_max: usize,
+    pub tail_cache_bytes_max: usize,
+    /// Every setting's value as text, with where it came from (for DescribeConfigs).
+    pub values: BTreeMap<&'static str, (String, ConfigSource)>,
+}
+
+/// Where a setting's value came from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Default,
+    /// A file, environment variable or flag given at start: Kafka's STATIC_BROKER_CONFIG.
+    Static,
+}
+
+impl BrokerConfig {
+    /// Resolves a configuration from layered `name → value` sources, lowest precedence first.
+    pub fn resolve(layers: &[BTreeMap<String, String>]) -> Result<BrokerConfig, ConfigError> {
+        let mut values: BTreeMap<&'static str, (String, ConfigSource)> = SETTINGS
+            .iter()
+            .map(|s| (s.name, (s.default.to_string(), ConfigSource::Default)))
+            .collect();
+        for layer in layers {
+            for (name, value) in layer {
+                let spec = SETTINGS
+                    .iter()
+                    .find(|s| s.name == name.as_str())
+                    .ok_or_else(|| ConfigError::Unknown { name: name.clone() })?;
+                values.insert(spec.name, (value.clone(), ConfigSource::Static));
+            }
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(
+        values: BTreeMap<&'static str, (String, ConfigSource)>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let get = |name: &'static str| -> &str { values.get(name).map(|v| v.0.as_str()).unwrap_or("") };
+        let (listen_host, listen_port) = parse_listener(get("listeners"))?;
+        let advertised = get("advertised.listeners");
+        let (advertised_host, advertised_port) = if advertised.is_empty() {
+            (listen_host.clone(), listen_port)
+        } else {
+            parse_listener(advertised)?
+        };
+        let cores_setting: usize = parse("cores", get("cores"))?;
+        let cores = if cores_setting == 0 { online_cpus() } else { cores_setting };
+        let flush_messages: i64 = parse("log.flush.interval.messages", get("log.flush.interval.messages"))?;
+        let timestamp_type = get("log.message.timestamp.type").to_string();
+        if timestamp_type != "CreateTime" && timestamp_type != "LogAppendTime" {
+            return Err(ConfigError::Invalid {
+                name: "log.message.timestamp.type".into(),
+                value: timestamp_type,
+            });
+        }
+        let config = BrokerConfig {
+            node_id: parse("node.id", get("node.id"))?,
+            listen_host,
+            listen_port,
+            advertised_host,
+            advertised_port,
+            log_dirs: PathBuf::from(get("log.dirs")),
+            cores,
+            num_partitions: parse("num.partitions", get("num.partitions"))?,
+            default_replication_factor: parse("default.replication.factor", get("default.replication.factor"))?,
+            auto_create_topics_enable: parse("auto.create.topics.enable", get("auto.create.topics.enable"))?,
+            log_segment_bytes: parse("log.segment.bytes", get("log.segment.bytes"))?,
+            log_roll_ms: parse("log.roll.ms", get("log.roll.ms"))?,
+            log_retention_ms: parse("log.retention.ms", get("log.retention.ms"))?,
+            log_retention_bytes: parse("log.retention.bytes", get("log.retention.bytes"))?,
+            log_retention_check_interval_ms: parse("log.retention.check.interval.ms", get("log.retention.check.interval.ms"))?,
+            log_index_interval_bytes: parse("log.index.interval.bytes", get("log.index.interval.bytes"))?,
+            log_message_timestamp_type: timestamp_type,
+            message_max_bytes: parse("message.max.bytes", get("message.max.bytes"))?,
+            socket_request_max_bytes: parse("socket.request.max.bytes", get("socket.request.max.bytes"))?,
+            flush_mode: if flush_messages <= 1 { FlushMode::Sync } else { FlushMode::Interval },
+            log_flush_interval_ms: parse("log.flush.interval.ms", get("log.flush.interval.ms"))?,
+            inflight_requests_max: parse("queued.max.requests", get("queued.max.requests"))?,
+            tail_cache_bytes_max: parse("spool.tail.cache.bytes", get("spool.tail.cache.bytes"))?,
+            values,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name: &str, value: String| ConfigError::Invalid { name: name.into(), value };
+        if self.num_partitions < 1 {
+            return Err(invalid("num.partitions", self.num_partitions.to_string()));
+        }
+        if self.inflight_requests_max == 0 {
+            return Err(invalid("queued.max.requests", "0".into()));
+        }
+        if self.log_segment_bytes < 14 {
+            return Err(invalid("log.segment.bytes", self.log_segment_bytes.to_string()));
+        }
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize {
+            return Err(invalid("socket.request.max.bytes", self.socket_request_max_bytes.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (the only security protocol Spool serves yet).
+fn parse_listener(text: &str) -> Result<(String, u16), ConfigError> {
+    let invalid = || ConfigError::Invalid { name: "listeners".into(), value: text.to_string() };
+    let first = text.split(',').next().unwrap_or("").trim();
+    let rest = first.strip_prefix("PLAINTEXT://").unwrap_or(first);
+    let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_string(), port))
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Reads a TOML file into Kafka-named settings. Both `"log.dirs" = "x"` and nested tables
+/// (`[log] dirs = "x"`) are accepted: nested keys are joined with dots.
+pub fn load_toml(path: &std::path::Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: source.to_string(),
+    })?;
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    flatten("", &toml::Value::Table(value), &mut out);
+    Ok(out)
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Settings given as `SPOOL_<NAME>` environment variables.
+pub fn from_env() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for spec in SETTINGS {
+        let var = format!("SPOOL_{}", spec.name.to_uppercase().replace('.', "_"));
+        if let Ok(value) = std::env::var(&var) {
+            out.insert(spec.name.to_string(), value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::resolve(&[]).expect("defaults resolve");
+        assert_eq!((c.listen_host.as_str(), c.listen_port), ("127.0.0.1", 9092));
+        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.flush_mode, FlushMode::Sync);
+    }
+
+    #[test]
+    fn later_layers_win_and_unknown_names_fail() {
+        let c = BrokerConfig::resolve(&[
+            layer(&[("listeners", "PLAINTEXT://127.0.0.2:9000"), ("num.partitions", "3")]),
+            layer(&[("num.partitions", "6"), ("advertised.listeners", "PLAINTEXT://localhost:9000")]),
+        ])
+        .expect("resolves");
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.listen_host, "127.0.0.2");
+        assert_eq!(c.advertised_host, "localhost");
+        assert_eq!(c.values["num.partitions"].1, ConfigSource::Static);
+        assert!(matches!(
+            BrokerConfig::resolve(&[layer(&[("no.such.setting", "1")])]),
+            Err(ConfigError::Unknown { .. })
+        ));
+        assert!(matches!(
+            BrokerConfig::resolve(&[layer(&[("num.partitions", "zero")])]),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn toml_nested_and_dotted_keys_flatten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.toml");
+        std::fs::write(&path, "\"log.dirs\" = \"/data\"\n[num]\npartitions = 4\n").expect("write");
+        let layer = load_toml(&path).expect("parses");
+        assert_eq!(layer["log.dirs"], "/data");
+        assert_eq!(layer["num.partitions"], "4");
+    }
+}

@@ -1,0 +1,19 @@
+//! Expected operating errors of the broker crate.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting `{name}`")]
+    Unknown { name: String },
+    #[error("invalid value `{value}` for `{name}`")]
+    Invalid { name: String, value: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("cannot read or write broker metadata at {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}

@@ -1,0 +1,35 @@
+//! CreatePartitions, versions 0–3: grows a topic's partition count (never shrinks), with
+//! `validate_only`.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::kafka::handlers::create_topics::PARTITIONS_PER_TOPIC_MAX;
+use crate::kafka::Ctx;
+use crate::shard::mesh::AdminRequest;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
+
+pub async fn handle(ctx: &Ctx, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if topic.count > PARTITIONS_PER_TOPIC_MAX {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidPartitions.code())
+                    .with_error_message(Some(StrBytes::from_string(format!("A topic may have at most {PARTITIONS_PER_TOPIC_MAX} partitions.")))),
+            );
+            continue;
+        }
+        let (code, message, _) = ctx
+            .shard
+            .admin_call(AdminRequest::CreatePartitions { name, count: topic.count, validate_only: request.validate_only })
+            .await;
+        results.push(result.with_error_code(code).with_error_message(if code != 0 { message.map(StrBytes::from_string) } else { None }));
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,193 @@
+//! Fetch, versions 4–17: reads with long polling (`max_wait_ms`, `min_bytes`), response and
+//! per-partition byte limits, and topic ids from v13. Incremental fetch sessions (KIP-227) are
+//! declined by answering session id 0, which every client handles by sending full fetches.
+//! Isolation level is accepted; with no transactions yet, READ_COMMITTED sees what
+//! READ_UNCOMMITTED sees.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::kafka::Ctx;
+use crate::runtime;
+use crate::shard::mesh::{FetchPart, FetchResult, Reply, Request};
+
+pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 17 };
+
+/// Longest long poll honoured, whatever the client asks.
+pub const MAX_WAIT_MS_MAX: u64 = 60_000;
+
+struct Wanted {
+    topic: Option<String>,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
+    let shard = &ctx.shard;
+    let by_id = ctx.version() >= 13;
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut topic_order: Vec<(Option<String>, uuid::Uuid, usize)> = Vec::new();
+    for topic in &request.topics {
+        let name = if by_id {
+            shard.topics.borrow().get_by_id(&topic.topic_id).map(|m| m.name.clone())
+        } else {
+            Some(topic.topic.0.to_string())
+        };
+        topic_order.push((name.clone(), topic.topic_id, topic.partitions.len()));
+        for p in &topic.partitions {
+            wanted.push(Wanted {
+                topic: name.clone(),
+                topic_id: topic.topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+
+    let max_wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let response_max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let deadline = Instant::now() + max_wait;
+
+    let mut results = read_all(ctx, &wanted).await;
+    loop {
+        let bytes: usize = results.iter().map(|r| r.batches.iter().map(Bytes::len).sum::<usize>()).sum();
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || any_error || now >= deadline || wanted.is_empty() {
+            break;
+        }
+        wait_for_data(ctx, &wanted, &results, deadline - now).await;
+        results = read_all(ctx, &wanted).await;
+    }
+
+    // Trim to the response limit in request order; the first non-empty partition always keeps
+    // its data so a consumer can make progress past a batch larger than the limit (KIP-74).
+    let mut budget = response_max_bytes;
+    let mut first = true;
+    for r in results.iter_mut() {
+        let size: usize = r.batches.iter().map(Bytes::len).sum();
+        if size == 0 {
+            continue;
+        }
+        if first || size <= budget {
+            budget = budget.saturating_sub(size);
+            first = false;
+        } else {
+            r.batches.clear();
+        }
+    }
+
+    let mut results = results.into_iter();
+    let mut wanted_iter = wanted.iter();
+    let mut responses = Vec::with_capacity(topic_order.len());
+    for (name, topic_id, count) in topic_order {
+        let mut partitions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let w = wanted_iter.next().expect("one wanted entry per partition");
+            let r = results.next().expect("one result per partition");
+            partitions.push(
+                PartitionData::default()
+                    .with_partition_index(w.partition)
+                    .with_error_code(r.error_code)
+                    .with_high_watermark(r.high_watermark)
+                    .with_last_stable_offset(r.last_stable_offset)
+                    .with_log_start_offset(r.log_start_offset)
+                    .with_records(Some(concat(r.batches))),
+            );
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
+                .with_topic_id(topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}
+
+/// Reads every wanted partition once, each on its owning shard, results in request order.
+async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
+    let shard = &ctx.shard;
+    let unknown_code = if ctx.version() >= 13 {
+        ResponseError::UnknownTopicId.code()
+    } else {
+        ResponseError::UnknownTopicOrPartition.code()
+    };
+    let mut results: Vec<FetchResult> = wanted
+        .iter()
+        .map(|_| FetchResult { error_code: unknown_code, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, batches: Vec::new() })
+        .collect();
+    let mut per_shard: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
+    for (i, w) in wanted.iter().enumerate() {
+        let Some(topic) = &w.topic else { continue };
+        if w.partition < 0 {
+            continue;
+        }
+        let owner = shard.owner(topic, w.partition);
+        per_shard[owner].push((
+            i,
+            FetchPart { topic: topic.clone(), partition: w.partition, fetch_offset: w.fetch_offset, max_bytes: w.max_bytes },
+        ));
+    }
+    let calls = per_shard.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(to, parts)| async move {
+        let (indexes, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
+        let reply = ctx.shard.call(to, Request::Fetch { parts }).await;
+        (indexes, reply)
+    });
+    for (indexes, reply) in futures::future::join_all(calls).await {
+        if let Some(Reply::Fetch(answers)) = reply {
+            for (i, answer) in indexes.into_iter().zip(answers) {
+                results[i] = answer;
+            }
+        }
+    }
+    results
+}
+
+/// Parks on every involved shard until one of them has new data, or the time is up.
+async fn wait_for_data(ctx: &Ctx, wanted: &[Wanted], results: &[FetchResult], remaining: Duration) {
+    let shard = &ctx.shard;
+    let mut per_shard: Vec<Vec<(String, i32, i64)>> = (0..shard.count).map(|_| Vec::new()).collect();
+    for (w, r) in wanted.iter().zip(results) {
+        let Some(topic) = &w.topic else { continue };
+        if r.error_code != 0 || w.partition < 0 {
+            continue;
+        }
+        per_shard[shard.owner(topic, w.partition)].push((topic.clone(), w.partition, w.fetch_offset));
+    }
+    let wait_ms = remaining.as_millis() as u64;
+    let waits: Vec<_> = per_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(to, parts)| Box::pin(ctx.shard.call(to, Request::WaitForData { parts, wait_ms })))
+        .collect();
+    if waits.is_empty() {
+        runtime::sleep(remaining).await;
+        return;
+    }
+    let _ = runtime::timeout(remaining, futures::future::select_all(waits)).await;
+}
+
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+            for b in batches {
+                out.extend_from_slice(&b);
+            }
+            out.freeze()
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Metadata, versions 0–13: brokers (this one), topics and partitions. Unknown topics are created
+//! when `auto.create.topics.enable` and the request allow it (Kafka's defaults: both true).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::kafka::Ctx;
+use crate::metadata::{topic_name_valid, TopicMeta};
+
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
+
+pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
+    let shard = &ctx.shard;
+    let node_id = shard.config.node_id;
+    // v0 has no null topic list: an empty list means all topics there.
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
+        Some(t) if !(ctx.version() == 0 && t.is_empty()) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let auto_create = shard.config.auto_create_topics_enable
+        && (ctx.version() < 4 || request.allow_auto_topic_creation);
+
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            let all = shard.topics.borrow().all();
+            for meta in all {
+                topics.push(describe(&meta, node_id));
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let name = match name {
+                    Some(n) => n,
+                    None => match shard.topics.borrow().get_by_id(&id) {
+                        Some(meta) => meta.name.clone(),
+                        None => {
+                            topics.push(
+                                MetadataResponseTopic::default()
+                                    .with_error_code(ResponseError::UnknownTopicId.code())
+                                    .with_topic_id(id),
+                            );
+                            continue;
+                        }
+                    },
+                };
+                topics.push(topic_entry(ctx, &name, auto_create).await);
+            }
+        }
+    }
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node_id))
+        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
+        .with_port(i32::from(shard.config.advertised_port));
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(StrBytes::from_string(shard.cluster_id.clone())))
+        .with_controller_id(BrokerId(node_id))
+        .with_topics(topics)
+}
+
+async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataResponseTopic {
+    let shard = &ctx.shard;
+    let named = || MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
+    if !topic_name_valid(name) {
+        return named().with_error_code(ResponseError::InvalidTopicException.code());
+    }
+    let existing = shard.topics.borrow().get(name).cloned();
+    if let Some(meta) = existing {
+        return describe(&meta, shard.config.node_id);
+    }
+    if !auto_create {
+        return named().with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    }
+    let code = shard.auto_create(name).await;
+    if code != 0 {
+        return named().with_error_code(code);
+    }
+    // Kafka answers the creating request with LEADER_NOT_AVAILABLE; the client asks again.
+    match shard.topics.borrow().get(name) {
+        Some(meta) => describe(meta, shard.config.node_id),
+        None => named().with_error_code(ResponseError::LeaderNotAvailable.code()),
+    }
+}
+
+fn describe(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+    let partitions = (0..meta.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
+        .with_topic_id(meta.id)
+        .with_partitions(partitions)
+}

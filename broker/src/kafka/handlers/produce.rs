@@ -1,0 +1,125 @@
+//! Produce, versions 3–12 served (0–12 advertised, as Kafka 4 does; v0–2 are rejected).
+//!
+//! A request is split by owning shard. Appends happen before `dispatch` returns — locally, or by
+//! handing each shard its parts over the mesh in request order — and the acknowledgements
+//! (fsync-before-ack with group commit, for acks=1 and acks=-1) are awaited afterwards, so one
+//! connection can have many produce requests in flight without reordering them.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::Ctx;
+use crate::runtime::LocalReceiver;
+use crate::shard::mesh::{ProducePart, ProduceResult, Reply, Request};
+use crate::shard::Shard;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
+pub const ADVERTISED: VersionRange = VersionRange { min: 0, max: 12 };
+
+/// Partitions one Produce request may name.
+pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
+
+enum Slot {
+    Done(ProduceResult),
+    Local(usize),
+    Remote { shard: usize, index: usize },
+}
+
+fn error(code: ResponseError) -> ProduceResult {
+    ProduceResult { error_code: code.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+}
+
+pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<Output = ProduceResponse>>> {
+    let shard = ctx.shard.clone();
+    let acks = request.acks;
+    let total: usize = request.topic_data.iter().map(|t| t.partition_data.len()).sum();
+    let bad_acks = !matches!(acks, -1..=1);
+    let too_many = total > PARTITIONS_PER_REQUEST_MAX;
+
+    // Sort parts by owner, remembering where each answer goes.
+    let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
+    let mut local: Vec<ProducePart> = Vec::new();
+    let mut remote: Vec<Vec<ProducePart>> = (0..shard.count).map(|_| Vec::new()).collect();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let known = shard.topics.borrow().get(&name).map(|m| m.partitions);
+        let mut slots = Vec::with_capacity(topic.partition_data.len());
+        for part in topic.partition_data {
+            let slot = if bad_acks {
+                Slot::Done(error(ResponseError::InvalidRequiredAcks))
+            } else if too_many {
+                Slot::Done(error(ResponseError::InvalidRequest))
+            } else if !matches!(known, Some(n) if part.index >= 0 && part.index < n) {
+                Slot::Done(error(ResponseError::UnknownTopicOrPartition))
+            } else if let Some(records) = part.records {
+                let owner = shard.owner(&name, part.index);
+                let p = ProducePart { topic: name.clone(), partition: part.index, records };
+                if owner == shard.id {
+                    local.push(p);
+                    Slot::Local(local.len() - 1)
+                } else {
+                    remote[owner].push(p);
+                    Slot::Remote { shard: owner, index: remote[owner].len() - 1 }
+                }
+            } else {
+                Slot::Done(error(ResponseError::CorruptMessage))
+            };
+            slots.push((part.index, slot));
+        }
+        layout.push((topic.name, slots));
+    }
+
+    let local_pending = shard.produce_local(acks, local);
+    let mut remote_slots: Vec<Option<LocalReceiver<Reply>>> = (0..shard.count).map(|_| None).collect();
+    for (to, parts) in remote.into_iter().enumerate() {
+        if !parts.is_empty() {
+            remote_slots[to] = Some(shard.mesh.send(to, Request::Produce { acks, parts }).await);
+        }
+    }
+
+    Box::pin(async move {
+        let local_results = Shard::finish_produce(local_pending).await;
+        let mut remote_results: Vec<Vec<ProduceResult>> = Vec::with_capacity(remote_slots.len());
+        for slot in remote_slots {
+            let results = match slot {
+                Some(rx) => match rx.recv().await {
+                    Some(Reply::Produce(results)) => results,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            remote_results.push(results);
+        }
+        let responses = layout
+            .into_iter()
+            .map(|(name, slots)| {
+                let partitions = slots
+                    .into_iter()
+                    .map(|(index, slot)| {
+                        let r = match slot {
+                            Slot::Done(r) => r,
+                            Slot::Local(i) => local_results[i],
+                            Slot::Remote { shard, index } => remote_results[shard]
+                                .get(index)
+                                .copied()
+                                .unwrap_or_else(|| error(ResponseError::RequestTimedOut)),
+                        };
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(r.error_code)
+                            .with_base_offset(r.base_offset)
+                            .with_log_append_time_ms(r.log_append_time_ms)
+                            .with_log_start_offset(r.log_start_offset)
+                    })
+                    .collect();
+                TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
+            })
+            .collect();
+        ProduceResponse::default().with_responses(responses)
+    })
+}

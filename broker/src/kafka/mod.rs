@@ -1,0 +1,154 @@
+//! Kafka request dispatch: header → the handler for the API (one file each under `handlers/`) →
+//! encoded response.
+//!
+//! Each handler declares the versions it serves in a `VERSIONS` constant; [`SUPPORTED`] collects
+//! them and ApiVersions is derived from it, so the broker never advertises an API it does not
+//! implement.
+
+pub mod handlers;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
+use spool_protocol::frame;
+
+use crate::shard::Shard;
+use handlers::*;
+
+/// A request being served: resolves to the encoded response frame, or `None` when the API sends
+/// none (Produce with acks=0).
+pub type Pending = Pin<Box<dyn Future<Output = Option<Bytes>>>>;
+
+/// A request that cannot be answered; the connection is closed, as Kafka does.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Malformed { api: ApiKey, version: i16, reason: String },
+}
+
+/// (API, versions served, versions advertised). Advertised differs only where Kafka itself
+/// advertises versions it rejects (Produce v0–2, KIP-896).
+pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
+    (ApiKey::Produce, produce::VERSIONS, produce::ADVERTISED),
+    (ApiKey::Fetch, fetch::VERSIONS, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS, delete_topics::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS, init_producer_id::VERSIONS),
+    (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS, offset_for_leader_epoch::VERSIONS),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS, describe_configs::VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS, create_partitions::VERSIONS),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS, describe_cluster::VERSIONS),
+];
+
+pub fn served(api: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|(key, range, _)| *key == api && version >= range.min && version <= range.max)
+}
+
+/// Everything a handler needs to know about the request besides its body.
+pub struct Ctx {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
+}
+
+impl Ctx {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+}
+
+fn encode<M: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Option<Bytes> {
+    match frame::encode_response(api, version, correlation_id, body) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            // A field out of range for the version is a bug in the handler.
+            tracing::error!("{api:?} v{version}: {e}");
+            None
+        }
+    }
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, DispatchError> {
+    T::decode(body, version).map_err(|e| DispatchError::Malformed { api, version, reason: e.to_string() })
+}
+
+/// Turns one request frame into the future that serves it.
+///
+/// Produce does its appends (or its in-order hand-off to other shards) before this returns, so
+/// the order of one connection's produce requests is the order of its appends even though their
+/// acknowledgements are awaited concurrently.
+pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pending, DispatchError> {
+    let prefix = frame::peek_header_prefix(&frame_bytes)?;
+    let api = ApiKey::try_from(prefix.api_key)
+        .map_err(|_| frame::FrameError::UnknownApiKey { api_key: prefix.api_key })?;
+    let version = prefix.api_version;
+    if !served(api, version) {
+        if api == ApiKey::ApiVersions {
+            // Kafka answers an ApiVersions it cannot parse as v0 with UNSUPPORTED_VERSION and its
+            // version list, so the client can pick a version both sides speak.
+            let body = api_versions::unsupported_response();
+            return Ok(ready(encode(api, 0, prefix.correlation_id, &body)));
+        }
+        return Err(DispatchError::UnsupportedVersion { api, version });
+    }
+    let header = frame::decode_request_header(&mut frame_bytes)?;
+    let correlation_id = header.correlation_id;
+    let ctx = Ctx { shard: shard.clone(), header };
+    let body = &mut frame_bytes;
+
+    macro_rules! serve {
+        ($module:ident, $request:ty) => {{
+            let request: $request = decode(api, version, body)?;
+            Ok(Box::pin(async move {
+                let response = $module::handle(&ctx, request).await;
+                encode(api, version, correlation_id, &response)
+            }))
+        }};
+    }
+
+    use kafka_protocol::messages as m;
+    match api {
+        ApiKey::Produce => {
+            let request: m::ProduceRequest = decode(api, version, body)?;
+            let acks = request.acks;
+            let pending = produce::dispatch(&ctx, request).await;
+            Ok(Box::pin(async move {
+                let response = pending.await;
+                if acks == 0 {
+                    None
+                } else {
+                    encode(api, version, correlation_id, &response)
+                }
+            }))
+        }
+        ApiKey::Fetch => serve!(fetch, m::FetchRequest),
+        ApiKey::ListOffsets => serve!(list_offsets, m::ListOffsetsRequest),
+        ApiKey::Metadata => serve!(metadata, m::MetadataRequest),
+        ApiKey::ApiVersions => serve!(api_versions, m::ApiVersionsRequest),
+        ApiKey::CreateTopics => serve!(create_topics, m::CreateTopicsRequest),
+        ApiKey::DeleteTopics => serve!(delete_topics, m::DeleteTopicsRequest),
+        ApiKey::InitProducerId => serve!(init_producer_id, m::InitProducerIdRequest),
+        ApiKey::OffsetForLeaderEpoch => serve!(offset_for_leader_epoch, m::OffsetForLeaderEpochRequest),
+        ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
+        ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
+        ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
+        other => Err(DispatchError::UnsupportedVersion { api: other, version }),
+    }
+}
+
+fn ready(response: Option<Bytes>) -> Pending {
+    Box::pin(async move { response })
+}

@@ -1,0 +1,201 @@
+//! `spool`: the broker and its admin/data command line.
+//!
+//! `spool broker` starts one pinned glommio executor (a shard) per core; see ARCHITECTURE.md for
+//! the request path. The other subcommands are Kafka clients usable against Spool or Apache Kafka.
+
+mod config;
+mod error;
+mod fatal;
+mod kafka;
+mod metadata;
+mod net;
+mod runtime;
+mod shard;
+mod topic_config;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use glommio::channels::channel_mesh::MeshBuilder;
+
+use config::BrokerConfig;
+use fatal::fatal;
+use metadata::{MetaStore, TopicMeta};
+use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
+use shard::Shard;
+
+#[derive(Parser)]
+#[command(name = "spool", version, about = "A Kafka-compatible, thread-per-core event streaming broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Broker(BrokerArgs),
+}
+
+/// Broker settings. Every flag is also `SPOOL_<NAME>` in the environment and `name = value`
+/// (Kafka's dotted name) in the TOML file; `--set name=value` reaches any setting.
+#[derive(Args)]
+struct BrokerArgs {
+    /// TOML file of settings with Kafka's names (`"log.dirs" = "/var/lib/spool"`).
+    #[arg(long, env = "SPOOL_CONFIG")]
+    config: Option<PathBuf>,
+    /// `listeners`: PLAINTEXT://HOST:PORT to listen on.
+    #[arg(long)]
+    listeners: Option<String>,
+    /// `advertised.listeners`: the address Metadata hands to clients.
+    #[arg(long)]
+    advertised_listeners: Option<String>,
+    /// `log.dirs`: where partition logs and metadata live.
+    #[arg(long)]
+    log_dirs: Option<String>,
+    /// `node.id`.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Shards to run, one pinned executor each; 0 = all online CPUs.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Any setting by its Kafka name, e.g. `--set num.partitions=3`. Repeatable.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Broker(args) => run_broker(args),
+    }
+}
+
+fn resolve_config(args: &BrokerArgs) -> BrokerConfig {
+    let mut layers: Vec<BTreeMap<String, String>> = Vec::new();
+    if let Some(path) = &args.config {
+        layers.push(config::load_toml(path).unwrap_or_else(|e| fatal(e)));
+    }
+    layers.push(config::from_env());
+    let mut flags = BTreeMap::new();
+    let named = [
+        ("listeners", &args.listeners),
+        ("advertised.listeners", &args.advertised_listeners),
+        ("log.dirs", &args.log_dirs),
+        ("node.id", &args.node_id),
+        ("cores", &args.cores),
+    ];
+    for (name, value) in named {
+        if let Some(v) = value {
+            flags.insert(name.to_string(), v.clone());
+        }
+    }
+    for pair in &args.set {
+        let Some((k, v)) = pair.split_once('=') else {
+            fatal(format!("--set expects NAME=VALUE, got `{pair}`"));
+        };
+        flags.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    layers.push(flags);
+    BrokerConfig::resolve(&layers).unwrap_or_else(|e| fatal(e))
+}
+
+fn run_broker(args: BrokerArgs) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = resolve_config(&args);
+    let meta = MetaStore::open(&config.log_dirs).unwrap_or_else(|e| fatal(e));
+    let topics = meta.state.topics.clone();
+    let cluster_id = meta.state.cluster_id.clone();
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone()).unwrap_or_else(|e| fatal(e));
+    }
+
+    let cores = config.cores;
+    let mesh = (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
+    let mut meta = Some(meta);
+    let mut handles = Vec::with_capacity(cores);
+    for id in 0..cores {
+        let shard_args = ShardArgs {
+            id,
+            config: config.clone(),
+            mesh: mesh.clone(),
+            meta: if id == 0 { meta.take() } else { None },
+            topics: topics.clone(),
+            cluster_id: cluster_id.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let handle = runtime::start_shard(&format!("spool-shard-{id}"), id, move || shard_main(shard_args))
+            .unwrap_or_else(|e| fatal(format!("cannot start shard {id}: {e}")));
+        handles.push(handle);
+    }
+    for handle in handles {
+        if let Err(e) = handle.join() {
+            fatal(format!("shard failed: {e}"));
+        }
+    }
+    tracing::info!("spool stopped");
+}
+
+struct ShardArgs {
+    id: usize,
+    config: BrokerConfig,
+    mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
+    meta: Option<MetaStore>,
+    topics: Vec<TopicMeta>,
+    cluster_id: String,
+    shutdown: Arc<AtomicBool>,
+}
+
+async fn shard_main(args: ShardArgs) {
+    let count = args.config.cores;
+    let (senders, receivers) = match args.mesh {
+        Some(builder) => match builder.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(e) => fatal(format!("cannot join the shard mesh: {e}")),
+        },
+        None => (None, None),
+    };
+    let config = Rc::new(args.config);
+    let shard = Shard::new(args.id, count, args.cluster_id, config.clone(), Mesh::new(args.id, senders), args.meta);
+    for topic in args.topics {
+        shard.apply_topic(topic).await;
+    }
+    if let Some(mut receivers) = receivers {
+        for (_, receiver) in receivers.streams() {
+            runtime::spawn_detached(shard.clone().receive_loop(receiver));
+        }
+    }
+    runtime::spawn_detached(shard.clone().flusher());
+    runtime::spawn_detached(shard.clone().retention_loop());
+    let listener = net::bind(&shard).unwrap_or_else(|e| {
+        fatal(format!("cannot listen on {}:{}: {e}", config.listen_host, config.listen_port))
+    });
+    if args.id == 0 {
+        tracing::info!(
+            "spool broker {} listening on {}:{} with {count} shard(s), data in {}",
+            config.node_id,
+            config.listen_host,
+            config.listen_port,
+            config.log_dirs.display()
+        );
+    }
+    let accept = runtime::spawn(net::accept_loop(shard.clone(), listener));
+    while !args.shutdown.load(Ordering::Relaxed) {
+        runtime::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(shard = args.id, "shutting down");
+    shard.close_all().await;
+    drop(accept);
+}

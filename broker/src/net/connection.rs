@@ -1,0 +1,112 @@
+//! One client connection: a reader task that frames and dispatches requests, and a writer task
+//! that sends responses strictly in request order while up to `queued.max.requests` are in flight.
+//!
+//! Fault model: a malformed frame (bad size, unknown API key, undecodable body for a version we
+//! serve) closes this connection only, with a log line; it never touches another connection.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::kafka::{self, Pending};
+use crate::runtime::{self, Task};
+use crate::shard::Shard;
+
+/// Bytes read from the socket per read call when no larger frame is expected.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Most bytes one read call may add to the buffer, so a large announced frame costs memory only
+/// as its bytes actually arrive.
+const READ_BYTES_MAX: usize = 1024 * 1024;
+
+/// The stream shared by the reader and writer tasks of one connection. Both run on the same
+/// thread and a borrow never spans an await, so the `RefCell` cannot conflict; glommio keeps
+/// separate read and write wakers.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Shared {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let shared = Shared(Rc::new(RefCell::new(stream)));
+    let (tx, rx) = runtime::new_bounded::<Task<Option<Bytes>>>(shard.config.inflight_requests_max);
+    let writer = runtime::spawn(write_loop(shared.clone(), rx));
+    if let Err(reason) = read_loop(&shard, shared.clone(), tx).await {
+        tracing::warn!(peer, "closing connection: {reason}");
+    }
+    // The writer finishes the responses already in flight, then stops.
+    writer.await;
+    let _ = shared.clone().close().await;
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut stream: Shared,
+    inflight: runtime::LocalSender<Task<Option<Bytes>>>,
+) -> Result<(), String> {
+    let max = shard.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let frame = loop {
+            match spool_protocol::frame::split_frame(&mut buf, max) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            // Size the read to the frame being assembled, already checked against `max`.
+            let want = match spool_protocol::frame::frame_size(&buf, max) {
+                Ok(Some(size)) => (size + 4 - buf.len()).clamp(READ_CHUNK_BYTES, READ_BYTES_MAX),
+                _ => READ_CHUNK_BYTES,
+            };
+            let start = buf.len();
+            buf.resize(start + want, 0);
+            let n = match stream.read(&mut buf[start..]).await {
+                Ok(n) => n,
+                Err(e) => {
+                    buf.truncate(start);
+                    return Err(format!("read failed: {e}"));
+                }
+            };
+            buf.truncate(start + n);
+            if n == 0 {
+                return if buf.is_empty() { Ok(()) } else { Err("connection closed mid-frame".into()) };
+            }
+        };
+        let pending: Pending = kafka::dispatch(shard, frame).await.map_err(|e| e.to_string())?;
+        if inflight.send(runtime::spawn(pending)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_loop(mut stream: Shared, inflight: runtime::LocalReceiver<Task<Option<Bytes>>>) {
+    while let Some(task) = inflight.recv().await {
+        let Some(response) = task.await else { continue };
+        if let Err(e) = stream.write_all(&response).await {
+            tracing::debug!("write failed: {e}");
+            return;
+        }
+    }
+}

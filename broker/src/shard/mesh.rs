@@ -1,0 +1,171 @@
+//! Messages between shards, and the request/reply plumbing over glommio's channel mesh.
+//!
+//! Every pair of shards has one bounded FIFO channel (`mesh_channel_messages_max`). A shard's
+//! receive loop never awaits a send, so replies always drain and the mesh cannot deadlock. Produce
+//! requests are appended *in the receive loop*, before anything is awaited, which keeps the order
+//! of one connection's produce requests to one partition intact across shards.
+
+use std::cell::{Cell, RefCell};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::metadata::TopicMeta;
+use crate::runtime::{self, LocalSender};
+
+/// Capacity of each shard-to-shard channel.
+pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
+
+pub enum Envelope {
+    Request { from: usize, id: u64, request: Request },
+    Reply { id: u64, reply: Reply },
+}
+
+/// One partition's share of a Produce request.
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProduceResult {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// One partition's share of a Fetch request.
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: i32,
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchResult {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffsetQuery {
+    pub topic: String,
+    pub partition: i32,
+    /// A timestamp, or -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, -5 latest tiered.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OffsetAnswer {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct EpochQuery {
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpochAnswer {
+    pub error_code: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+/// Requests a shard serves for another.
+pub enum Request {
+    Produce { acks: i16, parts: Vec<ProducePart> },
+    Fetch { parts: Vec<FetchPart> },
+    /// Resolves when any of the partitions has data past the offset, or after `wait_ms`.
+    WaitForData { parts: Vec<(String, i32, i64)>, wait_ms: u64 },
+    ListOffsets { parts: Vec<OffsetQuery> },
+    EpochEndOffsets { parts: Vec<EpochQuery> },
+    /// From shard 0: the topic now looks like this; open logs for partitions you own.
+    TopicUpsert { meta: TopicMeta },
+    /// From shard 0: drop the topic and delete your partitions' logs.
+    TopicDelete { name: String },
+    /// To shard 0: metadata changes.
+    Admin(AdminRequest),
+}
+
+pub enum AdminRequest {
+    CreateTopic { meta: TopicMeta, validate_only: bool },
+    DeleteTopic { name: String },
+    CreatePartitions { name: String, count: i32, validate_only: bool },
+    AllocateProducerId,
+}
+
+pub enum Reply {
+    Produce(Vec<ProduceResult>),
+    Fetch(Vec<FetchResult>),
+    Waited,
+    ListOffsets(Vec<OffsetAnswer>),
+    EpochEndOffsets(Vec<EpochAnswer>),
+    Done,
+    /// Admin result: Kafka error code and message (0 = success), and a value where one is asked.
+    Admin { error_code: i16, message: Option<String>, value: i64 },
+}
+
+/// This shard's end of the mesh.
+pub struct Mesh {
+    pub shard_id: usize,
+    senders: Option<Senders<Envelope>>,
+    next_id: Cell<u64>,
+    pending: RefCell<AHashMap<u64, LocalSender<Reply>>>,
+}
+
+impl Mesh {
+    pub fn new(shard_id: usize, senders: Option<Senders<Envelope>>) -> Mesh {
+        Mesh { shard_id, senders, next_id: Cell::new(0), pending: RefCell::new(AHashMap::new()) }
+    }
+
+    /// Sends `request` to another shard and returns the slot its reply will arrive in. Awaiting
+    /// this only waits for room in the channel, so callers that must keep order (produce) await it
+    /// in order and await the reply later.
+    pub async fn send(&self, to: usize, request: Request) -> runtime::LocalReceiver<Reply> {
+        assert_ne!(to, self.shard_id, "local requests are served directly");
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = runtime::oneshot();
+        self.pending.borrow_mut().insert(id, tx);
+        let senders = self.senders.as_ref().expect("a mesh exists when there are several shards");
+        let envelope = Envelope::Request { from: self.shard_id, id, request };
+        if senders.send_to(to, envelope).await.is_err() {
+            // The peer is gone (shutdown): drop the slot so the caller sees a closed channel.
+            self.pending.borrow_mut().remove(&id);
+        }
+        rx
+    }
+
+    /// Sends a reply back to the shard that asked.
+    pub async fn reply(&self, to: usize, id: u64, reply: Reply) {
+        if to == self.shard_id {
+            self.complete(id, reply);
+            return;
+        }
+        let senders = self.senders.as_ref().expect("a mesh exists when there are several shards");
+        // A closed peer means shutdown; nobody waits for the reply any more.
+        let _ = senders.send_to(to, Envelope::Reply { id, reply }).await;
+    }
+
+    /// Delivers a reply to the task waiting for it.
+    pub fn complete(&self, id: u64, reply: Reply) {
+        if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+            // The waiter may have given up (a timed-out long poll); that is fine.
+            let _ = tx.try_send(reply);
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! A shard: one pinned executor owning a fixed set of partitions, its own sockets and its own
+//! group-commit flusher.
+//!
+//! Architecture invariants:
+//! - a partition's log is touched only by the shard `routing::shard_for` names;
+//! - shards share nothing; they talk through `mesh` messages only;
+//! - shard 0 is the metadata shard: it alone changes the topic table and persists it, then tells
+//!   every shard (`Request::TopicUpsert` / `TopicDelete`).
+
+pub mod mesh;
+pub mod partition;
+pub mod routing;
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use kafka_protocol::error::ResponseError;
+use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
+
+use crate::config::{BrokerConfig, FlushMode};
+use crate::metadata::{MetaStore, TopicMeta, TopicTable};
+use crate::runtime::{self, LocalReceiver, LocalSender};
+use mesh::{
+    AdminRequest, EpochAnswer, EpochQuery, FetchPart, FetchResult, Mesh, OffsetAnswer, OffsetQuery,
+    ProducePart, ProduceResult, Reply, Request,
+};
+use partition::Partition;
+
+/// Partitions one group commit flushes at once.
+pub const FLUSH_PARTITIONS_MAX: usize = 1024;
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub cluster_id: String,
+    pub config: Rc<BrokerConfig>,
+    pub topics: RefCell<TopicTable>,
+    partitions: RefCell<AHashMap<(String, i32), Rc<Partition>>>,
+    pub mesh: Mesh,
+    /// Only on shard 0.
+    meta: Option<RefCell<MetaStore>>,
+    /// Serializes metadata changes on shard 0.
+    admin_lock: glommio::sync::Semaphore,
+    dirty: RefCell<Vec<Rc<Partition>>>,
+    flush_wake: LocalSender<()>,
+    flush_wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    pub shutting_down: Cell<bool>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps a storage failure to the Kafka error code a client understands.
+pub fn storage_error_code(e: &StorageError) -> i16 {
+    match e {
+        StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage.code(),
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+        StorageError::Io { .. } => ResponseError::KafkaStorageError.code(),
+        #[allow(unreachable_patterns)]
+        _ => ResponseError::UnknownServerError.code(),
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        count: usize,
+        cluster_id: String,
+        config: Rc<BrokerConfig>,
+        mesh: Mesh,
+        meta: Option<MetaStore>,
+    ) -> Rc<Shard> {
+        let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
+        Rc::new(Shard {
+            id,
+            count,
+            cluster_id,
+            config,
+            topics: RefCell::new(TopicTable::default()),
+            partitions: RefCell::new(AHashMap::new()),
+            mesh,
+            meta: meta.map(RefCell::new),
+            admin_lock: glommio::sync::Semaphore::new(1),
+            dirty: RefCell::new(Vec::new()),
+            flush_wake,
+            flush_wake_rx: RefCell::new(Some(flush_wake_rx)),
+            shutting_down: Cell::new(false),
+        })
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        routing::shard_for(topic, partition, self.count)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+
+    /// Serves `request` on shard `to`: directly when that is this shard, else over the mesh.
+    pub async fn call(self: &Rc<Self>, to: usize, request: Request) -> Option<Reply> {
+        if to == self.id {
+            return Some(self.serve(request).await);
+        }
+        let slot = self.mesh.send(to, request).await;
+        slot.recv().await
+    }
+
+    /// Serves one request addressed to this shard.
+    pub async fn serve(self: &Rc<Self>, request: Request) -> Reply {
+        match request {
+            Request::Produce { acks, parts } => {
+                let pending = self.produce_local(acks, parts);
+                Reply::Produce(Self::finish_produce(pending).await)
+            }
+            Request::Fetch { parts } => Reply::Fetch(self.fetch_local(&parts).await),
+            Request::WaitForData { parts, wait_ms } => {
+                self.wait_for_data(&parts, wait_ms).await;
+                Reply::Waited
+            }
+            Request::ListOffsets { parts } => Reply::ListOffsets(self.list_offsets_local(&parts).await),
+            Request::EpochEndOffsets { parts } => Reply::EpochEndOffsets(self.epoch_end_offsets_local(&parts)),
+            Request::TopicUpsert { meta } => {
+                self.apply_topic(meta).await;
+                Reply::Done
+            }
+            Request::TopicDelete { name } => {
+                self.drop_topic(&name).await;
+                Reply::Done
+            }
+            Request::Admin(admin) => self.admin(admin).await,
+        }
+    }
+
+    /// The receive loop for messages from shard `from`. It never awaits a send: produce appends
+    /// happen here, in arrival order; everything else runs in its own task.
+    pub async fn receive_loop(
+        self: Rc<Self>,
+        receiver: glommio::channels::shared_channel::ConnectedReceiver<mesh::Envelope>,
+    ) {
+        while let Some(envelope) = receiver.recv().await {
+            match envelope {
+                mesh::Envelope::Reply { id, reply } => self.mesh.complete(id, reply),
+                mesh::Envelope::Request { from, id, request: Request::Produce { acks, parts } } => {
+                    let pending = self.produce_local(acks, parts);
+                    let shard = self.clone();
+                    runtime::spawn_detached(async move {
+                        let results = Self::finish_produce(pending).await;
+                        shard.mesh.reply(from, id, Reply::Produce(results)).await;
+                    });
+                }
+                mesh::Envelope::Request { from, id, request } => {
+                    let shard = self.clone();
+                    runtime::spawn_detached(async move {
+                        let reply = shard.serve(request).await;
+                        shard.mesh.reply(from, id, reply).await;
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- produce ----------------------------------------------------------------------------
+
+    /// Appends synchronously, in order, and returns what each part still waits for.
+    pub fn produce_local(
+        &self,
+        acks: i16,
+        parts: Vec<ProducePart>,
+    ) -> Vec<(ProduceResult, Option<LocalReceiver<i16>>)> {
+        let now = now_ms();
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                let result = ProduceResult {
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                };
+                out.push((result, None));
+                continue;
+            };
+            match p.log.append(part.records, 0, now) {
+                Ok(info) => {
+                    let result = ProduceResult {
+                        error_code: 0,
+                        base_offset: info.base_offset,
+                        log_append_time_ms: info.log_append_time_ms,
+                        log_start_offset: p.log.log_start_offset(),
+                    };
+                    let wait = match self.config.flush_mode {
+                        FlushMode::Sync if acks != 0 => Some(p.wait_durable(info.last_offset)),
+                        _ => None,
+                    };
+                    if !info.duplicate {
+                        self.mark_dirty(&p);
+                    }
+                    if self.config.flush_mode == FlushMode::Interval {
+                        p.wake_fetchers();
+                    }
+                    out.push((result, wait));
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %part.topic, partition = part.partition, "append rejected: {e}");
+                    let result = ProduceResult {
+                        error_code: storage_error_code(&e),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: p.log.log_start_offset(),
+                    };
+                    out.push((result, None));
+                }
+            }
+        }
+        out
+    }
+
+    pub async fn finish_produce(pending: Vec<(ProduceResult, Option<LocalReceiver<i16>>)>) -> Vec<ProduceResult> {
+        let mut results = Vec::with_capacity(pending.len());
+        for (mut result, wait) in pending {
+            if let Some(rx) = wait {
+                let code = rx.recv().await.unwrap_or(ResponseError::KafkaStorageError.code());
+                if code != 0 {
+                    result.error_code = code;
+                    result.base_offset = -1;
+                }
+            }
+            results.push(result);
+        }
+        results
+    }
+
+    fn mark_dirty(&self, p: &Rc<Partition>) {
+        if !p.dirty.replace(true) {
+            self.dirty.borrow_mut().push(p.clone());
+        }
+        let _ = self.flush_wake.try_send(());
+    }
+
+    /// Group commit: each round flushes every partition that was appended to since the last
+    /// round, concurrently, then acknowledges all their waiters. Appends that arrive during a
+    /// round ride the next one.
+    pub async fn flusher(self: Rc<Self>) {
+        let Some(wake) = self.flush_wake_rx.borrow_mut().take() else { return };
+        loop {
+            match self.config.flush_mode {
+                FlushMode::Sync => {
+                    if wake.recv().await.is_none() {
+                        return;
+                    }
+                }
+                FlushMode::Interval => {
+                    runtime::sleep(Duration::from_millis(self.config.log_flush_interval_ms)).await;
+                }
+            }
+            self.flush_dirty().await;
+            if self.shutting_down.get() && self.dirty.borrow().is_empty() {
+                return;
+            }
+        }
+    }
+
+    pub async fn flush_dirty(&self) {
+        loop {
+            let round: Vec<Rc<Partition>> = {
+                let mut dirty = self.dirty.borrow_mut();
+                let n = dirty.len().min(FLUSH_PARTITIONS_MAX);
+                dirty.drain(..n).collect()
+            };
+            if round.is_empty() {
+                return;
+            }
+            for p in &round {
+                p.dirty.set(false);
+            }
+            let flushes = round.iter().map(|p| async move {
+                let code = match p.log.flush().await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}");
+                        storage_error_code(&e)
+                    }
+                };
+                p.flushed(code);
+            });
+            futures::future::join_all(flushes).await;
+            if self.config.flush_mode == FlushMode::Sync {
+                return;
+            }
+        }
+    }
+
+    // ---- fetch ------------------------------------------------------------------------------
+
+    pub async fn fetch_local(&self, parts: &[FetchPart]) -> Vec<FetchResult> {
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                out.push(FetchResult {
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    batches: Vec::new(),
+                });
+                continue;
+            };
+            let hw = p.high_watermark();
+            let mut result = FetchResult {
+                error_code: 0,
+                high_watermark: hw,
+                last_stable_offset: hw,
+                log_start_offset: p.log.log_start_offset(),
+                batches: Vec::new(),
+            };
+            if part.fetch_offset > hw || part.fetch_offset < p.log.log_start_offset() {
+                result.error_code = ResponseError::OffsetOutOfRange.code();
+            } else if part.fetch_offset < hw && part.max_bytes > 0 {
+                match p.log.read(part.fetch_offset, part.max_bytes, hw).await {
+                    Ok(read) => result.batches = read.batches,
+                    Err(e) => result.error_code = storage_error_code(&e),
+                }
+            }
+            out.push(result);
+        }
+        out
+    }
+
+    pub async fn wait_for_data(&self, parts: &[(String, i32, i64)], wait_ms: u64) {
+        let mut slots = Vec::with_capacity(parts.len());
+        for (topic, partition, offset) in parts {
+            let Some(p) = self.partition(topic, *partition) else { return };
+            if p.high_watermark() > *offset {
+                return;
+            }
+            slots.push(p.wait_for_data());
+        }
+        if slots.is_empty() {
+            return;
+        }
+        let any = futures::future::select_all(slots.iter().map(|rx| Box::pin(rx.recv())));
+        let _ = runtime::timeout(Duration::from_millis(wait_ms), any).await;
+    }
+
+    // ---- offsets ----------------------------------------------------------------------------
+
+    pub async fn list_offsets_local(&self, parts: &[OffsetQuery]) -> Vec<OffsetAnswer> {
+        let mut out = Vec::with_capacity(parts.len());
+        for q in parts {
+            let Some(p) = self.partition(&q.topic, q.partition) else {
+                out.push(OffsetAnswer {
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    timestamp: -1,
+                    offset: -1,
+                    leader_epoch: -1,
+                });
+                continue;
+            };
+            let hw = p.high_watermark();
+            let none = OffsetAnswer { error_code: 0, timestamp: -1, offset: -1, leader_epoch: -1 };
+            let answer = match q.timestamp {
+                -1 => OffsetAnswer { offset: hw, leader_epoch: 0, ..none },
+                -2 | -4 => OffsetAnswer { offset: p.log.log_start_offset(), leader_epoch: 0, ..none },
+                -5 => OffsetAnswer { offset: -1, ..none },
+                -3 => match p.log.max_timestamp() {
+                    Some((offset, ts, epoch)) if offset < hw => {
+                        OffsetAnswer { offset, timestamp: ts, leader_epoch: epoch, ..none }
+                    }
+                    _ => none,
+                },
+                ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
+                    Ok(Some((offset, found_ts, epoch))) if offset < hw => {
+                        OffsetAnswer { offset, timestamp: found_ts, leader_epoch: epoch, ..none }
+                    }
+                    Ok(_) => none,
+                    Err(e) => OffsetAnswer { error_code: storage_error_code(&e), ..none },
+                },
+                _ => OffsetAnswer { error_code: ResponseError::InvalidRequest.code(), ..none },
+            };
+            out.push(answer);
+        }
+        out
+    }
+
+    pub fn epoch_end_offsets_local(&self, parts: &[EpochQuery]) -> Vec<EpochAnswer> {
+        parts
+            .iter()
+            .map(|q| match self.partition(&q.topic, q.partition) {
+                None => EpochAnswer {
+                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    leader_epoch: -1,
+                    end_offset: -1,
+                },
+                Some(p) => {
+                    let (epoch, end) = p.log.end_offset_for_epoch(q.leader_epoch);
+                    EpochAnswer { error_code: 0, leader_epoch: epoch, end_offset: end }
+                }
+            })
+            .collect()
+    }
+
+    // ---- topics -----------------------------------------------------------------------------
+
+    pub fn log_config(&self, meta: &TopicMeta) -> LogConfig {
+        let c = &self.config;
+        let get = |name: &str| meta.configs.get(name).map(String::as_str);
+        let num = |name: &str, default: i64| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        LogConfig {
+            segment_bytes: num("segment.bytes", c.log_segment_bytes as i64).max(1024) as u64,
+            segment_ms: num("segment.ms", c.log_roll_ms),
+            retention_ms: num("retention.ms", c.log_retention_ms),
+            retention_bytes: num("retention.bytes", c.log_retention_bytes),
+            max_message_bytes: num("max.message.bytes", i64::from(c.message_max_bytes)).clamp(0, i64::from(i32::MAX)) as u32,
+            index_interval_bytes: num("index.interval.bytes", i64::from(c.log_index_interval_bytes)).clamp(1, i64::from(i32::MAX)) as u32,
+            timestamp_type: match get("message.timestamp.type").unwrap_or(&c.log_message_timestamp_type) {
+                "LogAppendTime" => TimestampType::LogAppendTime,
+                _ => TimestampType::CreateTime,
+            },
+            tail_cache_bytes_max: c.tail_cache_bytes_max,
+        }
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.log_dirs.join(format!("{topic}-{partition}"))
+    }
+
+    /// Installs a topic in this shard's table and opens the logs of the partitions it owns.
+    pub async fn apply_topic(&self, meta: TopicMeta) {
+        let config = self.log_config(&meta);
+        for index in 0..meta.partitions {
+            if self.owner(&meta.name, index) != self.id {
+                continue;
+            }
+            if let Some(p) = self.partition(&meta.name, index) {
+                p.log.update_config(config.clone());
+                continue;
+            }
+            let dir = self.partition_dir(&meta.name, index);
+            match PartitionLog::open(dir.clone(), config.clone(), Backend::Dma).await {
+                Ok(log) => {
+                    let p = Partition::new(meta.name.clone(), index, log, self.config.flush_mode);
+                    self.partitions.borrow_mut().insert((meta.name.clone(), index), p);
+                }
+                Err(e) => crate::fatal::fatal(format!("cannot open partition log {}: {e}", dir.display())),
+            }
+        }
+        self.topics.borrow_mut().upsert(meta);
+    }
+
+    pub async fn drop_topic(&self, name: &str) {
+        self.topics.borrow_mut().remove(name);
+        let owned: Vec<Rc<Partition>> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for p in owned {
+            p.flushed(ResponseError::UnknownTopicOrPartition.code());
+            match Rc::try_unwrap(p) {
+                Ok(p) => {
+                    if let Err(e) = p.log.delete().await {
+                        tracing::error!(topic = name, "cannot delete partition log: {e}");
+                    }
+                }
+                Err(p) => {
+                    // A request still holds the partition; remove the directory once it lets go.
+                    let dir = self.partition_dir(&p.topic, p.index);
+                    drop(p);
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::error!(dir = %dir.display(), "cannot delete partition directory: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every shard's retention pass, every `log.retention.check.interval.ms`.
+    pub async fn retention_loop(self: Rc<Self>) {
+        loop {
+            runtime::sleep(Duration::from_millis(self.config.log_retention_check_interval_ms.max(100))).await;
+            if self.shutting_down.get() {
+                return;
+            }
+            let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+            for p in parts {
+                match p.log.enforce_retention(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = %p.topic, partition = p.index, "retention deleted {n} segments"),
+                    Err(e) => tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log (clean shutdown).
+    pub async fn close_all(&self) {
+        self.shutting_down.set(true);
+        self.flush_dirty().await;
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for p in parts {
+            p.flushed(ResponseError::KafkaStorageError.code());
+            match Rc::try_unwrap(p) {
+                Ok(p) => {
+                    if let Err(e) = p.log.close().await {
+                        tracing::error!("close failed: {e}");
+                    }
+                }
+                Err(p) => {
+                    if let Err(e) = p.log.flush().await {
+                        tracing::error!("flush at shutdown failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- admin (shard 0) --------------------------------------------------------------------
+
+    /// Broadcasts a topic change to every shard and waits until all applied it.
+    async fn broadcast(self: &Rc<Self>, make: impl Fn() -> Request) {
+        let calls = (0..self.count).map(|to| self.call(to, make()));
+        futures::future::join_all(calls).await;
+    }
+
+    async fn admin(self: &Rc<Self>, request: AdminRequest) -> Reply {
+        assert_eq!(self.id, 0, "metadata changes run on shard 0");
+        let _guard = self.admin_lock.acquire_permit(1).await;
+        let meta = self.meta.as_ref().expect("shard 0 owns the metadata store");
+        let ok = Reply::Admin { error_code: 0, message: None, value: 0 };
+        let fail = |e: ResponseError, message: String| Reply::Admin {
+            error_code: e.code(),
+            message: Some(message),
+            value: 0,
+        };
+        match request {
+            AdminRequest::AllocateProducerId => match meta.borrow_mut().allocate_producer_id() {
+                Ok(id) => Reply::Admin { error_code: 0, message: None, value: id },
+                Err(e) => fail(ResponseError::KafkaStorageError, e.to_string()),
+            },
+            AdminRequest::CreateTopic { meta: topic, validate_only } => {
+                if self.topics.borrow().get(&topic.name).is_some() {
+                    return fail(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name));
+                }
+                if validate_only {
+                    return ok;
+                }
+                {
+                    let mut store = meta.borrow_mut();
+                    store.state.topics.push(topic.clone());
+                    if let Err(e) = store.persist() {
+                        store.state.topics.retain(|t| t.name != topic.name);
+                        return fail(ResponseError::KafkaStorageError, e.to_string());
+                    }
+                }
+                self.broadcast(|| Request::TopicUpsert { meta: topic.clone() }).await;
+                ok
+            }
+            AdminRequest::DeleteTopic { name } => {
+                if self.topics.borrow().get(&name).is_none() {
+                    return fail(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.".into());
+                }
+                {
+                    let mut store = meta.borrow_mut();
+                    let before = store.state.topics.clone();
+                    store.state.topics.retain(|t| t.name != name);
+                    if let Err(e) = store.persist() {
+                        store.state.topics = before;
+                        return fail(ResponseError::KafkaStorageError, e.to_string());
+                    }
+                }
+                self.broadcast(|| Request::TopicDelete { name: name.clone() }).await;
+                ok
+            }
+            AdminRequest::CreatePartitions { name, count, validate_only } => {
+                let Some(current) = self.topics.borrow().get(&name).cloned() else {
+                    return fail(ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."));
+                };
+                if count <= current.partitions {
+                    return fail(
+                        ResponseError::InvalidPartitions,
+                        format!("Topic currently has {} partitions, which is higher than the requested {count}.", current.partitions),
+                    );
+                }
+                if validate_only {
+                    return ok;
+                }
+                let mut updated = (*current).clone();
+                updated.partitions = count;
+                {
+                    let mut store = meta.borrow_mut();
+                    let before = store.state.topics.clone();
+                    for t in store.state.topics.iter_mut().filter(|t| t.name == name) {
+                        t.partitions = count;
+                    }
+                    if let Err(e) = store.persist() {
+                        store.state.topics = before;
+                        return fail(ResponseError::KafkaStorageError, e.to_string());
+                    }
+                }
+                self.broadcast(|| Request::TopicUpsert { meta: updated.clone() }).await;
+                ok
+            }
+        }
+    }
+
+    /// Sends a metadata change to shard 0.
+    pub async fn admin_call(self: &Rc<Self>, request: AdminRequest) -> (i16, Option<String>, i64) {
+        match self.call(0, Request::Admin(request)).await {
+            Some(Reply::Admin { error_code, message, value }) => (error_code, message, value),
+            _ => (ResponseError::CoordinatorNotAvailable.code(), Some("shutting down".into()), 0),
+        }
+    }
+
+    /// Creates a topic with the broker's defaults (auto-creation).
+    pub async fn auto_create(self: &Rc<Self>, name: &str) -> i16 {
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions: self.config.num_partitions,
+            replication_factor: 1,
+            configs: Default::default(),
+        };
+        let (code, _, _) = self.admin_call(AdminRequest::CreateTopic { meta, validate_only: false }).await;
+        if code == ResponseError::TopicAlreadyExists.code() { 0 } else { code }
+    }
+}

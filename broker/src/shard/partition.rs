@@ -1,0 +1,97 @@
+//! A partition as its shard sees it: the log plus the tasks waiting on it.
+//!
+//! Owned by: the partition's shard (`routing::shard_for`). `!Send`: it never leaves its shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use spool_storage::PartitionLog;
+
+use crate::config::FlushMode;
+use crate::runtime::{self, LocalReceiver, LocalSender};
+
+/// Long-poll fetchers parked on one partition. Beyond this the oldest waiter is woken early
+/// (it simply re-reads and finds nothing new), so memory stays bounded.
+pub const DATA_WAITERS_MAX: usize = 4096;
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: PartitionLog,
+    flush_mode: FlushMode,
+    /// Produce acks waiting for their last offset to become durable, in offset order.
+    durable_waiters: RefCell<VecDeque<(i64, LocalSender<i16>)>>,
+    /// Fetchers waiting for the high watermark to move.
+    data_waiters: RefCell<VecDeque<LocalSender<()>>>,
+    /// Queued for the shard's next group commit.
+    pub dirty: Cell<bool>,
+}
+
+impl Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog, flush_mode: FlushMode) -> Rc<Partition> {
+        Rc::new(Partition {
+            topic,
+            index,
+            log,
+            flush_mode,
+            durable_waiters: RefCell::new(VecDeque::new()),
+            data_waiters: RefCell::new(VecDeque::new()),
+            dirty: Cell::new(false),
+        })
+    }
+
+    /// Offsets below this are visible to consumers. With fsync-before-ack it is the durable end,
+    /// so a consumer never sees a record that a crash could take back.
+    pub fn high_watermark(&self) -> i64 {
+        match self.flush_mode {
+            FlushMode::Sync => self.log.durable_end_offset(),
+            FlushMode::Interval => self.log.log_end_offset(),
+        }
+    }
+
+    /// A slot that receives an error code (0 = durable) once `last_offset` is on disk.
+    pub fn wait_durable(&self, last_offset: i64) -> LocalReceiver<i16> {
+        let (tx, rx) = runtime::oneshot();
+        if self.log.durable_end_offset() > last_offset {
+            let _ = tx.try_send(0);
+        } else {
+            self.durable_waiters.borrow_mut().push_back((last_offset, tx));
+        }
+        rx
+    }
+
+    /// After a flush: acknowledge what is now durable, or fail everything still waiting.
+    pub fn flushed(&self, error_code: i16) {
+        let durable_end = self.log.durable_end_offset();
+        let mut waiters = self.durable_waiters.borrow_mut();
+        while let Some((last, _)) = waiters.front() {
+            if error_code == 0 && *last >= durable_end {
+                break;
+            }
+            let (_, tx) = waiters.pop_front().expect("front exists");
+            let _ = tx.try_send(error_code);
+        }
+        drop(waiters);
+        self.wake_fetchers();
+    }
+
+    /// A slot that fires when the high watermark moves.
+    pub fn wait_for_data(&self) -> LocalReceiver<()> {
+        let (tx, rx) = runtime::oneshot();
+        let mut waiters = self.data_waiters.borrow_mut();
+        if waiters.len() >= DATA_WAITERS_MAX {
+            if let Some(oldest) = waiters.pop_front() {
+                let _ = oldest.try_send(());
+            }
+        }
+        waiters.push_back(tx);
+        rx
+    }
+
+    pub fn wake_fetchers(&self) {
+        for tx in self.data_waiters.borrow_mut().drain(..) {
+            let _ = tx.try_send(());
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Topic-level configs: Kafka's names, their broker-level synonyms and defaults, and validation.
+//!
+//! The names are Kafka's full topic config list so that tools setting any of them work; the
+//! ones Spool enforces are marked `enforced`. A topic's value comes from its override, else the
+//! broker synonym's value (static config or default), as Kafka resolves it.
+
+use crate::config::{BrokerConfig, ConfigSource};
+
+/// DescribeConfigs config types.
+pub const TYPE_BOOLEAN: i8 = 1;
+pub const TYPE_STRING: i8 = 2;
+pub const TYPE_INT: i8 = 3;
+pub const TYPE_LONG: i8 = 5;
+pub const TYPE_DOUBLE: i8 = 6;
+pub const TYPE_LIST: i8 = 7;
+
+/// DescribeConfigs sources.
+pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+pub struct TopicConfigSpec {
+    pub name: &'static str,
+    /// The broker setting it defaults to, when Spool has one.
+    pub synonym: Option<&'static str>,
+    pub default: &'static str,
+    pub config_type: i8,
+    pub enforced: bool,
+}
+
+const fn spec(name: &'static str, synonym: Option<&'static str>, default: &'static str, config_type: i8, enforced: bool) -> TopicConfigSpec {
+    TopicConfigSpec { name, synonym, default, config_type, enforced }
+}
+
+pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
+    spec("cleanup.policy", None, "delete", TYPE_LIST, false),
+    spec("compression.type", None, "producer", TYPE_STRING, false),
+    spec("delete.retention.ms", None, "86400000", TYPE_LONG, false),
+    spec("file.delete.delay.ms", None, "60000", TYPE_LONG, false),
+    spec("flush.messages", Some("log.flush.interval.messages"), "1", TYPE_LONG, false),
+    spec("flush.ms", Some("log.flush.interval.ms"), "1000", TYPE_LONG, false),
+    spec("index.interval.bytes", Some("log.index.interval.bytes"), "4096", TYPE_INT, true),
+    spec("max.compaction.lag.ms", None, "9223372036854775807", TYPE_LONG, false),
+    spec("max.message.bytes", Some("message.max.bytes"), "1048588", TYPE_INT, true),
+    spec("message.timestamp.after.max.ms", None, "3600000", TYPE_LONG, false),
+    spec("message.timestamp.before.max.ms", None, "9223372036854775807", TYPE_LONG, false),
+    spec("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", TYPE_STRING, true),
+    spec("min.cleanable.dirty.ratio", None, "0.5", TYPE_DOUBLE, false),
+    spec("min.compaction.lag.ms", None, "0", TYPE_LONG, false),
+    spec("min.insync.replicas", None, "1", TYPE_INT, false),
+    spec("preallocate", None, "false", TYPE_BOOLEAN, false),
+    spec("retention.bytes", Some("log.retention.bytes"), "-1", TYPE_LONG, true),
+    spec("retention.ms", Some("log.retention.ms"), "604800000", TYPE_LONG, true),
+    spec("segment.bytes", Some("log.segment.bytes"), "1073741824", TYPE_INT, true),
+    spec("segment.index.bytes", None, "10485760", TYPE_INT, false),
+    spec("segment.jitter.ms", None, "0", TYPE_LONG, false),
+    spec("segment.ms", Some("log.roll.ms"), "604800000", TYPE_LONG, true),
+    spec("unclean.leader.election.enable", None, "false", TYPE_BOOLEAN, false),
+];
+
+pub fn find(name: &str) -> Option<&'static TopicConfigSpec> {
+    TOPIC_CONFIGS.iter().find(|s| s.name == name)
+}
+
+/// Why a topic config override is refused (INVALID_CONFIG).
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let Some(spec) = find(name) else {
+        return Err(format!("Unknown topic config name: {name}"));
+    };
+    let ok = match spec.config_type {
+        TYPE_INT => value.parse::<i32>().is_ok(),
+        TYPE_LONG => value.parse::<i64>().is_ok(),
+        TYPE_DOUBLE => value.parse::<f64>().is_ok(),
+        TYPE_BOOLEAN => value == "true" || value == "false",
+        _ => true,
+    };
+    if !ok {
+        return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    let range_ok = match name {
+        "message.timestamp.type" => value == "CreateTime" || value == "LogAppendTime",
+        "segment.bytes" => value.parse::<i64>().map(|v| v >= 14).unwrap_or(false),
+        "max.message.bytes" | "index.interval.bytes" => value.parse::<i64>().map(|v| v >= 0).unwrap_or(false),
+        "retention.ms" | "retention.bytes" => value.parse::<i64>().map(|v| v >= -1).unwrap_or(false),
+        "segment.ms" => value.parse::<i64>().map(|v| v >= 1).unwrap_or(false),
+        "cleanup.policy" => value.split(',').all(|p| p.trim() == "delete" || p.trim() == "compact"),
+        _ => true,
+    };
+    if !range_ok {
+        return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    Ok(())
+}
+
+/// A topic config's effective value and its source, given the topic's overrides.
+pub fn resolve(
+    spec: &TopicConfigSpec,
+    overrides: &std::collections::BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> (String, i8) {
+    if let Some(v) = overrides.get(spec.name) {
+        return (v.clone(), SOURCE_DYNAMIC_TOPIC);
+    }
+    if let Some((value, source)) = spec.synonym.and_then(|s| broker.values.get(s)) {
+        let source = if *source == ConfigSource::Static { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+        return (value.clone(), source);
+    }
+    (spec.default.to_string(), SOURCE_DEFAULT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_cases() {
+        let cases = [
+            ("retention.ms", "1000", true),
+            ("retention.ms", "-1", true),
+            ("retention.ms", "-2", false),
+            ("retention.ms", "soon", false),
+            ("segment.bytes", "13", false),
+            ("message.timestamp.type", "LogAppendTime", true),
+            ("message.timestamp.type", "Now", false),
+            ("cleanup.policy", "compact,delete", true),
+            ("no.such.config", "1", false),
+            ("preallocate", "yes", false),
+        ];
+        for (name, value, ok) in cases {
+            assert_eq!(validate(name, value).is_ok(), ok, "{name}={value}");
+        }
+    }
+}

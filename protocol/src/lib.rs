@@ -1,0 +1,4 @@
+//! Kafka wire framing and record-batch handling. No I/O, no runtime.
+
+pub mod batch;
+pub mod frame;
