@@ -152,4 +152,24 @@ mod tests {
         let p = peek_header_prefix(&[0, 18, 0, 3, 0, 0, 0, 7]).expect("ok");
         assert_eq!(p, HeaderPrefix { api_key: 18, api_version: 3, correlation_id: 7 });
     }
+
+    #[test]
+    fn hostile_lengths_fail_without_allocating() {
+        use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, ProduceRequest};
+        // Metadata v4: topics array claims i32::MAX entries, none follow.
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(MetadataRequest::decode(&mut body, 4).is_err());
+        // Metadata v9 (flexible): compact array claims u32::MAX - 1 entries.
+        let mut body = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(MetadataRequest::decode(&mut body, 9).is_err());
+        // CreateTopics v2: one topic whose name claims 32767 bytes.
+        let mut body = Bytes::from_static(&[0, 0, 0, 1, 0x7f, 0xff]);
+        assert!(CreateTopicsRequest::decode(&mut body, 2).is_err());
+        // Produce v3: records bytes claim 2 GiB.
+        let mut body = Bytes::from_static(&[
+            0xff, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 0, 0x7f,
+            0xff, 0xff, 0xff,
+        ]);
+        assert!(ProduceRequest::decode(&mut body, 3).is_err());
+    }
 }
