@@ -3,6 +3,7 @@
 //! `spool broker` starts one pinned glommio executor (a shard) per core; see ARCHITECTURE.md for
 //! the request path. The other subcommands are Kafka clients usable against Spool or Apache Kafka.
 
+mod cli;
 mod config;
 mod error;
 mod fatal;
@@ -40,6 +41,12 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Broker(BrokerArgs),
+    /// Create, list, describe and delete topics.
+    Topic(cli::TopicArgs),
+    /// Produce stdin lines as records to a topic.
+    Produce(cli::ProduceArgs),
+    /// Print records of a topic to stdout.
+    Consume(cli::ConsumeArgs),
 }
 
 /// Broker settings. Every flag is also `SPOOL_<NAME>` in the environment and `name = value`
@@ -73,6 +80,9 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Topic(args) => std::process::exit(cli::topic(args)),
+        Command::Produce(args) => std::process::exit(cli::produce(args)),
+        Command::Consume(args) => std::process::exit(cli::consume(args)),
     }
 }
 
@@ -111,6 +121,7 @@ fn run_broker(args: BrokerArgs) {
             tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = resolve_config(&args);
     let meta = MetaStore::open(&config.log_dirs).unwrap_or_else(|e| fatal(e));

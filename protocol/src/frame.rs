@@ -95,7 +95,11 @@ pub fn encode_response<M: Encodable>(
         .map_err(|e| EncodeError(e.to_string()))?;
     body.encode(&mut out, api_version)
         .map_err(|e| EncodeError(e.to_string()))?;
-    assert_eq!(out.len(), SIZE_PREFIX_BYTES + size, "compute_size disagrees with encode");
+    assert_eq!(
+        out.len(),
+        SIZE_PREFIX_BYTES + size,
+        "compute_size disagrees with encode"
+    );
     Ok(out.freeze())
 }
 
@@ -105,7 +109,10 @@ pub fn encode_response<M: Encodable>(
 pub struct EncodeError(pub String);
 
 /// Splits one complete frame off the front of `buf`, if there is one.
-pub fn split_frame(buf: &mut BytesMut, request_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+pub fn split_frame(
+    buf: &mut BytesMut,
+    request_bytes_max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let Some(size) = frame_size(buf, request_bytes_max)? else {
         return Ok(None);
     };
@@ -127,9 +134,21 @@ mod tests {
             (&[0, 0, 0], Ok(None)),
             (&[0, 0, 0, 10], Ok(Some(10))),
             (&[0, 0, 3, 232], Ok(Some(1000))),
-            (&[0, 0, 3, 233], Err(FrameError::TooLarge { size: 1001, max })),
-            (&[255, 255, 255, 255], Err(FrameError::NegativeSize { size: -1 })),
-            (&[127, 255, 255, 255], Err(FrameError::TooLarge { size: i64::from(i32::MAX), max })),
+            (
+                &[0, 0, 3, 233],
+                Err(FrameError::TooLarge { size: 1001, max }),
+            ),
+            (
+                &[255, 255, 255, 255],
+                Err(FrameError::NegativeSize { size: -1 }),
+            ),
+            (
+                &[127, 255, 255, 255],
+                Err(FrameError::TooLarge {
+                    size: i64::from(i32::MAX),
+                    max,
+                }),
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(&frame_size(input, max), expected, "input {input:?}");
@@ -141,7 +160,9 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 2][..]);
         assert_eq!(split_frame(&mut buf, 100), Ok(None));
         buf.extend_from_slice(&[3, 0, 0]);
-        let frame = split_frame(&mut buf, 100).expect("valid").expect("complete");
+        let frame = split_frame(&mut buf, 100)
+            .expect("valid")
+            .expect("complete");
         assert_eq!(&frame[..], &[1, 2, 3]);
         assert_eq!(&buf[..], &[0, 0]);
     }
@@ -150,7 +171,14 @@ mod tests {
     fn header_prefix_needs_eight_bytes() {
         assert_eq!(peek_header_prefix(&[0; 7]), Err(FrameError::BadHeader));
         let p = peek_header_prefix(&[0, 18, 0, 3, 0, 0, 0, 7]).expect("ok");
-        assert_eq!(p, HeaderPrefix { api_key: 18, api_version: 3, correlation_id: 7 });
+        assert_eq!(
+            p,
+            HeaderPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 7
+            }
+        );
     }
 
     #[test]

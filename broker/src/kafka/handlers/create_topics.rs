@@ -33,12 +33,7 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
         let fail = |e: ResponseError, msg: String| {
-            result
-                .clone()
-                .with_error_code(e.code())
-                .with_error_message(Some(StrBytes::from_string(msg)))
-                .with_num_partitions(-1)
-                .with_replication_factor(-1)
+            result.clone().with_error_code(e.code()).with_error_message(Some(StrBytes::from_string(msg)))
         };
         if duplicates.contains(&name) {
             results.push(fail(ResponseError::InvalidRequest, format!("Create topics request from client contains multiple entries for the topic {name}.")));
@@ -91,14 +86,13 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
             results.push(fail(e, message.unwrap_or_default()));
             continue;
         }
-        let id = if request.validate_only { uuid::Uuid::nil() } else { meta.id };
-        results.push(
+        let id = if request.validate_only || ctx.version() < 7 { uuid::Uuid::nil() } else { meta.id };
+        let result = result.with_topic_id(id);
+        results.push(if ctx.version() >= 5 {
+            result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(described))
+        } else {
             result
-                .with_topic_id(id)
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)
-                .with_configs(Some(described)),
-        );
+        });
     }
     CreateTopicsResponse::default().with_topics(results)
 }

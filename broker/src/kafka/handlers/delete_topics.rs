@@ -24,9 +24,10 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
             Some(n) => shard.topics.borrow().get(n).map(|m| (m.name.clone(), m.id)),
             None => shard.topics.borrow().get_by_id(&id).map(|m| (m.name.clone(), m.id)),
         };
+        let v6 = ctx.version() >= 6;
         let mut result = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
-            .with_topic_id(id);
+            .with_topic_id(if v6 { id } else { uuid::Uuid::nil() });
         match resolved {
             None => {
                 let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
@@ -36,9 +37,9 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
                 let (code, message, _) = shard.admin_call(AdminRequest::DeleteTopic { name: name.clone() }).await;
                 result = result
                     .with_name(Some(TopicName(StrBytes::from_string(name))))
-                    .with_topic_id(topic_id)
+                    .with_topic_id(if v6 { topic_id } else { uuid::Uuid::nil() })
                     .with_error_code(code)
-                    .with_error_message(if code != 0 { message.map(StrBytes::from_string) } else { None });
+                    .with_error_message(if code != 0 && ctx.version() >= 5 { message.map(StrBytes::from_string) } else { None });
             }
         }
         responses.push(result);

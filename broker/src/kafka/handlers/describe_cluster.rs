@@ -14,8 +14,9 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn handle(ctx: &Ctx, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let config = &ctx.shard.config;
+    let endpoint_type = if ctx.version() >= 1 { request.endpoint_type } else { ENDPOINT_TYPE_BROKERS };
     let response = DescribeClusterResponse::default()
-        .with_endpoint_type(request.endpoint_type)
+        .with_endpoint_type(endpoint_type)
         .with_cluster_id(StrBytes::from_string(ctx.shard.cluster_id.clone()))
         .with_controller_id(BrokerId(config.node_id));
     if ctx.version() >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {

@@ -46,7 +46,7 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
                                         }
                                     }
                                 }
-                                entry(spec.name, value, source, spec.config_type, synonyms, request.include_documentation.then_some(""))
+                                entry(spec.name, value, source, spec.config_type, synonyms, request.include_documentation.then_some(""), ctx.version())
                             })
                             .collect(),
                     ),
@@ -66,7 +66,7 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
                                 let (value, source) = ctx.shard.config.values.get(s.name).cloned().unwrap_or((s.default.to_string(), ConfigSource::Default));
                                 let source = broker_source(source);
                                 let synonyms = if request.include_synonyms { vec![synonym(s.name, &value, source)] } else { Vec::new() };
-                                entry(s.name, value, source, TYPE_STRING, synonyms, request.include_documentation.then_some(s.doc))
+                                entry(s.name, value, source, TYPE_STRING, synonyms, request.include_documentation.then_some(s.doc), ctx.version())
                             })
                             .collect(),
                     )
@@ -101,7 +101,9 @@ fn entry(
     config_type: i8,
     synonyms: Vec<DescribeConfigsSynonym>,
     documentation: Option<&str>,
+    version: i16,
 ) -> DescribeConfigsResourceResult {
+    let (config_type, documentation) = if version >= 3 { (config_type, documentation) } else { (0, None) };
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
         .with_value(Some(StrBytes::from_string(value)))

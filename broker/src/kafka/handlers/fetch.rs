@@ -23,7 +23,6 @@ pub const MAX_WAIT_MS_MAX: u64 = 60_000;
 
 struct Wanted {
     topic: Option<String>,
-    topic_id: uuid::Uuid,
     partition: i32,
     fetch_offset: i64,
     max_bytes: usize,
@@ -44,7 +43,6 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
         for p in &topic.partitions {
             wanted.push(Wanted {
                 topic: name.clone(),
-                topic_id: topic.topic_id,
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
@@ -94,24 +92,23 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
         for _ in 0..count {
             let w = wanted_iter.next().expect("one wanted entry per partition");
             let r = results.next().expect("one result per partition");
-            partitions.push(
-                PartitionData::default()
-                    .with_partition_index(w.partition)
-                    .with_error_code(r.error_code)
-                    .with_high_watermark(r.high_watermark)
-                    .with_last_stable_offset(r.last_stable_offset)
-                    .with_log_start_offset(r.log_start_offset)
-                    .with_records(Some(concat(r.batches))),
-            );
+            let data = PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_error_code(r.error_code)
+                .with_high_watermark(r.high_watermark)
+                .with_last_stable_offset(r.last_stable_offset)
+                .with_records(Some(concat(r.batches)));
+            partitions.push(if ctx.version() >= 5 { data.with_log_start_offset(r.log_start_offset) } else { data });
         }
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
-                .with_topic_id(topic_id)
-                .with_partitions(partitions),
-        );
+        let topic = FetchableTopicResponse::default().with_partitions(partitions);
+        responses.push(if by_id {
+            topic.with_topic_id(topic_id)
+        } else {
+            topic.with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
+        });
     }
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    let response = FetchResponse::default().with_responses(responses);
+    response
 }
 
 /// Reads every wanted partition once, each on its owning shard, results in request order.

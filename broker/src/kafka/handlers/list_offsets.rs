@@ -13,6 +13,7 @@ pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
 
 pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let shard = &ctx.shard;
+    let version = ctx.version();
     let mut queries: Vec<OffsetQuery> = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
@@ -56,12 +57,16 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
                 .iter()
                 .map(|p| {
                     let a = answers.next().expect("one answer per partition");
-                    ListOffsetsPartitionResponse::default()
+                    let r = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(a.error_code)
                         .with_timestamp(a.timestamp)
-                        .with_offset(a.offset)
-                        .with_leader_epoch(a.leader_epoch)
+                        .with_offset(a.offset);
+                    if version >= 4 {
+                        r.with_leader_epoch(a.leader_epoch)
+                    } else {
+                        r
+                    }
                 })
                 .collect();
             ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)

@@ -33,7 +33,7 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
         None => {
             let all = shard.topics.borrow().all();
             for meta in all {
-                topics.push(describe(&meta, node_id));
+                topics.push(describe(&meta, node_id, ctx.version()));
             }
         }
         Some(list) => {
@@ -48,6 +48,7 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
                                     .with_error_code(ResponseError::UnknownTopicId.code())
                                     .with_topic_id(id),
                             );
+                            // Only v10+ can name topics by id, and v10+ carries topic_id.
                             continue;
                         }
                     },
@@ -60,14 +61,17 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
         .with_node_id(BrokerId(node_id))
         .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
         .with_port(i32::from(shard.config.advertised_port));
-    MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(StrBytes::from_string(shard.cluster_id.clone())))
-        .with_controller_id(BrokerId(node_id))
-        .with_topics(topics)
+    let response = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
+    let response = if ctx.version() >= 1 { response.with_controller_id(BrokerId(node_id)) } else { response };
+    if ctx.version() >= 2 {
+        response.with_cluster_id(Some(StrBytes::from_string(shard.cluster_id.clone())))
+    } else {
+        response
+    }
 }
 
 async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataResponseTopic {
+    let version = ctx.version();
     let shard = &ctx.shard;
     let named = || MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
     if !topic_name_valid(name) {
@@ -75,7 +79,7 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     let existing = shard.topics.borrow().get(name).cloned();
     if let Some(meta) = existing {
-        return describe(&meta, shard.config.node_id);
+        return describe(&meta, shard.config.node_id, version);
     }
     if !auto_create {
         return named().with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -86,24 +90,24 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     // Kafka answers the creating request with LEADER_NOT_AVAILABLE; the client asks again.
     match shard.topics.borrow().get(name) {
-        Some(meta) => describe(meta, shard.config.node_id),
+        Some(meta) => describe(meta, shard.config.node_id, version),
         None => named().with_error_code(ResponseError::LeaderNotAvailable.code()),
     }
 }
 
-fn describe(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+fn describe(meta: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|index| {
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
                 .with_replica_nodes(vec![BrokerId(node_id)])
                 .with_isr_nodes(vec![BrokerId(node_id)])
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
-        .with_topic_id(meta.id)
+        .with_topic_id(if version >= 10 { meta.id } else { uuid::Uuid::nil() })
         .with_partitions(partitions)
 }

@@ -37,6 +37,7 @@ fn error(code: ResponseError) -> ProduceResult {
 pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<Output = ProduceResponse>>> {
     let shard = ctx.shard.clone();
     let acks = request.acks;
+    let version = ctx.version();
     let total: usize = request.topic_data.iter().map(|t| t.partition_data.len()).sum();
     let bad_acks = !matches!(acks, -1..=1);
     let too_many = total > PARTITIONS_PER_REQUEST_MAX;
@@ -109,12 +110,16 @@ pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<
                                 .copied()
                                 .unwrap_or_else(|| error(ResponseError::RequestTimedOut)),
                         };
-                        PartitionProduceResponse::default()
+                        let response = PartitionProduceResponse::default()
                             .with_index(index)
                             .with_error_code(r.error_code)
                             .with_base_offset(r.base_offset)
-                            .with_log_append_time_ms(r.log_append_time_ms)
-                            .with_log_start_offset(r.log_start_offset)
+                            .with_log_append_time_ms(r.log_append_time_ms);
+                        if version >= 5 {
+                            response.with_log_start_offset(r.log_start_offset)
+                        } else {
+                            response
+                        }
                     })
                     .collect();
                 TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)

@@ -1,0 +1,149 @@
+//! The admin and data command line: `spool topic ...`, `spool produce`, `spool consume`.
+//!
+//! A small blocking Kafka client (std `TcpStream`, no runtime) speaking the wire protocol through
+//! the `kafka-protocol` codec, so the same commands work against Spool and Apache Kafka. Boundary:
+//! nothing here touches broker internals; it is a client like any other.
+//!
+//! Exit status: 0 on success, 1 when the broker or the connection fails (Kafka's error name and
+//! message on stderr), 2 for usage errors (from clap).
+
+mod client;
+mod conn;
+mod consume;
+mod error;
+mod murmur2;
+mod produce;
+mod topic;
+
+use clap::{Args, Subcommand};
+
+pub use error::CliError;
+
+/// Where to reach the cluster.
+#[derive(Args, Debug, Clone)]
+pub struct Bootstrap {
+    /// A broker to bootstrap from, HOST:PORT.
+    #[arg(long, env = "SPOOL_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    pub bootstrap_server: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic (CreateTopics).
+    Create {
+        name: String,
+        /// Partition count; -1 uses the broker's `num.partitions`.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        /// Replication factor; -1 uses the broker's `default.replication.factor`.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
+        /// A topic config override, `name=value` (e.g. `retention.ms=60000`). Repeatable.
+        #[arg(long, value_name = "NAME=VALUE")]
+        config: Vec<String>,
+    },
+    /// List topic names, sorted (Metadata).
+    List,
+    /// Show partitions, leaders, replicas, ISR, topic id and config overrides.
+    Describe { name: String },
+    /// Delete a topic (DeleteTopics).
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    pub topic: String,
+    /// Send every record to this partition instead of partitioning by key.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Split each line at the first SEP into key and value; lines without SEP get a null key.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// -1 (all in-sync replicas), 1 (leader) or 0 (no response).
+    #[arg(long, default_value = "-1", allow_negative_numbers = true, value_parser = parse_acks)]
+    pub acks: i16,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// A header added to every record, `key=value`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub header: Vec<String>,
+}
+
+fn parse_acks(s: &str) -> Result<i16, String> {
+    match s {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        "-1" | "all" => Ok(-1),
+        _ => Err("expected -1 (or all), 0 or 1".to_string()),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    pub topic: String,
+    /// Read only this partition (default: all partitions).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Where to start: earliest, latest, or an offset.
+    #[arg(long, default_value = "latest")]
+    pub offset: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop when no record arrives for this long (default: never).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Print `key<TAB>` before each value (`null` for no key).
+    #[arg(long)]
+    pub print_key: bool,
+    /// Print `partition:offset<TAB>` before each record.
+    #[arg(long)]
+    pub print_offset: bool,
+}
+
+/// `spool topic ...`; returns the process exit code.
+pub fn topic(args: TopicArgs) -> i32 {
+    let mut out = std::io::stdout();
+    report(client::Client::connect(&args.conn.bootstrap_server).and_then(|mut c| topic::run(&mut c, args.command, &mut out)))
+}
+
+/// `spool produce`; returns the process exit code.
+pub fn produce(args: ProduceArgs) -> i32 {
+    report(produce::run(args))
+}
+
+/// `spool consume`; returns the process exit code.
+pub fn consume(args: ConsumeArgs) -> i32 {
+    report(consume::run(args))
+}
+
+fn report(result: Result<(), CliError>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
+/// Splits `name=value` at the first `=`.
+pub(crate) fn parse_key_value<'a>(flag: &'static str, pair: &'a str) -> Result<(&'a str, &'a str), CliError> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k, v)),
+        _ => Err(CliError::InvalidArgument { flag, value: pair.to_string(), reason: "expected NAME=VALUE" }),
+    }
+}

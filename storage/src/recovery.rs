@@ -1,0 +1,511 @@
+//! Opening a partition log: clean restart, crash recovery, and clean shutdown.
+//!
+//! Startup cost grows with the active segment (and the unflushed tail), never with total data:
+//! - sealed segments are trusted. Opening one costs a stat and a 12-byte read of the last time
+//!   index entry; its indexes are read lazily on first use, and rebuilt only if missing or
+//!   damaged. (A flush makes a segment's data durable before the next segment's file exists,
+//!   so only the last segment can have a torn tail.)
+//! - after a clean shutdown, the `clean-shutdown` marker holds the active segment's logical
+//!   size and end offset: nothing is scanned. The marker is removed before the log accepts
+//!   writes, so it never describes a log that changed after it was written.
+//! - after a crash, the active segment is scanned batch by batch (CRC-checked, offsets must
+//!   continue); the first torn or corrupt batch and everything after it are truncated.
+//!   O_DIRECT zero padding past the logical end fails validation and is truncated likewise.
+//! - producer state is loaded from the newest snapshot at or below the log end and the batches
+//!   after it are replayed; the leader epoch cache from its checkpoint plus the active segment.
+
+use spool_protocol::batch::BatchHeader;
+
+use crate::epoch::EpochCache;
+use crate::fs::{failpoints, Backend, SegmentFile};
+use crate::index::{decode_time_entry, TIME_ENTRY_BYTES};
+use crate::log::{
+    io_error, snapshot_path, write_indexes, write_indexes_of, PartitionLog, CLEAN_SHUTDOWN_FILE,
+    EPOCH_CHECKPOINT_FILE,
+};
+use crate::producer::ProducerState;
+use crate::segment::{self, Segment};
+use crate::tail::TailCache;
+use crate::{LogConfig, StorageError};
+use std::path::PathBuf;
+
+const MARKER_MAGIC: &[u8; 4] = b"SPCS";
+const MARKER_BYTES: usize = 4 + 8 * 7 + 4;
+
+/// What a clean shutdown records about the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CleanShutdown {
+    base_offset: i64,
+    size_bytes: u64,
+    next_offset: i64,
+    rolling_ms: i64,
+    max_timestamp: (i64, i64),
+    bytes_since_index: u64,
+}
+
+impl CleanShutdown {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(MARKER_BYTES);
+        bytes.extend_from_slice(MARKER_MAGIC);
+        for value in [
+            self.base_offset,
+            self.size_bytes as i64,
+            self.next_offset,
+            self.rolling_ms,
+            self.max_timestamp.0,
+            self.max_timestamp.1,
+            self.bytes_since_index as i64,
+        ] {
+            bytes.extend_from_slice(&value.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<CleanShutdown> {
+        if bytes.len() != MARKER_BYTES || &bytes[..4] != MARKER_MAGIC {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(MARKER_BYTES - 4);
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let field = |i: usize| -> Option<i64> {
+            Some(i64::from_be_bytes(
+                body[4 + 8 * i..12 + 8 * i].try_into().ok()?,
+            ))
+        };
+        Some(CleanShutdown {
+            base_offset: field(0)?,
+            size_bytes: u64::try_from(field(1)?).ok()?,
+            next_offset: field(2)?,
+            rolling_ms: field(3)?,
+            max_timestamp: (field(4)?, field(5)?),
+            bytes_since_index: u64::try_from(field(6)?).ok()?,
+        })
+    }
+}
+
+impl PartitionLog {
+    /// Opens (creating if absent) the partition directory and recovers it.
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        backend: Backend,
+    ) -> Result<PartitionLog, StorageError> {
+        backend.create_dir_all(&dir).map_err(io_error(&dir))?;
+        backend
+            .prime_iopoll_probe(&dir)
+            .await
+            .map_err(io_error(&dir))?;
+        let names = backend.list_dir(&dir).map_err(io_error(&dir))?;
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|name| segment::parse_file_name(name, "log"))
+            .collect();
+        bases.sort_unstable();
+        remove_leftovers(&backend, &dir, &names, &bases)?;
+
+        let marker_path = dir.join(CLEAN_SHUTDOWN_FILE);
+        let marker = backend
+            .read_file(&marker_path)
+            .await
+            .map_err(io_error(&marker_path))?;
+        let marker = marker.and_then(|bytes| CleanShutdown::decode(&bytes));
+        backend
+            .remove_file(&marker_path)
+            .map_err(io_error(&marker_path))?;
+        backend.sync_dir(&dir).map_err(io_error(&dir))?;
+
+        let mut log = PartitionLog {
+            dir,
+            config,
+            backend,
+            segments: Vec::new(),
+            log_end_offset: 0,
+            durable_end_offset: 0,
+            tail: TailCache::default(),
+            producers: ProducerState::default(),
+            epochs: EpochCache::default(),
+            epochs_dirty: false,
+        };
+        if bases.is_empty() {
+            let path = segment::log_path(&log.dir, 0);
+            let file = log
+                .backend
+                .open_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+            log.backend.sync_dir(&log.dir).map_err(io_error(&log.dir))?;
+            log.segments.push(Segment::new(0, Some(file)));
+        }
+        for (k, &base_offset) in bases.iter().enumerate() {
+            let path = segment::log_path(&log.dir, base_offset);
+            let file = log
+                .backend
+                .open_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+            let segment = match bases.get(k + 1) {
+                Some(&next_base) => log.open_sealed(base_offset, next_base, file).await?,
+                None => log.recover_active(base_offset, file, marker).await?,
+            };
+            log.segments.push(segment);
+        }
+        log.log_end_offset = log.active().next_offset;
+        log.durable_end_offset = log.log_end_offset;
+        log.recover_epochs_and_producers(marker.is_some()).await?;
+        tracing::debug!(dir = %log.dir.display(), clean = marker.is_some(),
+            start = log.log_start_offset(), end = log.log_end_offset, "partition log opened");
+        Ok(log)
+    }
+
+    /// A sealed segment: trusted as is; only its max timestamp is read now.
+    async fn open_sealed(
+        &self,
+        base_offset: i64,
+        next_base: i64,
+        file: SegmentFile,
+    ) -> Result<Segment, StorageError> {
+        let path = segment::log_path(&self.dir, base_offset);
+        let size = file.size().await.map_err(io_error(&path))?;
+        let mut segment = Segment::new(base_offset, Some(file));
+        segment.size_bytes = size;
+        segment.next_offset = next_base;
+        segment.sealed = true;
+        segment.indexes = std::cell::RefCell::new(None);
+        segment.bytes_since_index = 0;
+        let index_exists = self
+            .backend
+            .exists(&segment::index_path(&self.dir, base_offset));
+        let last_time = if index_exists {
+            self.last_time_entry(base_offset).await?
+        } else {
+            None
+        };
+        segment.max_timestamp = match last_time {
+            Some(Some((ts, relative))) => (ts, base_offset + i64::from(relative)),
+            Some(None) => (-1, -1),
+            None => {
+                segment.durable_bytes = size;
+                let (indexes, max_timestamp) = self.rebuild_indexes(&segment).await?;
+                write_indexes_of(&self.backend, &self.dir, base_offset, &indexes).await?;
+                *segment.indexes.borrow_mut() = Some(indexes);
+                max_timestamp
+            }
+        };
+        set_durable(&mut segment);
+        Ok(segment)
+    }
+
+    /// The last `.timeindex` entry: Some(None) if the index is empty, None if missing or damaged.
+    async fn last_time_entry(
+        &self,
+        base_offset: i64,
+    ) -> Result<Option<Option<(i64, u32)>>, StorageError> {
+        let path = segment::time_index_path(&self.dir, base_offset);
+        if !self.backend.exists(&path) {
+            return Ok(None);
+        }
+        let file = self
+            .backend
+            .open_file(&path)
+            .await
+            .map_err(io_error(&path))?;
+        let size = file.size().await.map_err(io_error(&path))?;
+        let entry = TIME_ENTRY_BYTES as u64;
+        let result = if size % entry != 0 {
+            None
+        } else if size == 0 {
+            Some(None)
+        } else {
+            let bytes = file
+                .read_at(size - entry, TIME_ENTRY_BYTES)
+                .await
+                .map_err(io_error(&path))?;
+            (bytes.len() == TIME_ENTRY_BYTES).then(|| Some(decode_time_entry(&bytes)))
+        };
+        file.close().await.map_err(io_error(&path))?;
+        Ok(result)
+    }
+
+    /// The last segment: trusted from the marker after a clean shutdown, scanned otherwise.
+    async fn recover_active(
+        &self,
+        base_offset: i64,
+        file: SegmentFile,
+        marker: Option<CleanShutdown>,
+    ) -> Result<Segment, StorageError> {
+        let path = segment::log_path(&self.dir, base_offset);
+        let file_size = file.size().await.map_err(io_error(&path))?;
+        let marker = marker.filter(|m| m.base_offset == base_offset && m.size_bytes <= file_size);
+        let mut segment = Segment::new(base_offset, Some(file));
+        if let Some(marker) = marker {
+            segment.size_bytes = marker.size_bytes;
+            segment.next_offset = marker.next_offset;
+            segment.rolling_ms = (marker.rolling_ms >= 0).then_some(marker.rolling_ms);
+            segment.max_timestamp = marker.max_timestamp;
+            segment.bytes_since_index = marker.bytes_since_index;
+            set_durable(&mut segment);
+            let indexes = match self.read_index_files(&segment).await? {
+                Some(indexes) => indexes,
+                None => self.rebuild_indexes(&segment).await?.0,
+            };
+            *segment.indexes.borrow_mut() = Some(indexes);
+        } else {
+            segment = self.scan_active(segment, file_size).await?;
+        }
+        load_tail_page(&mut segment, &path).await?;
+        Ok(segment)
+    }
+
+    /// Rebuilds the active segment's state by scanning it; truncates an invalid tail.
+    async fn scan_active(&self, segment: Segment, file_size: u64) -> Result<Segment, StorageError> {
+        let path = segment::log_path(&self.dir, segment.base_offset);
+        let file = segment.file.expect("the active segment was opened");
+        let mut tracker = Segment::new(segment.base_offset, None);
+        let interval = u64::from(self.config.index_interval_bytes);
+        let mut first_timestamp = None;
+        let scan = segment::scan_batches(
+            &file,
+            0,
+            file_size,
+            Some(segment.base_offset),
+            segment::SCAN_CHUNK_BYTES,
+            |_, header, _| {
+                tracker.track_batch(header, interval);
+                first_timestamp.get_or_insert(header.max_timestamp);
+                true
+            },
+        )
+        .await
+        .map_err(io_error(&path))?;
+        if scan.valid_bytes < file_size {
+            tracing::warn!(path = %path.display(), valid = scan.valid_bytes, file_size,
+                "truncating the invalid tail of the active segment");
+            file.truncate(scan.valid_bytes)
+                .await
+                .map_err(io_error(&path))?;
+            file.fdatasync().await.map_err(io_error(&path))?;
+        }
+        tracker.file = Some(file);
+        tracker.rolling_ms = first_timestamp;
+        set_durable(&mut tracker);
+        Ok(tracker)
+    }
+
+    async fn recover_epochs_and_producers(&mut self, clean: bool) -> Result<(), StorageError> {
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset;
+        let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+        let checkpoint = self
+            .backend
+            .read_file(&path)
+            .await
+            .map_err(io_error(&path))?;
+        let epochs_from = match checkpoint.and_then(|bytes| EpochCache::decode(&bytes)) {
+            Some(epochs) => {
+                self.epochs = epochs;
+                self.epochs_dirty |= self.epochs.truncate_from_end(log_end);
+                if clean {
+                    log_end
+                } else {
+                    self.active().base_offset
+                }
+            }
+            None => {
+                self.epochs_dirty = true;
+                log_start
+            }
+        };
+        let producers_from = self.load_producer_snapshot().await?;
+        self.replay(epochs_from.min(producers_from), epochs_from, producers_from)
+            .await?;
+        if self.epochs_dirty {
+            self.write_epoch_checkpoint(i64::MAX).await?;
+            self.epochs_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Loads the newest valid snapshot at or below the log end (deleting newer ones) and
+    /// returns the offset from which batches must be replayed.
+    pub(crate) async fn load_producer_snapshot(&mut self) -> Result<i64, StorageError> {
+        self.producers = ProducerState::default();
+        let mut offsets = self.snapshot_offsets()?;
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        for offset in offsets {
+            let path = snapshot_path(&self.dir, offset);
+            if offset > self.log_end_offset {
+                self.backend.remove_file(&path).map_err(io_error(&path))?;
+                continue;
+            }
+            let bytes = self
+                .backend
+                .read_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+            if let Some(state) = bytes.and_then(|bytes| ProducerState::decode(&bytes)) {
+                self.producers = state;
+                return Ok(offset.max(self.log_start_offset()));
+            }
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// Replays the batches from `from` to the log end into the epoch cache (batches at or
+    /// after `epochs_from`) and the producer state (at or after `producers_from`).
+    pub(crate) async fn replay(
+        &mut self,
+        from: i64,
+        epochs_from: i64,
+        producers_from: i64,
+    ) -> Result<(), StorageError> {
+        if from >= self.log_end_offset {
+            return Ok(());
+        }
+        let first = self.segment_index(from);
+        let start = {
+            let segment = &self.segments[first];
+            let indexes = self.ensure_indexes(segment).await?;
+            u64::from(indexes.offsets.lookup(segment.relative(from)))
+        };
+        let mut epochs_changed = false;
+        for i in first..self.segments.len() {
+            let segment = &self.segments[i];
+            let Some(file) = segment.file.as_ref() else {
+                continue;
+            };
+            let path = segment::log_path(&self.dir, segment.base_offset);
+            let position = if i == first { start } else { 0 };
+            let producers = &mut self.producers;
+            let epochs = &mut self.epochs;
+            let visit = |_: u64, header: &BatchHeader, _: &bytes::Bytes| {
+                if header.last_offset() >= from {
+                    if header.base_offset >= producers_from {
+                        producers.replay(header);
+                    }
+                    if header.base_offset >= epochs_from {
+                        epochs_changed |=
+                            epochs.assign(header.partition_leader_epoch, header.base_offset);
+                    }
+                }
+                true
+            };
+            segment::scan_batches(
+                file,
+                position,
+                segment.durable_bytes,
+                None,
+                segment::SCAN_CHUNK_BYTES,
+                visit,
+            )
+            .await
+            .map_err(io_error(&path))?;
+        }
+        self.epochs_dirty |= epochs_changed;
+        Ok(())
+    }
+
+    /// Clean shutdown: flush, persist the active segment's indexes, producer state and epoch
+    /// cache, then write the clean-shutdown marker so the next open skips scanning.
+    pub async fn close(mut self) -> Result<(), StorageError> {
+        self.flush().await?;
+        let active = self.active();
+        active.finish_time_index();
+        write_indexes(&self.backend, &self.dir, active).await?;
+        let snapshot = snapshot_path(&self.dir, self.log_end_offset);
+        self.backend
+            .write_file_atomic(&snapshot, &self.producers.encode())
+            .await
+            .map_err(io_error(&snapshot))?;
+        self.write_epoch_checkpoint(i64::MAX).await?;
+        let active = self.active();
+        let last_index_position = u64::from(
+            active
+                .indexes
+                .borrow()
+                .as_ref()
+                .map_or(0, |indexes| indexes.offsets.lookup(u32::MAX)),
+        );
+        let marker = CleanShutdown {
+            base_offset: active.base_offset,
+            size_bytes: active.size_bytes,
+            next_offset: active.next_offset,
+            rolling_ms: active.rolling_ms.unwrap_or(-1),
+            max_timestamp: active.max_timestamp,
+            bytes_since_index: active.size_bytes - last_index_position,
+        };
+        let path = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        self.backend
+            .failpoint(failpoints::CLOSE_BEFORE_MARKER)
+            .map_err(io_error(&path))?;
+        self.backend
+            .write_file_atomic(&path, &marker.encode())
+            .await
+            .map_err(io_error(&path))?;
+        self.close_files().await
+    }
+
+    pub(crate) async fn close_files(&mut self) -> Result<(), StorageError> {
+        for segment in self.segments.drain(..) {
+            if let Some(file) = segment.file {
+                let path = segment::log_path(&self.dir, segment.base_offset);
+                file.close().await.map_err(io_error(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_durable(segment: &mut Segment) {
+    segment.durable_bytes = segment.size_bytes;
+    segment.durable_next_offset = segment.next_offset;
+    segment.durable_max_timestamp = segment.max_timestamp;
+}
+
+/// Reads the partial last block of a segment, which every flush rewrites.
+pub(crate) async fn load_tail_page(
+    segment: &mut Segment,
+    path: &std::path::Path,
+) -> Result<(), StorageError> {
+    let Some(file) = segment.file.as_ref() else {
+        return Ok(());
+    };
+    let alignment = file.alignment();
+    let start = segment.durable_bytes - segment.durable_bytes % alignment;
+    let len = (segment.durable_bytes - start) as usize;
+    let bytes = file.read_at(start, len).await.map_err(io_error(path))?;
+    if bytes.len() != len {
+        let source = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "segment shorter than recorded",
+        );
+        return Err(StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    segment.tail_page = bytes.to_vec();
+    Ok(())
+}
+
+/// Removes temporary files of interrupted atomic writes and index files without a segment.
+fn remove_leftovers(
+    backend: &Backend,
+    dir: &std::path::Path,
+    names: &[String],
+    bases: &[i64],
+) -> Result<(), StorageError> {
+    for name in names {
+        let orphan_index = ["index", "timeindex"].iter().any(|extension| {
+            segment::parse_file_name(name, extension).is_some_and(|base| !bases.contains(&base))
+        });
+        if name.ends_with(".tmp") || orphan_index {
+            let path = dir.join(name);
+            backend.remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    Ok(())
+}
