@@ -111,7 +111,8 @@ impl BrokerConfig {
     fn from_values(
         values: BTreeMap<&'static str, (String, ConfigSource)>,
     ) -> Result<BrokerConfig, ConfigError> {
-        let get = |name: &'static str| -> &str { values.get(name).map(|v| v.0.as_str()).unwrap_or("") };
+        let get =
+            |name: &'static str| -> &str { values.get(name).map(|v| v.0.as_str()).unwrap_or("") };
         let (listen_host, listen_port) = parse_listener(get("listeners"))?;
         let advertised = get("advertised.listeners");
         let (advertised_host, advertised_port) = if advertised.is_empty() {
@@ -120,8 +121,15 @@ impl BrokerConfig {
             parse_listener(advertised)?
         };
         let cores_setting: usize = parse("cores", get("cores"))?;
-        let cores = if cores_setting == 0 { online_cpus() } else { cores_setting };
-        let flush_messages: i64 = parse("log.flush.interval.messages", get("log.flush.interval.messages"))?;
+        let cores = if cores_setting == 0 {
+            online_cpus()
+        } else {
+            cores_setting
+        };
+        let flush_messages: i64 = parse(
+            "log.flush.interval.messages",
+            get("log.flush.interval.messages"),
+        )?;
         let timestamp_type = get("log.message.timestamp.type").to_string();
         if timestamp_type != "CreateTime" && timestamp_type != "LogAppendTime" {
             return Err(ConfigError::Invalid {
@@ -138,18 +146,37 @@ impl BrokerConfig {
             log_dirs: PathBuf::from(get("log.dirs")),
             cores,
             num_partitions: parse("num.partitions", get("num.partitions"))?,
-            default_replication_factor: parse("default.replication.factor", get("default.replication.factor"))?,
-            auto_create_topics_enable: parse("auto.create.topics.enable", get("auto.create.topics.enable"))?,
+            default_replication_factor: parse(
+                "default.replication.factor",
+                get("default.replication.factor"),
+            )?,
+            auto_create_topics_enable: parse(
+                "auto.create.topics.enable",
+                get("auto.create.topics.enable"),
+            )?,
             log_segment_bytes: parse("log.segment.bytes", get("log.segment.bytes"))?,
             log_roll_ms: parse("log.roll.ms", get("log.roll.ms"))?,
             log_retention_ms: parse("log.retention.ms", get("log.retention.ms"))?,
             log_retention_bytes: parse("log.retention.bytes", get("log.retention.bytes"))?,
-            log_retention_check_interval_ms: parse("log.retention.check.interval.ms", get("log.retention.check.interval.ms"))?,
-            log_index_interval_bytes: parse("log.index.interval.bytes", get("log.index.interval.bytes"))?,
+            log_retention_check_interval_ms: parse(
+                "log.retention.check.interval.ms",
+                get("log.retention.check.interval.ms"),
+            )?,
+            log_index_interval_bytes: parse(
+                "log.index.interval.bytes",
+                get("log.index.interval.bytes"),
+            )?,
             log_message_timestamp_type: timestamp_type,
             message_max_bytes: parse("message.max.bytes", get("message.max.bytes"))?,
-            socket_request_max_bytes: parse("socket.request.max.bytes", get("socket.request.max.bytes"))?,
-            flush_mode: if flush_messages <= 1 { FlushMode::Sync } else { FlushMode::Interval },
+            socket_request_max_bytes: parse(
+                "socket.request.max.bytes",
+                get("socket.request.max.bytes"),
+            )?,
+            flush_mode: if flush_messages <= 1 {
+                FlushMode::Sync
+            } else {
+                FlushMode::Interval
+            },
             log_flush_interval_ms: parse("log.flush.interval.ms", get("log.flush.interval.ms"))?,
             inflight_requests_max: parse("queued.max.requests", get("queued.max.requests"))?,
             tail_cache_bytes_max: parse("spool.tail.cache.bytes", get("spool.tail.cache.bytes"))?,
@@ -160,7 +187,10 @@ impl BrokerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |name: &str, value: String| ConfigError::Invalid { name: name.into(), value };
+        let invalid = |name: &str, value: String| ConfigError::Invalid {
+            name: name.into(),
+            value,
+        };
         if self.num_partitions < 1 {
             return Err(invalid("num.partitions", self.num_partitions.to_string()));
         }
@@ -168,10 +198,17 @@ impl BrokerConfig {
             return Err(invalid("queued.max.requests", "0".into()));
         }
         if self.log_segment_bytes < 14 {
-            return Err(invalid("log.segment.bytes", self.log_segment_bytes.to_string()));
+            return Err(invalid(
+                "log.segment.bytes",
+                self.log_segment_bytes.to_string(),
+            ));
         }
-        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize {
-            return Err(invalid("socket.request.max.bytes", self.socket_request_max_bytes.to_string()));
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
+        {
+            return Err(invalid(
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ));
         }
         Ok(())
     }
@@ -179,7 +216,10 @@ impl BrokerConfig {
 
 /// Parses `PLAINTEXT://host:port` (the only security protocol Spool serves yet).
 fn parse_listener(text: &str) -> Result<(String, u16), ConfigError> {
-    let invalid = || ConfigError::Invalid { name: "listeners".into(), value: text.to_string() };
+    let invalid = || ConfigError::Invalid {
+        name: "listeners".into(),
+        value: text.to_string(),
+    };
     let first = text.split(',').next().unwrap_or("").trim();
     let rest = first.strip_prefix("PLAINTEXT://").unwrap_or(first);
     let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
@@ -197,7 +237,9 @@ fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError
 }
 
 fn online_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Reads a TOML file into Kafka-named settings. Both `"log.dirs" = "x"` and nested tables
@@ -207,10 +249,12 @@ pub fn load_toml(path: &std::path::Path) -> Result<BTreeMap<String, String>, Con
         path: path.to_path_buf(),
         reason: source.to_string(),
     })?;
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let value: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let mut out = BTreeMap::new();
     flatten("", &toml::Value::Table(value), &mut out);
     Ok(out)
@@ -220,7 +264,11 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
     match value {
         toml::Value::Table(table) => {
             for (k, v) in table {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -250,14 +298,20 @@ mod tests {
     use super::*;
 
     fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::resolve(&[]).expect("defaults resolve");
         assert_eq!((c.listen_host.as_str(), c.listen_port), ("127.0.0.1", 9092));
-        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.message_max_bytes, 1_048_588);
@@ -268,8 +322,14 @@ mod tests {
     #[test]
     fn later_layers_win_and_unknown_names_fail() {
         let c = BrokerConfig::resolve(&[
-            layer(&[("listeners", "PLAINTEXT://127.0.0.2:9000"), ("num.partitions", "3")]),
-            layer(&[("num.partitions", "6"), ("advertised.listeners", "PLAINTEXT://localhost:9000")]),
+            layer(&[
+                ("listeners", "PLAINTEXT://127.0.0.2:9000"),
+                ("num.partitions", "3"),
+            ]),
+            layer(&[
+                ("num.partitions", "6"),
+                ("advertised.listeners", "PLAINTEXT://localhost:9000"),
+            ]),
         ])
         .expect("resolves");
         assert_eq!(c.num_partitions, 6);

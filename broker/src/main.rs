@@ -31,7 +31,11 @@ use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
 use shard::Shard;
 
 #[derive(Parser)]
-#[command(name = "spool", version, about = "A Kafka-compatible, thread-per-core event streaming broker")]
+#[command(
+    name = "spool",
+    version,
+    about = "A Kafka-compatible, thread-per-core event streaming broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,7 +122,8 @@ fn resolve_config(args: &BrokerArgs) -> BrokerConfig {
 fn run_broker(args: BrokerArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -134,7 +139,8 @@ fn run_broker(args: BrokerArgs) {
     }
 
     let cores = config.cores;
-    let mesh = (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
+    let mesh =
+        (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
     let mut meta = Some(meta);
     let mut handles = Vec::with_capacity(cores);
     for id in 0..cores {
@@ -147,8 +153,10 @@ fn run_broker(args: BrokerArgs) {
             cluster_id: cluster_id.clone(),
             shutdown: shutdown.clone(),
         };
-        let handle = runtime::start_shard(&format!("spool-shard-{id}"), id, move || shard_main(shard_args))
-            .unwrap_or_else(|e| fatal(format!("cannot start shard {id}: {e}")));
+        let handle = runtime::start_shard(&format!("spool-shard-{id}"), id, move || {
+            shard_main(shard_args)
+        })
+        .unwrap_or_else(|e| fatal(format!("cannot start shard {id}: {e}")));
         handles.push(handle);
     }
     for handle in handles {
@@ -179,7 +187,14 @@ async fn shard_main(args: ShardArgs) {
         None => (None, None),
     };
     let config = Rc::new(args.config);
-    let shard = Shard::new(args.id, count, args.cluster_id, config.clone(), Mesh::new(args.id, senders), args.meta);
+    let shard = Shard::new(
+        args.id,
+        count,
+        args.cluster_id,
+        config.clone(),
+        Mesh::new(args.id, senders),
+        args.meta,
+    );
     for topic in args.topics {
         shard.apply_topic(topic).await;
     }
@@ -191,7 +206,10 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(shard.clone().flusher());
     runtime::spawn_detached(shard.clone().retention_loop());
     let listener = net::bind(&shard).unwrap_or_else(|e| {
-        fatal(format!("cannot listen on {}:{}: {e}", config.listen_host, config.listen_port))
+        fatal(format!(
+            "cannot listen on {}:{}: {e}",
+            config.listen_host, config.listen_port
+        ))
     });
     if args.id == 0 {
         tracing::info!(

@@ -25,7 +25,9 @@ pub fn topic_name_valid(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,7 +91,10 @@ pub struct MetaStore {
 impl MetaStore {
     pub fn open(log_dirs: &Path) -> Result<MetaStore, MetadataError> {
         let path = log_dirs.join("meta.json");
-        let io = |e: std::io::Error| MetadataError::Io { path: path.clone(), reason: e.to_string() };
+        let io = |e: std::io::Error| MetadataError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         std::fs::create_dir_all(log_dirs).map_err(io)?;
         let state = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Io {
@@ -104,7 +109,11 @@ impl MetaStore {
             Err(e) => return Err(io(e)),
         };
         let next_producer_id = state.producer_id_reserved;
-        let mut store = MetaStore { path, state, next_producer_id };
+        let mut store = MetaStore {
+            path,
+            state,
+            next_producer_id,
+        };
         store.persist()?;
         Ok(store)
     }
@@ -122,7 +131,10 @@ impl MetaStore {
     }
 
     pub fn persist(&mut self) -> Result<(), MetadataError> {
-        let io = |e: std::io::Error| MetadataError::Io { path: self.path.clone(), reason: e.to_string() };
+        let io = |e: std::io::Error| MetadataError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
         let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| MetadataError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -136,7 +148,9 @@ impl MetaStore {
         }
         std::fs::rename(&tmp, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -173,7 +187,9 @@ mod tests {
     fn producer_ids_never_repeat_across_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut a = MetaStore::open(dir.path()).expect("open");
-        let first: Vec<i64> = (0..3).map(|_| a.allocate_producer_id().expect("id")).collect();
+        let first: Vec<i64> = (0..3)
+            .map(|_| a.allocate_producer_id().expect("id"))
+            .collect();
         assert_eq!(first, vec![0, 1, 2]);
         let cluster = a.state.cluster_id.clone();
         drop(a);

@@ -31,11 +31,6 @@ pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> 
     futures_lite::future::or(async { Some(future.await) }, timer).await
 }
 
-/// Lets other tasks on this shard run if this one has used its time slice.
-pub async fn yield_if_needed() {
-    glommio::yield_if_needed().await
-}
-
 /// A shard-local one-shot reply slot.
 pub fn oneshot<T>() -> (LocalSender<T>, LocalReceiver<T>) {
     new_bounded(1)
@@ -52,7 +47,9 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu % cpus))
         .name(name)
         .spawn(main)

@@ -28,8 +28,20 @@ pub struct TopicConfigSpec {
     pub enforced: bool,
 }
 
-const fn spec(name: &'static str, synonym: Option<&'static str>, default: &'static str, config_type: i8, enforced: bool) -> TopicConfigSpec {
-    TopicConfigSpec { name, synonym, default, config_type, enforced }
+const fn spec(
+    name: &'static str,
+    synonym: Option<&'static str>,
+    default: &'static str,
+    config_type: i8,
+    enforced: bool,
+) -> TopicConfigSpec {
+    TopicConfigSpec {
+        name,
+        synonym,
+        default,
+        config_type,
+        enforced,
+    }
 }
 
 pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
@@ -37,25 +49,103 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     spec("compression.type", None, "producer", TYPE_STRING, false),
     spec("delete.retention.ms", None, "86400000", TYPE_LONG, false),
     spec("file.delete.delay.ms", None, "60000", TYPE_LONG, false),
-    spec("flush.messages", Some("log.flush.interval.messages"), "1", TYPE_LONG, false),
-    spec("flush.ms", Some("log.flush.interval.ms"), "1000", TYPE_LONG, false),
-    spec("index.interval.bytes", Some("log.index.interval.bytes"), "4096", TYPE_INT, true),
-    spec("max.compaction.lag.ms", None, "9223372036854775807", TYPE_LONG, false),
-    spec("max.message.bytes", Some("message.max.bytes"), "1048588", TYPE_INT, true),
-    spec("message.timestamp.after.max.ms", None, "3600000", TYPE_LONG, false),
-    spec("message.timestamp.before.max.ms", None, "9223372036854775807", TYPE_LONG, false),
-    spec("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", TYPE_STRING, true),
+    spec(
+        "flush.messages",
+        Some("log.flush.interval.messages"),
+        "1",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "flush.ms",
+        Some("log.flush.interval.ms"),
+        "1000",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "index.interval.bytes",
+        Some("log.index.interval.bytes"),
+        "4096",
+        TYPE_INT,
+        true,
+    ),
+    spec(
+        "max.compaction.lag.ms",
+        None,
+        "9223372036854775807",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "max.message.bytes",
+        Some("message.max.bytes"),
+        "1048588",
+        TYPE_INT,
+        true,
+    ),
+    spec(
+        "message.timestamp.after.max.ms",
+        None,
+        "3600000",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "message.timestamp.before.max.ms",
+        None,
+        "9223372036854775807",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "message.timestamp.type",
+        Some("log.message.timestamp.type"),
+        "CreateTime",
+        TYPE_STRING,
+        true,
+    ),
     spec("min.cleanable.dirty.ratio", None, "0.5", TYPE_DOUBLE, false),
     spec("min.compaction.lag.ms", None, "0", TYPE_LONG, false),
     spec("min.insync.replicas", None, "1", TYPE_INT, false),
     spec("preallocate", None, "false", TYPE_BOOLEAN, false),
-    spec("retention.bytes", Some("log.retention.bytes"), "-1", TYPE_LONG, true),
-    spec("retention.ms", Some("log.retention.ms"), "604800000", TYPE_LONG, true),
-    spec("segment.bytes", Some("log.segment.bytes"), "1073741824", TYPE_INT, true),
+    spec(
+        "retention.bytes",
+        Some("log.retention.bytes"),
+        "-1",
+        TYPE_LONG,
+        true,
+    ),
+    spec(
+        "retention.ms",
+        Some("log.retention.ms"),
+        "604800000",
+        TYPE_LONG,
+        true,
+    ),
+    spec(
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        "1073741824",
+        TYPE_INT,
+        true,
+    ),
     spec("segment.index.bytes", None, "10485760", TYPE_INT, false),
     spec("segment.jitter.ms", None, "0", TYPE_LONG, false),
-    spec("segment.ms", Some("log.roll.ms"), "604800000", TYPE_LONG, true),
-    spec("unclean.leader.election.enable", None, "false", TYPE_BOOLEAN, false),
+    spec(
+        "segment.ms",
+        Some("log.roll.ms"),
+        "604800000",
+        TYPE_LONG,
+        true,
+    ),
+    spec(
+        "unclean.leader.election.enable",
+        None,
+        "false",
+        TYPE_BOOLEAN,
+        false,
+    ),
 ];
 
 pub fn find(name: &str) -> Option<&'static TopicConfigSpec> {
@@ -80,10 +170,16 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let range_ok = match name {
         "message.timestamp.type" => value == "CreateTime" || value == "LogAppendTime",
         "segment.bytes" => value.parse::<i64>().map(|v| v >= 14).unwrap_or(false),
-        "max.message.bytes" | "index.interval.bytes" => value.parse::<i64>().map(|v| v >= 0).unwrap_or(false),
-        "retention.ms" | "retention.bytes" => value.parse::<i64>().map(|v| v >= -1).unwrap_or(false),
+        "max.message.bytes" | "index.interval.bytes" => {
+            value.parse::<i64>().map(|v| v >= 0).unwrap_or(false)
+        }
+        "retention.ms" | "retention.bytes" => {
+            value.parse::<i64>().map(|v| v >= -1).unwrap_or(false)
+        }
         "segment.ms" => value.parse::<i64>().map(|v| v >= 1).unwrap_or(false),
-        "cleanup.policy" => value.split(',').all(|p| p.trim() == "delete" || p.trim() == "compact"),
+        "cleanup.policy" => value
+            .split(',')
+            .all(|p| p.trim() == "delete" || p.trim() == "compact"),
         _ => true,
     };
     if !range_ok {
@@ -102,7 +198,11 @@ pub fn resolve(
         return (v.clone(), SOURCE_DYNAMIC_TOPIC);
     }
     if let Some((value, source)) = spec.synonym.and_then(|s| broker.values.get(s)) {
-        let source = if *source == ConfigSource::Static { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+        let source = if *source == ConfigSource::Static {
+            SOURCE_STATIC_BROKER
+        } else {
+            SOURCE_DEFAULT
+        };
         return (value.clone(), source);
     }
     (spec.default.to_string(), SOURCE_DEFAULT)

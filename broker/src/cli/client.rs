@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::conn::Connection;
@@ -37,7 +37,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(bootstrap: &str) -> Result<Client, CliError> {
-        Ok(Client { bootstrap: Connection::open(bootstrap)?, brokers: HashMap::new(), leaders: HashMap::new() })
+        Ok(Client {
+            bootstrap: Connection::open(bootstrap)?,
+            brokers: HashMap::new(),
+            leaders: HashMap::new(),
+        })
     }
 
     /// The connection used for cluster-wide requests.
@@ -59,7 +63,11 @@ impl Client {
         if resp.error_code != 0 {
             return Err(CliError::kafka("Metadata", resp.error_code, None));
         }
-        self.brokers = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port))).collect();
+        self.brokers = resp
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
         Ok(resp)
     }
 
@@ -75,25 +83,40 @@ impl Client {
                 .topics
                 .iter()
                 .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
-                .ok_or_else(|| CliError::UnknownTopic { topic: topic.to_string() })?;
-            let leaderless = t.partitions.iter().find(|p| p.leader_id.0 < 0 || is_retriable(p.error_code));
+                .ok_or_else(|| CliError::UnknownTopic {
+                    topic: topic.to_string(),
+                })?;
+            let leaderless = t
+                .partitions
+                .iter()
+                .find(|p| p.leader_id.0 < 0 || is_retriable(p.error_code));
             if t.error_code == 0 && !t.partitions.is_empty() && leaderless.is_none() {
-                let mut leaders: Vec<(i32, i32)> =
-                    t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+                let mut leaders: Vec<(i32, i32)> = t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.leader_id.0))
+                    .collect();
                 leaders.sort_unstable();
-                return Ok(TopicInfo { name: topic.to_string(), leaders });
+                return Ok(TopicInfo {
+                    name: topic.to_string(),
+                    leaders,
+                });
             }
             let transient = t.error_code == 0 || is_retriable(t.error_code);
             if !transient || attempt >= METADATA_ATTEMPTS_MAX {
                 return Err(match (t.error_code, leaderless) {
-                    (UNKNOWN_TOPIC_OR_PARTITION, _) => CliError::UnknownTopic { topic: topic.to_string() },
+                    (UNKNOWN_TOPIC_OR_PARTITION, _) => CliError::UnknownTopic {
+                        topic: topic.to_string(),
+                    },
                     (0, Some(p)) => CliError::NoLeader {
                         topic: topic.to_string(),
                         partition: p.partition_index,
                         attempts: attempt,
                     },
                     // No error and no partitions: nothing to route to, so treat it as missing.
-                    (0, None) => CliError::UnknownTopic { topic: topic.to_string() },
+                    (0, None) => CliError::UnknownTopic {
+                        topic: topic.to_string(),
+                    },
                     (code, _) => CliError::kafka(format!("Metadata for {topic}"), code, None),
                 });
             }
@@ -104,11 +127,17 @@ impl Client {
     /// The connection to node `node_id`, opened on first use.
     pub fn node(&mut self, node_id: i32) -> Result<&mut Connection, CliError> {
         if !self.leaders.contains_key(&node_id) {
-            let addr = self.brokers.get(&node_id).ok_or(CliError::UnknownBroker { node_id })?;
+            let addr = self
+                .brokers
+                .get(&node_id)
+                .ok_or(CliError::UnknownBroker { node_id })?;
             let conn = Connection::open(addr)?;
             self.leaders.insert(node_id, conn);
         }
-        Ok(self.leaders.get_mut(&node_id).unwrap_or_else(|| unreachable!("inserted above")))
+        Ok(self
+            .leaders
+            .get_mut(&node_id)
+            .unwrap_or_else(|| unreachable!("inserted above")))
     }
 
     /// Drops the connection to a node, e.g. after it stopped being a leader or failed.

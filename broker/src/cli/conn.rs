@@ -14,7 +14,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 use super::error::CliError;
@@ -64,13 +66,19 @@ impl Connection {
     }
 
     fn connect(addr: &str) -> Result<Connection, CliError> {
-        let connect_err = |source| CliError::Connect { addr: addr.to_string(), source };
+        let connect_err = |source| CliError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
         let timeout = Duration::from_millis(SOCKET_TIMEOUT_MS);
         let mut last = None;
         for sock in addr.to_socket_addrs().map_err(connect_err)? {
             match TcpStream::connect_timeout(&sock, timeout) {
                 Ok(stream) => {
-                    let io_err = |source| CliError::Io { addr: addr.to_string(), source };
+                    let io_err = |source| CliError::Io {
+                        addr: addr.to_string(),
+                        source,
+                    };
                     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
                     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
                     stream.set_nodelay(true).map_err(io_err)?;
@@ -91,21 +99,38 @@ impl Connection {
     fn api_versions(&mut self, version: i16) -> Result<HashMap<i16, (i16, i16)>, CliError> {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_string(CLIENT_ID.to_string()))
-            .with_client_software_version(StrBytes::from_string(env!("CARGO_PKG_VERSION").to_string()));
+            .with_client_software_version(StrBytes::from_string(
+                env!("CARGO_PKG_VERSION").to_string(),
+            ));
         let resp: ApiVersionsResponse = self.send_version(&req, version)?;
         if resp.error_code != 0 {
-            return Err(CliError::kafka(format!("ApiVersions to {}", self.addr), resp.error_code, None));
+            return Err(CliError::kafka(
+                format!("ApiVersions to {}", self.addr),
+                resp.error_code,
+                None,
+            ));
         }
-        Ok(resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect())
+        Ok(resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect())
     }
 
     /// The version this connection speaks for `api`: the highest both sides support.
     pub fn version_for(&self, api: ApiKey) -> Result<i16, CliError> {
         let ours = api.valid_versions();
         let ours_max = ours.max.min(version_cap(api));
-        let unsupported =
-            || CliError::Unsupported { addr: self.addr.clone(), api, ours_min: ours.min, ours_max };
-        let &(theirs_min, theirs_max) = self.broker_versions.get(&(api as i16)).ok_or_else(unsupported)?;
+        let unsupported = || CliError::Unsupported {
+            addr: self.addr.clone(),
+            api,
+            ours_min: ours.min,
+            ours_max,
+        };
+        let &(theirs_min, theirs_max) = self
+            .broker_versions
+            .get(&(api as i16))
+            .ok_or_else(unsupported)?;
         let version = ours_max.min(theirs_max);
         if version < ours.min || version < theirs_min {
             return Err(unsupported());
@@ -137,12 +162,20 @@ impl Connection {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let frame = encode_request(req, version, self.correlation_id)?;
         let addr = &self.addr;
-        self.stream.write_all(&frame).map_err(|source| CliError::Io { addr: addr.clone(), source })?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|source| CliError::Io {
+                addr: addr.clone(),
+                source,
+            })?;
         Ok(self.correlation_id)
     }
 
     fn read_frame(&mut self) -> Result<BytesMut, CliError> {
-        let io_err = |source| CliError::Io { addr: self.addr.clone(), source };
+        let io_err = |source| CliError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
         let mut size_buf = [0u8; 4];
         self.stream.read_exact(&mut size_buf).map_err(io_err)?;
         let size = i32::from_be_bytes(size_buf);
@@ -155,7 +188,8 @@ impl Connection {
 
 fn api_key<R: Request>() -> ApiKey {
     // Request::KEY comes from the same generated table as ApiKey, so this cannot fail.
-    ApiKey::try_from(R::KEY).unwrap_or_else(|_| unreachable!("request key {} has no ApiKey", R::KEY))
+    ApiKey::try_from(R::KEY)
+        .unwrap_or_else(|_| unreachable!("request key {} has no ApiKey", R::KEY))
 }
 
 /// Validates a response's size prefix before it is used to allocate.
@@ -163,12 +197,20 @@ fn checked_frame_len(size: i32, addr: &str) -> Result<usize, CliError> {
     // A response holds at least a 4-byte correlation id.
     match usize::try_from(size) {
         Ok(len) if (4..=RESPONSE_BYTES_MAX).contains(&len) => Ok(len),
-        _ => Err(CliError::FrameSize { addr: addr.to_string(), size: i64::from(size), max: RESPONSE_BYTES_MAX }),
+        _ => Err(CliError::FrameSize {
+            addr: addr.to_string(),
+            size: i64::from(size),
+            max: RESPONSE_BYTES_MAX,
+        }),
     }
 }
 
 /// The complete request frame: size prefix, header, body.
-pub fn encode_request<R: Request>(req: &R, version: i16, correlation_id: i32) -> Result<BytesMut, CliError> {
+pub fn encode_request<R: Request>(
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+) -> Result<BytesMut, CliError> {
     let api = api_key::<R>();
     let encode_err = encode_error(api, version);
     let header = RequestHeader::default()
@@ -177,13 +219,24 @@ pub fn encode_request<R: Request>(req: &R, version: i16, correlation_id: i32) ->
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_string(CLIENT_ID.to_string())));
     let header_version = api.request_header_version(version);
-    let size = header.compute_size(header_version).map_err(&encode_err)? + req.compute_size(version).map_err(&encode_err)?;
+    let size = header.compute_size(header_version).map_err(&encode_err)?
+        + req.compute_size(version).map_err(&encode_err)?;
     let mut buf = BytesMut::with_capacity(4 + size);
-    let size_i32 = i32::try_from(size).map_err(|_| CliError::Encode { api, version, reason: format!("{size} bytes") })?;
+    let size_i32 = i32::try_from(size).map_err(|_| CliError::Encode {
+        api,
+        version,
+        reason: format!("{size} bytes"),
+    })?;
     buf.extend_from_slice(&size_i32.to_be_bytes());
-    header.encode(&mut buf, header_version).map_err(&encode_err)?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(&encode_err)?;
     req.encode(&mut buf, version).map_err(&encode_err)?;
-    assert_eq!(buf.len(), 4 + size, "compute_size disagrees with encode for {api:?} v{version}");
+    assert_eq!(
+        buf.len(),
+        4 + size,
+        "compute_size disagrees with encode for {api:?} v{version}"
+    );
     Ok(buf)
 }
 
@@ -196,26 +249,49 @@ pub fn decode_response<R: Request>(
 ) -> Result<R::Response, CliError> {
     let api = api_key::<R>();
     let decode_err = decode_error(api, version, addr);
-    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).map_err(&decode_err)?;
+    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+        .map_err(&decode_err)?;
     if header.correlation_id != correlation_id {
-        return Err(CliError::Correlation { addr: addr.to_string(), expected: correlation_id, got: header.correlation_id });
+        return Err(CliError::Correlation {
+            addr: addr.to_string(),
+            expected: correlation_id,
+            got: header.correlation_id,
+        });
     }
     let resp = R::Response::decode(&mut frame, version).map_err(&decode_err)?;
     if frame.has_remaining() {
         // Trailing bytes mean we and the broker disagree about the schema: do not trust the result.
         let reason = format!("{} unread trailing bytes", frame.remaining());
-        return Err(CliError::Decode { api, version, addr: addr.to_string(), reason });
+        return Err(CliError::Decode {
+            api,
+            version,
+            addr: addr.to_string(),
+            reason,
+        });
     }
     Ok(resp)
 }
 
 // The codec reports anyhow errors; these keep only their text, without depending on anyhow.
 fn encode_error<E: std::fmt::Display>(api: ApiKey, version: i16) -> impl Fn(E) -> CliError {
-    move |e| CliError::Encode { api, version, reason: e.to_string() }
+    move |e| CliError::Encode {
+        api,
+        version,
+        reason: e.to_string(),
+    }
 }
 
-fn decode_error<E: std::fmt::Display>(api: ApiKey, version: i16, addr: &str) -> impl Fn(E) -> CliError + '_ {
-    move |e| CliError::Decode { api, version, addr: addr.to_string(), reason: e.to_string() }
+fn decode_error<E: std::fmt::Display>(
+    api: ApiKey,
+    version: i16,
+    addr: &str,
+) -> impl Fn(E) -> CliError + '_ {
+    move |e| CliError::Decode {
+        api,
+        version,
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -233,8 +309,9 @@ mod tests {
         let mut expected = vec![];
         let body: &[u8] = &[
             0, 18, 0, 3, 0, 0, 0, 7, // api key 18, version 3, correlation 7
-            0, 9, b's', b'p', b'o', b'o', b'l', b'-', b'c', b'l', b'i', // client id (i16 length)
-            0, // header tagged fields
+            0, 9, b's', b'p', b'o', b'o', b'l', b'-', b'c', b'l',
+            b'i', // client id (i16 length)
+            0,    // header tagged fields
             2, b'a', 2, b'1', 0, // compact strings, body tagged fields
         ];
         expected.extend_from_slice(&(body.len() as i32).to_be_bytes());
@@ -248,14 +325,27 @@ mod tests {
             let resp = MetadataResponse::default().with_controller_id(1.into());
             let header = ResponseHeader::default().with_correlation_id(42);
             let mut buf = BytesMut::new();
-            header.encode(&mut buf, ApiKey::Metadata.response_header_version(version)).expect("header");
+            header
+                .encode(&mut buf, ApiKey::Metadata.response_header_version(version))
+                .expect("header");
             resp.encode(&mut buf, version).expect("body");
-            let ok = decode_response::<MetadataRequest>(buf.clone(), version, 42, "t").expect("decode");
+            let ok =
+                decode_response::<MetadataRequest>(buf.clone(), version, 42, "t").expect("decode");
             assert_eq!(ok.controller_id, 1);
             let err = decode_response::<MetadataRequest>(buf.clone(), version, 43, "t");
-            assert!(matches!(err, Err(CliError::Correlation { expected: 43, got: 42, .. })));
+            assert!(matches!(
+                err,
+                Err(CliError::Correlation {
+                    expected: 43,
+                    got: 42,
+                    ..
+                })
+            ));
             buf.extend_from_slice(&[0]);
-            assert!(matches!(decode_response::<MetadataRequest>(buf, version, 42, "t"), Err(CliError::Decode { .. })));
+            assert!(matches!(
+                decode_response::<MetadataRequest>(buf, version, 42, "t"),
+                Err(CliError::Decode { .. })
+            ));
         }
     }
 
@@ -273,14 +363,24 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let mut conn = Connection::connect(&addr).expect("connect");
-        conn.broker_versions.insert(ApiKey::Metadata as i16, (0, 11));
+        conn.broker_versions
+            .insert(ApiKey::Metadata as i16, (0, 11));
         conn.broker_versions.insert(ApiKey::Fetch as i16, (4, 17));
-        conn.broker_versions.insert(ApiKey::CreateTopics as i16, (2, 3));
-        conn.broker_versions.insert(ApiKey::DeleteTopics as i16, (7, 9));
+        conn.broker_versions
+            .insert(ApiKey::CreateTopics as i16, (2, 3));
+        conn.broker_versions
+            .insert(ApiKey::DeleteTopics as i16, (7, 9));
         assert_eq!(conn.version_for(ApiKey::Metadata).expect("metadata"), 11);
-        assert_eq!(conn.version_for(ApiKey::Fetch).expect("fetch"), 12, "capped: v13 drops topic names");
+        assert_eq!(
+            conn.version_for(ApiKey::Fetch).expect("fetch"),
+            12,
+            "capped: v13 drops topic names"
+        );
         assert_eq!(conn.version_for(ApiKey::CreateTopics).expect("create"), 3);
-        assert!(conn.version_for(ApiKey::DeleteTopics).is_err(), "no common version");
+        assert!(
+            conn.version_for(ApiKey::DeleteTopics).is_err(),
+            "no common version"
+        );
         assert!(conn.version_for(ApiKey::Produce).is_err(), "not advertised");
     }
 }

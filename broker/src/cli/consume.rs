@@ -45,7 +45,12 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let info = client.topic_info(&args.topic)?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) if info.leaders.iter().any(|(i, _)| *i == p) => vec![p],
-        Some(p) => return Err(CliError::UnknownPartition { topic: args.topic.clone(), partition: p }),
+        Some(p) => {
+            return Err(CliError::UnknownPartition {
+                topic: args.topic.clone(),
+                partition: p,
+            })
+        }
         None => info.leaders.iter().map(|(p, _)| *p).collect(),
     };
     let positions = start_positions(&mut client, &info, &partitions, start)?;
@@ -100,15 +105,29 @@ fn start_positions(
     };
     let mut positions = BTreeMap::new();
     for (leader, group) in by_leader(info, partitions) {
-        let topic = ListOffsetsTopic::default().with_name(topic_name(&info.name)).with_partitions(
-            group
-                .iter()
-                .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_current_leader_epoch(-1).with_timestamp(timestamp))
-                .collect(),
-        );
-        let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
+        let topic = ListOffsetsTopic::default()
+            .with_name(topic_name(&info.name))
+            .with_partitions(
+                group
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            );
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![topic]);
         let (resp, _) = client.node(leader)?.send(&req)?;
-        for p in resp.topics.iter().filter(|t| t.name.as_str() == info.name).flat_map(|t| t.partitions.iter()) {
+        for p in resp
+            .topics
+            .iter()
+            .filter(|t| t.name.as_str() == info.name)
+            .flat_map(|t| t.partitions.iter())
+        {
             if p.error_code != 0 {
                 let context = format!("ListOffsets {}-{}", info.name, p.partition_index);
                 return Err(CliError::kafka(context, p.error_code, None));
@@ -117,7 +136,10 @@ fn start_positions(
         }
     }
     if let Some(missing) = partitions.iter().find(|p| !positions.contains_key(p)) {
-        return Err(CliError::UnknownPartition { topic: info.name.clone(), partition: *missing });
+        return Err(CliError::UnknownPartition {
+            topic: info.name.clone(),
+            partition: *missing,
+        });
     }
     Ok(positions)
 }
@@ -163,7 +185,10 @@ impl Consumer {
                     Err(FetchError::Retry { code, partition }) => {
                         errors += 1;
                         if errors >= FETCH_ERRORS_MAX {
-                            let context = format!("Fetch {}-{partition} after {errors} attempts", self.info.name);
+                            let context = format!(
+                                "Fetch {}-{partition} after {errors} attempts",
+                                self.info.name
+                            );
                             return Err(CliError::kafka(context, code, None));
                         }
                         std::thread::sleep(Duration::from_millis(FETCH_RETRY_BACKOFF_MS));
@@ -183,21 +208,29 @@ impl Consumer {
     }
 
     /// One Fetch to one leader; prints what it returns and advances positions.
-    fn fetch(&mut self, leader: i32, partitions: &[i32], wait_ms: u64, count: Option<u64>) -> Result<(), FetchError> {
-        let topic = FetchTopic::default().with_topic(topic_name(&self.info.name)).with_partitions(
-            partitions
-                .iter()
-                .map(|p| {
-                    FetchPartition::default()
-                        .with_partition(*p)
-                        .with_current_leader_epoch(-1)
-                        .with_fetch_offset(self.positions[p])
-                        .with_last_fetched_epoch(-1)
-                        .with_log_start_offset(-1)
-                        .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX)
-                })
-                .collect(),
-        );
+    fn fetch(
+        &mut self,
+        leader: i32,
+        partitions: &[i32],
+        wait_ms: u64,
+        count: Option<u64>,
+    ) -> Result<(), FetchError> {
+        let topic = FetchTopic::default()
+            .with_topic(topic_name(&self.info.name))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(*p)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(self.positions[p])
+                            .with_last_fetched_epoch(-1)
+                            .with_log_start_offset(-1)
+                            .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX)
+                    })
+                    .collect(),
+            );
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(i32::try_from(wait_ms).unwrap_or(i32::MAX))
@@ -210,7 +243,11 @@ impl Consumer {
             .with_topics(vec![topic]);
         let (resp, _) = self.client.node(leader)?.send(&req)?;
         if resp.error_code != 0 {
-            return Err(FetchError::kafka(&self.info.name, partitions[0], resp.error_code));
+            return Err(FetchError::kafka(
+                &self.info.name,
+                partitions[0],
+                resp.error_code,
+            ));
         }
         let name = self.info.name.clone();
         for t in resp.responses.iter().filter(|t| t.topic.as_str() == name) {
@@ -225,21 +262,36 @@ impl Consumer {
         Ok(())
     }
 
-    fn print_batches(&mut self, partition: i32, mut data: Bytes, count: Option<u64>) -> Result<(), CliError> {
+    fn print_batches(
+        &mut self,
+        partition: i32,
+        mut data: Bytes,
+        count: Option<u64>,
+    ) -> Result<(), CliError> {
         let topic = &self.info.name;
-        let Some(position) = self.positions.get_mut(&partition) else { return Ok(()) };
+        let Some(position) = self.positions.get_mut(&partition) else {
+            return Ok(());
+        };
         while let Some(batch) = next_batch(&mut data) {
             let base_offset = (&batch[..8]).get_i64();
             let magic = batch[BATCH_MAGIC_OFFSET] as i8;
             if magic != 2 {
-                return Err(CliError::OldMessageFormat { topic: topic.clone(), partition, magic });
+                return Err(CliError::OldMessageFormat {
+                    topic: topic.clone(),
+                    partition,
+                    magic,
+                });
             }
-            let last_delta = (&batch[BATCH_LAST_OFFSET_DELTA_OFFSET..BATCH_LAST_OFFSET_DELTA_OFFSET + 4]).get_i32();
-            let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| CliError::CorruptBatch {
-                topic: topic.clone(),
-                partition,
-                offset: base_offset,
-                reason: e.to_string(),
+            let last_delta = (&batch
+                [BATCH_LAST_OFFSET_DELTA_OFFSET..BATCH_LAST_OFFSET_DELTA_OFFSET + 4])
+                .get_i32();
+            let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| {
+                CliError::CorruptBatch {
+                    topic: topic.clone(),
+                    partition,
+                    offset: base_offset,
+                    reason: e.to_string(),
+                }
             })?;
             for record in &set.records {
                 if record.control || record.offset < *position {
@@ -248,7 +300,14 @@ impl Consumer {
                 if count.is_some_and(|c| self.printed >= c) {
                     return Ok(());
                 }
-                write_record(&mut self.out, partition, record, self.print_key, self.print_offset).map_err(stdout_err)?;
+                write_record(
+                    &mut self.out,
+                    partition,
+                    record,
+                    self.print_key,
+                    self.print_offset,
+                )
+                .map_err(stdout_err)?;
                 self.printed += 1;
                 *position = record.offset + 1;
             }
@@ -266,7 +325,9 @@ pub fn next_batch(data: &mut Bytes) -> Option<Bytes> {
     let length = (&data[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]).get_i32();
     // batchLength counts the bytes after itself; anything shorter than a header is garbage, so
     // stop rather than loop on it.
-    let total = usize::try_from(length).ok()?.checked_add(BATCH_LENGTH_OFFSET + 4)?;
+    let total = usize::try_from(length)
+        .ok()?
+        .checked_add(BATCH_LENGTH_OFFSET + 4)?;
     if total < BATCH_HEADER_BYTES || total > data.len() {
         return None;
     }
@@ -308,7 +369,11 @@ impl FetchError {
         if is_retriable(code) {
             FetchError::Retry { code, partition }
         } else {
-            FetchError::Fatal(CliError::kafka(format!("Fetch {topic}-{partition}"), code, None))
+            FetchError::Fatal(CliError::kafka(
+                format!("Fetch {topic}-{partition}"),
+                code,
+                None,
+            ))
         }
     }
 }
@@ -324,14 +389,16 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     fn batch(base: i64, n: i64) -> BytesMut {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
                 control: false,
-            delete_horizon: false,
+                delete_horizon: false,
                 partition_leader_epoch: 0,
                 producer_id: -1,
                 producer_epoch: -1,
@@ -345,7 +412,10 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Lz4,
+        };
         RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode");
         buf
     }
@@ -365,9 +435,15 @@ mod tests {
         let offsets: Vec<i64> = set.records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![3, 4], "decoder yields absolute offsets");
         assert_eq!((&b[BATCH_LAST_OFFSET_DELTA_OFFSET..]).get_i32(), 1);
-        assert!(next_batch(&mut data).is_none(), "partial batch is left for the next fetch");
+        assert!(
+            next_batch(&mut data).is_none(),
+            "partial batch is left for the next fetch"
+        );
         let mut garbage = Bytes::from(vec![0u8; 100]);
-        assert!(next_batch(&mut garbage).is_none(), "zero length is not a batch");
+        assert!(
+            next_batch(&mut garbage).is_none(),
+            "zero length is not a batch"
+        );
     }
 
     #[test]

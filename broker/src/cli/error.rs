@@ -15,33 +15,79 @@ pub enum CliError {
     #[error("I/O error talking to {addr}: {source}")]
     Io { addr: String, source: io::Error },
     #[error("{what}: {source}")]
-    Local { what: &'static str, source: io::Error },
+    Local {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("cannot encode {api:?} v{version}: {reason}")]
-    Encode { api: ApiKey, version: i16, reason: String },
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error("cannot decode {api:?} v{version} response from {addr}: {reason}")]
-    Decode { api: ApiKey, version: i16, addr: String, reason: String },
+    Decode {
+        api: ApiKey,
+        version: i16,
+        addr: String,
+        reason: String,
+    },
     #[error("{addr} sent a {size}-byte response frame; limit is {max} bytes")]
     FrameSize { addr: String, size: i64, max: usize },
     #[error("{addr} answered correlation id {got}, expected {expected}")]
-    Correlation { addr: String, expected: i32, got: i32 },
-    #[error("{addr} does not support {api:?} in a version this client speaks ({ours_min}..={ours_max})")]
-    Unsupported { addr: String, api: ApiKey, ours_min: i16, ours_max: i16 },
+    Correlation {
+        addr: String,
+        expected: i32,
+        got: i32,
+    },
+    #[error(
+        "{addr} does not support {api:?} in a version this client speaks ({ours_min}..={ours_max})"
+    )]
+    Unsupported {
+        addr: String,
+        api: ApiKey,
+        ours_min: i16,
+        ours_max: i16,
+    },
     #[error("{context}: {name}: {message}")]
-    Kafka { context: String, name: String, message: String },
+    Kafka {
+        context: String,
+        name: String,
+        message: String,
+    },
     #[error("topic `{topic}` does not exist")]
     UnknownTopic { topic: String },
     #[error("topic `{topic}` has no partition {partition}")]
     UnknownPartition { topic: String, partition: i32 },
     #[error("no leader for {topic}-{partition} after {attempts} metadata attempts")]
-    NoLeader { topic: String, partition: i32, attempts: u32 },
+    NoLeader {
+        topic: String,
+        partition: i32,
+        attempts: u32,
+    },
     #[error("metadata names no address for broker {node_id}")]
     UnknownBroker { node_id: i32 },
     #[error("invalid {flag} `{value}`: {reason}")]
-    InvalidArgument { flag: &'static str, value: String, reason: &'static str },
-    #[error("{topic}-{partition}: only record batches of magic 2 are supported, got magic {magic}")]
-    OldMessageFormat { topic: String, partition: i32, magic: i8 },
+    InvalidArgument {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(
+        "{topic}-{partition}: only record batches of magic 2 are supported, got magic {magic}"
+    )]
+    OldMessageFormat {
+        topic: String,
+        partition: i32,
+        magic: i8,
+    },
     #[error("{topic}-{partition}: corrupt record batch at offset {offset}: {reason}")]
-    CorruptBatch { topic: String, partition: i32, offset: i64, reason: String },
+    CorruptBatch {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     #[error("stdin line of {size} bytes exceeds record_bytes_max {max}")]
     RecordTooLarge { size: usize, max: usize },
 }
@@ -55,7 +101,11 @@ impl CliError {
             (_, Some(e)) => describe(e),
             (_, None) => String::new(),
         };
-        CliError::Kafka { context: context.into(), name, message }
+        CliError::Kafka {
+            context: context.into(),
+            name,
+            message,
+        }
     }
 }
 

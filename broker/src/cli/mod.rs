@@ -23,7 +23,12 @@ pub use error::CliError;
 #[derive(Args, Debug, Clone)]
 pub struct Bootstrap {
     /// A broker to bootstrap from, HOST:PORT.
-    #[arg(long, env = "SPOOL_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
+    #[arg(
+        long,
+        env = "SPOOL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
     pub bootstrap_server: String,
 }
 
@@ -117,7 +122,10 @@ pub struct ConsumeArgs {
 /// `spool topic ...`; returns the process exit code.
 pub fn topic(args: TopicArgs) -> i32 {
     let mut out = std::io::stdout();
-    report(client::Client::connect(&args.conn.bootstrap_server).and_then(|mut c| topic::run(&mut c, args.command, &mut out)))
+    report(
+        client::Client::connect(&args.conn.bootstrap_server)
+            .and_then(|mut c| topic::run(&mut c, args.command, &mut out)),
+    )
 }
 
 /// `spool produce`; returns the process exit code.
@@ -141,9 +149,16 @@ fn report(result: Result<(), CliError>) -> i32 {
 }
 
 /// Splits `name=value` at the first `=`.
-pub(crate) fn parse_key_value<'a>(flag: &'static str, pair: &'a str) -> Result<(&'a str, &'a str), CliError> {
+pub(crate) fn parse_key_value<'a>(
+    flag: &'static str,
+    pair: &'a str,
+) -> Result<(&'a str, &'a str), CliError> {
     match pair.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k, v)),
-        _ => Err(CliError::InvalidArgument { flag, value: pair.to_string(), reason: "expected NAME=VALUE" }),
+        _ => Err(CliError::InvalidArgument {
+            flag,
+            value: pair.to_string(),
+            reason: "expected NAME=VALUE",
+        }),
     }
 }

@@ -42,7 +42,10 @@ pub fn murmur2(data: &[u8]) -> i32 {
 
 /// The partition Kafka's default partitioner picks for a non-null key.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    assert!(partitions > 0, "partition count must be positive, got {partitions}");
+    assert!(
+        partitions > 0,
+        "partition count must be positive, got {partitions}"
+    );
     // Utils.toPositive clears the sign bit rather than taking abs(), so i32::MIN maps to 0.
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
@@ -60,7 +63,10 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             (b"abc", 479_470_107),
             (b"0", 971_027_396),
             (b"1", -1_993_445_489),
@@ -72,7 +78,12 @@ mod tests {
             (b"10000000", -1_830_336_757),
         ];
         for (key, expected) in cases {
-            assert_eq!(murmur2(key), *expected, "murmur2({:?})", String::from_utf8_lossy(key));
+            assert_eq!(
+                murmur2(key),
+                *expected,
+                "murmur2({:?})",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 

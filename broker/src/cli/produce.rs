@@ -17,7 +17,9 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use super::client::{topic_name, Client, TopicInfo};
 use super::error::{is_retriable, CliError};
@@ -51,7 +53,10 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
     let info = client.topic_info(&args.topic)?;
     if let Some(p) = args.partition {
         if !info.leaders.iter().any(|(i, _)| *i == p) {
-            return Err(CliError::UnknownPartition { topic: args.topic.clone(), partition: p });
+            return Err(CliError::UnknownPartition {
+                topic: args.topic.clone(),
+                partition: p,
+            });
         }
     }
     let mut producer = Producer {
@@ -74,7 +79,9 @@ pub fn run(args: ProduceArgs) -> Result<(), CliError> {
             Ok(Ok(line)) => {
                 let (key, value) = split_line(line, args.key_separator.as_deref());
                 producer.add(args.partition, key, value)?;
-                if producer.pending_records >= BATCH_RECORDS_MAX || producer.pending_bytes >= BATCH_BYTES_MAX {
+                if producer.pending_records >= BATCH_RECORDS_MAX
+                    || producer.pending_bytes >= BATCH_BYTES_MAX
+                {
                     producer.flush()?;
                 }
             }
@@ -113,7 +120,12 @@ struct Producer {
 }
 
 impl Producer {
-    fn add(&mut self, partition: Option<i32>, key: Option<Bytes>, value: Bytes) -> Result<(), CliError> {
+    fn add(
+        &mut self,
+        partition: Option<i32>,
+        key: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<(), CliError> {
         let count = i32::try_from(self.info.leaders.len()).unwrap_or(i32::MAX);
         let partition = match (partition, &key) {
             (Some(p), _) => p,
@@ -126,10 +138,15 @@ impl Producer {
         let size = key.as_ref().map_or(0, Bytes::len) + value.len();
         let mut headers = IndexMap::new();
         for (k, v) in &self.headers {
-            headers.insert(StrBytes::from_string(k.clone()), Some(Bytes::from(v.clone())));
+            headers.insert(
+                StrBytes::from_string(k.clone()),
+                Some(Bytes::from(v.clone())),
+            );
         }
         let batch = self.pending.entry(partition).or_default();
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         batch.push(Record {
             transactional: false,
             control: false,
@@ -163,15 +180,28 @@ impl Producer {
         let mut by_leader: BTreeMap<i32, Vec<(i32, BytesMut, usize, usize)>> = BTreeMap::new();
         for (partition, records) in pending {
             let leader = self.leader_of(partition)?;
-            let bytes: usize = records.iter().map(|r| r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum();
+            let bytes: usize = records
+                .iter()
+                .map(|r| {
+                    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)
+                })
+                .sum();
             let mut buf = BytesMut::new();
-            let options = RecordEncodeOptions { version: 2, compression: self.compression };
-            RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| CliError::Encode {
-                api: kafka_protocol::messages::ApiKey::Produce,
-                version: -1,
-                reason: format!("record batch: {e}"),
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: self.compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| {
+                CliError::Encode {
+                    api: kafka_protocol::messages::ApiKey::Produce,
+                    version: -1,
+                    reason: format!("record batch: {e}"),
+                }
             })?;
-            by_leader.entry(leader).or_default().push((partition, buf, records.len(), bytes));
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((partition, buf, records.len(), bytes));
         }
         for (leader, batches) in by_leader {
             self.send_with_retries(leader, batches)?;
@@ -187,15 +217,24 @@ impl Producer {
             .iter()
             .find(|(p, _)| *p == partition)
             .map(|(_, l)| *l)
-            .ok_or_else(|| CliError::UnknownPartition { topic: self.info.name.clone(), partition })
+            .ok_or_else(|| CliError::UnknownPartition {
+                topic: self.info.name.clone(),
+                partition,
+            })
     }
 
-    fn send_with_retries(&mut self, mut leader: i32, mut batches: Vec<(i32, BytesMut, usize, usize)>) -> Result<(), CliError> {
+    fn send_with_retries(
+        &mut self,
+        mut leader: i32,
+        mut batches: Vec<(i32, BytesMut, usize, usize)>,
+    ) -> Result<(), CliError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let failed = self.send_once(leader, &batches)?;
-            let (retriable, fatal): (Vec<_>, Vec<_>) = failed.into_iter().partition(|(_, code, _)| is_retriable(*code));
+            let (retriable, fatal): (Vec<_>, Vec<_>) = failed
+                .into_iter()
+                .partition(|(_, code, _)| is_retriable(*code));
             if let Some((partition, code, message)) = fatal.into_iter().next() {
                 let context = format!("cannot produce to {}-{partition}", self.info.name);
                 return Err(CliError::kafka(context, code, message.as_deref()));
@@ -210,7 +249,10 @@ impl Producer {
             }
             if let Some((partition, code, message)) = retriable.into_iter().next() {
                 if attempt >= PRODUCE_ATTEMPTS_MAX {
-                    let context = format!("cannot produce to {}-{partition} after {attempt} attempts", self.info.name);
+                    let context = format!(
+                        "cannot produce to {}-{partition} after {attempt} attempts",
+                        self.info.name
+                    );
                     return Err(CliError::kafka(context, code, message.as_deref()));
                 }
                 batches.retain(|(p, ..)| retry.contains(p));
@@ -234,9 +276,15 @@ impl Producer {
     ) -> Result<Vec<(i32, i16, Option<String>)>, CliError> {
         let partitions = batches
             .iter()
-            .map(|(p, buf, ..)| PartitionProduceData::default().with_index(*p).with_records(Some(buf.clone().freeze())))
+            .map(|(p, buf, ..)| {
+                PartitionProduceData::default()
+                    .with_index(*p)
+                    .with_records(Some(buf.clone().freeze()))
+            })
             .collect();
-        let topic = TopicProduceData::default().with_name(topic_name(&self.info.name)).with_partition_data(partitions);
+        let topic = TopicProduceData::default()
+            .with_name(topic_name(&self.info.name))
+            .with_partition_data(partitions);
         let req = ProduceRequest::default()
             .with_acks(self.acks)
             .with_timeout_ms(PRODUCE_TIMEOUT_MS)
@@ -249,17 +297,30 @@ impl Producer {
         let (resp, _) = conn.send(&req)?;
         let mut failed = Vec::new();
         let mut answered = 0;
-        for t in resp.responses.iter().filter(|t| t.name.as_str() == self.info.name) {
+        for t in resp
+            .responses
+            .iter()
+            .filter(|t| t.name.as_str() == self.info.name)
+        {
             for p in &t.partition_responses {
                 answered += 1;
                 if p.error_code != 0 {
-                    failed.push((p.index, p.error_code, p.error_message.as_ref().map(|m| m.as_str().to_string())));
+                    failed.push((
+                        p.index,
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.as_str().to_string()),
+                    ));
                 }
             }
         }
         if answered != batches.len() {
             let reason = format!("{answered} partition results for {} batches", batches.len());
-            return Err(CliError::Decode { api: kafka_protocol::messages::ApiKey::Produce, version: -1, addr: conn.addr().to_string(), reason });
+            return Err(CliError::Decode {
+                api: kafka_protocol::messages::ApiKey::Produce,
+                version: -1,
+                addr: conn.addr().to_string(),
+                reason,
+            });
         }
         Ok(failed)
     }
@@ -286,7 +347,10 @@ fn spawn_stdin_reader() -> Receiver<Result<Vec<u8>, CliError>> {
                         }
                     }
                     let item = if line.len() > RECORD_BYTES_MAX {
-                        Err(CliError::RecordTooLarge { size: line.len(), max: RECORD_BYTES_MAX })
+                        Err(CliError::RecordTooLarge {
+                            size: line.len(),
+                            max: RECORD_BYTES_MAX,
+                        })
                     } else {
                         Ok(line)
                     };
@@ -296,7 +360,10 @@ fn spawn_stdin_reader() -> Receiver<Result<Vec<u8>, CliError>> {
                     }
                 }
                 Err(source) => {
-                    let _ = tx.send(Err(CliError::Local { what: "cannot read stdin", source }));
+                    let _ = tx.send(Err(CliError::Local {
+                        what: "cannot read stdin",
+                        source,
+                    }));
                     return;
                 }
             }
@@ -377,14 +444,36 @@ mod tests {
                 })
                 .collect();
             let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode");
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .expect("encode");
             assert_eq!(buf[16], 2, "magic");
             let base_sequence = (&buf[53..57]).get_i32();
-            assert_eq!(base_sequence, -1, "non-idempotent batches carry NO_SEQUENCE");
+            assert_eq!(
+                base_sequence, -1,
+                "non-idempotent batches carry NO_SEQUENCE"
+            );
             let set = RecordBatchDecoder::decode(&mut buf.freeze()).expect("decode");
             assert_eq!(set.compression, compression);
-            let values: Vec<_> = set.records.iter().map(|r| r.value.clone().expect("value")).collect();
-            assert_eq!(values, vec![Bytes::from("value-0"), Bytes::from("value-1"), Bytes::from("value-2")]);
+            let values: Vec<_> = set
+                .records
+                .iter()
+                .map(|r| r.value.clone().expect("value"))
+                .collect();
+            assert_eq!(
+                values,
+                vec![
+                    Bytes::from("value-0"),
+                    Bytes::from("value-1"),
+                    Bytes::from("value-2")
+                ]
+            );
         }
         assert!(parse_compression("brotli").is_err());
     }

@@ -23,11 +23,18 @@ const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// Config source of a per-topic override (Kafka's `DYNAMIC_TOPIC_CONFIG`).
 const CONFIG_SOURCE_TOPIC: i8 = 1;
 
-pub fn run(client: &mut Client, command: TopicCommand, out: &mut dyn Write) -> Result<(), CliError> {
+pub fn run(
+    client: &mut Client,
+    command: TopicCommand,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     match command {
-        TopicCommand::Create { name, partitions, replication_factor, config } => {
-            create(client, &name, partitions, replication_factor, &config, out)
-        }
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            config,
+        } => create(client, &name, partitions, replication_factor, &config, out),
         TopicCommand::List => list(client, out),
         TopicCommand::Describe { name } => describe(client, &name, out),
         TopicCommand::Delete { name } => delete(client, &name, out),
@@ -48,13 +55,23 @@ fn create(
         .with_replication_factor(replication_factor);
     for pair in configs {
         let (k, v) = parse_key_value("--config", pair)?;
-        creatable.configs.push(CreatableTopicConfig::default().with_name(str_bytes(k)).with_value(Some(str_bytes(v))));
+        creatable.configs.push(
+            CreatableTopicConfig::default()
+                .with_name(str_bytes(k))
+                .with_value(Some(str_bytes(v))),
+        );
     }
-    let req = CreateTopicsRequest::default().with_topics(vec![creatable]).with_timeout_ms(ADMIN_TIMEOUT_MS);
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![creatable])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
     let (resp, _) = client.bootstrap().send(&req)?;
     let result = resp.topics.iter().find(|t| t.name.as_str() == name);
     let Some(result) = result else {
-        return Err(CliError::kafka(format!("CreateTopics {name}"), -1, Some("topic missing from the response")));
+        return Err(CliError::kafka(
+            format!("CreateTopics {name}"),
+            -1,
+            Some("topic missing from the response"),
+        ));
     };
     if result.error_code != 0 {
         return Err(CliError::kafka(
@@ -68,7 +85,11 @@ fn create(
 
 fn list(client: &mut Client, out: &mut dyn Write) -> Result<(), CliError> {
     let resp = client.metadata(None)?;
-    let mut names: Vec<&str> = resp.topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.as_str())).collect();
+    let mut names: Vec<&str> = resp
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.as_str()))
+        .collect();
     names.sort_unstable();
     for name in names {
         writeln!(out, "{name}").map_err(stdout_err)?;
@@ -82,9 +103,15 @@ fn describe(client: &mut Client, name: &str, out: &mut dyn Write) -> Result<(), 
         .topics
         .iter()
         .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
-        .ok_or_else(|| CliError::UnknownTopic { topic: name.to_string() })?;
+        .ok_or_else(|| CliError::UnknownTopic {
+            topic: name.to_string(),
+        })?;
     if topic.error_code != 0 {
-        return Err(CliError::kafka(format!("cannot describe topic {name}"), topic.error_code, None));
+        return Err(CliError::kafka(
+            format!("cannot describe topic {name}"),
+            topic.error_code,
+            None,
+        ));
     }
     let configs = match topic_overrides(client, name) {
         Ok(c) => c,
@@ -97,7 +124,11 @@ fn describe(client: &mut Client, name: &str, out: &mut dyn Write) -> Result<(), 
     write_description(topic, &configs, out).map_err(stdout_err)
 }
 
-fn write_description(topic: &MetadataResponseTopic, configs: &[(String, String)], out: &mut dyn Write) -> std::io::Result<()> {
+fn write_description(
+    topic: &MetadataResponseTopic,
+    configs: &[(String, String)],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let name = topic.name.as_ref().map(|n| n.as_str()).unwrap_or("");
     let mut partitions: Vec<_> = topic.partitions.iter().collect();
     partitions.sort_by_key(|p| p.partition_index);
@@ -112,13 +143,20 @@ fn write_description(topic: &MetadataResponseTopic, configs: &[(String, String)]
     )?;
     for p in partitions {
         let nodes = |ids: &[kafka_protocol::messages::BrokerId]| {
-            ids.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",")
+            ids.iter()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         write!(
             out,
             "\tTopic: {name}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
             p.partition_index,
-            if p.leader_id.0 < 0 { "none".to_string() } else { p.leader_id.0.to_string() },
+            if p.leader_id.0 < 0 {
+                "none".to_string()
+            } else {
+                p.leader_id.0.to_string()
+            },
             nodes(&p.replica_nodes),
             nodes(&p.isr_nodes)
         )?;
@@ -142,9 +180,17 @@ fn topic_overrides(client: &mut Client, name: &str) -> Result<Vec<(String, Strin
     for result in &resp.results {
         if result.error_code != 0 {
             let message = result.error_message.as_ref().map(|m| m.as_str());
-            return Err(CliError::kafka("DescribeConfigs", result.error_code, message));
+            return Err(CliError::kafka(
+                "DescribeConfigs",
+                result.error_code,
+                message,
+            ));
         }
-        for c in result.configs.iter().filter(|c| c.config_source == CONFIG_SOURCE_TOPIC) {
+        for c in result
+            .configs
+            .iter()
+            .filter(|c| c.config_source == CONFIG_SOURCE_TOPIC)
+        {
             let value = match (&c.value, c.is_sensitive) {
                 (_, true) => "(sensitive)".to_string(),
                 (Some(v), false) => v.as_str().to_string(),
@@ -163,9 +209,16 @@ fn delete(client: &mut Client, name: &str, out: &mut dyn Write) -> Result<(), Cl
     req.topic_names = vec![topic_name(name)];
     req.topics = vec![DeleteTopicState::default().with_name(Some(topic_name(name)))];
     let (resp, _) = client.bootstrap().send(&req)?;
-    let result = resp.responses.iter().find(|r| r.name.as_ref().is_some_and(|n| n.as_str() == name));
+    let result = resp
+        .responses
+        .iter()
+        .find(|r| r.name.as_ref().is_some_and(|n| n.as_str() == name));
     let Some(result) = result else {
-        return Err(CliError::kafka(format!("DeleteTopics {name}"), -1, Some("topic missing from the response")));
+        return Err(CliError::kafka(
+            format!("DeleteTopics {name}"),
+            -1,
+            Some("topic missing from the response"),
+        ));
     };
     if result.error_code != 0 {
         return Err(CliError::kafka(
@@ -186,7 +239,10 @@ fn base64_url_nopad(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         let chars = chunk.len() + 1;
         for i in 0..chars {
             out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -196,7 +252,10 @@ fn base64_url_nopad(bytes: &[u8]) -> String {
 }
 
 pub fn stdout_err(source: std::io::Error) -> CliError {
-    CliError::Local { what: "cannot write to stdout", source }
+    CliError::Local {
+        what: "cannot write to stdout",
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,11 @@ pub enum DispatchError {
     #[error("{api:?} v{version} is not supported")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("cannot decode {api:?} v{version}: {reason}")]
-    Malformed { api: ApiKey, version: i16, reason: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// (API, versions served, versions advertised). Advertised differs only where Kafka itself
@@ -40,16 +44,52 @@ pub enum DispatchError {
 pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
     (ApiKey::Produce, produce::VERSIONS, produce::ADVERTISED),
     (ApiKey::Fetch, fetch::VERSIONS, fetch::VERSIONS),
-    (ApiKey::ListOffsets, list_offsets::VERSIONS, list_offsets::VERSIONS),
+    (
+        ApiKey::ListOffsets,
+        list_offsets::VERSIONS,
+        list_offsets::VERSIONS,
+    ),
     (ApiKey::Metadata, metadata::VERSIONS, metadata::VERSIONS),
-    (ApiKey::ApiVersions, api_versions::VERSIONS, api_versions::VERSIONS),
-    (ApiKey::CreateTopics, create_topics::VERSIONS, create_topics::VERSIONS),
-    (ApiKey::DeleteTopics, delete_topics::VERSIONS, delete_topics::VERSIONS),
-    (ApiKey::InitProducerId, init_producer_id::VERSIONS, init_producer_id::VERSIONS),
-    (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS, offset_for_leader_epoch::VERSIONS),
-    (ApiKey::DescribeConfigs, describe_configs::VERSIONS, describe_configs::VERSIONS),
-    (ApiKey::CreatePartitions, create_partitions::VERSIONS, create_partitions::VERSIONS),
-    (ApiKey::DescribeCluster, describe_cluster::VERSIONS, describe_cluster::VERSIONS),
+    (
+        ApiKey::ApiVersions,
+        api_versions::VERSIONS,
+        api_versions::VERSIONS,
+    ),
+    (
+        ApiKey::CreateTopics,
+        create_topics::VERSIONS,
+        create_topics::VERSIONS,
+    ),
+    (
+        ApiKey::DeleteTopics,
+        delete_topics::VERSIONS,
+        delete_topics::VERSIONS,
+    ),
+    (
+        ApiKey::InitProducerId,
+        init_producer_id::VERSIONS,
+        init_producer_id::VERSIONS,
+    ),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        offset_for_leader_epoch::VERSIONS,
+        offset_for_leader_epoch::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeConfigs,
+        describe_configs::VERSIONS,
+        describe_configs::VERSIONS,
+    ),
+    (
+        ApiKey::CreatePartitions,
+        create_partitions::VERSIONS,
+        create_partitions::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeCluster,
+        describe_cluster::VERSIONS,
+        describe_cluster::VERSIONS,
+    ),
 ];
 
 pub fn served(api: ApiKey, version: i16) -> bool {
@@ -82,7 +122,11 @@ fn encode<M: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &M
 }
 
 fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, DispatchError> {
-    T::decode(body, version).map_err(|e| DispatchError::Malformed { api, version, reason: e.to_string() })
+    T::decode(body, version).map_err(|e| DispatchError::Malformed {
+        api,
+        version,
+        reason: e.to_string(),
+    })
 }
 
 /// Turns one request frame into the future that serves it.
@@ -92,8 +136,9 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// acknowledgements are awaited concurrently.
 pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pending, DispatchError> {
     let prefix = frame::peek_header_prefix(&frame_bytes)?;
-    let api = ApiKey::try_from(prefix.api_key)
-        .map_err(|_| frame::FrameError::UnknownApiKey { api_key: prefix.api_key })?;
+    let api = ApiKey::try_from(prefix.api_key).map_err(|_| frame::FrameError::UnknownApiKey {
+        api_key: prefix.api_key,
+    })?;
     let version = prefix.api_version;
     if !served(api, version) {
         if api == ApiKey::ApiVersions {
@@ -106,7 +151,10 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pendi
     }
     let header = frame::decode_request_header(&mut frame_bytes)?;
     let correlation_id = header.correlation_id;
-    let ctx = Ctx { shard: shard.clone(), header };
+    let ctx = Ctx {
+        shard: shard.clone(),
+        header,
+    };
     let body = &mut frame_bytes;
 
     macro_rules! serve {
@@ -141,11 +189,16 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pendi
         ApiKey::CreateTopics => serve!(create_topics, m::CreateTopicsRequest),
         ApiKey::DeleteTopics => serve!(delete_topics, m::DeleteTopicsRequest),
         ApiKey::InitProducerId => serve!(init_producer_id, m::InitProducerIdRequest),
-        ApiKey::OffsetForLeaderEpoch => serve!(offset_for_leader_epoch, m::OffsetForLeaderEpochRequest),
+        ApiKey::OffsetForLeaderEpoch => {
+            serve!(offset_for_leader_epoch, m::OffsetForLeaderEpochRequest)
+        }
         ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
         ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
-        other => Err(DispatchError::UnsupportedVersion { api: other, version }),
+        other => Err(DispatchError::UnsupportedVersion {
+            api: other,
+            version,
+        }),
     }
 }
 

@@ -31,13 +31,21 @@ const READ_BYTES_MAX: usize = 1024 * 1024;
 struct Shared(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Shared {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Shared {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -49,7 +57,10 @@ impl AsyncWrite for Shared {
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let shared = Shared(Rc::new(RefCell::new(stream)));
     let (tx, rx) = runtime::new_bounded::<Task<Option<Bytes>>>(shard.config.inflight_requests_max);
     let writer = runtime::spawn(write_loop(shared.clone(), rx));
@@ -91,10 +102,16 @@ async fn read_loop(
             };
             buf.truncate(start + n);
             if n == 0 {
-                return if buf.is_empty() { Ok(()) } else { Err("connection closed mid-frame".into()) };
+                return if buf.is_empty() {
+                    Ok(())
+                } else {
+                    Err("connection closed mid-frame".into())
+                };
             }
         };
-        let pending: Pending = kafka::dispatch(shard, frame).await.map_err(|e| e.to_string())?;
+        let pending: Pending = kafka::dispatch(shard, frame)
+            .await
+            .map_err(|e| e.to_string())?;
         if inflight.send(runtime::spawn(pending)).await.is_err() {
             return Ok(());
         }

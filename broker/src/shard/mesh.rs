@@ -18,8 +18,15 @@ use crate::runtime::{self, LocalSender};
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 1024;
 
 pub enum Envelope {
-    Request { from: usize, id: u64, request: Request },
-    Reply { id: u64, reply: Reply },
+    Request {
+        from: usize,
+        id: u64,
+        request: Request,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
 }
 
 /// One partition's share of a Produce request.
@@ -87,24 +94,49 @@ pub struct EpochAnswer {
 
 /// Requests a shard serves for another.
 pub enum Request {
-    Produce { acks: i16, parts: Vec<ProducePart> },
-    Fetch { parts: Vec<FetchPart> },
+    Produce {
+        acks: i16,
+        parts: Vec<ProducePart>,
+    },
+    Fetch {
+        parts: Vec<FetchPart>,
+    },
     /// Resolves when any of the partitions has data past the offset, or after `wait_ms`.
-    WaitForData { parts: Vec<(String, i32, i64)>, wait_ms: u64 },
-    ListOffsets { parts: Vec<OffsetQuery> },
-    EpochEndOffsets { parts: Vec<EpochQuery> },
+    WaitForData {
+        parts: Vec<(String, i32, i64)>,
+        wait_ms: u64,
+    },
+    ListOffsets {
+        parts: Vec<OffsetQuery>,
+    },
+    EpochEndOffsets {
+        parts: Vec<EpochQuery>,
+    },
     /// From shard 0: the topic now looks like this; open logs for partitions you own.
-    TopicUpsert { meta: TopicMeta },
+    TopicUpsert {
+        meta: TopicMeta,
+    },
     /// From shard 0: drop the topic and delete your partitions' logs.
-    TopicDelete { name: String },
+    TopicDelete {
+        name: String,
+    },
     /// To shard 0: metadata changes.
     Admin(AdminRequest),
 }
 
 pub enum AdminRequest {
-    CreateTopic { meta: TopicMeta, validate_only: bool },
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, count: i32, validate_only: bool },
+    CreateTopic {
+        meta: TopicMeta,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
     AllocateProducerId,
 }
 
@@ -116,7 +148,11 @@ pub enum Reply {
     EpochEndOffsets(Vec<EpochAnswer>),
     Done,
     /// Admin result: Kafka error code and message (0 = success), and a value where one is asked.
-    Admin { error_code: i16, message: Option<String>, value: i64 },
+    Admin {
+        error_code: i16,
+        message: Option<String>,
+        value: i64,
+    },
 }
 
 /// This shard's end of the mesh.
@@ -129,7 +165,12 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn new(shard_id: usize, senders: Option<Senders<Envelope>>) -> Mesh {
-        Mesh { shard_id, senders, next_id: Cell::new(0), pending: RefCell::new(AHashMap::new()) }
+        Mesh {
+            shard_id,
+            senders,
+            next_id: Cell::new(0),
+            pending: RefCell::new(AHashMap::new()),
+        }
     }
 
     /// Sends `request` to another shard and returns the slot its reply will arrive in. Awaiting
@@ -141,8 +182,15 @@ impl Mesh {
         self.next_id.set(id + 1);
         let (tx, rx) = runtime::oneshot();
         self.pending.borrow_mut().insert(id, tx);
-        let senders = self.senders.as_ref().expect("a mesh exists when there are several shards");
-        let envelope = Envelope::Request { from: self.shard_id, id, request };
+        let senders = self
+            .senders
+            .as_ref()
+            .expect("a mesh exists when there are several shards");
+        let envelope = Envelope::Request {
+            from: self.shard_id,
+            id,
+            request,
+        };
         if senders.send_to(to, envelope).await.is_err() {
             // The peer is gone (shutdown): drop the slot so the caller sees a closed channel.
             self.pending.borrow_mut().remove(&id);
@@ -156,7 +204,10 @@ impl Mesh {
             self.complete(id, reply);
             return;
         }
-        let senders = self.senders.as_ref().expect("a mesh exists when there are several shards");
+        let senders = self
+            .senders
+            .as_ref()
+            .expect("a mesh exists when there are several shards");
         // A closed peer means shutdown; nobody waits for the reply any more.
         let _ = senders.send_to(to, Envelope::Reply { id, reply }).await;
     }

@@ -103,9 +103,11 @@ impl Shard {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
-
 
     /// Serves `request` on shard `to`: directly when that is this shard, else over the mesh.
     pub async fn call(self: &Rc<Self>, to: usize, request: Request) -> Option<Reply> {
@@ -128,8 +130,12 @@ impl Shard {
                 self.wait_for_data(&parts, wait_ms).await;
                 Reply::Waited
             }
-            Request::ListOffsets { parts } => Reply::ListOffsets(self.list_offsets_local(&parts).await),
-            Request::EpochEndOffsets { parts } => Reply::EpochEndOffsets(self.epoch_end_offsets_local(&parts)),
+            Request::ListOffsets { parts } => {
+                Reply::ListOffsets(self.list_offsets_local(&parts).await)
+            }
+            Request::EpochEndOffsets { parts } => {
+                Reply::EpochEndOffsets(self.epoch_end_offsets_local(&parts))
+            }
             Request::TopicUpsert { meta } => {
                 self.apply_topic(meta).await;
                 Reply::Done
@@ -151,7 +157,11 @@ impl Shard {
         while let Some(envelope) = receiver.recv().await {
             match envelope {
                 mesh::Envelope::Reply { id, reply } => self.mesh.complete(id, reply),
-                mesh::Envelope::Request { from, id, request: Request::Produce { acks, parts } } => {
+                mesh::Envelope::Request {
+                    from,
+                    id,
+                    request: Request::Produce { acks, parts },
+                } => {
                     let pending = self.produce_local(acks, parts);
                     let shard = self.clone();
                     runtime::spawn_detached(async move {
@@ -226,11 +236,16 @@ impl Shard {
         out
     }
 
-    pub async fn finish_produce(pending: Vec<(ProduceResult, Option<LocalReceiver<i16>>)>) -> Vec<ProduceResult> {
+    pub async fn finish_produce(
+        pending: Vec<(ProduceResult, Option<LocalReceiver<i16>>)>,
+    ) -> Vec<ProduceResult> {
         let mut results = Vec::with_capacity(pending.len());
         for (mut result, wait) in pending {
             if let Some(rx) = wait {
-                let code = rx.recv().await.unwrap_or(ResponseError::KafkaStorageError.code());
+                let code = rx
+                    .recv()
+                    .await
+                    .unwrap_or(ResponseError::KafkaStorageError.code());
                 if code != 0 {
                     result.error_code = code;
                     result.base_offset = -1;
@@ -252,7 +267,9 @@ impl Shard {
     /// round, concurrently, then acknowledges all their waiters. Appends that arrive during a
     /// round ride the next one.
     pub async fn flusher(self: Rc<Self>) {
-        let Some(wake) = self.flush_wake_rx.borrow_mut().take() else { return };
+        let Some(wake) = self.flush_wake_rx.borrow_mut().take() else {
+            return;
+        };
         loop {
             match self.config.flush_mode {
                 FlushMode::Sync => {
@@ -340,7 +357,9 @@ impl Shard {
     pub async fn wait_for_data(&self, parts: &[(String, i32, i64)], wait_ms: u64) {
         let mut slots = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
-            let Some(p) = self.partition(topic, *partition) else { return };
+            let Some(p) = self.partition(topic, *partition) else {
+                return;
+            };
             if p.high_watermark() > *offset {
                 return;
             }
@@ -368,25 +387,50 @@ impl Shard {
                 continue;
             };
             let hw = p.high_watermark();
-            let none = OffsetAnswer { error_code: 0, timestamp: -1, offset: -1, leader_epoch: -1 };
+            let none = OffsetAnswer {
+                error_code: 0,
+                timestamp: -1,
+                offset: -1,
+                leader_epoch: -1,
+            };
             let answer = match q.timestamp {
-                -1 => OffsetAnswer { offset: hw, leader_epoch: 0, ..none },
-                -2 | -4 => OffsetAnswer { offset: p.log.log_start_offset(), leader_epoch: 0, ..none },
+                -1 => OffsetAnswer {
+                    offset: hw,
+                    leader_epoch: 0,
+                    ..none
+                },
+                -2 | -4 => OffsetAnswer {
+                    offset: p.log.log_start_offset(),
+                    leader_epoch: 0,
+                    ..none
+                },
                 -5 => OffsetAnswer { offset: -1, ..none },
                 -3 => match p.log.max_timestamp() {
-                    Some((offset, ts, epoch)) if offset < hw => {
-                        OffsetAnswer { offset, timestamp: ts, leader_epoch: epoch, ..none }
-                    }
+                    Some((offset, ts, epoch)) if offset < hw => OffsetAnswer {
+                        offset,
+                        timestamp: ts,
+                        leader_epoch: epoch,
+                        ..none
+                    },
                     _ => none,
                 },
                 ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
-                    Ok(Some((offset, found_ts, epoch))) if offset < hw => {
-                        OffsetAnswer { offset, timestamp: found_ts, leader_epoch: epoch, ..none }
-                    }
+                    Ok(Some((offset, found_ts, epoch))) if offset < hw => OffsetAnswer {
+                        offset,
+                        timestamp: found_ts,
+                        leader_epoch: epoch,
+                        ..none
+                    },
                     Ok(_) => none,
-                    Err(e) => OffsetAnswer { error_code: storage_error_code(&e), ..none },
+                    Err(e) => OffsetAnswer {
+                        error_code: storage_error_code(&e),
+                        ..none
+                    },
                 },
-                _ => OffsetAnswer { error_code: ResponseError::InvalidRequest.code(), ..none },
+                _ => OffsetAnswer {
+                    error_code: ResponseError::InvalidRequest.code(),
+                    ..none
+                },
             };
             out.push(answer);
         }
@@ -404,7 +448,11 @@ impl Shard {
                 },
                 Some(p) => {
                     let (epoch, end) = p.log.end_offset_for_epoch(q.leader_epoch);
-                    EpochAnswer { error_code: 0, leader_epoch: epoch, end_offset: end }
+                    EpochAnswer {
+                        error_code: 0,
+                        leader_epoch: epoch,
+                        end_offset: end,
+                    }
                 }
             })
             .collect()
@@ -415,15 +463,23 @@ impl Shard {
     pub fn log_config(&self, meta: &TopicMeta) -> LogConfig {
         let c = &self.config;
         let get = |name: &str| meta.configs.get(name).map(String::as_str);
-        let num = |name: &str, default: i64| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let num =
+            |name: &str, default: i64| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         LogConfig {
             segment_bytes: num("segment.bytes", c.log_segment_bytes as i64).max(1024) as u64,
             segment_ms: num("segment.ms", c.log_roll_ms),
             retention_ms: num("retention.ms", c.log_retention_ms),
             retention_bytes: num("retention.bytes", c.log_retention_bytes),
-            max_message_bytes: num("max.message.bytes", i64::from(c.message_max_bytes)).clamp(0, i64::from(i32::MAX)) as u32,
-            index_interval_bytes: num("index.interval.bytes", i64::from(c.log_index_interval_bytes)).clamp(1, i64::from(i32::MAX)) as u32,
-            timestamp_type: match get("message.timestamp.type").unwrap_or(&c.log_message_timestamp_type) {
+            max_message_bytes: num("max.message.bytes", i64::from(c.message_max_bytes))
+                .clamp(0, i64::from(i32::MAX)) as u32,
+            index_interval_bytes: num(
+                "index.interval.bytes",
+                i64::from(c.log_index_interval_bytes),
+            )
+            .clamp(1, i64::from(i32::MAX)) as u32,
+            timestamp_type: match get("message.timestamp.type")
+                .unwrap_or(&c.log_message_timestamp_type)
+            {
                 "LogAppendTime" => TimestampType::LogAppendTime,
                 _ => TimestampType::CreateTime,
             },
@@ -450,9 +506,13 @@ impl Shard {
             match PartitionLog::open(dir.clone(), config.clone(), Backend::Dma).await {
                 Ok(log) => {
                     let p = Partition::new(meta.name.clone(), index, log, self.config.flush_mode);
-                    self.partitions.borrow_mut().insert((meta.name.clone(), index), p);
+                    self.partitions
+                        .borrow_mut()
+                        .insert((meta.name.clone(), index), p);
                 }
-                Err(e) => crate::fatal::fatal(format!("cannot open partition log {}: {e}", dir.display())),
+                Err(e) => {
+                    crate::fatal::fatal(format!("cannot open partition log {}: {e}", dir.display()))
+                }
             }
         }
         self.topics.borrow_mut().upsert(meta);
@@ -488,7 +548,10 @@ impl Shard {
     /// Every shard's retention pass, every `log.retention.check.interval.ms`.
     pub async fn retention_loop(self: Rc<Self>) {
         loop {
-            runtime::sleep(Duration::from_millis(self.config.log_retention_check_interval_ms.max(100))).await;
+            runtime::sleep(Duration::from_millis(
+                self.config.log_retention_check_interval_ms.max(100),
+            ))
+            .await;
             if self.shutting_down.get() {
                 return;
             }
@@ -496,8 +559,12 @@ impl Shard {
             for p in parts {
                 match p.log.enforce_retention(now_ms()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %p.topic, partition = p.index, "retention deleted {n} segments"),
-                    Err(e) => tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}"),
+                    Ok(n) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, "retention deleted {n} segments")
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}")
+                    }
                 }
             }
         }
@@ -507,7 +574,12 @@ impl Shard {
     pub async fn close_all(&self) {
         self.shutting_down.set(true);
         self.flush_dirty().await;
-        let parts: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        let parts: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for p in parts {
             p.flushed(ResponseError::KafkaStorageError.code());
             match Rc::try_unwrap(p) {
@@ -537,7 +609,11 @@ impl Shard {
         assert_eq!(self.id, 0, "metadata changes run on shard 0");
         let _guard = self.admin_lock.acquire_permit(1).await;
         let meta = self.meta.as_ref().expect("shard 0 owns the metadata store");
-        let ok = Reply::Admin { error_code: 0, message: None, value: 0 };
+        let ok = Reply::Admin {
+            error_code: 0,
+            message: None,
+            value: 0,
+        };
         let fail = |e: ResponseError, message: String| Reply::Admin {
             error_code: e.code(),
             message: Some(message),
@@ -545,12 +621,22 @@ impl Shard {
         };
         match request {
             AdminRequest::AllocateProducerId => match meta.borrow_mut().allocate_producer_id() {
-                Ok(id) => Reply::Admin { error_code: 0, message: None, value: id },
+                Ok(id) => Reply::Admin {
+                    error_code: 0,
+                    message: None,
+                    value: id,
+                },
                 Err(e) => fail(ResponseError::KafkaStorageError, e.to_string()),
             },
-            AdminRequest::CreateTopic { meta: topic, validate_only } => {
+            AdminRequest::CreateTopic {
+                meta: topic,
+                validate_only,
+            } => {
                 if self.topics.borrow().get(&topic.name).is_some() {
-                    return fail(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", topic.name));
+                    return fail(
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{}' already exists.", topic.name),
+                    );
                 }
                 if validate_only {
                     return ok;
@@ -563,12 +649,18 @@ impl Shard {
                         return fail(ResponseError::KafkaStorageError, e.to_string());
                     }
                 }
-                self.broadcast(|| Request::TopicUpsert { meta: topic.clone() }).await;
+                self.broadcast(|| Request::TopicUpsert {
+                    meta: topic.clone(),
+                })
+                .await;
                 ok
             }
             AdminRequest::DeleteTopic { name } => {
                 if self.topics.borrow().get(&name).is_none() {
-                    return fail(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.".into());
+                    return fail(
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.".into(),
+                    );
                 }
                 {
                     let mut store = meta.borrow_mut();
@@ -579,12 +671,20 @@ impl Shard {
                         return fail(ResponseError::KafkaStorageError, e.to_string());
                     }
                 }
-                self.broadcast(|| Request::TopicDelete { name: name.clone() }).await;
+                self.broadcast(|| Request::TopicDelete { name: name.clone() })
+                    .await;
                 ok
             }
-            AdminRequest::CreatePartitions { name, count, validate_only } => {
+            AdminRequest::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            } => {
                 let Some(current) = self.topics.borrow().get(&name).cloned() else {
-                    return fail(ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."));
+                    return fail(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("The topic '{name}' does not exist."),
+                    );
                 };
                 if count <= current.partitions {
                     return fail(
@@ -608,7 +708,10 @@ impl Shard {
                         return fail(ResponseError::KafkaStorageError, e.to_string());
                     }
                 }
-                self.broadcast(|| Request::TopicUpsert { meta: updated.clone() }).await;
+                self.broadcast(|| Request::TopicUpsert {
+                    meta: updated.clone(),
+                })
+                .await;
                 ok
             }
         }
@@ -617,8 +720,16 @@ impl Shard {
     /// Sends a metadata change to shard 0.
     pub async fn admin_call(self: &Rc<Self>, request: AdminRequest) -> (i16, Option<String>, i64) {
         match self.call(0, Request::Admin(request)).await {
-            Some(Reply::Admin { error_code, message, value }) => (error_code, message, value),
-            _ => (ResponseError::CoordinatorNotAvailable.code(), Some("shutting down".into()), 0),
+            Some(Reply::Admin {
+                error_code,
+                message,
+                value,
+            }) => (error_code, message, value),
+            _ => (
+                ResponseError::CoordinatorNotAvailable.code(),
+                Some("shutting down".into()),
+                0,
+            ),
         }
     }
 
@@ -631,7 +742,16 @@ impl Shard {
             replication_factor: 1,
             configs: Default::default(),
         };
-        let (code, _, _) = self.admin_call(AdminRequest::CreateTopic { meta, validate_only: false }).await;
-        if code == ResponseError::TopicAlreadyExists.code() { 0 } else { code }
+        let (code, _, _) = self
+            .admin_call(AdminRequest::CreateTopic {
+                meta,
+                validate_only: false,
+            })
+            .await;
+        if code == ResponseError::TopicAlreadyExists.code() {
+            0
+        } else {
+            code
+        }
     }
 }

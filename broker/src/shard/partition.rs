@@ -29,7 +29,12 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, flush_mode: FlushMode) -> Rc<Partition> {
+    pub fn new(
+        topic: String,
+        index: i32,
+        log: PartitionLog,
+        flush_mode: FlushMode,
+    ) -> Rc<Partition> {
         Rc::new(Partition {
             topic,
             index,
@@ -56,7 +61,9 @@ impl Partition {
         if self.log.durable_end_offset() > last_offset {
             let _ = tx.try_send(0);
         } else {
-            self.durable_waiters.borrow_mut().push_back((last_offset, tx));
+            self.durable_waiters
+                .borrow_mut()
+                .push_back((last_offset, tx));
         }
         rx
     }
@@ -103,7 +110,12 @@ pub struct LogCell(RefCell<PartitionLog>);
 
 #[allow(clippy::await_holding_refcell_ref)]
 impl LogCell {
-    pub fn append(&self, records: bytes::Bytes, epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    pub fn append(
+        &self,
+        records: bytes::Bytes,
+        epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         self.0.borrow_mut().append(records, epoch, now_ms)
     }
     pub async fn flush(&self) -> Result<(), StorageError> {
@@ -118,10 +130,18 @@ impl LogCell {
     pub fn durable_end_offset(&self) -> i64 {
         self.0.borrow().durable_end_offset()
     }
-    pub async fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<ReadResult, StorageError> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+    ) -> Result<ReadResult, StorageError> {
         self.0.borrow().read(offset, max_bytes, upper_bound).await
     }
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64, i32)>, StorageError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        ts: i64,
+    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
         self.0.borrow().offset_for_timestamp(ts).await
     }
     pub fn max_timestamp(&self) -> Option<(i64, i64, i32)> {

@@ -21,15 +21,29 @@ pub async fn handle(ctx: &Ctx, request: CreatePartitionsRequest) -> CreatePartit
             results.push(
                 result
                     .with_error_code(ResponseError::InvalidPartitions.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("A topic may have at most {PARTITIONS_PER_TOPIC_MAX} partitions.")))),
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "A topic may have at most {PARTITIONS_PER_TOPIC_MAX} partitions."
+                    )))),
             );
             continue;
         }
         let (code, message, _) = ctx
             .shard
-            .admin_call(AdminRequest::CreatePartitions { name, count: topic.count, validate_only: request.validate_only })
+            .admin_call(AdminRequest::CreatePartitions {
+                name,
+                count: topic.count,
+                validate_only: request.validate_only,
+            })
             .await;
-        results.push(result.with_error_code(code).with_error_message(if code != 0 { message.map(StrBytes::from_string) } else { None }));
+        results.push(
+            result
+                .with_error_code(code)
+                .with_error_message(if code != 0 {
+                    message.map(StrBytes::from_string)
+                } else {
+                    None
+                }),
+        );
     }
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
@@ -33,14 +35,20 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
         let fail = |e: ResponseError, msg: String| {
-            result.clone().with_error_code(e.code()).with_error_message(Some(StrBytes::from_string(msg)))
+            result
+                .clone()
+                .with_error_code(e.code())
+                .with_error_message(Some(StrBytes::from_string(msg)))
         };
         if duplicates.contains(&name) {
             results.push(fail(ResponseError::InvalidRequest, format!("Create topics request from client contains multiple entries for the topic {name}.")));
             continue;
         }
         if !topic_name_valid(&name) {
-            results.push(fail(ResponseError::InvalidTopicException, format!("Topic name \"{name}\" is illegal.")));
+            results.push(fail(
+                ResponseError::InvalidTopicException,
+                format!("Topic name \"{name}\" is illegal."),
+            ));
             continue;
         }
         let partitions = if !topic.assignments.is_empty() {
@@ -50,11 +58,18 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
         } else {
             topic.num_partitions
         };
-        if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX {
-            results.push(fail(ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}.")));
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            results.push(fail(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}."),
+            ));
             continue;
         }
-        let replication = if topic.replication_factor == -1 { shard.config.default_replication_factor } else { topic.replication_factor };
+        let replication = if topic.replication_factor == -1 {
+            shard.config.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
         if replication != 1 {
             results.push(fail(
                 ResponseError::InvalidReplicationFactor,
@@ -76,20 +91,36 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
             results.push(fail(ResponseError::InvalidConfig, msg));
             continue;
         }
-        let meta = TopicMeta { name: name.clone(), id: uuid::Uuid::new_v4(), partitions, replication_factor: 1, configs };
+        let meta = TopicMeta {
+            name: name.clone(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            replication_factor: 1,
+            configs,
+        };
         let described = describe_configs(ctx, &meta);
         let (code, message, _) = shard
-            .admin_call(AdminRequest::CreateTopic { meta: meta.clone(), validate_only: request.validate_only })
+            .admin_call(AdminRequest::CreateTopic {
+                meta: meta.clone(),
+                validate_only: request.validate_only,
+            })
             .await;
         if code != 0 {
             let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
             results.push(fail(e, message.unwrap_or_default()));
             continue;
         }
-        let id = if request.validate_only || ctx.version() < 7 { uuid::Uuid::nil() } else { meta.id };
+        let id = if request.validate_only || ctx.version() < 7 {
+            uuid::Uuid::nil()
+        } else {
+            meta.id
+        };
         let result = result.with_topic_id(id);
         results.push(if ctx.version() >= 5 {
-            result.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(described))
+            result
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+                .with_configs(Some(described))
         } else {
             result
         });

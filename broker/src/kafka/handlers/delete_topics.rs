@@ -14,15 +14,27 @@ pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
 pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let shard = &ctx.shard;
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.version() >= 6 {
-        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let resolved = match &name {
             Some(n) => shard.topics.borrow().get(n).map(|m| (m.name.clone(), m.id)),
-            None => shard.topics.borrow().get_by_id(&id).map(|m| (m.name.clone(), m.id)),
+            None => shard
+                .topics
+                .borrow()
+                .get_by_id(&id)
+                .map(|m| (m.name.clone(), m.id)),
         };
         let v6 = ctx.version() >= 6;
         let mut result = DeletableTopicResult::default()
@@ -30,16 +42,26 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
             .with_topic_id(if v6 { id } else { uuid::Uuid::nil() });
         match resolved {
             None => {
-                let e = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+                let e = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::UnknownTopicId
+                };
                 result = result.with_error_code(e.code());
             }
             Some((name, topic_id)) => {
-                let (code, message, _) = shard.admin_call(AdminRequest::DeleteTopic { name: name.clone() }).await;
+                let (code, message, _) = shard
+                    .admin_call(AdminRequest::DeleteTopic { name: name.clone() })
+                    .await;
                 result = result
                     .with_name(Some(TopicName(StrBytes::from_string(name))))
                     .with_topic_id(if v6 { topic_id } else { uuid::Uuid::nil() })
                     .with_error_code(code)
-                    .with_error_message(if code != 0 && ctx.version() >= 5 { message.map(StrBytes::from_string) } else { None });
+                    .with_error_message(if code != 0 && ctx.version() >= 5 {
+                        message.map(StrBytes::from_string)
+                    } else {
+                        None
+                    });
             }
         }
         responses.push(result);

@@ -14,7 +14,11 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn handle(ctx: &Ctx, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let config = &ctx.shard.config;
-    let endpoint_type = if ctx.version() >= 1 { request.endpoint_type } else { ENDPOINT_TYPE_BROKERS };
+    let endpoint_type = if ctx.version() >= 1 {
+        request.endpoint_type
+    } else {
+        ENDPOINT_TYPE_BROKERS
+    };
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(endpoint_type)
         .with_cluster_id(StrBytes::from_string(ctx.shard.cluster_id.clone()))
@@ -22,7 +26,9 @@ pub async fn handle(ctx: &Ctx, request: DescribeClusterRequest) -> DescribeClust
     if ctx.version() >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(StrBytes::from_static_str("Only brokers endpoints are served.")));
+            .with_error_message(Some(StrBytes::from_static_str(
+                "Only brokers endpoints are served.",
+            )));
     }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(config.node_id))

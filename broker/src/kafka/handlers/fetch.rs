@@ -35,7 +35,11 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
     let mut topic_order: Vec<(Option<String>, uuid::Uuid, usize)> = Vec::new();
     for topic in &request.topics {
         let name = if by_id {
-            shard.topics.borrow().get_by_id(&topic.topic_id).map(|m| m.name.clone())
+            shard
+                .topics
+                .borrow()
+                .get_by_id(&topic.topic_id)
+                .map(|m| m.name.clone())
         } else {
             Some(topic.topic.0.to_string())
         };
@@ -52,12 +56,19 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
 
     let max_wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(MAX_WAIT_MS_MAX));
     let min_bytes = request.min_bytes.max(0) as usize;
-    let response_max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let response_max_bytes = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
     let deadline = Instant::now() + max_wait;
 
     let mut results = read_all(ctx, &wanted).await;
     loop {
-        let bytes: usize = results.iter().map(|r| r.batches.iter().map(Bytes::len).sum::<usize>()).sum();
+        let bytes: usize = results
+            .iter()
+            .map(|r| r.batches.iter().map(Bytes::len).sum::<usize>())
+            .sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline || wanted.is_empty() {
@@ -98,7 +109,11 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable_offset)
                 .with_records(Some(concat(r.batches)));
-            partitions.push(if ctx.version() >= 5 { data.with_log_start_offset(r.log_start_offset) } else { data });
+            partitions.push(if ctx.version() >= 5 {
+                data.with_log_start_offset(r.log_start_offset)
+            } else {
+                data
+            });
         }
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
         responses.push(if by_id {
@@ -107,8 +122,7 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
             topic.with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
         });
     }
-    let response = FetchResponse::default().with_responses(responses);
-    response
+    FetchResponse::default().with_responses(responses)
 }
 
 /// Reads every wanted partition once, each on its owning shard, results in request order.
@@ -121,9 +135,16 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
     };
     let mut results: Vec<FetchResult> = wanted
         .iter()
-        .map(|_| FetchResult { error_code: unknown_code, high_watermark: -1, last_stable_offset: -1, log_start_offset: -1, batches: Vec::new() })
+        .map(|_| FetchResult {
+            error_code: unknown_code,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+        })
         .collect();
-    let mut per_shard: Vec<Vec<(usize, FetchPart)>> = (0..shard.count).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(usize, FetchPart)>> =
+        (0..shard.count).map(|_| Vec::new()).collect();
     for (i, w) in wanted.iter().enumerate() {
         let Some(topic) = &w.topic else { continue };
         if w.partition < 0 {
@@ -132,14 +153,23 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
         let owner = shard.owner(topic, w.partition);
         per_shard[owner].push((
             i,
-            FetchPart { topic: topic.clone(), partition: w.partition, fetch_offset: w.fetch_offset, max_bytes: w.max_bytes },
+            FetchPart {
+                topic: topic.clone(),
+                partition: w.partition,
+                fetch_offset: w.fetch_offset,
+                max_bytes: w.max_bytes,
+            },
         ));
     }
-    let calls = per_shard.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(to, parts)| async move {
-        let (indexes, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
-        let reply = ctx.shard.call(to, Request::Fetch { parts }).await;
-        (indexes, reply)
-    });
+    let calls = per_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(to, parts)| async move {
+            let (indexes, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
+            let reply = ctx.shard.call(to, Request::Fetch { parts }).await;
+            (indexes, reply)
+        });
     for (indexes, reply) in futures::future::join_all(calls).await {
         if let Some(Reply::Fetch(answers)) = reply {
             for (i, answer) in indexes.into_iter().zip(answers) {
@@ -153,13 +183,18 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
 /// Parks on every involved shard until one of them has new data, or the time is up.
 async fn wait_for_data(ctx: &Ctx, wanted: &[Wanted], results: &[FetchResult], remaining: Duration) {
     let shard = &ctx.shard;
-    let mut per_shard: Vec<Vec<(String, i32, i64)>> = (0..shard.count).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(String, i32, i64)>> =
+        (0..shard.count).map(|_| Vec::new()).collect();
     for (w, r) in wanted.iter().zip(results) {
         let Some(topic) = &w.topic else { continue };
         if r.error_code != 0 || w.partition < 0 {
             continue;
         }
-        per_shard[shard.owner(topic, w.partition)].push((topic.clone(), w.partition, w.fetch_offset));
+        per_shard[shard.owner(topic, w.partition)].push((
+            topic.clone(),
+            w.partition,
+            w.fetch_offset,
+        ));
     }
     let wait_ms = remaining.as_millis() as u64;
     let waits: Vec<_> = per_shard

@@ -30,7 +30,11 @@ pub async fn handle(ctx: &Ctx, request: InitProducerIdRequest) -> InitProducerId
     }
     let (code, _, id) = ctx.shard.admin_call(AdminRequest::AllocateProducerId).await;
     if code != 0 {
-        return fail(ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError));
+        return fail(
+            ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
+        );
     }
-    InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0)
+    InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(0)
 }

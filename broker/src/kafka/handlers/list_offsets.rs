@@ -2,7 +2,9 @@
 //! local (-4) and latest tiered (-5, answered -1: nothing is tiered), and by timestamp.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::VersionRange;
 
@@ -17,7 +19,11 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
     let mut queries: Vec<OffsetQuery> = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
-            queries.push(OffsetQuery { topic: t.name.0.to_string(), partition: p.partition_index, timestamp: p.timestamp });
+            queries.push(OffsetQuery {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                timestamp: p.timestamp,
+            });
         }
     }
     let unknown = OffsetAnswer {
@@ -27,7 +33,8 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
         leader_epoch: -1,
     };
     let mut answers = vec![unknown; queries.len()];
-    let mut per_shard: Vec<(Vec<usize>, Vec<OffsetQuery>)> = (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
+    let mut per_shard: Vec<(Vec<usize>, Vec<OffsetQuery>)> =
+        (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
     for (i, q) in queries.into_iter().enumerate() {
         let known = shard.topics.borrow().get(&q.topic).map(|m| m.partitions);
         if !matches!(known, Some(n) if q.partition >= 0 && q.partition < n) {
@@ -37,9 +44,16 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
         per_shard[owner].0.push(i);
         per_shard[owner].1.push(q);
     }
-    let calls = per_shard.into_iter().enumerate().filter(|(_, (i, _))| !i.is_empty()).map(|(to, (indexes, parts))| async move {
-        (indexes, ctx.shard.call(to, Request::ListOffsets { parts }).await)
-    });
+    let calls = per_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (i, _))| !i.is_empty())
+        .map(|(to, (indexes, parts))| async move {
+            (
+                indexes,
+                ctx.shard.call(to, Request::ListOffsets { parts }).await,
+            )
+        });
     for (indexes, reply) in futures::future::join_all(calls).await {
         if let Some(Reply::ListOffsets(results)) = reply {
             for (i, a) in indexes.into_iter().zip(results) {
@@ -69,7 +83,9 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -61,8 +61,14 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
         .with_node_id(BrokerId(node_id))
         .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
         .with_port(i32::from(shard.config.advertised_port));
-    let response = MetadataResponse::default().with_brokers(vec![broker]).with_topics(topics);
-    let response = if ctx.version() >= 1 { response.with_controller_id(BrokerId(node_id)) } else { response };
+    let response = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_topics(topics);
+    let response = if ctx.version() >= 1 {
+        response.with_controller_id(BrokerId(node_id))
+    } else {
+        response
+    };
     if ctx.version() >= 2 {
         response.with_cluster_id(Some(StrBytes::from_string(shard.cluster_id.clone())))
     } else {
@@ -73,7 +79,10 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
 async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataResponseTopic {
     let version = ctx.version();
     let shard = &ctx.shard;
-    let named = || MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
+    let named = || {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+    };
     if !topic_name_valid(name) {
         return named().with_error_code(ResponseError::InvalidTopicException.code());
     }
@@ -108,6 +117,10 @@ fn describe(meta: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTop
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
-        .with_topic_id(if version >= 10 { meta.id } else { uuid::Uuid::nil() })
+        .with_topic_id(if version >= 10 {
+            meta.id
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_partitions(partitions)
 }

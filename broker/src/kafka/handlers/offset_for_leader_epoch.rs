@@ -2,7 +2,9 @@
 //! cache. Consumers use it to detect log truncation after a leader change.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::protocol::VersionRange;
 
@@ -14,17 +16,33 @@ pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
 /// The only leader epoch a single node has.
 const LEADER_EPOCH: i32 = 0;
 
-pub async fn handle(ctx: &Ctx, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn handle(
+    ctx: &Ctx,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let shard = &ctx.shard;
     let mut queries = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
-            queries.push((EpochQuery { topic: t.topic.0.to_string(), partition: p.partition, leader_epoch: p.leader_epoch }, p.current_leader_epoch));
+            queries.push((
+                EpochQuery {
+                    topic: t.topic.0.to_string(),
+                    partition: p.partition,
+                    leader_epoch: p.leader_epoch,
+                },
+                p.current_leader_epoch,
+            ));
         }
     }
-    let fail = |e: ResponseError| EpochAnswer { error_code: e.code(), leader_epoch: -1, end_offset: -1 };
-    let mut answers: Vec<EpochAnswer> = vec![fail(ResponseError::UnknownTopicOrPartition); queries.len()];
-    let mut per_shard: Vec<(Vec<usize>, Vec<EpochQuery>)> = (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
+    let fail = |e: ResponseError| EpochAnswer {
+        error_code: e.code(),
+        leader_epoch: -1,
+        end_offset: -1,
+    };
+    let mut answers: Vec<EpochAnswer> =
+        vec![fail(ResponseError::UnknownTopicOrPartition); queries.len()];
+    let mut per_shard: Vec<(Vec<usize>, Vec<EpochQuery>)> =
+        (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
     for (i, (q, current)) in queries.into_iter().enumerate() {
         let known = shard.topics.borrow().get(&q.topic).map(|m| m.partitions);
         if !matches!(known, Some(n) if q.partition >= 0 && q.partition < n) {
@@ -34,17 +52,22 @@ pub async fn handle(ctx: &Ctx, request: OffsetForLeaderEpochRequest) -> OffsetFo
             answers[i] = fail(ResponseError::UnknownLeaderEpoch);
             continue;
         }
-        if current >= 0 && current < LEADER_EPOCH {
-            answers[i] = fail(ResponseError::FencedLeaderEpoch);
-            continue;
-        }
+        // A current epoch below ours would be FENCED_LEADER_EPOCH; a single node's epoch is 0,
+        // the smallest there is, so that case arrives with replication.
         let owner = shard.owner(&q.topic, q.partition);
         per_shard[owner].0.push(i);
         per_shard[owner].1.push(q);
     }
-    let calls = per_shard.into_iter().enumerate().filter(|(_, (i, _))| !i.is_empty()).map(|(to, (indexes, parts))| async move {
-        (indexes, ctx.shard.call(to, Request::EpochEndOffsets { parts }).await)
-    });
+    let calls = per_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (i, _))| !i.is_empty())
+        .map(|(to, (indexes, parts))| async move {
+            (
+                indexes,
+                ctx.shard.call(to, Request::EpochEndOffsets { parts }).await,
+            )
+        });
     for (indexes, reply) in futures::future::join_all(calls).await {
         if let Some(Reply::EpochEndOffsets(results)) = reply {
             for (i, a) in indexes.into_iter().zip(results) {
@@ -69,7 +92,9 @@ pub async fn handle(ctx: &Ctx, request: OffsetForLeaderEpochRequest) -> OffsetFo
                         .with_end_offset(a.end_offset)
                 })
                 .collect();
-            OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)

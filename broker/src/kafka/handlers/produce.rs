@@ -31,14 +31,26 @@ enum Slot {
 }
 
 fn error(code: ResponseError) -> ProduceResult {
-    ProduceResult { error_code: code.code(), base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    ProduceResult {
+        error_code: code.code(),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
 }
 
-pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<Output = ProduceResponse>>> {
+pub async fn dispatch(
+    ctx: &Ctx,
+    request: ProduceRequest,
+) -> Pin<Box<dyn Future<Output = ProduceResponse>>> {
     let shard = ctx.shard.clone();
     let acks = request.acks;
     let version = ctx.version();
-    let total: usize = request.topic_data.iter().map(|t| t.partition_data.len()).sum();
+    let total: usize = request
+        .topic_data
+        .iter()
+        .map(|t| t.partition_data.len())
+        .sum();
     let bad_acks = !matches!(acks, -1..=1);
     let too_many = total > PARTITIONS_PER_REQUEST_MAX;
 
@@ -59,13 +71,20 @@ pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<
                 Slot::Done(error(ResponseError::UnknownTopicOrPartition))
             } else if let Some(records) = part.records {
                 let owner = shard.owner(&name, part.index);
-                let p = ProducePart { topic: name.clone(), partition: part.index, records };
+                let p = ProducePart {
+                    topic: name.clone(),
+                    partition: part.index,
+                    records,
+                };
                 if owner == shard.id {
                     local.push(p);
                     Slot::Local(local.len() - 1)
                 } else {
                     remote[owner].push(p);
-                    Slot::Remote { shard: owner, index: remote[owner].len() - 1 }
+                    Slot::Remote {
+                        shard: owner,
+                        index: remote[owner].len() - 1,
+                    }
                 }
             } else {
                 Slot::Done(error(ResponseError::CorruptMessage))
@@ -76,7 +95,8 @@ pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<
     }
 
     let local_pending = shard.produce_local(acks, local);
-    let mut remote_slots: Vec<Option<LocalReceiver<Reply>>> = (0..shard.count).map(|_| None).collect();
+    let mut remote_slots: Vec<Option<LocalReceiver<Reply>>> =
+        (0..shard.count).map(|_| None).collect();
     for (to, parts) in remote.into_iter().enumerate() {
         if !parts.is_empty() {
             remote_slots[to] = Some(shard.mesh.send(to, Request::Produce { acks, parts }).await);
@@ -122,7 +142,9 @@ pub async fn dispatch(ctx: &Ctx, request: ProduceRequest) -> Pin<Box<dyn Future<
                         }
                     })
                     .collect();
-                TopicProduceResponse::default().with_name(name).with_partition_responses(partitions)
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partitions)
             })
             .collect();
         ProduceResponse::default().with_responses(responses)
