@@ -15,14 +15,22 @@
 //!   reaches it. That operation and every later write, sync, truncate, create, rename and
 //!   remove fail with EIO, until the test calls [`MemFs::crash`] (or `crash_torn`).
 //!
+//! - files removed while open stay readable and writable through the open handle (POSIX
+//!   unlink semantics), so a read racing retention behaves as on a real disk.
+//! - [`MemFs::hold`] parks every write, fdatasync or read ([`MemOp`]) of the log until the test
+//!   calls [`MemFs::step`] (one passes) or [`MemFs::release`]: tests use it to run appends,
+//!   reads and retention while a flush is awaiting its I/O.
+//!
 //! Writes must be aligned to [`SegmentFile::alignment`] in position and length on both backends,
 //! so the memory backend catches alignment bugs that O_DIRECT would turn into EINVAL.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::poll_fn;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
@@ -79,14 +87,17 @@ impl Backend {
                 if !fs.inner.borrow().files.contains_key(path) {
                     fs.check_alive()?;
                 }
-                fs.inner
+                let state = fs
+                    .inner
                     .borrow_mut()
                     .files
                     .entry(path.to_path_buf())
-                    .or_default();
+                    .or_default()
+                    .clone();
                 Ok(SegmentFile::Memory(MemFile {
                     fs: fs.clone(),
                     path: path.to_path_buf(),
+                    state,
                 }))
             }
         }
@@ -284,7 +295,10 @@ impl SegmentFile {
                 }
                 Ok(())
             }
-            SegmentFile::Memory(file) => file.write_at(pos, data),
+            SegmentFile::Memory(file) => {
+                file.fs.pass(MemOp::Write).await;
+                file.write_at(pos, data)
+            }
         }
     }
 
@@ -295,14 +309,20 @@ impl SegmentFile {
                 let result = file.read_at(pos, len).await?;
                 Ok(Bytes::copy_from_slice(&result))
             }
-            SegmentFile::Memory(file) => Ok(file.read_at(pos, len)),
+            SegmentFile::Memory(file) => {
+                file.fs.pass(MemOp::Read).await;
+                Ok(file.read_at(pos, len))
+            }
         }
     }
 
     pub(crate) async fn fdatasync(&self) -> io::Result<()> {
         match self {
             SegmentFile::Dma(file) => Ok(file.fdatasync().await?),
-            SegmentFile::Memory(file) => file.fdatasync(),
+            SegmentFile::Memory(file) => {
+                file.fs.pass(MemOp::Sync).await;
+                file.fdatasync()
+            }
         }
     }
 
@@ -363,9 +383,32 @@ impl std::fmt::Debug for MemFs {
     }
 }
 
+/// Operations of a [`MemFs`] a test can park with [`MemFs::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemOp {
+    Write,
+    Sync,
+    Read,
+}
+
+/// Parking state of one [`MemOp`].
+#[derive(Default)]
+struct Hold {
+    held: bool,
+    /// Parked operations allowed through by `step` and not yet taken.
+    passes: usize,
+    /// Operations currently parked.
+    parked: usize,
+    wakers: Vec<Waker>,
+}
+
+type FileHandle = Rc<RefCell<MemFileState>>;
+
 #[derive(Default)]
 struct MemFsInner {
-    files: BTreeMap<PathBuf, MemFileState>,
+    /// Open handles share the state, so a removed file lives on while it is open.
+    files: BTreeMap<PathBuf, FileHandle>,
+    holds: HashMap<MemOp, Hold>,
     dirs: BTreeSet<PathBuf>,
     armed: HashSet<&'static str>,
     enospc: bool,
@@ -398,6 +441,62 @@ impl MemFs {
         Ok(())
     }
 
+    /// Parks every later `op` until [`MemFs::step`] or [`MemFs::release`].
+    pub fn hold(&self, op: MemOp) {
+        self.inner.borrow_mut().holds.entry(op).or_default().held = true;
+    }
+
+    /// Lets one parked (or the next) `op` through; later ones stay parked.
+    pub fn step(&self, op: MemOp) {
+        let mut inner = self.inner.borrow_mut();
+        let hold = inner.holds.entry(op).or_default();
+        hold.passes += 1;
+        hold.wakers.drain(..).for_each(Waker::wake);
+    }
+
+    /// Stops parking `op` and wakes every parked one.
+    pub fn release(&self, op: MemOp) {
+        let mut inner = self.inner.borrow_mut();
+        let hold = inner.holds.entry(op).or_default();
+        hold.held = false;
+        hold.passes = 0;
+        hold.wakers.drain(..).for_each(Waker::wake);
+    }
+
+    /// How many `op`s are parked right now.
+    pub fn parked(&self, op: MemOp) -> usize {
+        self.inner
+            .borrow()
+            .holds
+            .get(&op)
+            .map_or(0, |hold| hold.parked)
+    }
+
+    /// Waits while `op` is held (see [`MemFs::hold`]).
+    async fn pass(&self, op: MemOp) {
+        let mut parked = false;
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let hold = inner.holds.entry(op).or_default();
+            if !hold.held || hold.passes > 0 {
+                if hold.held {
+                    hold.passes -= 1;
+                }
+                if parked {
+                    hold.parked -= 1;
+                }
+                return Poll::Ready(());
+            }
+            if !parked {
+                parked = true;
+                hold.parked += 1;
+            }
+            hold.wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
     /// While set, every write fails with ENOSPC.
     pub fn set_enospc(&self, on: bool) {
         self.inner.borrow_mut().enospc = on;
@@ -408,7 +507,8 @@ impl MemFs {
         let mut inner = self.inner.borrow_mut();
         inner.last_unsynced_write = None;
         inner.dead = false;
-        for file in inner.files.values_mut() {
+        for file in inner.files.values() {
+            let mut file = file.borrow_mut();
             file.live = file.durable.clone();
         }
     }
@@ -418,10 +518,10 @@ impl MemFs {
     pub fn crash_torn(&self, prefix_bytes: usize) {
         let torn = self.inner.borrow_mut().last_unsynced_write.take();
         if let Some((path, pos, data)) = torn {
-            let mut inner = self.inner.borrow_mut();
-            if let Some(file) = inner.files.get_mut(&path) {
+            let inner = self.inner.borrow();
+            if let Some(file) = inner.files.get(&path) {
                 let prefix = &data[..prefix_bytes.min(data.len())];
-                write_into(&mut file.durable, pos, prefix);
+                write_into(&mut file.borrow_mut().durable, pos, prefix);
             }
         }
         self.crash();
@@ -433,13 +533,18 @@ impl MemFs {
             .borrow()
             .files
             .get(path)
-            .map(|file| file.live.clone())
+            .map(|file| file.borrow().live.clone())
     }
 
     /// XORs `mask` into the byte at `pos`, live and durable (bit rot).
     pub fn corrupt(&self, path: &Path, pos: usize, mask: u8) {
-        let mut inner = self.inner.borrow_mut();
-        let file = inner.files.get_mut(path).expect("corrupt: no such file");
+        let inner = self.inner.borrow();
+        let mut file = inner
+            .files
+            .get(path)
+            .expect("corrupt: no such file")
+            .borrow_mut();
+        let file = &mut *file;
         for bytes in [&mut file.live, &mut file.durable] {
             if pos < bytes.len() {
                 bytes[pos] ^= mask;
@@ -463,18 +568,21 @@ impl MemFs {
 pub struct MemFile {
     fs: MemFs,
     path: PathBuf,
+    state: FileHandle,
+}
+
+impl std::fmt::Debug for MemFileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemFileState")
+            .field("live", &self.live.len())
+            .field("durable", &self.durable.len())
+            .finish()
+    }
 }
 
 impl MemFile {
     fn with_state<T>(&self, f: impl FnOnce(&mut MemFileState) -> T) -> io::Result<T> {
-        let mut inner = self.fs.inner.borrow_mut();
-        match inner.files.get_mut(&self.path) {
-            Some(state) => Ok(f(state)),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "file removed while open",
-            )),
-        }
+        Ok(f(&mut self.state.borrow_mut()))
     }
 
     fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {

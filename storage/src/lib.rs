@@ -4,7 +4,10 @@
 //! Kafka record batches (magic 2) because that is the on-disk format, and it will serve directly
 //! as the Raft log of a partition: record data is never written twice.
 //!
-//! Owned by: the partition's shard. Every type here is `!Send` by design.
+//! Owned by: the partition's shard. Every type here is `!Send` by design. Every
+//! `PartitionLog` method takes `&self` (except the consuming `close` / `delete`), so the shard
+//! may append, read, flush and enforce retention on one log concurrently; the rules (no state
+//! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
 //! Code map: `log` (append, flush, read), `recovery` (open, close), `maintenance` (truncation,
 //! retention), `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
@@ -27,7 +30,7 @@ mod tail;
 #[cfg(test)]
 mod tests;
 
-pub use crate::fs::{failpoints, Backend, MemFs};
+pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
 
 /// `message.timestamp.type`.

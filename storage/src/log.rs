@@ -1,30 +1,53 @@
 //! `PartitionLog`: the append / flush / read path of one partition over its segments.
 //!
 //! Write path: `append` (synchronous) validates and stamps batches and keeps them in memory
-//! (the active segment's pending list and the tail cache); `flush` writes every pending byte
+//! (the active segment's pending list and the tail cache); `flush` writes the pending bytes
 //! with O_DIRECT and fdatasyncs, so one flush covers every append before it (group commit).
-//! A roll decided in `append` is carried out by the next flush, in this order: old segment data
+//! A roll decided in `append` is carried out by a later flush, in this order: old segment data
 //! durable, old file trimmed to its logical size, its index files, the producer snapshot, then
 //! the new segment's file. Recovery relies on that order (see `recovery.rs`).
 //!
+//! Concurrency. Every method takes `&self`; the shard calls `append`, `read`,
+//! `offset_for_timestamp`, `flush`, `enforce_retention` and `truncate_suffix` on one log
+//! concurrently (interleaved at `.await` points, one thread). Mutable state lives in
+//! `PartitionLog::state`, a `RefCell<LogState>`, and async operations follow *plan / run /
+//! commit*: a synchronous step under a short borrow copies what the I/O needs (the segment's
+//! `Rc<SegmentFile>`, a flush image, index snapshots), the I/O runs with no borrow held, and a
+//! synchronous step re-borrows to apply the result, finding segments by base offset.
+//!
 //! Invariants:
+//! - No `RefCell` borrow of the state is ever held across an `.await`, so no caller can find
+//!   the state borrowed: `append` and the synchronous getters never wait and never panic.
 //! - `segments` is never empty, ordered, contiguous in offsets; the last one is active.
 //! - `log_start_offset <= durable_end_offset <= log_end_offset`.
-//! - A failed flush leaves the log as if the non-durable appends never happened.
+//! - At most one of flush, retention and suffix truncation runs at a time (the `gate`); only
+//!   they remove segments or change durable bytes, so a flush finds the segments it planned.
+//! - A flush makes durable exactly what was appended when it was planned (per segment: a byte
+//!   size, a count of pending batches, an end offset). Appends made while it awaits its I/O
+//!   stay pending for the next flush; `durable_end_offset` advances only when a flush commits.
+//! - A failed flush leaves the log as if the non-durable appends never happened, including the
+//!   ones made while it was in flight (their acks must fail); the log stays readable.
+//! - Non-durable batches are always in the tail cache, so a read that misses the cache only
+//!   needs durable bytes, which no concurrent operation rewrites (retention may delete a whole
+//!   segment: the reader's `Rc` keeps the file open).
 //!
 //! Owned by: the partition's shard (`!Send`).
 
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use spool_protocol::batch::{self, BatchError, BatchHeader};
 
 use crate::epoch::EpochCache;
-use crate::fs::{failpoints, Backend};
+use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{ProducerState, SequenceCheck};
-use crate::segment::{self, Indexes, SealWork, Segment};
+use crate::segment::{self, FlushTarget, Indexes, SealWork, Segment, SegmentView};
 use crate::tail::{CachedBatch, TailCache};
 use crate::{AppendInfo, LogConfig, ReadResult, StorageError, TimestampType};
 
@@ -37,6 +60,8 @@ pub(crate) const SNAPSHOTS_KEPT_MAX: usize = 3;
 const READ_CHUNK_BYTES_MIN: usize = 64 * 1024;
 /// Largest read-ahead issued when serving a fetch from disk.
 const READ_CHUNK_BYTES_MAX: usize = 8 << 20;
+/// Times `offset_for_timestamp` starts over when a flush evicted the cache under it.
+const TIMESTAMP_LOOKUP_ATTEMPTS_MAX: usize = 4;
 
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub(crate) const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -52,13 +77,21 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + 
     }
 }
 
-/// A partition's segmented log.
+/// A partition's segmented log. See the module header for the concurrency rules.
 ///
 /// Owned by: the partition's shard.
 pub struct PartitionLog {
     pub(crate) dir: PathBuf,
-    pub(crate) config: LogConfig,
     pub(crate) backend: Backend,
+    /// Never borrowed across an `.await`.
+    pub(crate) state: RefCell<LogState>,
+    /// Serializes flush, retention and suffix truncation.
+    pub(crate) gate: Gate,
+}
+
+/// The mutable part of a [`PartitionLog`].
+pub(crate) struct LogState {
+    pub(crate) config: LogConfig,
     pub(crate) segments: Vec<Segment>,
     pub(crate) log_end_offset: i64,
     pub(crate) durable_end_offset: i64,
@@ -68,11 +101,628 @@ pub struct PartitionLog {
     pub(crate) epochs_dirty: bool,
 }
 
+/// An async mutex without data: at most one holder, the others wait (woken on release).
+#[derive(Default)]
+pub(crate) struct Gate {
+    held: Cell<bool>,
+    /// One waker per waiting operation: bounded by the callers, who each wait at most once.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+pub(crate) struct GateGuard<'a> {
+    gate: &'a Gate,
+}
+
+impl Gate {
+    pub(crate) async fn lock(&self) -> GateGuard<'_> {
+        poll_fn(|cx| {
+            if self.held.get() {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            } else {
+                self.held.set(true);
+                Poll::Ready(())
+            }
+        })
+        .await;
+        GateGuard { gate: self }
+    }
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        assert!(self.gate.held.get());
+        self.gate.held.set(false);
+        let waiters = self.gate.waiters.take();
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// What one flush does, decided under a short borrow before any I/O.
+struct FlushPlan {
+    /// The log end when planned: what the flush makes durable.
+    end_offset: i64,
+    segments: Vec<SegmentFlush>,
+    /// The epoch checkpoint to write, if the cache changed.
+    epochs: Option<EpochCache>,
+}
+
+struct SegmentFlush {
+    base_offset: i64,
+    create_file: bool,
+    write: Option<FlushTarget>,
+    seal: Option<SealPlan>,
+}
+
+/// A roll's seal work, copied out of the state.
+struct SealPlan {
+    size_bytes: u64,
+    end_offset: i64,
+    indexes: Option<Indexes>,
+    work: SealWork,
+    epochs: EpochCache,
+}
+
+/// After a failed flush: files to remove and the active file to trim.
+struct Rollback {
+    removed: Vec<Segment>,
+    trim: Option<(Rc<SegmentFile>, u64)>,
+}
+
 impl PartitionLog {
     /// Validates the producer's record batches, checks idempotent-producer state, assigns
-    /// offsets, stamps `leader_epoch` (and LogAppendTime), and keeps them in memory until the
-    /// next flush. A rejected request appends nothing.
+    /// offsets, stamps `leader_epoch` (and LogAppendTime), and keeps them in memory until a
+    /// flush. A rejected request appends nothing. Never waits, also while a flush is in flight.
     pub fn append(
+        &self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.state
+            .borrow_mut()
+            .append(records, leader_epoch, now_ms)
+    }
+
+    /// Writes every byte appended before the call and fdatasyncs. One flush runs at a time;
+    /// a second caller waits for the running one, then flushes what is left. On error every
+    /// non-durable append (also those made during the flush) is dropped and the log stays
+    /// readable.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let _gate = self.gate.lock().await;
+        self.flush_locked().await
+    }
+
+    /// `flush` for a caller that holds the gate.
+    pub(crate) async fn flush_locked(&self) -> Result<(), StorageError> {
+        let plan = self.state.borrow_mut().plan_flush();
+        match self.run_flush(&plan).await {
+            Ok(()) => {
+                self.state.borrow_mut().commit_flush(&plan);
+                Ok(())
+            }
+            Err(error) => {
+                self.rollback_to_durable().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn run_flush(&self, plan: &FlushPlan) -> Result<(), StorageError> {
+        for segment in &plan.segments {
+            self.flush_segment(segment).await?;
+        }
+        if let Some(epochs) = &plan.epochs {
+            self.write_epochs(epochs).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_segment(&self, plan: &SegmentFlush) -> Result<(), StorageError> {
+        let base = plan.base_offset;
+        let path = segment::log_path(&self.dir, base);
+        if plan.create_file {
+            let file = self
+                .backend
+                .open_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+            self.state.borrow_mut().planned_mut(base).file = Some(Rc::new(file));
+            self.backend
+                .sync_dir(&self.dir)
+                .map_err(io_error(&self.dir))?;
+            self.backend
+                .failpoint(failpoints::ROLL_AFTER_CREATE)
+                .map_err(io_error(&path))?;
+        }
+        if let Some(target) = &plan.write {
+            let (file, start, image) = {
+                let state = self.state.borrow();
+                let segment = state.planned(base);
+                let file = segment.file.clone().expect("created above");
+                let (start, image) = segment.flush_image(file.alignment(), target);
+                (file, start, image)
+            };
+            file.write_at(start, &image)
+                .await
+                .map_err(io_error(&path))?;
+            self.backend
+                .failpoint(failpoints::FLUSH_AFTER_WRITE_BEFORE_SYNC)
+                .map_err(io_error(&path))?;
+            file.fdatasync().await.map_err(io_error(&path))?;
+            self.backend
+                .failpoint(failpoints::FLUSH_AFTER_SYNC)
+                .map_err(io_error(&path))?;
+            self.state.borrow_mut().planned_mut(base).mark_durable(
+                start,
+                &image,
+                file.alignment(),
+                target,
+            );
+        }
+        if let Some(seal) = &plan.seal {
+            self.seal(base, seal).await?;
+            self.state.borrow_mut().planned_mut(base).seal_pending = None;
+        }
+        Ok(())
+    }
+
+    /// Persists what a sealed segment needs so recovery can trust it without a scan.
+    async fn seal(&self, base_offset: i64, seal: &SealPlan) -> Result<(), StorageError> {
+        let file = {
+            let state = self.state.borrow();
+            let segment = state.planned(base_offset);
+            assert!(segment.sealed && segment.durable_bytes == seal.size_bytes);
+            assert_eq!(segment.size_bytes, seal.size_bytes);
+            segment.file.clone().expect("a sealed segment has a file")
+        };
+        let path = segment::log_path(&self.dir, base_offset);
+        // Drop the O_DIRECT zero padding: a sealed file's size is its logical size.
+        file.truncate(seal.size_bytes)
+            .await
+            .map_err(io_error(&path))?;
+        file.fdatasync().await.map_err(io_error(&path))?;
+        self.backend
+            .failpoint(failpoints::ROLL_BEFORE_INDEX)
+            .map_err(io_error(&path))?;
+        if let Some(indexes) = &seal.indexes {
+            write_indexes_of(&self.backend, &self.dir, base_offset, indexes).await?;
+        }
+        self.backend
+            .failpoint(failpoints::ROLL_BEFORE_SNAPSHOT)
+            .map_err(io_error(&path))?;
+        let snapshot = snapshot_path(&self.dir, seal.end_offset);
+        self.backend
+            .write_file_atomic(&snapshot, &seal.work.producer_snapshot)
+            .await
+            .map_err(io_error(&snapshot))?;
+        self.write_epochs(&seal.epochs).await?;
+        self.delete_old_snapshots()
+    }
+
+    /// Writes `epochs` as the leader epoch checkpoint.
+    pub(crate) async fn write_epochs(&self, epochs: &EpochCache) -> Result<(), StorageError> {
+        let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+        self.backend
+            .write_file_atomic(&path, &epochs.encode())
+            .await
+            .map_err(io_error(&path))
+    }
+
+    fn delete_old_snapshots(&self) -> Result<(), StorageError> {
+        let mut offsets = self.snapshot_offsets()?;
+        offsets.sort_unstable();
+        let excess = offsets.len().saturating_sub(SNAPSHOTS_KEPT_MAX);
+        for offset in &offsets[..excess] {
+            let path = snapshot_path(&self.dir, *offset);
+            self.backend.remove_file(&path).map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn snapshot_offsets(&self) -> Result<Vec<i64>, StorageError> {
+        let names = self
+            .backend
+            .list_dir(&self.dir)
+            .map_err(io_error(&self.dir))?;
+        Ok(names
+            .iter()
+            .filter_map(|name| segment::parse_file_name(name, "snapshot"))
+            .collect())
+    }
+
+    /// After a failed flush: forget every non-durable append, best-effort trim the files.
+    async fn rollback_to_durable(&self) {
+        let rollback = self.state.borrow_mut().rollback_to_durable();
+        for removed in rollback.removed {
+            let path = segment::log_path(&self.dir, removed.base_offset);
+            if let Some(file) = removed.file {
+                let _ = close_shared(file).await;
+                let _ = self.backend.remove_file(&path);
+            }
+        }
+        if let Some((file, durable_bytes)) = rollback.trim {
+            // A failed write may have landed partly; do not let a crash resurrect it.
+            if file.truncate(durable_bytes).await.is_ok() {
+                let _ = file.fdatasync().await;
+            }
+        }
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().log_end_offset
+    }
+
+    /// The end of what the last committed flush made durable.
+    pub fn durable_end_offset(&self) -> i64 {
+        self.state.borrow().durable_end_offset
+    }
+
+    /// Whole batches from the one containing `offset`: at least one if it ends below
+    /// `upper_bound`, more while within `max_bytes`; never past `upper_bound`. Cache hits are
+    /// answered without I/O; never waits for a flush.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+    ) -> Result<ReadResult, StorageError> {
+        let (view, chunk_bytes) = {
+            let state = self.state.borrow();
+            let (start, end) = (state.log_start_offset(), state.log_end_offset);
+            if offset < start || offset > end {
+                return Err(StorageError::OffsetOutOfRange { offset, start, end });
+            }
+            if offset == end || offset >= upper_bound {
+                return Ok(ReadResult::default());
+            }
+            if state.tail.covers(offset) {
+                return Ok(ReadResult {
+                    batches: state.tail.read(offset, max_bytes, upper_bound),
+                });
+            }
+            let chunk_bytes = max_bytes
+                .saturating_add(2 * state.config.index_interval_bytes as usize)
+                .clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
+            let segment = &state.segments[state.segment_index(offset)];
+            (segment.view(), chunk_bytes)
+        };
+        let indexes = self.indexes_of(&view).await?;
+        let batches = self
+            .read_segment(&view, &indexes, offset, max_bytes, upper_bound, chunk_bytes)
+            .await?;
+        Ok(ReadResult { batches })
+    }
+
+    async fn read_segment(
+        &self,
+        view: &SegmentView,
+        indexes: &Indexes,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        chunk_bytes: usize,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        let position = u64::from(indexes.offsets.lookup(view.relative(offset)));
+        let Some(file) = view.file.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut batches = Vec::new();
+        let mut total = 0usize;
+        let path = segment::log_path(&self.dir, view.base_offset);
+        let scan = segment::scan_batches(
+            file,
+            position,
+            view.durable_bytes,
+            None,
+            chunk_bytes,
+            |_, header, bytes| {
+                if header.last_offset() < offset {
+                    return true;
+                }
+                if header.last_offset() >= upper_bound
+                    || (!batches.is_empty() && total + bytes.len() > max_bytes)
+                {
+                    return false;
+                }
+                total += bytes.len();
+                batches.push(bytes.clone());
+                true
+            },
+        )
+        .await
+        .map_err(io_error(&path))?;
+        if scan.invalid_tail && batches.is_empty() {
+            return Err(StorageError::SegmentCorrupt {
+                path,
+                position: scan.valid_bytes,
+            });
+        }
+        Ok(batches)
+    }
+
+    /// The segment's indexes, reading (or rebuilding) them on first use. Loading holds no
+    /// borrow; the result is stored back if the segment still exists and still lacks them.
+    pub(crate) async fn indexes_of(&self, view: &SegmentView) -> Result<Indexes, StorageError> {
+        if let Some(indexes) = &view.indexes {
+            return Ok(indexes.clone());
+        }
+        let (indexes, from_files) = match self.read_index_files(view).await? {
+            Some(indexes) => (indexes, true),
+            None => (self.rebuild_indexes(view).await?.0, false),
+        };
+        let stored = {
+            let state = self.state.borrow();
+            match state.segment(view.base_offset) {
+                Some(segment) if segment.indexes.borrow().is_none() => {
+                    *segment.indexes.borrow_mut() = Some(indexes.clone());
+                    true
+                }
+                _ => false,
+            }
+        };
+        // Only the loader that stored them writes the files, so two never race on them.
+        if stored && !from_files {
+            write_indexes_of(&self.backend, &self.dir, view.base_offset, &indexes).await?;
+        }
+        Ok(indexes)
+    }
+
+    /// Reads `.index` and `.timeindex`; None if either is missing or damaged.
+    pub(crate) async fn read_index_files(
+        &self,
+        view: &SegmentView,
+    ) -> Result<Option<Indexes>, StorageError> {
+        let index_path = segment::index_path(&self.dir, view.base_offset);
+        let time_path = segment::time_index_path(&self.dir, view.base_offset);
+        let index = self
+            .backend
+            .read_file(&index_path)
+            .await
+            .map_err(io_error(&index_path))?;
+        let times = self
+            .backend
+            .read_file(&time_path)
+            .await
+            .map_err(io_error(&time_path))?;
+        let (Some(index), Some(times)) = (index, times) else {
+            return Ok(None);
+        };
+        let offsets = OffsetIndex::decode(&index, view.size_bytes);
+        let times = TimeIndex::decode(&times);
+        Ok(offsets
+            .zip(times)
+            .map(|(offsets, times)| Indexes { offsets, times }))
+    }
+
+    /// Rebuilds a segment's indexes by scanning it; also returns its max timestamp entry.
+    pub(crate) async fn rebuild_indexes(
+        &self,
+        view: &SegmentView,
+    ) -> Result<(Indexes, (i64, i64)), StorageError> {
+        let path = segment::log_path(&self.dir, view.base_offset);
+        let Some(file) = view.file.as_ref() else {
+            return Ok((Indexes::default(), (-1, -1)));
+        };
+        let mut rebuilt = Segment::new(view.base_offset, None);
+        let interval = u64::from(self.state.borrow().config.index_interval_bytes);
+        let scan = segment::scan_batches(
+            file,
+            0,
+            view.durable_bytes,
+            Some(view.base_offset),
+            segment::SCAN_CHUNK_BYTES,
+            |_, header, _| {
+                rebuilt.track_batch(header, interval);
+                true
+            },
+        )
+        .await
+        .map_err(io_error(&path))?;
+        if scan.valid_bytes != view.durable_bytes {
+            return Err(StorageError::SegmentCorrupt {
+                path,
+                position: scan.valid_bytes,
+            });
+        }
+        rebuilt.finish_time_index();
+        let indexes = rebuilt.indexes.borrow().clone().unwrap_or_default();
+        Ok((indexes, rebuilt.max_timestamp))
+    }
+
+    /// ListOffsets by timestamp: `(offset, timestamp, leader epoch)` of the first batch whose
+    /// maxTimestamp is >= `timestamp`. The offset is the batch's base offset.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
+        for _ in 0..TIMESTAMP_LOOKUP_ATTEMPTS_MAX {
+            match self.try_offset_for_timestamp(timestamp).await? {
+                Lookup::Done(found) => return Ok(found),
+                Lookup::Retry => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// One attempt; `Retry` when a flush or retention changed what it was looking at.
+    async fn try_offset_for_timestamp(&self, timestamp: i64) -> Result<Lookup, StorageError> {
+        let view = {
+            let state = self.state.borrow();
+            let found = state
+                .segments
+                .iter()
+                .find(|s| s.max_timestamp.0 >= timestamp);
+            match found {
+                Some(segment) => segment.view(),
+                None => return Ok(Lookup::Done(None)),
+            }
+        };
+        let indexes = self.indexes_of(&view).await?;
+        let from_offset = indexes
+            .times
+            .lookup_before(timestamp)
+            .map_or(view.base_offset, |relative| {
+                view.base_offset + i64::from(relative) + 1
+            });
+        // Look at the segment and the cache at the same instant.
+        let (view, tail_covers) = {
+            let state = self.state.borrow();
+            match state.segment(view.base_offset) {
+                Some(segment) => (segment.view(), state.tail.covers(from_offset)),
+                None => return Ok(Lookup::Retry),
+            }
+        };
+        let mut cache_from = from_offset;
+        if !tail_covers && from_offset < view.durable_next_offset {
+            let found = self.scan_for_timestamp(&view, &indexes, from_offset, timestamp);
+            if let Some(found) = found.await? {
+                return Ok(Lookup::Done(Some(found)));
+            }
+            cache_from = view.durable_next_offset;
+        }
+        let state = self.state.borrow();
+        if cache_from < state.log_end_offset && !state.tail.covers(cache_from) {
+            return Ok(Lookup::Retry); // a flush evicted batches the scan did not see
+        }
+        let found = state.tail.find_timestamp(from_offset, timestamp);
+        Ok(Lookup::Done(found.map(|batch| {
+            (batch.base_offset, batch.max_timestamp, batch.leader_epoch)
+        })))
+    }
+
+    async fn scan_for_timestamp(
+        &self,
+        view: &SegmentView,
+        indexes: &Indexes,
+        from_offset: i64,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
+        let Some(file) = view.file.as_ref() else {
+            return Ok(None);
+        };
+        let position = u64::from(indexes.offsets.lookup(view.relative(from_offset)));
+        let path = segment::log_path(&self.dir, view.base_offset);
+        let mut found = None;
+        segment::scan_batches(
+            file,
+            position,
+            view.durable_bytes,
+            None,
+            READ_CHUNK_BYTES_MIN,
+            |_, header, _| {
+                if header.last_offset() >= from_offset && header.max_timestamp >= timestamp {
+                    found = Some((
+                        header.base_offset,
+                        header.max_timestamp,
+                        header.partition_leader_epoch,
+                    ));
+                    return false;
+                }
+                true
+            },
+        )
+        .await
+        .map_err(io_error(&path))?;
+        Ok(found)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp, leader epoch)` of the batch with the
+    /// largest timestamp (its last offset), the earliest one on ties.
+    pub fn max_timestamp(&self) -> Option<(i64, i64, i32)> {
+        let state = self.state.borrow();
+        let mut best: Option<(i64, i64)> = None;
+        for segment in &state.segments {
+            let (ts, offset) = segment.max_timestamp;
+            if offset >= 0 && best.is_none_or(|(best_ts, _)| ts > best_ts) {
+                best = Some((ts, offset));
+            }
+        }
+        best.map(|(ts, offset)| (offset, ts, state.epochs.epoch_for_offset(offset)))
+    }
+
+    /// OffsetForLeaderEpoch: `(largest epoch <= epoch, its end offset)`, or (-1, -1).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let state = self.state.borrow();
+        state.epochs.end_offset_for(epoch, state.log_end_offset)
+    }
+
+    pub fn update_config(&self, config: LogConfig) {
+        let mut state = self.state.borrow_mut();
+        state.config = config;
+        let (bytes_max, durable_end) =
+            (state.config.tail_cache_bytes_max, state.durable_end_offset);
+        state.tail.evict(bytes_max, durable_end);
+    }
+}
+
+enum Lookup {
+    Done(Option<(i64, i64, i32)>),
+    Retry,
+}
+
+/// Closes a file if this is its last handle; otherwise the last holder's drop closes it.
+pub(crate) async fn close_shared(file: Rc<SegmentFile>) -> io::Result<()> {
+    match Rc::try_unwrap(file) {
+        Ok(file) => file.close().await,
+        Err(_) => Ok(()),
+    }
+}
+
+impl LogState {
+    pub(crate) fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.last().expect("segments is never empty")
+    }
+
+    /// Index of the segment holding `offset` (which must be in the log).
+    pub(crate) fn segment_index(&self, offset: i64) -> usize {
+        let after = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset);
+        assert!(after > 0, "offset {offset} below the log start");
+        after - 1
+    }
+
+    /// Index of the segment starting at `base_offset`, if it is still in the log.
+    pub(crate) fn position_of(&self, base_offset: i64) -> Option<usize> {
+        self.segments
+            .binary_search_by_key(&base_offset, |segment| segment.base_offset)
+            .ok()
+    }
+
+    pub(crate) fn segment(&self, base_offset: i64) -> Option<&Segment> {
+        self.position_of(base_offset).map(|i| &self.segments[i])
+    }
+
+    /// A segment the running flush planned: only gate holders remove segments.
+    fn planned(&self, base_offset: i64) -> &Segment {
+        self.segment(base_offset)
+            .expect("a planned segment stays while the flush gate is held")
+    }
+
+    fn planned_mut(&mut self, base_offset: i64) -> &mut Segment {
+        let i = self
+            .position_of(base_offset)
+            .expect("a planned segment stays while the flush gate is held");
+        &mut self.segments[i]
+    }
+
+    /// The epoch cache without entries starting at or after `below_offset`.
+    pub(crate) fn epochs_below(&self, below_offset: i64) -> EpochCache {
+        let mut epochs = self.epochs.clone();
+        epochs.truncate_from_end(below_offset);
+        epochs
+    }
+
+    fn append(
         &mut self,
         records: Bytes,
         leader_epoch: i32,
@@ -215,161 +865,72 @@ impl PartitionLog {
         assert_eq!(self.log_end_offset, active.next_offset);
     }
 
-    /// Writes every appended-but-unwritten byte and fdatasyncs. On error the non-durable
-    /// suffix is dropped and the log stays readable.
-    pub async fn flush(&mut self) -> Result<(), StorageError> {
-        match self.flush_all().await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.rollback_to_durable().await;
-                Err(error)
-            }
+    /// Decides what a flush does: every segment from the first with work, each up to what it
+    /// holds now. Clears `epochs_dirty` (a failed flush sets it again).
+    fn plan_flush(&mut self) -> FlushPlan {
+        let first = self.segments.iter().position(Segment::needs_flush);
+        let segments = match first {
+            None => Vec::new(),
+            Some(first) => self.segments[first..]
+                .iter()
+                .map(|segment| self.plan_segment(segment))
+                .collect(),
+        };
+        let epochs = self
+            .epochs_dirty
+            .then(|| self.epochs_below(self.log_end_offset));
+        self.epochs_dirty = false;
+        FlushPlan {
+            end_offset: self.log_end_offset,
+            segments,
+            epochs,
         }
     }
 
-    async fn flush_all(&mut self) -> Result<(), StorageError> {
-        let first = self.segments.iter().position(|segment| {
-            segment.file.is_none()
-                || segment.durable_bytes < segment.size_bytes
-                || segment.seal_pending.is_some()
+    fn plan_segment(&self, segment: &Segment) -> SegmentFlush {
+        let write = (segment.durable_bytes < segment.size_bytes).then(|| segment.flush_target());
+        let seal = segment.seal_pending.as_ref().map(|work| SealPlan {
+            size_bytes: segment.size_bytes,
+            end_offset: segment.next_offset,
+            indexes: segment.indexes.borrow().clone(),
+            work: work.clone(),
+            epochs: self.epochs_below(segment.next_offset),
         });
-        if let Some(first) = first {
-            for i in first..self.segments.len() {
-                self.flush_segment(i).await?;
+        SegmentFlush {
+            base_offset: segment.base_offset,
+            create_file: segment.file.is_none(),
+            write,
+            seal,
+        }
+    }
+
+    /// After every planned write, sync and seal succeeded.
+    fn commit_flush(&mut self, plan: &FlushPlan) {
+        assert!(self.durable_end_offset <= plan.end_offset);
+        assert!(plan.end_offset <= self.log_end_offset);
+        for planned in &plan.segments {
+            let segment = self.planned(planned.base_offset);
+            assert!(segment.file.is_some());
+            assert!(planned.seal.is_none() || segment.seal_pending.is_none());
+            if let Some(target) = &planned.write {
+                assert_eq!(segment.durable_next_offset, target.next_offset);
             }
         }
-        if self.epochs_dirty {
-            self.write_epoch_checkpoint(i64::MAX).await?;
-            self.epochs_dirty = false;
-        }
-        self.durable_end_offset = self.log_end_offset;
-        self.producers.commit();
+        self.durable_end_offset = plan.end_offset;
+        self.producers.commit_below(plan.end_offset);
         self.tail
             .evict(self.config.tail_cache_bytes_max, self.durable_end_offset);
-        Ok(())
     }
 
-    async fn flush_segment(&mut self, i: usize) -> Result<(), StorageError> {
-        let backend = self.backend.clone();
-        let segment = &mut self.segments[i];
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        if segment.file.is_none() {
-            let file = backend.open_file(&path).await.map_err(io_error(&path))?;
-            segment.file = Some(file);
-            backend.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
-            backend
-                .failpoint(failpoints::ROLL_AFTER_CREATE)
-                .map_err(io_error(&path))?;
-        }
-        if segment.durable_bytes < segment.size_bytes {
-            let file = segment.file.as_ref().expect("created above");
-            let alignment = file.alignment();
-            let (start, image) = segment.flush_image(alignment);
-            file.write_at(start, &image)
-                .await
-                .map_err(io_error(&path))?;
-            backend
-                .failpoint(failpoints::FLUSH_AFTER_WRITE_BEFORE_SYNC)
-                .map_err(io_error(&path))?;
-            file.fdatasync().await.map_err(io_error(&path))?;
-            backend
-                .failpoint(failpoints::FLUSH_AFTER_SYNC)
-                .map_err(io_error(&path))?;
-            segment.mark_durable(start, &image, alignment);
-        }
-        if segment.seal_pending.is_some() {
-            self.seal(i).await?;
-            self.segments[i].seal_pending = None;
-        }
-        Ok(())
-    }
-
-    /// Persists what a sealed segment needs so recovery can trust it without a scan.
-    async fn seal(&mut self, i: usize) -> Result<(), StorageError> {
-        let segment = &self.segments[i];
-        assert!(segment.sealed && segment.durable_bytes == segment.size_bytes);
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        let file = segment.file.as_ref().expect("a sealed segment has a file");
-        // Drop the O_DIRECT zero padding: a sealed file's size is its logical size.
-        file.truncate(segment.size_bytes)
-            .await
-            .map_err(io_error(&path))?;
-        file.fdatasync().await.map_err(io_error(&path))?;
-        self.backend
-            .failpoint(failpoints::ROLL_BEFORE_INDEX)
-            .map_err(io_error(&path))?;
-        write_indexes(&self.backend, &self.dir, segment).await?;
-        self.backend
-            .failpoint(failpoints::ROLL_BEFORE_SNAPSHOT)
-            .map_err(io_error(&path))?;
-        let end_offset = segment.next_offset;
-        let work = segment
-            .seal_pending
-            .as_ref()
-            .expect("seal called without work");
-        let snapshot = snapshot_path(&self.dir, end_offset);
-        self.backend
-            .write_file_atomic(&snapshot, &work.producer_snapshot)
-            .await
-            .map_err(io_error(&snapshot))?;
-        self.write_epoch_checkpoint(end_offset).await?;
-        self.delete_old_snapshots()
-    }
-
-    /// Writes the epoch cache entries starting below `below_offset`.
-    pub(crate) async fn write_epoch_checkpoint(
-        &self,
-        below_offset: i64,
-    ) -> Result<(), StorageError> {
-        let mut epochs = self.epochs.clone();
-        epochs.truncate_from_end(below_offset);
-        let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
-        self.backend
-            .write_file_atomic(&path, &epochs.encode())
-            .await
-            .map_err(io_error(&path))
-    }
-
-    fn delete_old_snapshots(&self) -> Result<(), StorageError> {
-        let mut offsets = self.snapshot_offsets()?;
-        offsets.sort_unstable();
-        let excess = offsets.len().saturating_sub(SNAPSHOTS_KEPT_MAX);
-        for offset in &offsets[..excess] {
-            let path = snapshot_path(&self.dir, *offset);
-            self.backend.remove_file(&path).map_err(io_error(&path))?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn snapshot_offsets(&self) -> Result<Vec<i64>, StorageError> {
-        let names = self
-            .backend
-            .list_dir(&self.dir)
-            .map_err(io_error(&self.dir))?;
-        Ok(names
-            .iter()
-            .filter_map(|name| segment::parse_file_name(name, "snapshot"))
-            .collect())
-    }
-
-    /// After a failed flush: forget every non-durable append, best-effort trim the files.
-    async fn rollback_to_durable(&mut self) {
+    /// Forgets every non-durable append (also those made during the failed flush) and returns
+    /// the file work that goes with it.
+    fn rollback_to_durable(&mut self) -> Rollback {
         for segment in &mut self.segments {
             segment.rollback_to_durable();
         }
-        while self.segments.len() > 1 {
-            let last = self.segments.last().expect("len > 1");
-            if last.durable_bytes > 0 {
-                break;
-            }
-            let Some(removed) = self.segments.pop() else {
-                break;
-            };
-            if let Some(file) = removed.file {
-                let _ = file.close().await;
-                let path = segment::log_path(&self.dir, removed.base_offset);
-                let _ = self.backend.remove_file(&path);
-            }
+        let mut removed = Vec::new();
+        while self.segments.len() > 1 && self.active().durable_bytes == 0 {
+            removed.extend(self.segments.pop());
         }
         let active = self.segments.last_mut().expect("segments is never empty");
         if active.sealed {
@@ -377,276 +938,15 @@ impl PartitionLog {
             active.sealed = false;
             active.seal_pending = None;
         }
-        if let Some(file) = active.file.as_ref() {
-            // A failed write may have landed partly; do not let a crash resurrect it.
-            if file.truncate(active.durable_bytes).await.is_ok() {
-                let _ = file.fdatasync().await;
-            }
-        }
+        let trim = active.file.clone().map(|file| (file, active.durable_bytes));
         self.log_end_offset = active.next_offset;
         self.durable_end_offset = self.log_end_offset;
         self.producers.rollback_from_offset(self.log_end_offset);
-        self.epochs_dirty |= self.epochs.truncate_from_end(self.log_end_offset);
+        self.epochs.truncate_from_end(self.log_end_offset);
+        // The planned checkpoint may not have been written.
+        self.epochs_dirty = true;
         self.tail.truncate_from(self.log_end_offset);
-    }
-
-    pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset
-    }
-
-    pub fn log_end_offset(&self) -> i64 {
-        self.log_end_offset
-    }
-
-    pub fn durable_end_offset(&self) -> i64 {
-        self.durable_end_offset
-    }
-
-    pub(crate) fn active(&self) -> &Segment {
-        self.segments.last().expect("segments is never empty")
-    }
-
-    /// Whole batches from the one containing `offset`: at least one if it ends below
-    /// `upper_bound`, more while within `max_bytes`; never past `upper_bound`.
-    pub async fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-    ) -> Result<ReadResult, StorageError> {
-        let (start, end) = (self.log_start_offset(), self.log_end_offset);
-        if offset < start || offset > end {
-            return Err(StorageError::OffsetOutOfRange { offset, start, end });
-        }
-        if offset == end || offset >= upper_bound {
-            return Ok(ReadResult::default());
-        }
-        if self.tail.covers(offset) {
-            return Ok(ReadResult {
-                batches: self.tail.read(offset, max_bytes, upper_bound),
-            });
-        }
-        let segment = &self.segments[self.segment_index(offset)];
-        let batches = self
-            .read_segment(segment, offset, max_bytes, upper_bound)
-            .await?;
-        Ok(ReadResult { batches })
-    }
-
-    /// Index of the segment holding `offset` (which must be in the log).
-    pub(crate) fn segment_index(&self, offset: i64) -> usize {
-        let after = self
-            .segments
-            .partition_point(|segment| segment.base_offset <= offset);
-        assert!(after > 0, "offset {offset} below the log start");
-        after - 1
-    }
-
-    async fn read_segment(
-        &self,
-        segment: &Segment,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-    ) -> Result<Vec<Bytes>, StorageError> {
-        let start = self.ensure_indexes(segment).await?;
-        let position = u64::from(start.offsets.lookup(segment.relative(offset)));
-        let Some(file) = segment.file.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let chunk_bytes = max_bytes
-            .saturating_add(2 * self.config.index_interval_bytes as usize)
-            .clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
-        let mut batches = Vec::new();
-        let mut total = 0usize;
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        let scan = segment::scan_batches(
-            file,
-            position,
-            segment.durable_bytes,
-            None,
-            chunk_bytes,
-            |_, header, bytes| {
-                if header.last_offset() < offset {
-                    return true;
-                }
-                if header.last_offset() >= upper_bound
-                    || (!batches.is_empty() && total + bytes.len() > max_bytes)
-                {
-                    return false;
-                }
-                total += bytes.len();
-                batches.push(bytes.clone());
-                true
-            },
-        )
-        .await
-        .map_err(io_error(&path))?;
-        if scan.invalid_tail && batches.is_empty() {
-            return Err(StorageError::SegmentCorrupt {
-                path,
-                position: scan.valid_bytes,
-            });
-        }
-        Ok(batches)
-    }
-
-    /// The segment's indexes, reading (or rebuilding) them on first use.
-    pub(crate) async fn ensure_indexes(&self, segment: &Segment) -> Result<Indexes, StorageError> {
-        if let Some(indexes) = segment.indexes.borrow().as_ref() {
-            return Ok(indexes.clone());
-        }
-        let indexes = match self.read_index_files(segment).await? {
-            Some(indexes) => indexes,
-            None => {
-                let (indexes, _) = self.rebuild_indexes(segment).await?;
-                write_indexes_of(&self.backend, &self.dir, segment.base_offset, &indexes).await?;
-                indexes
-            }
-        };
-        *segment.indexes.borrow_mut() = Some(indexes.clone());
-        Ok(indexes)
-    }
-
-    /// Reads `.index` and `.timeindex`; None if either is missing or damaged.
-    pub(crate) async fn read_index_files(
-        &self,
-        segment: &Segment,
-    ) -> Result<Option<Indexes>, StorageError> {
-        let index_path = segment::index_path(&self.dir, segment.base_offset);
-        let time_path = segment::time_index_path(&self.dir, segment.base_offset);
-        let index = self
-            .backend
-            .read_file(&index_path)
-            .await
-            .map_err(io_error(&index_path))?;
-        let times = self
-            .backend
-            .read_file(&time_path)
-            .await
-            .map_err(io_error(&time_path))?;
-        let (Some(index), Some(times)) = (index, times) else {
-            return Ok(None);
-        };
-        let offsets = OffsetIndex::decode(&index, segment.size_bytes);
-        let times = TimeIndex::decode(&times);
-        Ok(offsets
-            .zip(times)
-            .map(|(offsets, times)| Indexes { offsets, times }))
-    }
-
-    /// Rebuilds a segment's indexes by scanning it; also returns its max timestamp entry.
-    pub(crate) async fn rebuild_indexes(
-        &self,
-        segment: &Segment,
-    ) -> Result<(Indexes, (i64, i64)), StorageError> {
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        let Some(file) = segment.file.as_ref() else {
-            return Ok((Indexes::default(), (-1, -1)));
-        };
-        let mut rebuilt = Segment::new(segment.base_offset, None);
-        let interval = u64::from(self.config.index_interval_bytes);
-        let scan = segment::scan_batches(
-            file,
-            0,
-            segment.durable_bytes,
-            Some(segment.base_offset),
-            segment::SCAN_CHUNK_BYTES,
-            |_, header, _| {
-                rebuilt.track_batch(header, interval);
-                true
-            },
-        )
-        .await
-        .map_err(io_error(&path))?;
-        if scan.valid_bytes != segment.durable_bytes {
-            return Err(StorageError::SegmentCorrupt {
-                path,
-                position: scan.valid_bytes,
-            });
-        }
-        rebuilt.finish_time_index();
-        let indexes = rebuilt.indexes.borrow().clone().unwrap_or_default();
-        Ok((indexes, rebuilt.max_timestamp))
-    }
-
-    /// ListOffsets by timestamp: `(offset, timestamp, leader epoch)` of the first batch whose
-    /// maxTimestamp is >= `timestamp`. The offset is the batch's base offset.
-    pub async fn offset_for_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
-        let Some(segment) = self
-            .segments
-            .iter()
-            .find(|s| s.max_timestamp.0 >= timestamp)
-        else {
-            return Ok(None);
-        };
-        let indexes = self.ensure_indexes(segment).await?;
-        let from_offset = indexes
-            .times
-            .lookup_before(timestamp)
-            .map_or(segment.base_offset, |relative| {
-                segment.base_offset + i64::from(relative) + 1
-            });
-        if !self.tail.covers(from_offset) && from_offset < segment.durable_next_offset {
-            let position = u64::from(indexes.offsets.lookup(segment.relative(from_offset)));
-            let mut found = None;
-            if let Some(file) = segment.file.as_ref() {
-                let path = segment::log_path(&self.dir, segment.base_offset);
-                segment::scan_batches(
-                    file,
-                    position,
-                    segment.durable_bytes,
-                    None,
-                    READ_CHUNK_BYTES_MIN,
-                    |_, header, _| {
-                        if header.last_offset() >= from_offset && header.max_timestamp >= timestamp
-                        {
-                            found = Some((
-                                header.base_offset,
-                                header.max_timestamp,
-                                header.partition_leader_epoch,
-                            ));
-                            return false;
-                        }
-                        true
-                    },
-                )
-                .await
-                .map_err(io_error(&path))?;
-            }
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        let found = self.tail.find_timestamp(from_offset, timestamp);
-        Ok(found.map(|batch| (batch.base_offset, batch.max_timestamp, batch.leader_epoch)))
-    }
-
-    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp, leader epoch)` of the batch with the
-    /// largest timestamp (its last offset), the earliest one on ties.
-    pub fn max_timestamp(&self) -> Option<(i64, i64, i32)> {
-        let mut best: Option<(i64, i64)> = None;
-        for segment in &self.segments {
-            let (ts, offset) = segment.max_timestamp;
-            if offset >= 0 && best.is_none_or(|(best_ts, _)| ts > best_ts) {
-                best = Some((ts, offset));
-            }
-        }
-        best.map(|(ts, offset)| (offset, ts, self.epochs.epoch_for_offset(offset)))
-    }
-
-    /// OffsetForLeaderEpoch: `(largest epoch <= epoch, its end offset)`, or (-1, -1).
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
-        self.epochs.end_offset_for(epoch, self.log_end_offset)
-    }
-
-    pub fn update_config(&mut self, config: LogConfig) {
-        self.config = config;
-        self.tail
-            .evict(self.config.tail_cache_bytes_max, self.durable_end_offset);
+        Rollback { removed, trim }
     }
 }
 
@@ -661,19 +961,6 @@ fn corrupt(position: usize, error: &BatchError) -> StorageError {
         BatchError::RecordsCountMismatch { .. } => "recordsCount inconsistent with lastOffsetDelta",
     };
     StorageError::CorruptBatch { position, reason }
-}
-
-/// Writes a segment's in-memory indexes to `.index` / `.timeindex`.
-pub(crate) async fn write_indexes(
-    backend: &Backend,
-    dir: &Path,
-    segment: &Segment,
-) -> Result<(), StorageError> {
-    let indexes = segment.indexes.borrow().clone();
-    match indexes {
-        Some(indexes) => write_indexes_of(backend, dir, segment.base_offset, &indexes).await,
-        None => Ok(()), // never loaded, so the files on disk are still current
-    }
 }
 
 pub(crate) async fn write_indexes_of(

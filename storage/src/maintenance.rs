@@ -2,63 +2,134 @@
 //! partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
 //! and the tail cache consistent with the remaining log.
 //!
-//! Invariant: retention never deletes the active segment, nor a segment with data that is not
-//! yet durable or whose seal is not yet persisted.
+//! Both hold the log's flush gate for their whole duration (so no flush runs meanwhile) and
+//! follow plan / run / commit without holding a state borrow across I/O (see `log.rs`).
+//!
+//! Invariants:
+//! - retention never deletes the active segment, nor a segment with data that is not yet
+//!   durable or whose seal is not yet persisted. It detaches segments from the state first,
+//!   then deletes their files: a read already holding a detached segment finishes on the open
+//!   file, later reads of those offsets get `OffsetOutOfRange`.
+//! - `truncate_suffix` first flushes, then computes the truncated segment and the producer
+//!   state at the new end from durable data, and cuts the in-memory log in one synchronous
+//!   step before touching files. Appends that arrive while it runs are accepted and then
+//!   discarded by the cut (as after a failed flush: their acks must fail); appends after the
+//!   cut continue from the new end. Reads never fail because of it, except that offsets
+//!   beyond the new end become out of range.
 
-use crate::log::{io_error, PartitionLog};
-use crate::recovery::load_tail_page;
-use crate::segment::{self, Segment};
+use crate::epoch::EpochCache;
+use crate::index::OffsetIndex;
+use crate::log::{close_shared, io_error, LogState, PartitionLog};
+use crate::producer::ProducerState;
+use crate::recovery::{read_tail_page, Replay};
+use crate::segment::{self, Indexes, Segment, SegmentView};
 use crate::StorageError;
+
+/// The state of the truncated segment, computed before the cut.
+struct Cut {
+    base_offset: i64,
+    position: u64,
+    new_end: i64,
+    indexes: Indexes,
+    max_timestamp: (i64, i64),
+    bytes_since_index: u64,
+    tail_page: Vec<u8>,
+    producers: ProducerState,
+}
 
 impl PartitionLog {
     /// Drops every batch at or after `offset`; a batch containing `offset` is dropped whole.
-    pub async fn truncate_suffix(&mut self, offset: i64) -> Result<(), StorageError> {
-        if offset >= self.log_end_offset {
+    /// See the module header for what concurrent appends see.
+    pub async fn truncate_suffix(&self, offset: i64) -> Result<(), StorageError> {
+        let _gate = self.gate.lock().await;
+        if !self.state.borrow().check_truncation(offset)? {
             return Ok(());
         }
-        let start = self.log_start_offset();
-        if offset < start {
-            let end = self.log_end_offset;
-            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        // With everything durable, truncation only has to deal with files. The flush covers
+        // the whole log as of now, so `offset` is durable below.
+        self.flush_locked().await?;
+        let view = {
+            let state = self.state.borrow();
+            state.segments[state.segment_index(offset)].view()
+        };
+        let cut = self.plan_cut(&view, offset).await?;
+        let (position, new_end) = (cut.position, cut.new_end);
+        let (detached, epochs) = self.state.borrow_mut().cut(cut);
+        for segment in detached {
+            self.remove_segment_files(segment).await?;
         }
-        // With everything durable, truncation only has to deal with files.
-        self.flush().await?;
-        let i = self.segment_index(offset);
-        let (position, new_end) = self.batch_start(i, offset).await?;
-        while self.segments.len() > i + 1 {
-            let Some(removed) = self.segments.pop() else {
-                break;
-            };
-            self.remove_segment_files(removed).await?;
+        let path = segment::log_path(&self.dir, view.base_offset);
+        if let Some(file) = view.file.as_ref() {
+            file.truncate(position).await.map_err(io_error(&path))?;
+            file.fdatasync().await.map_err(io_error(&path))?;
         }
-        self.truncate_segment(i, position, new_end).await?;
-        self.log_end_offset = new_end;
-        self.durable_end_offset = new_end;
-        self.tail.truncate_from(new_end);
-        if self.epochs.truncate_from_end(new_end) {
-            self.write_epoch_checkpoint(i64::MAX).await?;
+        self.backend
+            .sync_dir(&self.dir)
+            .map_err(io_error(&self.dir))?;
+        if let Some(epochs) = epochs {
+            self.write_epochs(&epochs).await?;
         }
-        let producers_from = self.load_producer_snapshot().await?;
-        self.replay(producers_from, i64::MAX, producers_from).await
+        tracing::debug!(new_end, "log truncated");
+        Ok(())
     }
 
-    /// Position and base offset of the batch containing `offset` in segment `i`.
-    async fn batch_start(&self, i: usize, offset: i64) -> Result<(u64, i64), StorageError> {
-        let segment = &self.segments[i];
-        if offset == segment.base_offset {
+    /// Everything the cut needs, read from durable data with no borrow held.
+    async fn plan_cut(&self, view: &SegmentView, offset: i64) -> Result<Cut, StorageError> {
+        let mut indexes = self.indexes_of(view).await?;
+        let (position, new_end) = self.batch_start(view, &indexes.offsets, offset).await?;
+        let path = segment::log_path(&self.dir, view.base_offset);
+        let relative_end = view.relative(new_end);
+        indexes.offsets.truncate_to_position(position);
+        indexes.times.truncate_to_offset(relative_end);
+        let max_timestamp = self.max_timestamp_below(view, &indexes, position).await?;
+        let last_index_position = u64::from(indexes.offsets.lookup(u32::MAX));
+        let tail_page = match view.file.as_ref() {
+            Some(file) => read_tail_page(file, position, &path).await?,
+            None => Vec::new(),
+        };
+        let log_start = self.log_start_offset();
+        let (mut producers, producers_from) =
+            self.load_producer_snapshot(log_start, new_end).await?;
+        let replay = Replay {
+            from: producers_from,
+            end: new_end,
+            epochs_from: i64::MAX,
+            producers_from,
+        };
+        let mut unused = EpochCache::default();
+        self.replay(replay, &mut producers, &mut unused).await?;
+        Ok(Cut {
+            base_offset: view.base_offset,
+            position,
+            new_end,
+            indexes,
+            max_timestamp,
+            bytes_since_index: position - last_index_position.min(position),
+            tail_page,
+            producers,
+        })
+    }
+
+    /// Position and base offset of the batch containing `offset` in the segment.
+    async fn batch_start(
+        &self,
+        view: &SegmentView,
+        offsets: &OffsetIndex,
+        offset: i64,
+    ) -> Result<(u64, i64), StorageError> {
+        if offset == view.base_offset {
             return Ok((0, offset));
         }
-        let indexes = self.ensure_indexes(segment).await?;
-        let from = u64::from(indexes.offsets.lookup(segment.relative(offset)));
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        let Some(file) = segment.file.as_ref() else {
-            return Ok((0, segment.base_offset));
+        let from = u64::from(offsets.lookup(view.relative(offset)));
+        let path = segment::log_path(&self.dir, view.base_offset);
+        let Some(file) = view.file.as_ref() else {
+            return Ok((0, view.base_offset));
         };
         let mut found = None;
         let scan = segment::scan_batches(
             file,
             from,
-            segment.durable_bytes,
+            view.durable_bytes,
             None,
             1 << 16,
             |position, header, _| {
@@ -77,29 +148,24 @@ impl PartitionLog {
         })
     }
 
-    /// Cuts segment `i` at `position` (a batch boundary) and makes it the active segment.
-    async fn truncate_segment(
-        &mut self,
-        i: usize,
+    /// The max timestamp entry of the segment's batches below `position`. Batches before the
+    /// last remaining time index entry have smaller timestamps, so the exact value only needs
+    /// a scan from that entry on.
+    async fn max_timestamp_below(
+        &self,
+        view: &SegmentView,
+        indexes: &Indexes,
         position: u64,
-        new_end: i64,
-    ) -> Result<(), StorageError> {
-        let mut indexes = self.ensure_indexes(&self.segments[i]).await?;
-        let segment = &self.segments[i];
-        let path = segment::log_path(&self.dir, segment.base_offset);
-        let relative_end = segment.relative(new_end);
-        indexes.offsets.truncate_to_position(position);
-        indexes.times.truncate_to_offset(relative_end);
-        // Batches before the last remaining time index entry have smaller timestamps, so the
-        // exact max timestamp only needs a scan from that entry on.
+    ) -> Result<(i64, i64), StorageError> {
         let mut max_timestamp = indexes.times.last().map_or((-1, -1), |(ts, relative)| {
-            (ts, segment.base_offset + i64::from(relative))
+            (ts, view.base_offset + i64::from(relative))
         });
         let scan_from = indexes
             .times
             .last()
             .map_or(0, |(_, relative)| indexes.offsets.lookup(relative));
-        if let Some(file) = segment.file.as_ref() {
+        if let Some(file) = view.file.as_ref() {
+            let path = segment::log_path(&self.dir, view.base_offset);
             segment::scan_batches(
                 file,
                 u64::from(scan_from),
@@ -115,32 +181,15 @@ impl PartitionLog {
             )
             .await
             .map_err(io_error(&path))?;
-            file.truncate(position).await.map_err(io_error(&path))?;
-            file.fdatasync().await.map_err(io_error(&path))?;
         }
-        let last_index_position = u64::from(indexes.offsets.lookup(u32::MAX));
-        let segment = &mut self.segments[i];
-        segment.size_bytes = position;
-        segment.durable_bytes = position;
-        segment.next_offset = new_end;
-        segment.durable_next_offset = new_end;
-        segment.max_timestamp = max_timestamp;
-        segment.durable_max_timestamp = max_timestamp;
-        segment.bytes_since_index = position - last_index_position.min(position);
-        segment.sealed = false;
-        segment.seal_pending = None;
-        if position == 0 {
-            segment.rolling_ms = None;
-        }
-        *segment.indexes.borrow_mut() = Some(indexes);
-        load_tail_page(segment, &path).await
+        Ok(max_timestamp)
     }
 
     async fn remove_segment_files(&self, segment: Segment) -> Result<(), StorageError> {
         let base = segment.base_offset;
         if let Some(file) = segment.file {
             let path = segment::log_path(&self.dir, base);
-            file.close().await.map_err(io_error(&path))?;
+            close_shared(file).await.map_err(io_error(&path))?;
         }
         // The log file first: index files without it are removed as leftovers on open.
         for path in [
@@ -155,8 +204,86 @@ impl PartitionLog {
 
     /// Deletes whole old segments past `retention.ms` (by their max timestamp) or beyond
     /// `retention.bytes`, oldest first, never the active one. Returns how many were deleted.
-    pub async fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
-        let mut deleted = 0;
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _gate = self.gate.lock().await;
+        let (detached, epochs) = self.state.borrow_mut().detach_expired(now_ms);
+        let deleted = detached.len();
+        for segment in detached {
+            self.remove_segment_files(segment).await?;
+        }
+        if deleted > 0 {
+            self.backend
+                .sync_dir(&self.dir)
+                .map_err(io_error(&self.dir))?;
+        }
+        if let Some(epochs) = epochs {
+            self.write_epochs(&epochs).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        self.close_files().await?;
+        self.backend
+            .remove_dir_all(&self.dir)
+            .map_err(io_error(&self.dir))
+    }
+}
+
+impl LogState {
+    /// Whether truncating at `offset` has anything to do; an error if it is below the start.
+    fn check_truncation(&self, offset: i64) -> Result<bool, StorageError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset);
+        if offset >= end {
+            return Ok(false);
+        }
+        if offset < start {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        }
+        Ok(true)
+    }
+
+    /// Makes the cut segment the active one at `new_end`, detaching every later segment and
+    /// dropping every later batch, also those appended while the truncation ran. Returns the
+    /// detached segments and the epoch checkpoint to write, if the cache changed.
+    fn cut(&mut self, cut: Cut) -> (Vec<Segment>, Option<EpochCache>) {
+        let i = self
+            .position_of(cut.base_offset)
+            .expect("only gate holders remove segments");
+        let detached = self.segments.split_off(i + 1);
+        let segment = &mut self.segments[i];
+        assert!(cut.position <= segment.durable_bytes);
+        segment.pending.clear();
+        segment.size_bytes = cut.position;
+        segment.durable_bytes = cut.position;
+        segment.next_offset = cut.new_end;
+        segment.durable_next_offset = cut.new_end;
+        segment.max_timestamp = cut.max_timestamp;
+        segment.durable_max_timestamp = cut.max_timestamp;
+        segment.bytes_since_index = cut.bytes_since_index;
+        segment.tail_page = cut.tail_page;
+        segment.sealed = false;
+        segment.seal_pending = None;
+        if cut.position == 0 {
+            segment.rolling_ms = None;
+        }
+        *segment.indexes.borrow_mut() = Some(cut.indexes);
+        self.log_end_offset = cut.new_end;
+        self.durable_end_offset = cut.new_end;
+        self.tail.truncate_from(cut.new_end);
+        self.producers = cut.producers;
+        let epochs = self
+            .epochs
+            .truncate_from_end(cut.new_end)
+            .then(|| self.epochs_below(i64::MAX));
+        (detached, epochs)
+    }
+
+    /// Detaches the segments retention deletes, oldest first, and returns them with the epoch
+    /// checkpoint to write if the cache changed.
+    fn detach_expired(&mut self, now_ms: i64) -> (Vec<Segment>, Option<EpochCache>) {
+        let mut detached = Vec::new();
         let mut total_bytes: u64 = self.segments.iter().map(|segment| segment.size_bytes).sum();
         while self.segments.len() > 1 {
             let first = &self.segments[0];
@@ -179,28 +306,18 @@ impl PartitionLog {
                 oversize,
                 "retention deletes segment"
             );
-            self.remove_segment_files(removed).await?;
-            deleted += 1;
+            detached.push(removed);
         }
-        if deleted > 0 {
-            self.backend
-                .sync_dir(&self.dir)
-                .map_err(io_error(&self.dir))?;
-            let log_start = self.log_start_offset();
-            self.tail.drop_before(log_start);
-            if self.epochs.truncate_from_start(log_start) {
-                self.write_epoch_checkpoint(self.durable_end_offset).await?;
-                self.epochs_dirty = true;
-            }
+        if detached.is_empty() {
+            return (detached, None);
         }
-        Ok(deleted)
-    }
-
-    /// Removes the partition directory and everything in it.
-    pub async fn delete(mut self) -> Result<(), StorageError> {
-        self.close_files().await?;
-        self.backend
-            .remove_dir_all(&self.dir)
-            .map_err(io_error(&self.dir))
+        let log_start = self.log_start_offset();
+        self.tail.drop_before(log_start);
+        if !self.epochs.truncate_from_start(log_start) {
+            return (detached, None);
+        }
+        // The checkpoint covers durable offsets only; the next flush writes the rest.
+        self.epochs_dirty = true;
+        (detached, Some(self.epochs_below(self.durable_end_offset)))
     }
 }

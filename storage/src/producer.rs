@@ -139,9 +139,11 @@ impl ProducerState {
         });
     }
 
-    /// Marks every change so far as durable.
-    pub(crate) fn commit(&mut self) {
-        self.undo.clear();
+    /// Marks the changes made by batches below `offset` as durable; later ones (appended
+    /// while a flush was in flight) can still be rolled back.
+    pub(crate) fn commit_below(&mut self, offset: i64) {
+        let durable = self.undo.partition_point(|&(base, _, _)| base < offset);
+        self.undo.drain(..durable);
     }
 
     pub(crate) fn undo_mark(&self) -> usize {

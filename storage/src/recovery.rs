@@ -13,6 +13,13 @@
 //!   O_DIRECT zero padding past the logical end fails validation and is truncated likewise.
 //! - producer state is loaded from the newest snapshot at or below the log end and the batches
 //!   after it are replayed; the leader epoch cache from its checkpoint plus the active segment.
+//!
+//! `open` builds the segments and producer/epoch state in locals and stores them in the log's
+//! state under short borrows; helpers shared with truncation (`load_producer_snapshot`,
+//! `replay`) work on caller-owned state, so no borrow is held across their I/O.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
 
 use spool_protocol::batch::BatchHeader;
 
@@ -20,14 +27,13 @@ use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{decode_time_entry, TIME_ENTRY_BYTES};
 use crate::log::{
-    io_error, snapshot_path, write_indexes, write_indexes_of, PartitionLog, CLEAN_SHUTDOWN_FILE,
-    EPOCH_CHECKPOINT_FILE,
+    close_shared, io_error, snapshot_path, write_indexes_of, Gate, LogState, PartitionLog,
+    CLEAN_SHUTDOWN_FILE, EPOCH_CHECKPOINT_FILE,
 };
 use crate::producer::ProducerState;
 use crate::segment::{self, Segment};
 use crate::tail::TailCache;
 use crate::{LogConfig, StorageError};
-use std::path::PathBuf;
 
 const MARKER_MAGIC: &[u8; 4] = b"SPCS";
 const MARKER_BYTES: usize = 4 + 8 * 7 + 4;
@@ -118,18 +124,22 @@ impl PartitionLog {
             .map_err(io_error(&marker_path))?;
         backend.sync_dir(&dir).map_err(io_error(&dir))?;
 
-        let mut log = PartitionLog {
+        let log = PartitionLog {
             dir,
-            config,
             backend,
-            segments: Vec::new(),
-            log_end_offset: 0,
-            durable_end_offset: 0,
-            tail: TailCache::default(),
-            producers: ProducerState::default(),
-            epochs: EpochCache::default(),
-            epochs_dirty: false,
+            state: RefCell::new(LogState {
+                config,
+                segments: Vec::new(),
+                log_end_offset: 0,
+                durable_end_offset: 0,
+                tail: TailCache::default(),
+                producers: ProducerState::default(),
+                epochs: EpochCache::default(),
+                epochs_dirty: false,
+            }),
+            gate: Gate::default(),
         };
+        let mut segments = Vec::new();
         if bases.is_empty() {
             let path = segment::log_path(&log.dir, 0);
             let file = log
@@ -138,7 +148,7 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&path))?;
             log.backend.sync_dir(&log.dir).map_err(io_error(&log.dir))?;
-            log.segments.push(Segment::new(0, Some(file)));
+            segments.push(Segment::new(0, Some(file)));
         }
         for (k, &base_offset) in bases.iter().enumerate() {
             let path = segment::log_path(&log.dir, base_offset);
@@ -151,13 +161,17 @@ impl PartitionLog {
                 Some(&next_base) => log.open_sealed(base_offset, next_base, file).await?,
                 None => log.recover_active(base_offset, file, marker).await?,
             };
-            log.segments.push(segment);
+            segments.push(segment);
         }
-        log.log_end_offset = log.active().next_offset;
-        log.durable_end_offset = log.log_end_offset;
+        {
+            let mut state = log.state.borrow_mut();
+            state.segments = segments;
+            state.log_end_offset = state.active().next_offset;
+            state.durable_end_offset = state.log_end_offset;
+        }
         log.recover_epochs_and_producers(marker.is_some()).await?;
         tracing::debug!(dir = %log.dir.display(), clean = marker.is_some(),
-            start = log.log_start_offset(), end = log.log_end_offset, "partition log opened");
+            start = log.log_start_offset(), end = log.log_end_offset(), "partition log opened");
         Ok(log)
     }
 
@@ -174,7 +188,7 @@ impl PartitionLog {
         segment.size_bytes = size;
         segment.next_offset = next_base;
         segment.sealed = true;
-        segment.indexes = std::cell::RefCell::new(None);
+        segment.indexes = RefCell::new(None);
         segment.bytes_since_index = 0;
         let index_exists = self
             .backend
@@ -189,7 +203,7 @@ impl PartitionLog {
             Some(None) => (-1, -1),
             None => {
                 segment.durable_bytes = size;
-                let (indexes, max_timestamp) = self.rebuild_indexes(&segment).await?;
+                let (indexes, max_timestamp) = self.rebuild_indexes(&segment.view()).await?;
                 write_indexes_of(&self.backend, &self.dir, base_offset, &indexes).await?;
                 *segment.indexes.borrow_mut() = Some(indexes);
                 max_timestamp
@@ -248,9 +262,10 @@ impl PartitionLog {
             segment.max_timestamp = marker.max_timestamp;
             segment.bytes_since_index = marker.bytes_since_index;
             set_durable(&mut segment);
-            let indexes = match self.read_index_files(&segment).await? {
+            let view = segment.view();
+            let indexes = match self.read_index_files(&view).await? {
                 Some(indexes) => indexes,
-                None => self.rebuild_indexes(&segment).await?.0,
+                None => self.rebuild_indexes(&view).await?.0,
             };
             *segment.indexes.borrow_mut() = Some(indexes);
         } else {
@@ -265,7 +280,7 @@ impl PartitionLog {
         let path = segment::log_path(&self.dir, segment.base_offset);
         let file = segment.file.expect("the active segment was opened");
         let mut tracker = Segment::new(segment.base_offset, None);
-        let interval = u64::from(self.config.index_interval_bytes);
+        let interval = u64::from(self.state.borrow().config.index_interval_bytes);
         let mut first_timestamp = None;
         let scan = segment::scan_batches(
             &file,
@@ -295,49 +310,63 @@ impl PartitionLog {
         Ok(tracker)
     }
 
-    async fn recover_epochs_and_producers(&mut self, clean: bool) -> Result<(), StorageError> {
-        let log_start = self.log_start_offset();
-        let log_end = self.log_end_offset;
+    async fn recover_epochs_and_producers(&self, clean: bool) -> Result<(), StorageError> {
+        let (log_start, log_end, active_base) = {
+            let state = self.state.borrow();
+            (
+                state.log_start_offset(),
+                state.log_end_offset,
+                state.active().base_offset,
+            )
+        };
         let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
         let checkpoint = self
             .backend
             .read_file(&path)
             .await
             .map_err(io_error(&path))?;
-        let epochs_from = match checkpoint.and_then(|bytes| EpochCache::decode(&bytes)) {
-            Some(epochs) => {
-                self.epochs = epochs;
-                self.epochs_dirty |= self.epochs.truncate_from_end(log_end);
-                if clean {
-                    log_end
-                } else {
-                    self.active().base_offset
-                }
+        let mut epochs_dirty = false;
+        let (mut epochs, epochs_from) = match checkpoint.and_then(|b| EpochCache::decode(&b)) {
+            Some(mut epochs) => {
+                epochs_dirty |= epochs.truncate_from_end(log_end);
+                (epochs, if clean { log_end } else { active_base })
             }
             None => {
-                self.epochs_dirty = true;
-                log_start
+                epochs_dirty = true;
+                (EpochCache::default(), log_start)
             }
         };
-        let producers_from = self.load_producer_snapshot().await?;
-        self.replay(epochs_from.min(producers_from), epochs_from, producers_from)
-            .await?;
-        if self.epochs_dirty {
-            self.write_epoch_checkpoint(i64::MAX).await?;
-            self.epochs_dirty = false;
+        let (mut producers, producers_from) =
+            self.load_producer_snapshot(log_start, log_end).await?;
+        let replay = Replay {
+            from: epochs_from.min(producers_from),
+            end: log_end,
+            epochs_from,
+            producers_from,
+        };
+        epochs_dirty |= self.replay(replay, &mut producers, &mut epochs).await?;
+        if epochs_dirty {
+            self.write_epochs(&epochs).await?;
         }
+        let mut state = self.state.borrow_mut();
+        state.producers = producers;
+        state.epochs = epochs;
+        state.epochs_dirty = false;
         Ok(())
     }
 
-    /// Loads the newest valid snapshot at or below the log end (deleting newer ones) and
-    /// returns the offset from which batches must be replayed.
-    pub(crate) async fn load_producer_snapshot(&mut self) -> Result<i64, StorageError> {
-        self.producers = ProducerState::default();
+    /// Loads the newest valid snapshot at or below `log_end` (deleting newer ones) and
+    /// returns it with the offset from which batches must be replayed.
+    pub(crate) async fn load_producer_snapshot(
+        &self,
+        log_start: i64,
+        log_end: i64,
+    ) -> Result<(ProducerState, i64), StorageError> {
         let mut offsets = self.snapshot_offsets()?;
         offsets.sort_unstable_by(|a, b| b.cmp(a));
         for offset in offsets {
             let path = snapshot_path(&self.dir, offset);
-            if offset > self.log_end_offset {
+            if offset > log_end {
                 self.backend.remove_file(&path).map_err(io_error(&path))?;
                 continue;
             }
@@ -347,41 +376,55 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&path))?;
             if let Some(state) = bytes.and_then(|bytes| ProducerState::decode(&bytes)) {
-                self.producers = state;
-                return Ok(offset.max(self.log_start_offset()));
+                return Ok((state, offset.max(log_start)));
             }
         }
-        Ok(self.log_start_offset())
+        Ok((ProducerState::default(), log_start))
     }
 
-    /// Replays the batches from `from` to the log end into the epoch cache (batches at or
-    /// after `epochs_from`) and the producer state (at or after `producers_from`).
+    /// Replays the durable batches in `[from, end)` into `epochs` (batches at or after
+    /// `epochs_from`) and `producers` (at or after `producers_from`). Returns whether the
+    /// epoch cache changed. Reads segment views, so the log may change meanwhile.
     pub(crate) async fn replay(
-        &mut self,
-        from: i64,
-        epochs_from: i64,
-        producers_from: i64,
-    ) -> Result<(), StorageError> {
-        if from >= self.log_end_offset {
-            return Ok(());
+        &self,
+        replay: Replay,
+        producers: &mut ProducerState,
+        epochs: &mut EpochCache,
+    ) -> Result<bool, StorageError> {
+        let Replay {
+            from,
+            end,
+            epochs_from,
+            producers_from,
+        } = replay;
+        if from >= end {
+            return Ok(false);
         }
-        let first = self.segment_index(from);
-        let start = {
-            let segment = &self.segments[first];
-            let indexes = self.ensure_indexes(segment).await?;
-            u64::from(indexes.offsets.lookup(segment.relative(from)))
+        let views: Vec<_> = {
+            let state = self.state.borrow();
+            let first = state.segment_index(from);
+            state.segments[first..]
+                .iter()
+                .take_while(|segment| segment.base_offset < end)
+                .map(Segment::view)
+                .collect()
         };
         let mut epochs_changed = false;
-        for i in first..self.segments.len() {
-            let segment = &self.segments[i];
-            let Some(file) = segment.file.as_ref() else {
+        for (k, view) in views.iter().enumerate() {
+            let Some(file) = view.file.as_ref() else {
                 continue;
             };
-            let path = segment::log_path(&self.dir, segment.base_offset);
-            let position = if i == first { start } else { 0 };
-            let producers = &mut self.producers;
-            let epochs = &mut self.epochs;
+            let position = if k == 0 {
+                let indexes = self.indexes_of(view).await?;
+                u64::from(indexes.offsets.lookup(view.relative(from)))
+            } else {
+                0
+            };
+            let path = segment::log_path(&self.dir, view.base_offset);
             let visit = |_: u64, header: &BatchHeader, _: &bytes::Bytes| {
+                if header.base_offset >= end {
+                    return false;
+                }
                 if header.last_offset() >= from {
                     if header.base_offset >= producers_from {
                         producers.replay(header);
@@ -396,7 +439,7 @@ impl PartitionLog {
             segment::scan_batches(
                 file,
                 position,
-                segment.durable_bytes,
+                view.durable_bytes,
                 None,
                 segment::SCAN_CHUNK_BYTES,
                 visit,
@@ -404,39 +447,49 @@ impl PartitionLog {
             .await
             .map_err(io_error(&path))?;
         }
-        self.epochs_dirty |= epochs_changed;
-        Ok(())
+        Ok(epochs_changed)
     }
 
     /// Clean shutdown: flush, persist the active segment's indexes, producer state and epoch
     /// cache, then write the clean-shutdown marker so the next open skips scanning.
-    pub async fn close(mut self) -> Result<(), StorageError> {
+    pub async fn close(self) -> Result<(), StorageError> {
         self.flush().await?;
-        let active = self.active();
-        active.finish_time_index();
-        write_indexes(&self.backend, &self.dir, active).await?;
-        let snapshot = snapshot_path(&self.dir, self.log_end_offset);
+        let (base_offset, indexes, producers, epochs, marker) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            active.finish_time_index();
+            let indexes = active.indexes.borrow().clone();
+            let last_index_position = u64::from(
+                indexes
+                    .as_ref()
+                    .map_or(0, |indexes| indexes.offsets.lookup(u32::MAX)),
+            );
+            let marker = CleanShutdown {
+                base_offset: active.base_offset,
+                size_bytes: active.size_bytes,
+                next_offset: active.next_offset,
+                rolling_ms: active.rolling_ms.unwrap_or(-1),
+                max_timestamp: active.max_timestamp,
+                bytes_since_index: active.size_bytes - last_index_position,
+            };
+            let epochs = state.epochs_below(i64::MAX);
+            (
+                active.base_offset,
+                indexes,
+                state.producers.encode(),
+                epochs,
+                marker,
+            )
+        };
+        if let Some(indexes) = &indexes {
+            write_indexes_of(&self.backend, &self.dir, base_offset, indexes).await?;
+        }
+        let snapshot = snapshot_path(&self.dir, marker.next_offset);
         self.backend
-            .write_file_atomic(&snapshot, &self.producers.encode())
+            .write_file_atomic(&snapshot, &producers)
             .await
             .map_err(io_error(&snapshot))?;
-        self.write_epoch_checkpoint(i64::MAX).await?;
-        let active = self.active();
-        let last_index_position = u64::from(
-            active
-                .indexes
-                .borrow()
-                .as_ref()
-                .map_or(0, |indexes| indexes.offsets.lookup(u32::MAX)),
-        );
-        let marker = CleanShutdown {
-            base_offset: active.base_offset,
-            size_bytes: active.size_bytes,
-            next_offset: active.next_offset,
-            rolling_ms: active.rolling_ms.unwrap_or(-1),
-            max_timestamp: active.max_timestamp,
-            bytes_since_index: active.size_bytes - last_index_position,
-        };
+        self.write_epochs(&epochs).await?;
         let path = self.dir.join(CLEAN_SHUTDOWN_FILE);
         self.backend
             .failpoint(failpoints::CLOSE_BEFORE_MARKER)
@@ -448,15 +501,27 @@ impl PartitionLog {
         self.close_files().await
     }
 
-    pub(crate) async fn close_files(&mut self) -> Result<(), StorageError> {
-        for segment in self.segments.drain(..) {
+    /// Closes every segment file; the log is unusable afterwards (only `close` and `delete`,
+    /// which consume it, call this).
+    pub(crate) async fn close_files(&self) -> Result<(), StorageError> {
+        let segments = std::mem::take(&mut self.state.borrow_mut().segments);
+        for segment in segments {
             if let Some(file) = segment.file {
                 let path = segment::log_path(&self.dir, segment.base_offset);
-                file.close().await.map_err(io_error(&path))?;
+                close_shared(file).await.map_err(io_error(&path))?;
             }
         }
         Ok(())
     }
+}
+
+/// The range and the starting points of a [`PartitionLog::replay`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replay {
+    pub from: i64,
+    pub end: i64,
+    pub epochs_from: i64,
+    pub producers_from: i64,
 }
 
 fn set_durable(segment: &mut Segment) {
@@ -470,12 +535,21 @@ pub(crate) async fn load_tail_page(
     segment: &mut Segment,
     path: &std::path::Path,
 ) -> Result<(), StorageError> {
-    let Some(file) = segment.file.as_ref() else {
-        return Ok(());
-    };
+    if let Some(file) = segment.file.as_ref() {
+        segment.tail_page = read_tail_page(file, segment.durable_bytes, path).await?;
+    }
+    Ok(())
+}
+
+/// The bytes from the last aligned boundary below `durable_bytes` up to it.
+pub(crate) async fn read_tail_page(
+    file: &SegmentFile,
+    durable_bytes: u64,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, StorageError> {
     let alignment = file.alignment();
-    let start = segment.durable_bytes - segment.durable_bytes % alignment;
-    let len = (segment.durable_bytes - start) as usize;
+    let start = durable_bytes - durable_bytes % alignment;
+    let len = (durable_bytes - start) as usize;
     let bytes = file.read_at(start, len).await.map_err(io_error(path))?;
     if bytes.len() != len {
         let source = std::io::Error::new(
@@ -487,8 +561,7 @@ pub(crate) async fn load_tail_page(
             source,
         });
     }
-    segment.tail_page = bytes.to_vec();
-    Ok(())
+    Ok(bytes.to_vec())
 }
 
 /// Removes temporary files of interrupted atomic writes and index files without a segment.

@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use spool_protocol::batch::{self, BatchHeader, HEADER_BYTES};
@@ -55,7 +56,9 @@ pub(crate) struct Indexes {
 pub(crate) struct Segment {
     pub base_offset: i64,
     /// None until the first flush creates the file (appends are synchronous, creation is not).
-    pub file: Option<SegmentFile>,
+    /// Shared so async I/O can use the file without borrowing the log's state; a segment
+    /// detached by retention or truncation stays readable by whoever still holds it.
+    pub file: Option<Rc<SegmentFile>>,
     /// Logical size including pending bytes.
     pub size_bytes: u64,
     pub durable_bytes: u64,
@@ -79,17 +82,54 @@ pub(crate) struct Segment {
 }
 
 /// What a roll leaves for the next flush to persist about the sealed segment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SealWork {
     /// Producer snapshot as of the sealed segment's end offset.
     pub producer_snapshot: Vec<u8>,
+}
+
+/// What async I/O on a segment needs, copied out of the log state under a short borrow.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub base_offset: i64,
+    pub file: Option<Rc<SegmentFile>>,
+    pub size_bytes: u64,
+    pub durable_bytes: u64,
+    pub durable_next_offset: i64,
+    pub indexes: Option<Indexes>,
+}
+
+impl SegmentView {
+    pub(crate) fn relative(&self, offset: i64) -> u32 {
+        relative(self.base_offset, offset)
+    }
+}
+
+/// How much of a segment a flush makes durable: what it held when the flush was planned.
+/// Appends that arrive while the flush awaits its I/O stay pending for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlushTarget {
+    /// The first `batches` entries of `pending`.
+    pub batches: usize,
+    pub size_bytes: u64,
+    pub next_offset: i64,
+    pub max_timestamp: (i64, i64),
+}
+
+fn relative(base_offset: i64, offset: i64) -> u32 {
+    let relative = offset - base_offset;
+    assert!(
+        (0..=i64::from(u32::MAX)).contains(&relative),
+        "offset {offset} outside segment"
+    );
+    relative as u32
 }
 
 impl Segment {
     pub(crate) fn new(base_offset: i64, file: Option<SegmentFile>) -> Segment {
         Segment {
             base_offset,
-            file,
+            file: file.map(Rc::new),
             size_bytes: 0,
             durable_bytes: 0,
             next_offset: base_offset,
@@ -111,12 +151,33 @@ impl Segment {
     }
 
     pub(crate) fn relative(&self, offset: i64) -> u32 {
-        let relative = offset - self.base_offset;
-        assert!(
-            (0..=i64::from(u32::MAX)).contains(&relative),
-            "offset {offset} outside segment"
-        );
-        relative as u32
+        relative(self.base_offset, offset)
+    }
+
+    pub(crate) fn view(&self) -> SegmentView {
+        SegmentView {
+            base_offset: self.base_offset,
+            file: self.file.clone(),
+            size_bytes: self.size_bytes,
+            durable_bytes: self.durable_bytes,
+            durable_next_offset: self.durable_next_offset,
+            indexes: self.indexes.borrow().clone(),
+        }
+    }
+
+    /// Whether a flush has anything to do for this segment.
+    pub(crate) fn needs_flush(&self) -> bool {
+        self.file.is_none() || self.durable_bytes < self.size_bytes || self.seal_pending.is_some()
+    }
+
+    /// Everything appended so far: what a flush planned now makes durable.
+    pub(crate) fn flush_target(&self) -> FlushTarget {
+        FlushTarget {
+            batches: self.pending.len(),
+            size_bytes: self.size_bytes,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+        }
     }
 
     /// Records a batch appended at `size_bytes` in the indexes and counters.
@@ -156,29 +217,43 @@ impl Segment {
         }
     }
 
-    /// The bytes the next flush writes (tail page + pending, zero padded) and where.
-    pub(crate) fn flush_image(&self, alignment: u64) -> (u64, Vec<u8>) {
+    /// The bytes a flush writes for `target` (tail page + its pending batches, zero padded)
+    /// and where.
+    pub(crate) fn flush_image(&self, alignment: u64, target: &FlushTarget) -> (u64, Vec<u8>) {
+        assert!(target.batches <= self.pending.len());
         let start = self.durable_bytes - self.durable_bytes % alignment;
         assert_eq!(start + self.tail_page.len() as u64, self.durable_bytes);
-        let mut image = Vec::with_capacity((self.size_bytes - start) as usize);
+        let mut image = Vec::with_capacity((target.size_bytes - start) as usize);
         image.extend_from_slice(&self.tail_page);
-        for batch in &self.pending {
+        for batch in &self.pending[..target.batches] {
             image.extend_from_slice(batch);
         }
-        assert_eq!(start + image.len() as u64, self.size_bytes);
+        assert_eq!(start + image.len() as u64, target.size_bytes);
         (start, crate::fs::pad_to_alignment(&image, alignment))
     }
 
-    /// After a successful write + fdatasync of `flush_image`: everything is durable.
-    pub(crate) fn mark_durable(&mut self, image_start: u64, image: &[u8], alignment: u64) {
-        let tail_start = self.size_bytes - self.size_bytes % alignment;
+    /// After a successful write + fdatasync of `flush_image(target)`: the target is durable;
+    /// batches appended after the flush was planned stay pending.
+    pub(crate) fn mark_durable(
+        &mut self,
+        image_start: u64,
+        image: &[u8],
+        alignment: u64,
+        target: &FlushTarget,
+    ) {
+        assert_eq!(
+            image_start,
+            self.durable_bytes - self.durable_bytes % alignment
+        );
+        assert!(target.size_bytes <= self.size_bytes && target.batches <= self.pending.len());
+        let tail_start = target.size_bytes - target.size_bytes % alignment;
         self.tail_page = image
-            [(tail_start - image_start) as usize..(self.size_bytes - image_start) as usize]
+            [(tail_start - image_start) as usize..(target.size_bytes - image_start) as usize]
             .to_vec();
-        self.pending.clear();
-        self.durable_bytes = self.size_bytes;
-        self.durable_next_offset = self.next_offset;
-        self.durable_max_timestamp = self.max_timestamp;
+        self.pending.drain(..target.batches);
+        self.durable_bytes = target.size_bytes;
+        self.durable_next_offset = target.next_offset;
+        self.durable_max_timestamp = target.max_timestamp;
     }
 
     /// Forgets everything appended after the durable point (a failed flush).

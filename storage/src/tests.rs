@@ -1,13 +1,17 @@
 //! Partition log tests. Most run byte-exactly on the in-memory backend (crashes, torn writes,
 //! ENOSPC, failure points); `dma_backend_roundtrip_and_recovery` runs on real O_DIRECT files.
+//! The concurrency tests at the end park a flush, retention or truncation on a held `MemOp`
+//! (or run it as a glommio task) and append, read and crash while it waits.
 //! Batches are real Kafka batches built with kafka-protocol's encoder.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::future::block_on;
+use futures_lite::future::{block_on, poll_once};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
@@ -15,7 +19,7 @@ use kafka_protocol::records::{
 use spool_protocol::batch::{self, BatchHeader};
 
 use crate::fs::failpoints;
-use crate::{Backend, LogConfig, MemFs, PartitionLog, StorageError, TimestampType};
+use crate::{Backend, LogConfig, MemFs, MemOp, PartitionLog, StorageError, TimestampType};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -100,7 +104,7 @@ fn segment_files(fs: &MemFs, extension: &str) -> Vec<PathBuf> {
 }
 
 /// Appends `n` plain 3-record batches with increasing timestamps, flushing after each.
-fn fill(log: &mut PartitionLog, n: i64, ts: i64) {
+fn fill(log: &PartitionLog, n: i64, ts: i64) {
     for i in 0..n {
         log.append(plain(3, ts + 10 * i), 1, ts + 10 * i).unwrap();
         block_on(log.flush()).unwrap();
@@ -110,7 +114,7 @@ fn fill(log: &mut PartitionLog, n: i64, ts: i64) {
 #[test]
 fn append_read_roundtrip_across_segment_rolls() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
+    let log = open(&fs, config());
     for i in 0..40 {
         let info = log.append(plain(3, 1_000 + i), 5, 1_000 + i).unwrap();
         assert_eq!((info.base_offset, info.last_offset), (3 * i, 3 * i + 2));
@@ -146,7 +150,7 @@ fn append_read_roundtrip_across_segment_rolls() {
 fn read_limits_kip74_and_ranges() {
     let fs = MemFs::new();
     for tail_cache_bytes_max in [0, 1 << 20] {
-        let mut log = open(
+        let log = open(
             &fs,
             LogConfig {
                 tail_cache_bytes_max,
@@ -154,7 +158,7 @@ fn read_limits_kip74_and_ranges() {
             },
         );
         let start = log.log_end_offset();
-        fill(&mut log, 10, 0);
+        fill(&log, 10, 0);
         let one = block_on(log.read(start, 1, i64::MAX)).unwrap();
         assert_eq!(
             one.batches.len(),
@@ -182,14 +186,14 @@ fn read_limits_kip74_and_ranges() {
 #[test]
 fn index_is_sparse_and_used() {
     let fs = MemFs::new();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             segment_bytes: 100_000,
             ..config()
         },
     );
-    fill(&mut log, 30, 0);
+    fill(&log, 30, 0);
     block_on(log.close()).unwrap();
     let index = fs.read(&dir().join(format!("{:020}.index", 0))).unwrap();
     assert!(index.len() >= 8 * 5, "one entry per index.interval.bytes");
@@ -211,8 +215,8 @@ fn index_is_sparse_and_used() {
 fn recovery_after_crash_at_each_failure_point() {
     for point in failpoints::ALL {
         let fs = MemFs::new();
-        let mut log = open(&fs, config());
-        fill(&mut log, 5, 0);
+        let log = open(&fs, config());
+        fill(&log, 5, 0);
         fs.arm(point);
         // Enough to roll at least once, so every roll failure point is reached.
         for i in 0..15 {
@@ -231,7 +235,7 @@ fn recovery_after_crash_at_each_failure_point() {
             log.log_end_offset()
         };
         fs.crash();
-        let mut log = open(&fs, config());
+        let log = open(&fs, config());
         if point == failpoints::FLUSH_AFTER_SYNC {
             // Synced before the power went: durable though never acknowledged, like Kafka.
             assert!(log.log_end_offset() >= result, "{point}");
@@ -243,7 +247,7 @@ fn recovery_after_crash_at_each_failure_point() {
             "{point}: acknowledged data lost"
         );
         assert_eq!(read_all(&log).len() as i64 * 3, log.log_end_offset());
-        fill(&mut log, 12, 500);
+        fill(&log, 12, 500);
         assert_eq!(read_all(&log).len() as i64 * 3, log.log_end_offset());
     }
 }
@@ -252,14 +256,14 @@ fn recovery_after_crash_at_each_failure_point() {
 fn torn_tail_is_truncated() {
     for prefix_bytes in [0, 100, 4096, 5000] {
         let fs = MemFs::new();
-        let mut log = open(
+        let log = open(
             &fs,
             LogConfig {
                 segment_bytes: 100_000,
                 ..config()
             },
         );
-        fill(&mut log, 10, 0);
+        fill(&log, 10, 0);
         let durable = log.log_end_offset();
         fs.arm(failpoints::FLUSH_AFTER_WRITE_BEFORE_SYNC);
         for i in 0..10 {
@@ -283,14 +287,14 @@ fn torn_tail_is_truncated() {
 #[test]
 fn corrupt_crc_in_tail_is_truncated() {
     let fs = MemFs::new();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             segment_bytes: 100_000,
             ..config()
         },
     );
-    fill(&mut log, 6, 0);
+    fill(&log, 6, 0);
     let sizes: Vec<usize> = (0..6)
         .map(|i| block_on(log.read(i * 3, 1, i64::MAX)).unwrap().batches[0].len())
         .collect();
@@ -298,7 +302,7 @@ fn corrupt_crc_in_tail_is_truncated() {
     let fourth = sizes[..3].iter().sum::<usize>() + 70;
     fs.corrupt(&dir().join(format!("{:020}.log", 0)), fourth, 0x01);
     fs.crash();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             segment_bytes: 100_000,
@@ -315,8 +319,8 @@ fn corrupt_crc_in_tail_is_truncated() {
 #[test]
 fn deleted_or_damaged_index_is_rebuilt() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
-    fill(&mut log, 30, 0);
+    let log = open(&fs, config());
+    fill(&log, 30, 0);
     let headers = read_all(&log);
     block_on(log.close()).unwrap();
     let first_index = dir().join(format!("{:020}.index", 0));
@@ -340,7 +344,7 @@ fn deleted_or_damaged_index_is_rebuilt() {
 #[test]
 fn producer_duplicates_gaps_and_fencing() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
+    let log = open(&fs, config());
     let first = log.append(batch_of(2, 7, 0, 0, 10), 1, 10).unwrap();
     let second = log.append(batch_of(3, 7, 0, 2, 10), 1, 10).unwrap();
     assert_eq!((second.base_offset, second.last_offset), (2, 4));
@@ -399,7 +403,7 @@ fn producer_duplicates_gaps_and_fencing() {
 #[test]
 fn producer_sequence_wraps() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
+    let log = open(&fs, config());
     log.append(batch_of(2, 3, 0, i32::MAX - 1, 10), 1, 10)
         .unwrap();
     log.append(batch_of(2, 3, 0, 0, 10), 1, 10).unwrap();
@@ -414,7 +418,7 @@ fn producer_sequence_wraps() {
 fn producer_state_survives_restart_clean_and_crash() {
     for clean in [true, false] {
         let fs = MemFs::new();
-        let mut log = open(&fs, config());
+        let log = open(&fs, config());
         let mut seq = 0;
         let mut last = None;
         for i in 0..30 {
@@ -431,7 +435,7 @@ fn producer_state_survives_restart_clean_and_crash() {
             drop(log);
             fs.crash();
         }
-        let mut log = open(&fs, config());
+        let log = open(&fs, config());
         let retry = log.append(batch_of(2, 11, 2, seq - 2, 10), 1, 10).unwrap();
         assert!(retry.duplicate, "clean={clean}");
         assert_eq!(retry.base_offset, last.unwrap().base_offset);
@@ -452,7 +456,7 @@ fn producer_state_survives_restart_clean_and_crash() {
 #[test]
 fn failed_flush_rolls_back_producer_state() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
+    let log = open(&fs, config());
     log.append(batch_of(1, 5, 0, 0, 10), 1, 10).unwrap();
     block_on(log.flush()).unwrap();
     log.append(batch_of(1, 5, 0, 1, 10), 1, 10).unwrap();
@@ -469,8 +473,8 @@ fn failed_flush_rolls_back_producer_state() {
 #[test]
 fn retention_by_time_and_bytes() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
-    fill(&mut log, 40, 1_000);
+    let log = open(&fs, config());
+    fill(&log, 40, 1_000);
     let segments = segment_files(&fs, "log").len();
     assert!(segments >= 5);
     assert_eq!(
@@ -516,8 +520,8 @@ fn retention_by_time_and_bytes() {
 fn truncate_suffix_across_segments() {
     for clean in [true, false] {
         let fs = MemFs::new();
-        let mut log = open(&fs, config());
-        fill(&mut log, 20, 0);
+        let log = open(&fs, config());
+        fill(&log, 20, 0);
         let epoch_two = log.log_end_offset();
         for i in 0..20 {
             log.append(batch_of(3, 4, 0, 3 * i as i32, 500 + i), 2, 500 + i)
@@ -543,7 +547,7 @@ fn truncate_suffix_across_segments() {
             drop(log);
             fs.crash();
         }
-        let mut log = open(&fs, config());
+        let log = open(&fs, config());
         assert_eq!(log.log_end_offset(), 31);
         assert_eq!(read_all(&log).len(), 11);
         // Producer 4's batches were truncated: it is unknown again and starts anywhere.
@@ -558,7 +562,7 @@ fn truncate_suffix_across_segments() {
 fn offset_for_timestamp_and_max_timestamp() {
     for tail_cache_bytes_max in [0, 1 << 20] {
         let fs = MemFs::new();
-        let mut log = open(
+        let log = open(
             &fs,
             LogConfig {
                 tail_cache_bytes_max,
@@ -567,7 +571,7 @@ fn offset_for_timestamp_and_max_timestamp() {
         );
         assert_eq!(log.max_timestamp(), None);
         assert_eq!(block_on(log.offset_for_timestamp(0)).unwrap(), None);
-        fill(&mut log, 30, 1_000); // batch i: offsets 3i..3i+2, timestamps 1000+10i ..+2
+        fill(&log, 30, 1_000); // batch i: offsets 3i..3i+2, timestamps 1000+10i ..+2
         let cases = [
             (0, Some(0)),
             (1_000, Some(0)),
@@ -600,7 +604,7 @@ fn offset_for_timestamp_and_max_timestamp() {
 #[test]
 fn end_offset_for_epoch_survives_restart() {
     let fs = MemFs::new();
-    let mut log = open(&fs, config());
+    let log = open(&fs, config());
     assert_eq!(log.end_offset_for_epoch(0), (-1, -1));
     for (epoch, batches) in [(2, 5), (3, 10), (5, 4)] {
         for _ in 0..batches {
@@ -629,14 +633,14 @@ fn end_offset_for_epoch_survives_restart() {
 #[test]
 fn enospc_on_flush_leaves_log_consistent() {
     let fs = MemFs::new();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             tail_cache_bytes_max: 1 << 20,
             ..config()
         },
     );
-    fill(&mut log, 12, 0);
+    fill(&log, 12, 0);
     let durable = log.log_end_offset();
     let before = read_all(&log);
     fs.set_enospc(true);
@@ -664,7 +668,7 @@ fn enospc_on_flush_leaves_log_consistent() {
 #[test]
 fn rejects_bad_requests_without_appending() {
     let fs = MemFs::new();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             max_message_bytes: 400,
@@ -703,7 +707,7 @@ fn log_append_time_and_segment_ms() {
         tail_cache_bytes_max: 1 << 20,
         ..config()
     };
-    let mut log = open(&fs, config);
+    let log = open(&fs, config);
     let info = log.append(plain(2, 5), 1, 77_000).unwrap();
     assert_eq!(info.log_append_time_ms, 77_000);
     let read = block_on(log.read(0, 1, i64::MAX)).unwrap();
@@ -719,16 +723,16 @@ fn log_append_time_and_segment_ms() {
 #[test]
 fn tail_cache_stays_bounded() {
     let fs = MemFs::new();
-    let mut log = open(
+    let log = open(
         &fs,
         LogConfig {
             tail_cache_bytes_max: 1_000,
             ..config()
         },
     );
-    fill(&mut log, 30, 0);
-    assert!(log.tail.covers(log.log_end_offset() - 1));
-    assert!(!log.tail.covers(0));
+    fill(&log, 30, 0);
+    assert!(log.state.borrow().tail.covers(log.log_end_offset() - 1));
+    assert!(!log.state.borrow().tail.covers(0));
     read_all(&log);
 }
 
@@ -747,7 +751,7 @@ fn dma_backend_roundtrip_and_recovery() {
     let dir = tmp.path().join("topic-0");
     let handle = glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let mut log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
+            let log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
                 .await
                 .unwrap();
             for i in 0..25 {
@@ -768,7 +772,7 @@ fn dma_backend_roundtrip_and_recovery() {
             );
             // Crash-like reopen: no marker, the active segment holds O_DIRECT zero padding.
             drop(log);
-            let mut log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
+            let log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
                 .await
                 .unwrap();
             assert_eq!(log.log_end_offset(), 100);
@@ -814,4 +818,313 @@ async fn read_all_async(log: &PartitionLog) -> Vec<BatchHeader> {
         }
     }
     headers
+}
+
+// ---- Concurrency: appends, reads, retention and flushes interleaved at `.await` points. ----
+
+/// Polls `operation` until it completes; each time it parks on a held `op`, runs `meanwhile`
+/// and lets that one operation through. Returns the result and how many times it parked.
+fn drive<T>(
+    fs: &MemFs,
+    op: MemOp,
+    operation: impl std::future::Future<Output = T>,
+    mut meanwhile: impl FnMut(),
+) -> (T, usize) {
+    let mut operation = pin!(operation);
+    let mut parks = 0;
+    loop {
+        if let Some(result) = block_on(poll_once(&mut operation)) {
+            return (result, parks);
+        }
+        assert_eq!(
+            fs.parked(op),
+            1,
+            "the operation must wait on the held {op:?}"
+        );
+        parks += 1;
+        meanwhile();
+        fs.step(op);
+    }
+}
+
+fn first_offset_of(log: &PartitionLog, offset: i64, upper_bound: i64) -> Option<i64> {
+    let result = block_on(log.read(offset, 1, upper_bound)).unwrap();
+    result
+        .batches
+        .first()
+        .map(|bytes| batch::validate(bytes).unwrap().base_offset)
+}
+
+#[test]
+fn appends_and_reads_during_flush_are_not_made_durable_by_it() {
+    for second_flush in [false, true] {
+        let fs = MemFs::new();
+        let log = open(&fs, config());
+        fill(&log, 2, 0); // offsets 0..6, durable and evicted from the cache
+        log.append(plain(3, 100), 1, 100).unwrap(); // 6..9: the first flush plans these
+        fs.hold(MemOp::Sync);
+        let mut flush = Box::pin(log.flush());
+        assert!(block_on(poll_once(&mut flush)).is_none());
+        assert_eq!(fs.parked(MemOp::Sync), 1);
+
+        // While the flush awaits its fdatasync:
+        let info = log.append(plain(3, 200), 1, 200).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (9, 11));
+        assert_eq!(log.durable_end_offset(), 6);
+        assert_eq!(first_offset_of(&log, 0, i64::MAX), Some(0)); // from disk
+        assert_eq!(first_offset_of(&log, 7, i64::MAX), Some(6)); // in flight, from the cache
+        assert_eq!(first_offset_of(&log, 10, i64::MAX), Some(9)); // appended during the flush
+        assert_eq!(first_offset_of(&log, 9, 9), None); // the caller's high watermark
+        assert_eq!(
+            block_on(log.offset_for_timestamp(200))
+                .unwrap()
+                .map(|t| t.0),
+            Some(9)
+        );
+        assert_eq!(read_all(&log).len(), 4);
+        // A second flush waits for the running one.
+        let mut second = Box::pin(log.flush());
+        assert!(block_on(poll_once(&mut second)).is_none());
+        assert_eq!(fs.parked(MemOp::Sync), 1);
+
+        fs.release(MemOp::Sync);
+        block_on(&mut flush).unwrap();
+        assert_eq!(log.durable_end_offset(), 9, "only what the flush planned");
+        assert_eq!(log.log_end_offset(), 12);
+        assert_eq!(read_all(&log).len(), 4);
+        let expected_end = if second_flush {
+            block_on(&mut second).unwrap();
+            assert_eq!(log.durable_end_offset(), 12);
+            12
+        } else {
+            9
+        };
+        drop((flush, second));
+        drop(log);
+        fs.crash();
+        let log = open(&fs, config());
+        assert_eq!(log.log_end_offset(), expected_end);
+        assert_eq!(log.durable_end_offset(), expected_end);
+        let headers = read_all(&log);
+        assert_eq!(headers.last().unwrap().last_offset() + 1, expected_end);
+        assert_eq!(headers.len() as i64, expected_end / 3);
+    }
+}
+
+#[test]
+fn reads_and_appends_at_every_step_of_a_flush_with_rolls() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    // Enough unflushed batches to roll twice: the flush has data, seal and create work.
+    for i in 0..14 {
+        log.append(plain(3, 10 * i), 1, 10 * i).unwrap();
+    }
+    let planned_end = log.log_end_offset();
+    fs.hold(MemOp::Sync);
+    let mut next_ts = 1_000;
+    let (result, parks) = drive(&fs, MemOp::Sync, log.flush(), || {
+        // Appends keep rolling segments the flush did not plan.
+        log.append(plain(3, next_ts), 2, next_ts).unwrap();
+        next_ts += 10;
+        assert_eq!(log.durable_end_offset(), 0);
+        let headers = read_all(&log);
+        assert_eq!(headers.len() as i64 * 3, log.log_end_offset());
+        assert_eq!(
+            block_on(log.offset_for_timestamp(0)).unwrap().map(|t| t.0),
+            Some(0)
+        );
+    });
+    result.unwrap();
+    assert!(
+        parks > 6,
+        "data, seal, index, snapshot and epoch syncs: {parks}"
+    );
+    assert_eq!(log.durable_end_offset(), planned_end);
+    assert!(log.log_end_offset() > planned_end);
+    fs.release(MemOp::Sync);
+    block_on(log.flush()).unwrap();
+    let end = log.log_end_offset();
+    assert_eq!(log.durable_end_offset(), end);
+    let headers = read_all(&log);
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log), headers);
+    assert_eq!(log.end_offset_for_epoch(1), (1, planned_end));
+}
+
+#[test]
+fn failed_flush_drops_appends_made_while_it_ran() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 2, 0);
+    log.append(plain(3, 100), 1, 100).unwrap();
+    fs.hold(MemOp::Write);
+    let mut flush = Box::pin(log.flush());
+    assert!(block_on(poll_once(&mut flush)).is_none());
+    log.append(plain(3, 200), 7, 200).unwrap();
+    fs.set_enospc(true); // the parked write fails
+    fs.release(MemOp::Write);
+    assert!(block_on(&mut flush).is_err());
+    fs.set_enospc(false);
+    assert_eq!((log.log_end_offset(), log.durable_end_offset()), (6, 6));
+    assert_eq!(log.end_offset_for_epoch(7), (1, 6));
+    assert_eq!(read_all(&log).len(), 2);
+    log.append(plain(3, 400), 1, 400).unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.durable_end_offset(), 9);
+    drop(flush);
+    drop(log);
+    fs.crash();
+    assert_eq!(read_all(&open(&fs, config())).len(), 3);
+}
+
+#[test]
+fn reads_during_retention_never_panic() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 30, 1_000);
+    let start = log.log_start_offset();
+    log.update_config(LogConfig {
+        retention_bytes: 3_000,
+        ..config()
+    });
+
+    // A read already on the disk when retention deletes its segment finishes on the open file.
+    fs.hold(MemOp::Read);
+    let mut read = pin!(log.read(start, 1, i64::MAX));
+    assert!(block_on(poll_once(&mut read)).is_none());
+    fs.release(MemOp::Read);
+    fs.hold(MemOp::Sync);
+    let mut deleted = None;
+    let (result, parks) = drive(&fs, MemOp::Sync, log.enforce_retention(0), || {
+        // Retention has detached the old segments and waits on the epoch checkpoint.
+        let new_start = log.log_start_offset();
+        assert!(new_start > start);
+        assert!(matches!(
+            block_on(log.read(start, 1, i64::MAX)),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(first_offset_of(&log, new_start, i64::MAX), Some(new_start));
+        log.append(plain(3, 5_000), 1, 5_000).unwrap();
+        deleted.get_or_insert(new_start);
+    });
+    fs.release(MemOp::Sync);
+    assert!(result.unwrap() > 0);
+    assert!(parks > 0);
+    let batches = block_on(&mut read).unwrap().batches;
+    assert_eq!(batch::validate(&batches[0]).unwrap().base_offset, start);
+    assert_eq!(deleted, Some(log.log_start_offset()));
+    block_on(log.flush()).unwrap();
+    assert_eq!(
+        read_all(&log).len() as i64 * 3,
+        log.log_end_offset() - log.log_start_offset()
+    );
+}
+
+#[test]
+fn truncate_suffix_with_concurrent_appends_and_reads() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 20, 0); // 60 offsets over several segments
+    log.append(plain(3, 500), 1, 500).unwrap(); // the truncation's flush parks on it
+    fs.hold(MemOp::Sync);
+    let (result, parks) = drive(&fs, MemOp::Sync, log.truncate_suffix(31), || {
+        // Accepted now, discarded by the cut if it has not happened yet.
+        log.append(plain(3, 9_000), 3, 9_000).unwrap();
+        let end = log.log_end_offset();
+        let headers = read_all(&log);
+        assert_eq!(headers.last().unwrap().last_offset() + 1, end);
+    });
+    fs.release(MemOp::Sync);
+    result.unwrap();
+    assert!(parks >= 2, "appends both before and after the cut: {parks}");
+    // The cut kept the batches below 30 (31 is inside 30..=32); later appends continue there.
+    assert_eq!(read_all(&log).len() as i64 * 3, log.log_end_offset());
+    assert!(log.log_end_offset() >= 30);
+    block_on(log.flush()).unwrap();
+    let (end, headers) = (log.log_end_offset(), read_all(&log));
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log), headers);
+    assert!(headers[..10].iter().all(|h| h.partition_leader_epoch == 1));
+}
+
+/// On the real runtime: a flush task and the caller interleave at the flush's I/O.
+#[test]
+fn concurrent_flush_on_the_glommio_executor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("topic-0");
+    let handle = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            // O_DIRECT files: the flush task yields at its write and fdatasync.
+            let log = Rc::new(
+                PartitionLog::open(dir.clone(), config(), Backend::Dma)
+                    .await
+                    .unwrap(),
+            );
+            fill_async(&log, 10).await;
+            log.append(plain(3, 500), 1, 500).unwrap();
+            let planned = log.log_end_offset();
+            let flush = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.flush().await }
+            });
+            futures_lite::future::yield_now().await; // the flush task plans and submits
+            let info = log.append(plain(3, 600), 1, 600).unwrap();
+            assert_eq!(info.base_offset, planned);
+            let batches = log.read(0, 1, i64::MAX).await.unwrap().batches;
+            assert_eq!(batch::validate(&batches[0]).unwrap().base_offset, 0);
+            let batches = log.read(planned, 1, i64::MAX).await.unwrap().batches;
+            assert_eq!(batch::validate(&batches[0]).unwrap().base_offset, planned);
+            flush.await.unwrap();
+            assert_eq!(log.durable_end_offset(), planned);
+            log.flush().await.unwrap();
+            assert_eq!(log.durable_end_offset(), planned + 3);
+            assert_eq!(read_all_async(&log).await.len(), 12);
+
+            // Memory backend, parked by hand: wakers must resume the flush and a second one
+            // queued behind it on the gate.
+            let fs = MemFs::new();
+            let log = Rc::new(
+                PartitionLog::open(dir.clone(), config(), Backend::Memory(fs.clone()))
+                    .await
+                    .unwrap(),
+            );
+            fill_async(&log, 3).await;
+            log.append(plain(3, 500), 1, 500).unwrap();
+            fs.hold(MemOp::Sync);
+            let first = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.flush().await }
+            });
+            while fs.parked(MemOp::Sync) == 0 {
+                futures_lite::future::yield_now().await;
+            }
+            log.append(plain(3, 600), 1, 600).unwrap();
+            let second = glommio::spawn_local({
+                let log = log.clone();
+                async move { log.flush().await }
+            });
+            futures_lite::future::yield_now().await;
+            assert_eq!(log.durable_end_offset(), 9);
+            assert_eq!(read_all_async(&log).await.len(), 5);
+            fs.release(MemOp::Sync);
+            first.await.unwrap();
+            assert!(log.durable_end_offset() >= 12);
+            second.await.unwrap();
+            assert_eq!(log.durable_end_offset(), 15);
+        })
+        .unwrap();
+    handle.join().unwrap();
+}
+
+async fn fill_async(log: &PartitionLog, n: i64) {
+    for i in 0..n {
+        log.append(plain(3, 10 * i), 1, 10 * i).unwrap();
+        log.flush().await.unwrap();
+    }
 }

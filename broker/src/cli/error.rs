@@ -49,7 +49,7 @@ pub enum CliError {
         ours_min: i16,
         ours_max: i16,
     },
-    #[error("{context}: {name}: {message}")]
+    #[error("{context}: {name}{}", colon_prefixed(.message))]
     Kafka {
         context: String,
         name: String,
@@ -96,11 +96,7 @@ impl CliError {
     /// A broker error code turned into the error Kafka's tools would print.
     pub fn kafka(context: impl Into<String>, code: i16, message: Option<&str>) -> Self {
         let name = error_name(code);
-        let message = match (message, ResponseError::try_from_code(code)) {
-            (Some(m), _) if !m.is_empty() => m.to_string(),
-            (_, Some(e)) => describe(e),
-            (_, None) => String::new(),
-        };
+        let message = message.unwrap_or_default().to_string();
         CliError::Kafka {
             context: context.into(),
             name,
@@ -126,10 +122,12 @@ pub fn is_retriable(code: i16) -> bool {
     ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
 }
 
-fn describe(e: ResponseError) -> String {
-    // The crate keeps Kafka's one-line description only in doc comments; the name is the most
-    // precise thing available at run time.
-    format!("error code {}", e.code())
+fn colon_prefixed(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
 }
 
 fn camel_to_screaming_snake(s: &str) -> String {

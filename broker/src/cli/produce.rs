@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -305,11 +306,7 @@ impl Producer {
             for p in &t.partition_responses {
                 answered += 1;
                 if p.error_code != 0 {
-                    failed.push((
-                        p.index,
-                        p.error_code,
-                        p.error_message.as_ref().map(|m| m.as_str().to_string()),
-                    ));
+                    failed.push((p.index, p.error_code, produce_error_message(p)));
                 }
             }
         }
@@ -324,6 +321,24 @@ impl Producer {
         }
         Ok(failed)
     }
+}
+
+/// The broker's explanation of a failed partition. Kafka explains INVALID_RECORD per record in
+/// `record_errors` rather than in `error_message`.
+fn produce_error_message(p: &PartitionProduceResponse) -> Option<String> {
+    let mut parts: Vec<String> = p
+        .error_message
+        .iter()
+        .map(|m| m.as_str().to_string())
+        .collect();
+    for r in &p.record_errors {
+        let why = r
+            .batch_index_error_message
+            .as_ref()
+            .map_or("", |m| m.as_str());
+        parts.push(format!("record {}: {why}", r.batch_index));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Reads stdin lines (without their `\n` or `\r\n`) on a thread; the channel closes at EOF.

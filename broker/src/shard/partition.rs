@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use spool_storage::{AppendInfo, LogConfig, PartitionLog, ReadResult, StorageError};
+use spool_storage::PartitionLog;
 
 use crate::config::FlushMode;
 use crate::runtime::{self, LocalReceiver, LocalSender};
@@ -18,7 +18,7 @@ pub const DATA_WAITERS_MAX: usize = 4096;
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub log: LogCell,
+    pub log: PartitionLog,
     flush_mode: FlushMode,
     /// Produce acks waiting for their last offset to become durable, in offset order.
     durable_waiters: RefCell<VecDeque<(i64, LocalSender<i16>)>>,
@@ -38,7 +38,7 @@ impl Partition {
         Rc::new(Partition {
             topic,
             index,
-            log: LogCell(RefCell::new(log)),
+            log,
             flush_mode,
             durable_waiters: RefCell::new(VecDeque::new()),
             data_waiters: RefCell::new(VecDeque::new()),
@@ -100,66 +100,5 @@ impl Partition {
         for tx in self.data_waiters.borrow_mut().drain(..) {
             let _ = tx.try_send(());
         }
-    }
-}
-
-/// TEMPORARY: the storage API is moving to `&self` methods that never hold a borrow across an
-/// await. Until it lands this cell forwards to the `&mut self` API and panics if a flush and
-/// another access overlap.
-pub struct LogCell(RefCell<PartitionLog>);
-
-#[allow(clippy::await_holding_refcell_ref)]
-impl LogCell {
-    pub fn append(
-        &self,
-        records: bytes::Bytes,
-        epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, StorageError> {
-        self.0.borrow_mut().append(records, epoch, now_ms)
-    }
-    pub async fn flush(&self) -> Result<(), StorageError> {
-        self.0.borrow_mut().flush().await
-    }
-    pub fn log_start_offset(&self) -> i64 {
-        self.0.borrow().log_start_offset()
-    }
-    pub fn log_end_offset(&self) -> i64 {
-        self.0.borrow().log_end_offset()
-    }
-    pub fn durable_end_offset(&self) -> i64 {
-        self.0.borrow().durable_end_offset()
-    }
-    pub async fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-    ) -> Result<ReadResult, StorageError> {
-        self.0.borrow().read(offset, max_bytes, upper_bound).await
-    }
-    pub async fn offset_for_timestamp(
-        &self,
-        ts: i64,
-    ) -> Result<Option<(i64, i64, i32)>, StorageError> {
-        self.0.borrow().offset_for_timestamp(ts).await
-    }
-    pub fn max_timestamp(&self) -> Option<(i64, i64, i32)> {
-        self.0.borrow().max_timestamp()
-    }
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
-        self.0.borrow().end_offset_for_epoch(epoch)
-    }
-    pub fn update_config(&self, config: LogConfig) {
-        self.0.borrow_mut().update_config(config)
-    }
-    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        self.0.borrow_mut().enforce_retention(now_ms).await
-    }
-    pub async fn close(self) -> Result<(), StorageError> {
-        self.0.into_inner().close().await
-    }
-    pub async fn delete(self) -> Result<(), StorageError> {
-        self.0.into_inner().delete().await
     }
 }
