@@ -14,6 +14,9 @@ groups, share groups, transactions or a SASL listener, which Spool does not have
 
   TestUnknownGroupOffsetFetchPinned  OffsetFetch for an unknown group (group coordinator API)
   TestIssue1034                      FindCoordinator(group) for three keys: group coordinator
+  TestConsumeRegex                   no group, but its "internal topic" is __consumer_offsets,
+                                     created by a FindCoordinator(group) (internalTopic() in
+                                     helpers_test.go): exists only with a group coordinator
   TestGroupSimple                    ConsumerGroup: JoinGroup/SyncGroup/Heartbeat/OffsetCommit
   TestIssue523                       ConsumerGroup with regex subscription
   Test848RegexBrokerResolves         KIP-848 ConsumerGroupHeartbeat (skips itself without it)
@@ -48,6 +51,7 @@ RUN_TIMEOUT_S = 600  # the whole binary; go's own -test.timeout is a bit shorter
 EXCLUDED = {
     "TestUnknownGroupOffsetFetchPinned": "group coordinator (OffsetFetch)",
     "TestIssue1034": "group coordinator (FindCoordinator)",
+    "TestConsumeRegex": "needs __consumer_offsets (group coordinator)",
     "TestGroupSimple": "consumer groups",
     "TestIssue523": "consumer groups",
     "Test848RegexBrokerResolves": "KIP-848 consumer groups",
@@ -73,7 +77,7 @@ ALLOWED_SKIPS = {
 # listed so a run that silently skipped or lost them would fail.
 BROKER_TESTS = {
     "TestPing", "TestIssue325", "TestConsumeTopicRetrieval", "TestConsumeTopicRetrieval_Many",
-    "TestConsumeRegex", "TestIssue337", "TestDirectPartitionPurge", "TestIssue434",
+    "TestIssue337", "TestDirectPartitionPurge", "TestIssue434",
     "TestAddRemovePartitions", "TestPauseIssue489", "TestPauseIssueOct2023", "TestIssue648",
     "TestIssue810", "TestIssue865", "TestIssueFetchLargerThanBrokerMaxReadBytes", "TestPooling",
     "TestHookPollStart", "TestConsumeMaxDecompressBatchBytes", "TestClient_Produce",
@@ -129,13 +133,17 @@ def test_franz_go_kgo_suite(broker, tmp_path):
           f"{len(missing)} missing, exit {rc}, {elapsed:.0f}s")
 
     def failure_context(name, n=40):
+        """The indented output go test prints under `=== NAME/CONT <name>` and `--- FAIL: <name>`."""
         out, grab = [], False
         for line in lines:
-            if line.startswith(f"=== RUN   {name}") or line.startswith(f"=== CONT  {name}"):
-                grab = True
-            elif line.startswith("=== ") and not line.split()[-1].startswith(name):
-                grab = False
-            if grab or line.startswith(f"--- FAIL: {name}") or line.startswith(f"    --- FAIL: {name}"):
+            if not line.startswith(" "):
+                head = line.split()
+                grab = len(head) >= 3 and head[0] in ("===", "---") and \
+                    (head[2] == name or head[2].startswith(name + "/"))
+                if grab and head[1] in ("FAIL:", "NAME", "CONT"):
+                    out.append(line)
+                continue
+            if grab:
                 out.append(line)
         return "\n".join(out[-n:])
 
