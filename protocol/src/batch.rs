@@ -67,6 +67,8 @@ pub enum BatchError {
     NegativeRecordsCount { count: i32 },
     #[error("recordsCount {count} inconsistent with lastOffsetDelta {last_offset_delta}")]
     RecordsCountMismatch { count: i32, last_offset_delta: i32 },
+    #[error("records cannot be decoded: {reason}")]
+    UndecodableRecords { reason: String },
 }
 
 /// The fixed 61-byte header of a v2 record batch.
@@ -307,6 +309,31 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Offset and timestamp of every record in one stored batch, decompressing it if needed.
+/// ListOffsets needs record precision: the first record at or after a timestamp, and the record
+/// holding the largest one. With LogAppendTime every record carries the batch's maxTimestamp.
+pub fn record_timestamps(batch: &Bytes) -> Result<Vec<(i64, i64)>, BatchError> {
+    let header = validate(batch)?;
+    let mut buf = batch.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+        BatchError::UndecodableRecords {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| {
+            let ts = if header.is_log_append_time() {
+                header.max_timestamp
+            } else {
+                r.timestamp
+            };
+            (r.offset, ts)
+        })
+        .collect())
 }
 
 fn read_i16(buf: &[u8], at: usize) -> i16 {
@@ -555,6 +582,25 @@ mod tests {
                 .collect();
             let _ = validate(&bytes);
             let _ = batches(Bytes::from(bytes)).count();
+        }
+    }
+
+    #[test]
+    fn record_timestamps_are_per_record_for_every_codec() {
+        for codec in CODECS {
+            let batch = encode(4, codec, -1, -1);
+            let mut stored = BytesMut::from(&batch[..]);
+            set_base_offset(&mut stored, 100);
+            let stored = stored.freeze();
+            let got = record_timestamps(&stored).unwrap();
+            assert_eq!(
+                got,
+                vec![(100, 1_000), (101, 1_001), (102, 1_002), (103, 1_003)]
+            );
+            let mut appended = BytesMut::from(&stored[..]);
+            set_log_append_time(&mut appended, 5_000);
+            let got = record_timestamps(&appended.freeze()).unwrap();
+            assert!(got.iter().all(|&(_, ts)| ts == 5_000));
         }
     }
 }

@@ -130,7 +130,8 @@ mod tests {
     #[test]
     fn size_prefix_cases() {
         let max = 1000;
-        let cases: &[(&[u8], Result<Option<usize>, FrameError>)] = &[
+        type Case<'a> = (&'a [u8], Result<Option<usize>, FrameError>);
+        let cases: &[Case] = &[
             (&[0, 0, 0], Ok(None)),
             (&[0, 0, 0, 10], Ok(Some(10))),
             (&[0, 0, 3, 232], Ok(Some(1000))),

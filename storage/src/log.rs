@@ -959,6 +959,7 @@ fn corrupt(position: usize, error: &BatchError) -> StorageError {
         BatchError::CrcMismatch { .. } => "CRC mismatch",
         BatchError::NegativeRecordsCount { .. } => "negative recordsCount",
         BatchError::RecordsCountMismatch { .. } => "recordsCount inconsistent with lastOffsetDelta",
+        BatchError::UndecodableRecords { .. } => "undecodable records",
     };
     StorageError::CorruptBatch { position, reason }
 }

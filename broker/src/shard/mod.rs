@@ -71,6 +71,31 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
     }
 }
 
+/// The first record at or after `timestamp` in the batch holding `offset` (storage indexes whole
+/// batches; ListOffsets answers with a record).
+async fn first_record_at_or_after(
+    p: &Partition,
+    offset: i64,
+    timestamp: i64,
+    high_watermark: i64,
+) -> Result<Option<(i64, i64)>, i16> {
+    let read = p
+        .log
+        .read(offset, 1, high_watermark)
+        .await
+        .map_err(|e| storage_error_code(&e))?;
+    let Some(batch) = read.batches.first() else {
+        return Ok(None);
+    };
+    let records = spool_protocol::batch::record_timestamps(batch).map_err(|e| {
+        tracing::error!(topic = %p.topic, partition = p.index, "stored batch at {offset} undecodable: {e}");
+        ResponseError::CorruptMessage.code()
+    })?;
+    Ok(records
+        .into_iter()
+        .find(|&(o, ts)| ts >= timestamp && o < high_watermark))
+}
+
 impl Shard {
     pub fn new(
         id: usize,
@@ -406,21 +431,39 @@ impl Shard {
                 },
                 -5 => OffsetAnswer { offset: -1, ..none },
                 -3 => match p.log.max_timestamp() {
-                    Some((offset, ts, epoch)) if offset < hw => OffsetAnswer {
-                        offset,
-                        timestamp: ts,
-                        leader_epoch: epoch,
-                        ..none
-                    },
+                    Some((offset, ts, epoch)) if offset < hw => {
+                        match first_record_at_or_after(&p, offset, ts, hw).await {
+                            Ok(Some((offset, ts))) => OffsetAnswer {
+                                offset,
+                                timestamp: ts,
+                                leader_epoch: epoch,
+                                ..none
+                            },
+                            Ok(None) => none,
+                            Err(code) => OffsetAnswer {
+                                error_code: code,
+                                ..none
+                            },
+                        }
+                    }
                     _ => none,
                 },
                 ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
-                    Ok(Some((offset, found_ts, epoch))) if offset < hw => OffsetAnswer {
-                        offset,
-                        timestamp: found_ts,
-                        leader_epoch: epoch,
-                        ..none
-                    },
+                    Ok(Some((batch_offset, _, epoch))) if batch_offset < hw => {
+                        match first_record_at_or_after(&p, batch_offset, ts, hw).await {
+                            Ok(Some((offset, found_ts))) => OffsetAnswer {
+                                offset,
+                                timestamp: found_ts,
+                                leader_epoch: epoch,
+                                ..none
+                            },
+                            Ok(None) => none,
+                            Err(code) => OffsetAnswer {
+                                error_code: code,
+                                ..none
+                            },
+                        }
+                    }
                     Ok(_) => none,
                     Err(e) => OffsetAnswer {
                         error_code: storage_error_code(&e),
