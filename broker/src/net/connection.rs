@@ -20,6 +20,11 @@ use crate::shard::Shard;
 /// Bytes read from the socket per read call when no larger frame is expected.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Request bytes one connection may have in flight (decoded, waiting for their responses)
+/// before the reader stops reading; a single larger request is still admitted alone. Bounds the
+/// memory a pipelining producer can pin, whatever `queued.max.requests` allows.
+pub const INFLIGHT_REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Most bytes one read call may add to the buffer, so a large announced frame costs memory only
 /// as its bytes actually arrive.
 const READ_BYTES_MAX: usize = 1024 * 1024;
@@ -62,9 +67,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let shared = Shared(Rc::new(RefCell::new(stream)));
-    let (tx, rx) = runtime::new_bounded::<Task<Option<Bytes>>>(shard.config.inflight_requests_max);
-    let writer = runtime::spawn(write_loop(shared.clone(), rx));
-    if let Err(reason) = read_loop(&shard, shared.clone(), tx).await {
+    let (tx, rx) =
+        runtime::new_bounded::<(Task<Option<Bytes>>, usize)>(shard.config.inflight_requests_max);
+    let budget = Budget::new();
+    let writer = runtime::spawn(write_loop(shared.clone(), rx, budget.clone()));
+    if let Err(reason) = read_loop(&shard, shared.clone(), tx, &budget).await {
         tracing::warn!(peer, "closing connection: {reason}");
     }
     // The writer finishes the responses already in flight, then stops.
@@ -75,7 +82,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 async fn read_loop(
     shard: &Rc<Shard>,
     mut stream: Shared,
-    inflight: runtime::LocalSender<Task<Option<Bytes>>>,
+    inflight: runtime::LocalSender<(Task<Option<Bytes>>, usize)>,
+    budget: &Budget,
 ) -> Result<(), String> {
     let max = shard.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -109,21 +117,73 @@ async fn read_loop(
                 };
             }
         };
+        let size = frame.len();
+        budget.reserve(size).await;
         let pending: Pending = kafka::dispatch(shard, frame)
             .await
             .map_err(|e| e.to_string())?;
-        if inflight.send(runtime::spawn(pending)).await.is_err() {
+        if inflight.send((runtime::spawn(pending), size)).await.is_err() {
             return Ok(());
         }
     }
 }
 
-async fn write_loop(mut stream: Shared, inflight: runtime::LocalReceiver<Task<Option<Bytes>>>) {
-    while let Some(task) = inflight.recv().await {
-        let Some(response) = task.await else { continue };
+async fn write_loop(
+    mut stream: Shared,
+    inflight: runtime::LocalReceiver<(Task<Option<Bytes>>, usize)>,
+    budget: Budget,
+) {
+    while let Some((task, size)) = inflight.recv().await {
+        let response = task.await;
+        budget.release(size);
+        let Some(response) = response else { continue };
         if let Err(e) = stream.write_all(&response).await {
             tracing::debug!("write failed: {e}");
+            budget.close();
             return;
         }
+    }
+}
+
+/// The connection's in-flight request bytes, shared by its reader and writer tasks (same thread).
+#[derive(Clone)]
+struct Budget {
+    used: Rc<std::cell::Cell<usize>>,
+    /// Set when the writer stopped: nothing will be released any more.
+    closed: Rc<std::cell::Cell<bool>>,
+    freed: Rc<(runtime::LocalSender<()>, runtime::LocalReceiver<()>)>,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            used: Rc::new(std::cell::Cell::new(0)),
+            closed: Rc::new(std::cell::Cell::new(false)),
+            freed: Rc::new(runtime::new_bounded(1)),
+        }
+    }
+
+    /// Waits until `size` more bytes fit, or nothing else is in flight.
+    async fn reserve(&self, size: usize) {
+        while !self.closed.get()
+            && self.used.get() > 0
+            && self.used.get() + size > INFLIGHT_REQUEST_BYTES_MAX
+        {
+            if self.freed.1.recv().await.is_none() {
+                break;
+            }
+        }
+        self.used.set(self.used.get() + size);
+    }
+
+    fn release(&self, size: usize) {
+        assert!(self.used.get() >= size, "released more in-flight bytes than reserved");
+        self.used.set(self.used.get() - size);
+        let _ = self.freed.0.try_send(());
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        let _ = self.freed.0.try_send(());
     }
 }
