@@ -49,6 +49,14 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "log.flush.interval.ms", default: "1000", doc: "Background flush period when log.flush.interval.messages > 1." },
     SettingSpec { name: "queued.max.requests", default: "500", doc: "In-flight requests per connection before the broker stops reading from it." },
     SettingSpec { name: "spool.tail.cache.bytes", default: "1048576", doc: "Per-partition bytes of recent batches kept in memory for caught-up consumers." },
+    SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
+    SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
+    SettingSpec { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired offsets are looked for." },
+    SettingSpec { name: "offset.metadata.max.bytes", default: "4096", doc: "Largest metadata string of a committed offset." },
+    SettingSpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "How long the first rebalance of an empty group waits for more members." },
+    SettingSpec { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest session timeout a member may ask for." },
+    SettingSpec { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest session timeout a member may ask for." },
+    SettingSpec { name: "group.max.size", default: "2147483647", doc: "Most members of one consumer group." },
 ];
 
 /// The broker's resolved configuration.
@@ -77,6 +85,14 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub inflight_requests_max: usize,
     pub tail_cache_bytes_max: usize,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_retention_minutes: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_max_size: usize,
     /// Every setting's value as text, with where it came from (for DescribeConfigs).
     pub values: BTreeMap<&'static str, (String, ConfigSource)>,
 }
@@ -180,6 +196,35 @@ impl BrokerConfig {
             log_flush_interval_ms: parse("log.flush.interval.ms", get("log.flush.interval.ms"))?,
             inflight_requests_max: parse("queued.max.requests", get("queued.max.requests"))?,
             tail_cache_bytes_max: parse("spool.tail.cache.bytes", get("spool.tail.cache.bytes"))?,
+            offsets_topic_num_partitions: parse(
+                "offsets.topic.num.partitions",
+                get("offsets.topic.num.partitions"),
+            )?,
+            offsets_retention_minutes: parse(
+                "offsets.retention.minutes",
+                get("offsets.retention.minutes"),
+            )?,
+            offsets_retention_check_interval_ms: parse(
+                "offsets.retention.check.interval.ms",
+                get("offsets.retention.check.interval.ms"),
+            )?,
+            offset_metadata_max_bytes: parse(
+                "offset.metadata.max.bytes",
+                get("offset.metadata.max.bytes"),
+            )?,
+            group_initial_rebalance_delay_ms: parse(
+                "group.initial.rebalance.delay.ms",
+                get("group.initial.rebalance.delay.ms"),
+            )?,
+            group_min_session_timeout_ms: parse(
+                "group.min.session.timeout.ms",
+                get("group.min.session.timeout.ms"),
+            )?,
+            group_max_session_timeout_ms: parse(
+                "group.max.session.timeout.ms",
+                get("group.max.session.timeout.ms"),
+            )?,
+            group_max_size: parse("group.max.size", get("group.max.size"))?,
             values,
         };
         config.validate()?;
@@ -193,6 +238,15 @@ impl BrokerConfig {
         };
         if self.num_partitions < 1 {
             return Err(invalid("num.partitions", self.num_partitions.to_string()));
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+            ));
+        }
+        if self.group_max_size == 0 {
+            return Err(invalid("group.max.size", "0".into()));
         }
         if self.inflight_requests_max == 0 {
             return Err(invalid("queued.max.requests", "0".into()));

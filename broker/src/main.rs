@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod error;
 mod fatal;
+mod group;
 mod kafka;
 mod metadata;
 mod net;
@@ -47,6 +48,8 @@ enum Command {
     Broker(BrokerArgs),
     /// Create, list, describe and delete topics.
     Topic(cli::TopicArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group(cli::GroupArgs),
     /// Produce stdin lines as records to a topic.
     Produce(cli::ProduceArgs),
     /// Print records of a topic to stdout.
@@ -85,6 +88,7 @@ fn main() {
     match cli.command {
         Command::Broker(args) => run_broker(args),
         Command::Topic(args) => std::process::exit(cli::topic(args)),
+        Command::Group(args) => std::process::exit(cli::group(args)),
         Command::Produce(args) => std::process::exit(cli::produce(args)),
         Command::Consume(args) => std::process::exit(cli::consume(args)),
     }
@@ -205,6 +209,9 @@ async fn shard_main(args: ShardArgs) {
     }
     runtime::spawn_detached(shard.clone().flusher());
     runtime::spawn_detached(shard.clone().retention_loop());
+    runtime::spawn_detached(group::GroupCoordinator::load(shard.clone()));
+    runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
+    runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
     let listener = net::bind(&shard).unwrap_or_else(|e| {
         fatal(format!(
             "cannot listen on {}:{}: {e}",

@@ -29,10 +29,12 @@ pub const SOCKET_TIMEOUT_MS: u64 = 30_000;
 const CLIENT_ID: &str = "spool-cli";
 
 /// Highest version of each API this client sends. The crate can encode newer ones, but these are
-/// the last versions that address topics by name (Produce v13 and Fetch v13 switch to topic ids).
+/// the last versions that address topics by name (Produce v13 and Fetch v13 switch to topic ids,
+/// as do OffsetCommit v10 and OffsetFetch v10, whose requests the crate cannot encode).
 fn version_cap(api: ApiKey) -> i16 {
     match api {
         ApiKey::Produce | ApiKey::Fetch => 12,
+        ApiKey::OffsetCommit | ApiKey::OffsetFetch => 9,
         _ => i16::MAX,
     }
 }

@@ -1,4 +1,5 @@
-//! The admin and data command line: `spool topic ...`, `spool produce`, `spool consume`.
+//! The admin and data command line: `spool topic ...`, `spool group ...`, `spool produce`,
+//! `spool consume`.
 //!
 //! A small blocking Kafka client (std `TcpStream`, no runtime) speaking the wire protocol through
 //! the `kafka-protocol` codec, so the same commands work against Spool and Apache Kafka. Boundary:
@@ -11,6 +12,8 @@ mod client;
 mod conn;
 mod consume;
 mod error;
+mod group;
+mod group_wire;
 mod murmur2;
 mod produce;
 mod topic;
@@ -61,6 +64,67 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic (DeleteTopics).
     Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List groups of every broker: id, state, protocol type (ListGroups).
+    List {
+        /// Only groups in this state (Empty, Stable, PreparingRebalance, ...). Repeatable.
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+    },
+    /// State, members and their assignments, committed offsets and lag per partition.
+    Describe { group: String },
+    /// Delete groups with no active members, and their committed offsets (DeleteGroups).
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Plan, and with --execute commit, new offsets for a group that has no active members.
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ResetOffsetsArgs {
+    pub group: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Only this partition (default: all partitions of the topic). Repeatable.
+    #[arg(long)]
+    pub partition: Vec<i32>,
+    #[command(flatten)]
+    pub to: ResetTarget,
+    /// Commit the plan; without it the plan is only printed.
+    #[arg(long)]
+    pub execute: bool,
+}
+
+/// Where `reset-offsets` moves the group: exactly one of these.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct ResetTarget {
+    /// The log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// The log end offset.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// The first offset whose timestamp is at or after this time, e.g. 2024-05-01T12:00:00Z
+    /// (no zone means UTC); the log end when there is none.
+    #[arg(long, value_name = "ISO8601")]
+    pub to_datetime: Option<String>,
+    /// This offset, clamped to the partition's [log start, log end].
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +189,15 @@ pub fn topic(args: TopicArgs) -> i32 {
     report(
         client::Client::connect(&args.conn.bootstrap_server)
             .and_then(|mut c| topic::run(&mut c, args.command, &mut out)),
+    )
+}
+
+/// `spool group ...`; returns the process exit code.
+pub fn group(args: GroupArgs) -> i32 {
+    let mut out = std::io::stdout();
+    report(
+        client::Client::connect(&args.conn.bootstrap_server)
+            .and_then(|mut c| group::run(&mut c, args.command, &mut out)),
     )
 }
 

@@ -89,6 +89,57 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         ApiKey::DescribeCluster,
         describe_cluster::VERSIONS,
         describe_cluster::VERSIONS,
+    ), // Consumer groups (group/): forwarded to the group's shard.
+    (
+        ApiKey::FindCoordinator,
+        find_coordinator::VERSIONS,
+        find_coordinator::VERSIONS,
+    ),
+    (
+        ApiKey::JoinGroup,
+        join_group::VERSIONS,
+        join_group::VERSIONS,
+    ),
+    (
+        ApiKey::SyncGroup,
+        sync_group::VERSIONS,
+        sync_group::VERSIONS,
+    ),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS, heartbeat::VERSIONS),
+    (
+        ApiKey::LeaveGroup,
+        leave_group::VERSIONS,
+        leave_group::VERSIONS,
+    ),
+    (
+        ApiKey::OffsetCommit,
+        offset_commit::VERSIONS,
+        offset_commit::VERSIONS,
+    ),
+    (
+        ApiKey::OffsetFetch,
+        offset_fetch::VERSIONS,
+        offset_fetch::VERSIONS,
+    ),
+    (
+        ApiKey::OffsetDelete,
+        offset_delete::VERSIONS,
+        offset_delete::VERSIONS,
+    ),
+    (
+        ApiKey::ListGroups,
+        list_groups::VERSIONS,
+        list_groups::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeGroups,
+        describe_groups::VERSIONS,
+        describe_groups::VERSIONS,
+    ),
+    (
+        ApiKey::DeleteGroups,
+        delete_groups::VERSIONS,
+        delete_groups::VERSIONS,
     ),
 ];
 
@@ -102,6 +153,8 @@ pub fn served(api: ApiKey, version: i16) -> bool {
 pub struct Ctx {
     pub shard: Rc<Shard>,
     pub header: RequestHeader,
+    /// The client's address as Kafka reports it in DescribeGroups (`/127.0.0.1`).
+    pub client_host: Rc<str>,
 }
 
 impl Ctx {
@@ -134,7 +187,11 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// Produce does its appends (or its in-order hand-off to other shards) before this returns, so
 /// the order of one connection's produce requests is the order of its appends even though their
 /// acknowledgements are awaited concurrently.
-pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pending, DispatchError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    client_host: &Rc<str>,
+    mut frame_bytes: Bytes,
+) -> Result<Pending, DispatchError> {
     let prefix = frame::peek_header_prefix(&frame_bytes)?;
     let api = ApiKey::try_from(prefix.api_key).map_err(|_| frame::FrameError::UnknownApiKey {
         api_key: prefix.api_key,
@@ -154,6 +211,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pendi
     let ctx = Ctx {
         shard: shard.clone(),
         header,
+        client_host: client_host.clone(),
     };
     let body = &mut frame_bytes;
 
@@ -195,6 +253,17 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame_bytes: Bytes) -> Result<Pendi
         ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
         ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
+        ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),
+        ApiKey::JoinGroup => serve!(join_group, m::JoinGroupRequest),
+        ApiKey::SyncGroup => serve!(sync_group, m::SyncGroupRequest),
+        ApiKey::Heartbeat => serve!(heartbeat, m::HeartbeatRequest),
+        ApiKey::LeaveGroup => serve!(leave_group, m::LeaveGroupRequest),
+        ApiKey::OffsetCommit => serve!(offset_commit, m::OffsetCommitRequest),
+        ApiKey::OffsetFetch => serve!(offset_fetch, m::OffsetFetchRequest),
+        ApiKey::OffsetDelete => serve!(offset_delete, m::OffsetDeleteRequest),
+        ApiKey::ListGroups => serve!(list_groups, m::ListGroupsRequest),
+        ApiKey::DescribeGroups => serve!(describe_groups, m::DescribeGroupsRequest),
+        ApiKey::DeleteGroups => serve!(delete_groups, m::DeleteGroupsRequest),
         other => Err(DispatchError::UnsupportedVersion {
             api: other,
             version,

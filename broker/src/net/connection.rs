@@ -66,12 +66,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let client_host: Rc<str> = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default()
+        .into();
     let shared = Shared(Rc::new(RefCell::new(stream)));
     let (tx, rx) =
         runtime::new_bounded::<(Task<Option<Bytes>>, usize)>(shard.config.inflight_requests_max);
     let budget = Budget::new();
     let writer = runtime::spawn(write_loop(shared.clone(), rx, budget.clone()));
-    if let Err(reason) = read_loop(&shard, shared.clone(), tx, &budget).await {
+    if let Err(reason) = read_loop(&shard, &client_host, shared.clone(), tx, &budget).await {
         tracing::warn!(peer, "closing connection: {reason}");
     }
     // The writer finishes the responses already in flight, then stops.
@@ -81,6 +86,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn read_loop(
     shard: &Rc<Shard>,
+    client_host: &Rc<str>,
     mut stream: Shared,
     inflight: runtime::LocalSender<(Task<Option<Bytes>>, usize)>,
     budget: &Budget,
@@ -119,10 +125,14 @@ async fn read_loop(
         };
         let size = frame.len();
         budget.reserve(size).await;
-        let pending: Pending = kafka::dispatch(shard, frame)
+        let pending: Pending = kafka::dispatch(shard, client_host, frame)
             .await
             .map_err(|e| e.to_string())?;
-        if inflight.send((runtime::spawn(pending), size)).await.is_err() {
+        if inflight
+            .send((runtime::spawn(pending), size))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }
@@ -177,7 +187,10 @@ impl Budget {
     }
 
     fn release(&self, size: usize) {
-        assert!(self.used.get() >= size, "released more in-flight bytes than reserved");
+        assert!(
+            self.used.get() >= size,
+            "released more in-flight bytes than reserved"
+        );
         self.used.set(self.used.get() - size);
         let _ = self.freed.0.try_send(());
     }

@@ -122,6 +122,8 @@ pub enum Request {
     },
     /// To shard 0: metadata changes.
     Admin(AdminRequest),
+    /// To a group's shard (`routing::group_shard`): a consumer-group request.
+    Group(crate::group::GroupCall),
 }
 
 pub enum AdminRequest {
@@ -153,6 +155,7 @@ pub enum Reply {
         message: Option<String>,
         value: i64,
     },
+    Group(crate::group::GroupReply),
 }
 
 /// This shard's end of the mesh.

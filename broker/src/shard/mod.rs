@@ -48,6 +48,8 @@ pub struct Shard {
     flush_wake: LocalSender<()>,
     flush_wake_rx: RefCell<Option<LocalReceiver<()>>>,
     pub shutting_down: Cell<bool>,
+    /// The consumer groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: crate::group::GroupCoordinator,
 }
 
 pub fn now_ms() -> i64 {
@@ -107,6 +109,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
         Rc::new(Shard {
+            groups: crate::group::GroupCoordinator::new(&config),
             id,
             count,
             cluster_id,
@@ -170,6 +173,7 @@ impl Shard {
                 Reply::Done
             }
             Request::Admin(admin) => self.admin(admin).await,
+            Request::Group(call) => Reply::Group(self.groups.serve(self, call).await),
         }
     }
 
@@ -281,7 +285,7 @@ impl Shard {
         results
     }
 
-    fn mark_dirty(&self, p: &Rc<Partition>) {
+    pub fn mark_dirty(&self, p: &Rc<Partition>) {
         if !p.dirty.replace(true) {
             self.dirty.borrow_mut().push(p.clone());
         }

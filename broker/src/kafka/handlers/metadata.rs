@@ -123,4 +123,5 @@ fn describe(meta: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTop
             uuid::Uuid::nil()
         })
         .with_partitions(partitions)
+        .with_is_internal(meta.name == crate::group::OFFSETS_TOPIC)
 }

@@ -1,0 +1,1287 @@
+//! The group coordinator of one shard: the groups whose offsets partition this shard owns, the
+//! requests waiting on them, their timers, and their records in `__consumer_offsets`.
+//!
+//! Owned by: its shard (`!Send`). No `RefCell` borrow is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::classic::{
+    Committed, Event, Group, GroupState, JoinOutcome, JoinRequest, JoinResult, Limits, SyncOutcome,
+    SyncResult,
+};
+use super::records::{self, GroupValue, Key, OffsetValue, Value};
+use super::{FetchedOffset, FetchedOffsets, GroupCall, GroupReply, OFFSETS_TOPIC};
+use crate::config::{BrokerConfig, FlushMode};
+use crate::metadata::TopicMeta;
+use crate::runtime::{self, LocalReceiver, LocalSender};
+use crate::shard::mesh::AdminRequest;
+use crate::shard::{now_ms, storage_error_code, Shard};
+
+/// How often group timers (session expiry, rebalance timeouts, initial delay) are checked.
+pub const GROUP_TICK_MS: u64 = 50;
+/// Bytes read per step while loading an offsets partition.
+pub const LOAD_READ_BYTES: usize = 1 << 20;
+/// Records in one expiry batch.
+pub const EXPIRE_BATCH_RECORDS_MAX: usize = 1000;
+
+type WaitKey = (String, String);
+/// Records to append: a key and its value, or `None` for a tombstone.
+type Entries = Vec<(Key, Option<Value>)>;
+
+pub struct GroupCoordinator {
+    loaded: Cell<bool>,
+    groups: RefCell<AHashMap<String, Group>>,
+    join_waiters: RefCell<AHashMap<WaitKey, LocalSender<JoinResult>>>,
+    sync_waiters: RefCell<AHashMap<WaitKey, LocalSender<SyncResult>>>,
+    limits: Limits,
+    metadata_max_bytes: usize,
+    retention_ms: i64,
+}
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn opt(text: &Option<StrBytes>) -> Option<String> {
+    text.as_ref().map(|t| t.to_string())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            loaded: Cell::new(false),
+            groups: RefCell::new(AHashMap::new()),
+            join_waiters: RefCell::new(AHashMap::new()),
+            sync_waiters: RefCell::new(AHashMap::new()),
+            limits: Limits {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                max_size: config.group_max_size,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            },
+            metadata_max_bytes: config.offset_metadata_max_bytes,
+            retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        }
+    }
+
+    /// Serves one group request on this (the owning) shard.
+    pub async fn serve(&self, shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
+        if !self.loaded.get() {
+            return error_reply(call, ResponseError::CoordinatorLoadInProgress.code());
+        }
+        match call {
+            GroupCall::Join {
+                version,
+                client_id,
+                client_host,
+                request,
+            } => GroupReply::Join(
+                self.join(shard, version, client_id, client_host, request)
+                    .await,
+            ),
+            GroupCall::Sync { version, request } => {
+                GroupReply::Sync(self.sync(shard, version, request).await)
+            }
+            GroupCall::Heartbeat { request } => GroupReply::Heartbeat(self.heartbeat(request)),
+            GroupCall::Leave { version, request } => {
+                GroupReply::Leave(self.leave(shard, version, request))
+            }
+            GroupCall::OffsetCommit { version, request } => {
+                GroupReply::OffsetCommit(self.offset_commit(shard, version, request).await)
+            }
+            GroupCall::OffsetFetch { group, topics } => {
+                GroupReply::OffsetFetch(self.offset_fetch(&group, topics))
+            }
+            GroupCall::OffsetDelete { request } => {
+                GroupReply::OffsetDelete(self.offset_delete(shard, request).await)
+            }
+            GroupCall::List { states, types } => GroupReply::List(self.list(&states, &types)),
+            GroupCall::Describe { group } => GroupReply::Describe(self.describe(&group)),
+            GroupCall::Delete { group } => GroupReply::Delete(self.delete(shard, &group).await),
+        }
+    }
+
+    // ---- JoinGroup / SyncGroup / Heartbeat / LeaveGroup -------------------------------------
+
+    async fn join(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        client_id: String,
+        client_host: String,
+        request: JoinGroupRequest,
+    ) -> JoinGroupResponse {
+        let group_id = request.group_id.0.to_string();
+        let member_id = request.member_id.to_string();
+        let instance_id = opt(&request.group_instance_id);
+        let result = if group_id.is_empty() {
+            JoinResult::error(ResponseError::InvalidGroupId, &member_id)
+        } else if !self.groups.borrow().contains_key(&group_id) && !member_id.is_empty() {
+            JoinResult::error(ResponseError::UnknownMemberId, &member_id)
+        } else {
+            let prefix = instance_id.clone().unwrap_or_else(|| client_id.clone());
+            let join = JoinRequest {
+                member_id: member_id.clone(),
+                instance_id,
+                client_id,
+                client_host,
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: if version == 0 {
+                    request.session_timeout_ms
+                } else {
+                    request.rebalance_timeout_ms
+                },
+                protocol_type: request.protocol_type.to_string(),
+                protocols: request
+                    .protocols
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.metadata.clone()))
+                    .collect(),
+                require_known_member_id: version >= 4,
+                supports_skip_assignment: version >= 9,
+                new_member_id: format!("{prefix}-{}", uuid::Uuid::new_v4()),
+            };
+            let mut events = Vec::new();
+            let outcome = {
+                let mut groups = self.groups.borrow_mut();
+                let now = now_ms();
+                let group = groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| Group::new(&group_id, now));
+                let outcome = group.join(join, &self.limits, now, &mut events);
+                let unused = group.members.is_empty()
+                    && group.pending.is_empty()
+                    && group.offsets.is_empty()
+                    && group.generation == 0;
+                if unused {
+                    groups.remove(&group_id);
+                }
+                outcome
+            };
+            match outcome {
+                JoinOutcome::Now(result) => {
+                    self.dispatch(shard, &group_id, events);
+                    result
+                }
+                JoinOutcome::Wait(id) => {
+                    let (tx, rx) = runtime::oneshot();
+                    self.join_waiters
+                        .borrow_mut()
+                        .insert((group_id.clone(), id.clone()), tx);
+                    self.dispatch(shard, &group_id, events);
+                    rx.recv().await.unwrap_or_else(|| {
+                        JoinResult::error(ResponseError::RebalanceInProgress, &id)
+                    })
+                }
+            }
+        };
+        join_response(version, result)
+    }
+
+    async fn sync(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        request: SyncGroupRequest,
+    ) -> SyncGroupResponse {
+        let group_id = request.group_id.0.to_string();
+        let member_id = request.member_id.to_string();
+        let mut events = Vec::new();
+        let outcome = {
+            let mut groups = self.groups.borrow_mut();
+            match groups.get_mut(&group_id) {
+                None if group_id.is_empty() => {
+                    SyncOutcome::Now(SyncResult::error(ResponseError::InvalidGroupId))
+                }
+                None => SyncOutcome::Now(SyncResult::error(ResponseError::UnknownMemberId)),
+                Some(group) => group.sync(
+                    &member_id,
+                    opt(&request.group_instance_id).as_deref(),
+                    request.generation_id,
+                    opt(&request.protocol_type).as_deref(),
+                    opt(&request.protocol_name).as_deref(),
+                    request
+                        .assignments
+                        .iter()
+                        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                        .collect(),
+                    now_ms(),
+                    &mut events,
+                ),
+            }
+        };
+        let result = match outcome {
+            SyncOutcome::Now(result) => {
+                self.dispatch(shard, &group_id, events);
+                result
+            }
+            SyncOutcome::Wait => {
+                let (tx, rx) = runtime::oneshot();
+                self.sync_waiters
+                    .borrow_mut()
+                    .insert((group_id.clone(), member_id), tx);
+                self.dispatch(shard, &group_id, events);
+                rx.recv()
+                    .await
+                    .unwrap_or_else(|| SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+        };
+        let response = SyncGroupResponse::default()
+            .with_error_code(result.error)
+            .with_assignment(result.assignment);
+        if version >= 5 {
+            response
+                .with_protocol_type(result.protocol_type.map(|t| s(&t)))
+                .with_protocol_name(result.protocol_name.map(|n| s(&n)))
+        } else {
+            response
+        }
+    }
+
+    fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
+        let group_id = request.group_id.0.to_string();
+        let code = match self.groups.borrow_mut().get_mut(&group_id) {
+            None if group_id.is_empty() => ResponseError::InvalidGroupId.code(),
+            None => ResponseError::UnknownMemberId.code(),
+            Some(group) => group.heartbeat(
+                &request.member_id,
+                opt(&request.group_instance_id).as_deref(),
+                request.generation_id,
+                now_ms(),
+            ),
+        };
+        HeartbeatResponse::default().with_error_code(code)
+    }
+
+    fn leave(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        request: LeaveGroupRequest,
+    ) -> LeaveGroupResponse {
+        let group_id = request.group_id.0.to_string();
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            request
+                .members
+                .iter()
+                .map(|m| (m.member_id.to_string(), opt(&m.group_instance_id)))
+                .collect()
+        } else {
+            vec![(request.member_id.to_string(), None)]
+        };
+        let mut events = Vec::new();
+        let (top, codes): (i16, Vec<i16>) = {
+            let mut groups = self.groups.borrow_mut();
+            match groups.get_mut(&group_id) {
+                None if group_id.is_empty() => (ResponseError::InvalidGroupId.code(), Vec::new()),
+                None => (
+                    0,
+                    vec![ResponseError::UnknownMemberId.code(); leaving.len()],
+                ),
+                Some(g) if g.state == GroupState::Dead => {
+                    (ResponseError::CoordinatorNotAvailable.code(), Vec::new())
+                }
+                Some(g) => {
+                    let now = now_ms();
+                    let codes = leaving
+                        .iter()
+                        .map(|(id, instance)| {
+                            g.leave(id, instance.as_deref(), &self.limits, now, &mut events)
+                        })
+                        .collect();
+                    (0, codes)
+                }
+            }
+        };
+        self.dispatch(shard, &group_id, events);
+        if version < 3 {
+            let code = if top != 0 {
+                top
+            } else {
+                codes.first().copied().unwrap_or(0)
+            };
+            return LeaveGroupResponse::default().with_error_code(code);
+        }
+        if top != 0 {
+            return LeaveGroupResponse::default().with_error_code(top);
+        }
+        let members = leaving
+            .into_iter()
+            .zip(codes)
+            .map(|((id, instance), code)| {
+                MemberResponse::default()
+                    .with_member_id(s(&id))
+                    .with_group_instance_id(instance.map(|i| s(&i)))
+                    .with_error_code(code)
+            })
+            .collect();
+        LeaveGroupResponse::default().with_members(members)
+    }
+
+    /// Hands state-machine events to the requests waiting on them. Answers that follow a
+    /// metadata write wait until it is durable.
+    fn dispatch(&self, shard: &Rc<Shard>, group_id: &str, events: Vec<Event>) {
+        let mut durable: Option<LocalReceiver<i16>> = None;
+        let mut deferred = Vec::new();
+        let mut persisted = false;
+        for event in events {
+            match event {
+                Event::Persist if !persisted => {
+                    persisted = true;
+                    durable = self.persist_group(shard, group_id);
+                }
+                Event::Persist => {}
+                other if durable.is_some() => deferred.push(other),
+                other => self.complete(group_id, other),
+            }
+        }
+        if let Some(rx) = durable {
+            if deferred.is_empty() {
+                return;
+            }
+            let shard = shard.clone();
+            let group_id = group_id.to_string();
+            runtime::spawn_detached(async move {
+                if let Some(code) = rx.recv().await.filter(|&c| c != 0) {
+                    tracing::warn!(group = %group_id, "group metadata write failed: error {code}");
+                }
+                for event in deferred {
+                    shard.groups.complete(&group_id, event);
+                }
+            });
+        }
+    }
+
+    fn complete(&self, group_id: &str, event: Event) {
+        match event {
+            Event::Join(member, result) => {
+                let key = (group_id.to_string(), member);
+                if let Some(tx) = self.join_waiters.borrow_mut().remove(&key) {
+                    let _ = tx.try_send(result);
+                }
+            }
+            Event::Sync(member, result) => {
+                let key = (group_id.to_string(), member);
+                if let Some(tx) = self.sync_waiters.borrow_mut().remove(&key) {
+                    let _ = tx.try_send(result);
+                }
+            }
+            Event::Persist => {}
+        }
+    }
+
+    /// Appends the group's metadata record; the slot says when it is durable.
+    fn persist_group(&self, shard: &Rc<Shard>, group_id: &str) -> Option<LocalReceiver<i16>> {
+        let value = {
+            let groups = self.groups.borrow();
+            let g = groups.get(group_id)?;
+            GroupValue {
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                generation: g.generation,
+                protocol: g.protocol.clone(),
+                leader: g.leader.clone(),
+                state_timestamp_ms: g.state_since_ms,
+            }
+        };
+        let key = Key::Group {
+            group: group_id.to_string(),
+        };
+        match append(shard, group_id, &[(key, Some(Value::Group(value)))]) {
+            Ok((_, wait)) => wait,
+            Err(code) => {
+                tracing::warn!(
+                    group = group_id,
+                    "cannot write group metadata: error {code}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Every `GROUP_TICK_MS`: session expiry, rebalance timeouts, the initial delay.
+    pub async fn tick_loop(shard: Rc<Shard>) {
+        loop {
+            runtime::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
+            if shard.shutting_down.get() {
+                return;
+            }
+            let coordinator = &shard.groups;
+            let now = now_ms();
+            let mut fired = Vec::new();
+            for (id, group) in coordinator.groups.borrow_mut().iter_mut() {
+                if !group.has_timers() && group.state != GroupState::PreparingRebalance {
+                    continue;
+                }
+                let mut events = Vec::new();
+                group.tick(&coordinator.limits, now, &mut events);
+                if !events.is_empty() {
+                    fired.push((id.clone(), events));
+                }
+            }
+            for (id, events) in fired {
+                coordinator.dispatch(&shard, &id, events);
+            }
+        }
+    }
+
+    // ---- offsets ----------------------------------------------------------------------------
+
+    async fn offset_commit(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        let group_id = request.group_id.0.to_string();
+        let generation = request.generation_id_or_member_epoch;
+        let now = now_ms();
+        let group_error: Option<i16> = if group_id.is_empty() {
+            Some(ResponseError::InvalidGroupId.code())
+        } else {
+            let mut groups = self.groups.borrow_mut();
+            if !groups.contains_key(&group_id) && generation < 0 {
+                groups.insert(group_id.clone(), Group::new(&group_id, now));
+            }
+            match groups.get_mut(&group_id) {
+                None => Some(ResponseError::IllegalGeneration.code()),
+                Some(g) => g
+                    .validate_offset_commit(
+                        &request.member_id,
+                        opt(&request.group_instance_id).as_deref(),
+                        generation,
+                        now,
+                    )
+                    .err(),
+            }
+        };
+        // Per partition: an error, or the index of its record in the batch.
+        let mut codes: Vec<Vec<Result<usize, i16>>> = Vec::new();
+        let mut entries: Vec<(Key, Option<Value>)> = Vec::new();
+        for t in &request.topics {
+            let topic = t.name.0.to_string();
+            let partitions = shard.topics.borrow().get(&topic).map(|m| m.partitions);
+            let mut row = Vec::new();
+            for p in &t.partitions {
+                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+                let code = if let Some(code) = group_error {
+                    Err(code)
+                } else if !matches!(partitions, Some(n) if p.partition_index >= 0 && p.partition_index < n)
+                {
+                    Err(ResponseError::UnknownTopicOrPartition.code())
+                } else if metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > self.metadata_max_bytes)
+                {
+                    Err(ResponseError::OffsetMetadataTooLarge.code())
+                } else {
+                    entries.push((
+                        Key::Offset {
+                            group: group_id.clone(),
+                            topic: topic.clone(),
+                            partition: p.partition_index,
+                        },
+                        Some(Value::Offset(OffsetValue {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: metadata.unwrap_or_default(),
+                            commit_timestamp_ms: now,
+                        })),
+                    ));
+                    Ok(entries.len() - 1)
+                };
+                row.push(code);
+            }
+            codes.push(row);
+        }
+        let write_code = if entries.is_empty() {
+            0
+        } else {
+            self.write_and_apply(shard, &group_id, entries).await
+        };
+        let topics = request
+            .topics
+            .iter()
+            .zip(codes)
+            .map(|(t, row)| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .zip(row)
+                    .map(|(p, code)| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(match code {
+                                Ok(_) => write_code,
+                                Err(c) => c,
+                            })
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
+    /// Appends offset records (values or tombstones) of one group, waits until durable, then
+    /// applies them. Returns the error code for all of them.
+    async fn write_and_apply(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        entries: Vec<(Key, Option<Value>)>,
+    ) -> i16 {
+        let (base, wait) = match append(shard, group_id, &entries) {
+            Ok(appended) => appended,
+            Err(code) => return code,
+        };
+        if let Some(rx) = wait {
+            let code = rx
+                .recv()
+                .await
+                .unwrap_or(ResponseError::KafkaStorageError.code());
+            if code != 0 {
+                return code;
+            }
+        }
+        let mut groups = self.groups.borrow_mut();
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            let Key::Offset {
+                group,
+                topic,
+                partition,
+            } = key
+            else {
+                continue;
+            };
+            let Some(g) = groups.get_mut(&group) else {
+                continue;
+            };
+            let log_offset = base + i as i64;
+            let committed = value.and_then(|v| match v {
+                Value::Offset(v) => Some(committed(v, log_offset)),
+                Value::Group(_) => None,
+            });
+            g.apply_offset(&topic, partition, committed, log_offset);
+        }
+        0
+    }
+
+    fn offset_fetch(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> FetchedOffsets {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id);
+        let found = |topic: &str, partition: i32| -> FetchedOffset {
+            match group.and_then(|g| g.offsets.get(&(topic.to_string(), partition))) {
+                Some(c) => FetchedOffset {
+                    partition,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: Some(c.metadata.clone()),
+                    error_code: 0,
+                },
+                None => FetchedOffset {
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: Some(String::new()),
+                    error_code: 0,
+                },
+            }
+        };
+        let topics = match topics {
+            Some(list) => list
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let offsets = parts.iter().map(|&p| found(&topic, p)).collect();
+                    (topic, offsets)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
+                if let Some(g) = group {
+                    for (topic, partition) in g.offsets.keys() {
+                        by_topic
+                            .entry(topic.clone())
+                            .or_default()
+                            .push(found(topic, *partition));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        };
+        FetchedOffsets {
+            error_code: if group_id.is_empty() {
+                ResponseError::InvalidGroupId.code()
+            } else {
+                0
+            },
+            topics,
+        }
+    }
+
+    async fn offset_delete(
+        &self,
+        shard: &Rc<Shard>,
+        request: OffsetDeleteRequest,
+    ) -> OffsetDeleteResponse {
+        let group_id = request.group_id.0.to_string();
+        let top = |e: ResponseError| OffsetDeleteResponse::default().with_error_code(e.code());
+        let (subscribed, existing) = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups
+                .get(&group_id)
+                .filter(|g| g.state != GroupState::Dead)
+            else {
+                return top(ResponseError::GroupIdNotFound);
+            };
+            if g.state != GroupState::Empty && g.protocol_type.as_deref() != Some("consumer") {
+                return top(ResponseError::NonEmptyGroup);
+            }
+            let subscribed = if g.state == GroupState::Empty {
+                Vec::new()
+            } else {
+                g.subscribed_topics().unwrap_or_default()
+            };
+            let existing: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
+            (subscribed, existing)
+        };
+        let mut tombstones = Vec::new();
+        let mut rows = Vec::new();
+        for t in &request.topics {
+            let topic = t.name.0.to_string();
+            let is_subscribed = subscribed.contains(&topic);
+            let mut row = Vec::new();
+            for p in &t.partitions {
+                if is_subscribed {
+                    row.push(Some(ResponseError::GroupSubscribedToTopic.code()));
+                    continue;
+                }
+                if existing.contains(&(topic.clone(), p.partition_index)) {
+                    tombstones.push((
+                        Key::Offset {
+                            group: group_id.clone(),
+                            topic: topic.clone(),
+                            partition: p.partition_index,
+                        },
+                        None,
+                    ));
+                }
+                row.push(None);
+            }
+            rows.push(row);
+        }
+        let write_code = if tombstones.is_empty() {
+            0
+        } else {
+            self.write_and_apply(shard, &group_id, tombstones).await
+        };
+        let topics = request
+            .topics
+            .iter()
+            .zip(rows)
+            .map(|(t, row)| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .zip(row)
+                    .map(|(p, code)| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code.unwrap_or(write_code))
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetDeleteResponse::default().with_topics(topics)
+    }
+
+    // ---- ListGroups / DescribeGroups / DeleteGroups -----------------------------------------
+
+    fn list(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
+        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            return Vec::new();
+        }
+        let mut out: Vec<ListedGroup> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .filter(|g| {
+                states.is_empty() || states.iter().any(|s| *s == g.state.name().to_lowercase())
+            })
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(s(&g.id)))
+                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_group_state(s(g.state.name()))
+                    .with_group_type(s("classic"))
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+        out
+    }
+
+    fn describe(&self, group_id: &str) -> DescribedGroup {
+        let groups = self.groups.borrow();
+        let base = DescribedGroup::default().with_group_id(GroupId(s(group_id)));
+        if group_id.is_empty() {
+            return base.with_error_code(ResponseError::InvalidGroupId.code());
+        }
+        let Some(g) = groups.get(group_id) else {
+            return base.with_group_state(s("Dead"));
+        };
+        let stable = g.state == GroupState::Stable;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let members = g
+            .members
+            .iter()
+            .map(|m| {
+                let member = DescribedGroupMember::default()
+                    .with_member_id(s(&m.id))
+                    .with_group_instance_id(m.instance_id.as_deref().map(s))
+                    .with_client_id(s(&m.client_id))
+                    .with_client_host(s(&m.client_host));
+                if stable {
+                    let metadata = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    member
+                        .with_member_metadata(metadata)
+                        .with_member_assignment(m.assignment.clone())
+                } else {
+                    member
+                }
+            })
+            .collect();
+        base.with_group_state(s(g.state.name()))
+            .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
+            .with_protocol_data(s(if stable { &protocol } else { "" }))
+            .with_members(members)
+    }
+
+    async fn delete(&self, shard: &Rc<Shard>, group_id: &str) -> i16 {
+        let entries = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(g) = groups
+                .get_mut(group_id)
+                .filter(|g| g.state != GroupState::Dead)
+            else {
+                return if group_id.is_empty() {
+                    ResponseError::InvalidGroupId.code()
+                } else {
+                    ResponseError::GroupIdNotFound.code()
+                };
+            };
+            if g.state != GroupState::Empty || !g.pending.is_empty() {
+                return ResponseError::NonEmptyGroup.code();
+            }
+            g.state = GroupState::Dead;
+            tombstones_for(g, g.offsets.keys().cloned().collect(), true)
+        };
+        let code = write_tombstones(shard, group_id, &entries).await;
+        self.groups.borrow_mut().remove(group_id);
+        code
+    }
+
+    // ---- start-up and expiry ----------------------------------------------------------------
+
+    /// Creates `__consumer_offsets` (shard 0) or waits for it, then loads this shard's offsets
+    /// partitions. Group requests are answered only afterwards.
+    pub async fn load(shard: Rc<Shard>) {
+        if shard.id == 0 && shard.topics.borrow().get(OFFSETS_TOPIC).is_none() {
+            let meta = TopicMeta {
+                name: OFFSETS_TOPIC.to_string(),
+                id: uuid::Uuid::new_v4(),
+                partitions: shard.config.offsets_topic_num_partitions,
+                replication_factor: 1,
+                configs: [
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("retention.ms".to_string(), "-1".to_string()),
+                    ("segment.bytes".to_string(), "104857600".to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            let (code, message, _) = shard
+                .admin_call(AdminRequest::CreateTopic {
+                    meta,
+                    validate_only: false,
+                })
+                .await;
+            if code != 0 && code != ResponseError::TopicAlreadyExists.code() {
+                crate::fatal::fatal(format!(
+                    "cannot create {OFFSETS_TOPIC}: error {code} {message:?}"
+                ));
+            }
+        }
+        while shard.topics.borrow().get(OFFSETS_TOPIC).is_none() {
+            if shard.shutting_down.get() {
+                return;
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+        let partitions = super::offsets_partitions(&shard);
+        let started = std::time::Instant::now();
+        let mut records = 0usize;
+        for index in 0..partitions {
+            if shard.owner(OFFSETS_TOPIC, index) != shard.id {
+                continue;
+            }
+            let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            let end = p.high_watermark();
+            let mut offset = p.log.log_start_offset();
+            while offset < end {
+                let read = match p.log.read(offset, LOAD_READ_BYTES, end).await {
+                    Ok(read) => read,
+                    Err(e) => crate::fatal::fatal(format!(
+                        "cannot load {OFFSETS_TOPIC}-{index} at {offset}: {e}"
+                    )),
+                };
+                if read.batches.is_empty() {
+                    break;
+                }
+                for batch in &read.batches {
+                    match records::decode_batch(batch) {
+                        Ok(entries) => {
+                            records += entries.len();
+                            let mut groups = shard.groups.groups.borrow_mut();
+                            for (log_offset, key, value) in entries {
+                                apply_loaded(&mut groups, log_offset, key, value);
+                            }
+                        }
+                        Err(e) => tracing::warn!(partition = index, offset, "{e}"),
+                    }
+                    offset = records::next_offset(batch).unwrap_or(end).max(offset + 1);
+                }
+            }
+        }
+        shard.groups.loaded.set(true);
+        let groups = shard.groups.groups.borrow().len();
+        tracing::info!(
+            shard = shard.id,
+            groups,
+            records,
+            "loaded {OFFSETS_TOPIC} in {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Every `offsets.retention.check.interval.ms`: offsets of groups Empty for longer than
+    /// `offsets.retention.minutes` (for groups without a generation: each offset older than
+    /// that) are tombstoned; a group left with nothing is deleted.
+    pub async fn expire_loop(shard: Rc<Shard>) {
+        loop {
+            runtime::sleep(Duration::from_millis(
+                shard.config.offsets_retention_check_interval_ms.max(100),
+            ))
+            .await;
+            if shard.shutting_down.get() {
+                return;
+            }
+            if !shard.groups.loaded.get() {
+                continue;
+            }
+            let work = shard.groups.expired(now_ms());
+            for (group_id, entries, drop_group) in work {
+                let code = write_tombstones(&shard, &group_id, &entries).await;
+                if code != 0 {
+                    continue;
+                }
+                let mut groups = shard.groups.groups.borrow_mut();
+                if let Some(g) = groups.get_mut(&group_id) {
+                    for (key, _) in &entries {
+                        if let Key::Offset {
+                            topic, partition, ..
+                        } = key
+                        {
+                            g.offsets.remove(&(topic.clone(), *partition));
+                        }
+                    }
+                    if drop_group && g.state == GroupState::Empty && g.offsets.is_empty() {
+                        groups.remove(&group_id);
+                    }
+                }
+                tracing::info!(group = %group_id, records = entries.len(), "expired offsets");
+            }
+        }
+    }
+
+    /// (group, tombstones, whether the group goes too) for every group with expired offsets.
+    fn expired(&self, now: i64) -> Vec<(String, Entries, bool)> {
+        let groups = self.groups.borrow();
+        let mut out = Vec::new();
+        for g in groups.values() {
+            if g.state != GroupState::Empty || !g.pending.is_empty() {
+                continue;
+            }
+            let has_generation = g.generation > 0 || g.protocol_type.is_some();
+            let expired: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, c)| {
+                    let base = if has_generation {
+                        g.state_since_ms
+                    } else {
+                        c.commit_timestamp_ms
+                    };
+                    base.saturating_add(self.retention_ms) <= now
+                })
+                .map(|(k, _)| k.clone())
+                .take(EXPIRE_BATCH_RECORDS_MAX)
+                .collect();
+            let drop_group = expired.len() == g.offsets.len()
+                && g.state_since_ms.saturating_add(self.retention_ms) <= now;
+            if expired.is_empty() && !drop_group {
+                continue;
+            }
+            out.push((
+                g.id.clone(),
+                tombstones_for(g, expired, drop_group),
+                drop_group,
+            ));
+        }
+        out
+    }
+}
+
+fn committed(v: OffsetValue, log_offset: i64) -> Committed {
+    Committed {
+        offset: v.offset,
+        leader_epoch: v.leader_epoch,
+        metadata: v.metadata,
+        commit_timestamp_ms: v.commit_timestamp_ms,
+        log_offset,
+    }
+}
+
+/// Applies one record read at start-up.
+fn apply_loaded(
+    groups: &mut AHashMap<String, Group>,
+    log_offset: i64,
+    key: Key,
+    value: Option<Value>,
+) {
+    match (key, value) {
+        (
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            },
+            value,
+        ) => {
+            let offset = match value {
+                Some(Value::Offset(v)) => Some(committed(v, log_offset)),
+                Some(Value::Group(_)) => return,
+                None => None,
+            };
+            if offset.is_none() && !groups.contains_key(&group) {
+                return;
+            }
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms()));
+            g.apply_offset(&topic, partition, offset, log_offset);
+        }
+        (Key::Group { group }, Some(Value::Group(v))) => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms()));
+            g.generation = v.generation;
+            g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+            g.protocol = None;
+            g.leader = None;
+            if v.state_timestamp_ms >= 0 {
+                g.state_since_ms = v.state_timestamp_ms;
+            }
+        }
+        (Key::Group { group }, None) => {
+            groups.remove(&group);
+        }
+        (Key::Group { .. }, Some(Value::Offset(_))) => {}
+    }
+}
+
+fn tombstones_for(
+    g: &Group,
+    offsets: Vec<(String, i32)>,
+    with_group: bool,
+) -> Vec<(Key, Option<Value>)> {
+    let mut entries: Vec<(Key, Option<Value>)> = offsets
+        .into_iter()
+        .map(|(topic, partition)| {
+            (
+                Key::Offset {
+                    group: g.id.clone(),
+                    topic,
+                    partition,
+                },
+                None,
+            )
+        })
+        .collect();
+    if with_group {
+        entries.push((
+            Key::Group {
+                group: g.id.clone(),
+            },
+            None,
+        ));
+    }
+    entries
+}
+
+async fn write_tombstones(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    entries: &[(Key, Option<Value>)],
+) -> i16 {
+    if entries.is_empty() {
+        return 0;
+    }
+    match append(shard, group_id, entries) {
+        Ok((_, Some(rx))) => rx
+            .recv()
+            .await
+            .unwrap_or(ResponseError::KafkaStorageError.code()),
+        Ok((_, None)) => 0,
+        Err(code) => code,
+    }
+}
+
+/// Appends records to the group's offsets partition and queues it for the shard's group commit.
+/// Returns the first record's offset and, in fsync-before-ack mode, the durability slot.
+fn append(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    entries: &[(Key, Option<Value>)],
+) -> Result<(i64, Option<LocalReceiver<i16>>), i16> {
+    let index = crate::shard::routing::group_partition(group_id, super::offsets_partitions(shard));
+    let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
+        return Err(ResponseError::NotCoordinator.code());
+    };
+    let now = now_ms();
+    let batch = records::encode_batch(entries, now);
+    match p.log.append(batch, 0, now) {
+        Ok(info) => {
+            let wait = (shard.config.flush_mode == FlushMode::Sync)
+                .then(|| p.wait_durable(info.last_offset));
+            shard.mark_dirty(&p);
+            Ok((info.base_offset, wait))
+        }
+        Err(e) => Err(storage_error_code(&e)),
+    }
+}
+
+fn join_response(version: i16, r: JoinResult) -> JoinGroupResponse {
+    let members = r
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(s(&id))
+                .with_group_instance_id(if version >= 5 {
+                    instance.map(|i| s(&i))
+                } else {
+                    None
+                })
+                .with_metadata(metadata)
+        })
+        .collect();
+    let protocol_name = match r.protocol_name {
+        Some(n) => Some(s(&n)),
+        None if version < 7 => Some(s("")),
+        None => None,
+    };
+    JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation)
+        .with_protocol_type(if version >= 7 {
+            r.protocol_type.map(|t| s(&t))
+        } else {
+            None
+        })
+        .with_protocol_name(protocol_name)
+        .with_leader(s(&r.leader))
+        .with_skip_assignment(version >= 9 && r.skip_assignment)
+        .with_member_id(s(&r.member_id))
+        .with_members(members)
+}
+
+/// The answer to `call` when the coordinator cannot serve it (loading, shutting down).
+pub fn error_reply(call: GroupCall, code: i16) -> GroupReply {
+    match call {
+        GroupCall::Join {
+            version, request, ..
+        } => GroupReply::Join(join_response(
+            version,
+            JoinResult {
+                error: code,
+                generation: -1,
+                member_id: request.member_id.to_string(),
+                ..JoinResult::default()
+            },
+        )),
+        GroupCall::Sync { .. } => {
+            GroupReply::Sync(SyncGroupResponse::default().with_error_code(code))
+        }
+        GroupCall::Heartbeat { .. } => {
+            GroupReply::Heartbeat(HeartbeatResponse::default().with_error_code(code))
+        }
+        GroupCall::Leave { .. } => {
+            GroupReply::Leave(LeaveGroupResponse::default().with_error_code(code))
+        }
+        GroupCall::OffsetCommit { request, .. } => {
+            let topics = request
+                .topics
+                .iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            GroupReply::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+        }
+        GroupCall::OffsetFetch { .. } => GroupReply::OffsetFetch(FetchedOffsets {
+            error_code: code,
+            topics: Vec::new(),
+        }),
+        GroupCall::OffsetDelete { .. } => {
+            GroupReply::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
+        }
+        GroupCall::List { .. } => GroupReply::List(Vec::new()),
+        GroupCall::Describe { group } => GroupReply::Describe(
+            DescribedGroup::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_error_code(code),
+        ),
+        GroupCall::Delete { .. } => GroupReply::Delete(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(group: &str, topic: &str, partition: i32) -> Key {
+        Key::Offset {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    fn value(offset: i64) -> Option<Value> {
+        Some(Value::Offset(OffsetValue {
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        }))
+    }
+
+    /// What a restart sees: the stored batches, replayed in log order.
+    fn replay(batches: &[Vec<(Key, Option<Value>)>]) -> AHashMap<String, Group> {
+        let mut groups = AHashMap::new();
+        let mut base = 0i64;
+        for entries in batches {
+            let mut batch = records::encode_batch(entries, 1).to_vec();
+            batch[0..8].copy_from_slice(&base.to_be_bytes());
+            let batch = bytes::Bytes::from(batch);
+            for (log_offset, key, value) in records::decode_batch(&batch).expect("decodes") {
+                apply_loaded(&mut groups, log_offset, key, value);
+            }
+            base = records::next_offset(&batch).expect("header");
+        }
+        groups
+    }
+
+    #[test]
+    fn load_keeps_the_latest_record_per_key() {
+        let group_meta = Some(Value::Group(GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            state_timestamp_ms: 5,
+        }));
+        let groups = replay(&[
+            vec![
+                (offset("g", "t", 0), value(1)),
+                (offset("g", "t", 1), value(2)),
+            ],
+            vec![(Key::Group { group: "g".into() }, group_meta)],
+            vec![(offset("g", "t", 0), value(10))],
+            vec![(offset("g", "t", 1), None)],
+            vec![(offset("h", "t", 0), value(3))],
+            vec![
+                (offset("h", "t", 0), None),
+                (Key::Group { group: "h".into() }, None),
+            ],
+            vec![(offset("gone", "t", 0), None)],
+        ]);
+        assert_eq!(
+            groups.len(),
+            1,
+            "h deleted, tombstone-only groups not created"
+        );
+        let g = &groups["g"];
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(g.members.is_empty());
+        assert_eq!(g.generation, 7);
+        assert_eq!(g.protocol_type.as_deref(), Some("consumer"));
+        assert_eq!(g.state_since_ms, 5);
+        assert_eq!(g.offsets.len(), 1);
+        let c = &g.offsets[&("t".to_string(), 0)];
+        assert_eq!((c.offset, c.log_offset), (10, 3));
+    }
+}

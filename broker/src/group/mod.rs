@@ -1,0 +1,144 @@
+//! Consumer groups (the classic protocol) and committed offsets.
+//!
+//! Architecture invariant (placement): a group lives on exactly one shard, the owner of its
+//! `__consumer_offsets` partition, `routing::group_shard`. Handlers on the connection's shard
+//! send the decoded request there as a [`GroupCall`] and return the [`GroupReply`]. The owner's
+//! [`GroupCoordinator`] keeps the group state (`classic.rs`, a pure state machine) and writes
+//! commits and group metadata to the group's offsets partition as Kafka record batches
+//! (`records.rs`), acknowledging a commit only once it is durable (the shard's group-commit
+//! flusher, as Produce).
+//!
+//! Start-up: shard 0 creates `__consumer_offsets` if missing; every shard then reads its offsets
+//! partitions to the end (latest record per key wins) and answers COORDINATOR_LOAD_IN_PROGRESS
+//! until it has. Members are not persisted: after a restart a group keeps its generation,
+//! protocol type and offsets, and is Empty until its members rejoin.
+//!
+//! Memory: one entry per live group and committed partition; offsets of groups Empty for longer
+//! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
+//! The internal log itself is not compacted yet (its retention is infinite): follow-up.
+
+pub mod classic;
+pub mod coordinator;
+pub mod records;
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+pub use coordinator::GroupCoordinator;
+
+use crate::shard::mesh::{Reply, Request};
+use crate::shard::{routing, Shard};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A group request, sent to the group's shard. Kafka request structs are `Send`.
+pub enum GroupCall {
+    Join {
+        version: i16,
+        client_id: String,
+        client_host: String,
+        request: JoinGroupRequest,
+    },
+    Sync {
+        version: i16,
+        request: SyncGroupRequest,
+    },
+    Heartbeat {
+        request: HeartbeatRequest,
+    },
+    Leave {
+        version: i16,
+        request: LeaveGroupRequest,
+    },
+    OffsetCommit {
+        version: i16,
+        request: OffsetCommitRequest,
+    },
+    /// `topics`: None = every committed partition of the group.
+    OffsetFetch {
+        group: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    OffsetDelete {
+        request: OffsetDeleteRequest,
+    },
+    /// ListGroups filters (lower-cased; empty = all).
+    List {
+        states: Vec<String>,
+        types: Vec<String>,
+    },
+    Describe {
+        group: String,
+    },
+    Delete {
+        group: String,
+    },
+}
+
+/// One partition's committed offset as OffsetFetch reports it.
+#[derive(Debug, Clone)]
+pub struct FetchedOffset {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub error_code: i16,
+}
+
+/// A group's OffsetFetch answer: group error and offsets by topic.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedOffsets {
+    pub error_code: i16,
+    pub topics: Vec<(String, Vec<FetchedOffset>)>,
+}
+
+pub enum GroupReply {
+    Join(JoinGroupResponse),
+    Sync(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    Leave(LeaveGroupResponse),
+    OffsetCommit(OffsetCommitResponse),
+    OffsetFetch(FetchedOffsets),
+    OffsetDelete(OffsetDeleteResponse),
+    List(Vec<ListedGroup>),
+    Describe(DescribedGroup),
+    /// DeleteGroups: the group's error code.
+    Delete(i16),
+}
+
+/// Partitions of `__consumer_offsets`: the topic's, once it exists; the setting before.
+pub fn offsets_partitions(shard: &Shard) -> i32 {
+    shard
+        .topics
+        .borrow()
+        .get(OFFSETS_TOPIC)
+        .map(|m| m.partitions)
+        .unwrap_or(shard.config.offsets_topic_num_partitions)
+}
+
+/// The shard owning `group`.
+pub fn owner(shard: &Shard, group: &str) -> usize {
+    routing::group_shard(group, offsets_partitions(shard), shard.count)
+}
+
+/// Serves `call` on the group's shard; `None` when that shard is gone (shutdown).
+pub async fn call(shard: &Rc<Shard>, group: &str, call: GroupCall) -> Option<GroupReply> {
+    let to = owner(shard, group);
+    call_shard(shard, to, call).await
+}
+
+/// Serves `call` on shard `to` (ListGroups asks every shard).
+pub async fn call_shard(shard: &Rc<Shard>, to: usize, call: GroupCall) -> Option<GroupReply> {
+    match shard.call(to, Request::Group(call)).await {
+        Some(Reply::Group(reply)) => Some(reply),
+        _ => None,
+    }
+}

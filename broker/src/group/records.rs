@@ -1,0 +1,368 @@
+//! The records of `__consumer_offsets`, in Kafka's own key and value layouts so Kafka's tools can
+//! read them:
+//!
+//! ```text
+//! offset commit key   i16 version=1, string group, string topic, i32 partition
+//! group metadata key  i16 version=2, string group
+//! offset value        i16 version=3, i64 offset, i32 leader epoch, string metadata, i64 commit ms
+//! group value         i16 version=3, string protocol type, i32 generation, nullable string
+//!                     protocol, nullable string leader, i64 state timestamp, members (always 0)
+//! ```
+//!
+//! A null value is a tombstone (offset deleted or expired, group deleted). Members are not
+//! persisted: after a restart a group has its generation and protocol and no members (they
+//! rejoin), which Kafka's clients handle like a coordinator failover.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// A decoded key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group {
+        group: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupValue {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub state_timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Offset(OffsetValue),
+    Group(GroupValue),
+}
+
+/// A record that does not parse as any of the layouts above.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable __consumer_offsets record: {reason}")]
+pub struct RecordError {
+    pub reason: &'static str,
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    let len = i16::try_from(s.len()).expect("strings are checked to fit an i16 length");
+    buf.put_i16(len);
+    buf.put_slice(s.as_bytes());
+}
+
+fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn get_opt_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
+    if buf.remaining() < 2 {
+        return Err(RecordError {
+            reason: "short string length",
+        });
+    }
+    let len = buf.get_i16();
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if buf.remaining() < len {
+        return Err(RecordError {
+            reason: "short string",
+        });
+    }
+    let s = buf.split_to(len);
+    String::from_utf8(s.to_vec())
+        .map(Some)
+        .map_err(|_| RecordError {
+            reason: "string is not UTF-8",
+        })
+}
+
+fn get_str(buf: &mut Bytes) -> Result<String, RecordError> {
+    get_opt_str(buf)?.ok_or(RecordError {
+        reason: "null string",
+    })
+}
+
+fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
+    if buf.remaining() < n {
+        Err(RecordError {
+            reason: "short record",
+        })
+    } else {
+        Ok(())
+    }
+}
+
+pub fn encode_key(key: &Key) -> Bytes {
+    let mut buf = BytesMut::new();
+    match key {
+        Key::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            buf.put_i16(1);
+            put_str(&mut buf, group);
+            put_str(&mut buf, topic);
+            buf.put_i32(*partition);
+        }
+        Key::Group { group } => {
+            buf.put_i16(2);
+            put_str(&mut buf, group);
+        }
+    }
+    buf.freeze()
+}
+
+pub fn encode_value(value: &Value) -> Bytes {
+    let mut buf = BytesMut::new();
+    match value {
+        Value::Offset(v) => {
+            buf.put_i16(3);
+            buf.put_i64(v.offset);
+            buf.put_i32(v.leader_epoch);
+            put_str(&mut buf, &v.metadata);
+            buf.put_i64(v.commit_timestamp_ms);
+        }
+        Value::Group(v) => {
+            buf.put_i16(3);
+            put_str(&mut buf, &v.protocol_type);
+            buf.put_i32(v.generation);
+            put_opt_str(&mut buf, v.protocol.as_deref());
+            put_opt_str(&mut buf, v.leader.as_deref());
+            buf.put_i64(v.state_timestamp_ms);
+            buf.put_i32(0);
+        }
+    }
+    buf.freeze()
+}
+
+pub fn decode_key(mut buf: Bytes) -> Result<Key, RecordError> {
+    need(&buf, 2)?;
+    match buf.get_i16() {
+        0 | 1 => {
+            let group = get_str(&mut buf)?;
+            let topic = get_str(&mut buf)?;
+            need(&buf, 4)?;
+            Ok(Key::Offset {
+                group,
+                topic,
+                partition: buf.get_i32(),
+            })
+        }
+        2 => Ok(Key::Group {
+            group: get_str(&mut buf)?,
+        }),
+        _ => Err(RecordError {
+            reason: "unknown key version",
+        }),
+    }
+}
+
+/// Decodes a value for `key`; Kafka's offset value versions 0–3 and group value versions 0–3
+/// (members are skipped).
+pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
+    need(&buf, 2)?;
+    let version = buf.get_i16();
+    match key {
+        Key::Offset { .. } => {
+            need(&buf, 8)?;
+            let offset = buf.get_i64();
+            let leader_epoch = if version >= 3 {
+                need(&buf, 4)?;
+                buf.get_i32()
+            } else {
+                -1
+            };
+            let metadata = get_str(&mut buf)?;
+            need(&buf, 8)?;
+            Ok(Value::Offset(OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp_ms: buf.get_i64(),
+            }))
+        }
+        Key::Group { .. } => {
+            let protocol_type = get_str(&mut buf)?;
+            need(&buf, 4)?;
+            let generation = buf.get_i32();
+            let protocol = get_opt_str(&mut buf)?;
+            let leader = get_opt_str(&mut buf)?;
+            let state_timestamp_ms = if version >= 2 {
+                need(&buf, 8)?;
+                buf.get_i64()
+            } else {
+                -1
+            };
+            Ok(Value::Group(GroupValue {
+                protocol_type,
+                generation,
+                protocol,
+                leader,
+                state_timestamp_ms,
+            }))
+        }
+    }
+}
+
+/// One magic-2 record batch holding `entries` (key, value or tombstone), ready for
+/// `PartitionLog::append` (which assigns the offsets).
+pub fn encode_batch(entries: &[(Key, Option<Value>)], now_ms: i64) -> Bytes {
+    assert!(!entries.is_empty());
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch while offset - sequence is constant; the
+            // batch's base sequence is then -1 (no idempotent producer), as Kafka writes.
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(encode_key(key)),
+            value: value.as_ref().map(encode_value),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("uncompressed batches always encode");
+    buf.freeze()
+}
+
+/// The (log offset, key, value-or-tombstone) entries of one stored batch. Records that do not
+/// decode are skipped with a warning (a future format must not stop the load).
+pub fn decode_batch(batch: &Bytes) -> Result<Vec<(i64, Key, Option<Value>)>, RecordError> {
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|_| RecordError {
+        reason: "undecodable batch",
+    })?;
+    let mut out = Vec::with_capacity(set.records.len());
+    for record in set.records {
+        if record.control {
+            continue;
+        }
+        let Some(key) = record.key else { continue };
+        let key = match decode_key(key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(offset = record.offset, "skipping record: {e}");
+                continue;
+            }
+        };
+        let value = match record.value {
+            None => None,
+            Some(v) => match decode_value(&key, v) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(offset = record.offset, "skipping record: {e}");
+                    continue;
+                }
+            },
+        };
+        out.push((record.offset, key, value));
+    }
+    Ok(out)
+}
+
+/// The offset after the last record of a stored magic-2 batch (base offset + last offset delta
+/// + 1), read from the header.
+pub fn next_offset(batch: &[u8]) -> Option<i64> {
+    if batch.len() < 27 {
+        return None;
+    }
+    let base = i64::from_be_bytes(batch[0..8].try_into().ok()?);
+    let delta = i32::from_be_bytes(batch[23..27].try_into().ok()?);
+    Some(base + i64::from(delta) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let cases = vec![
+            (
+                Key::Offset {
+                    group: "g".into(),
+                    topic: "t".into(),
+                    partition: 7,
+                },
+                Some(Value::Offset(OffsetValue {
+                    offset: 42,
+                    leader_epoch: 3,
+                    metadata: "meta".into(),
+                    commit_timestamp_ms: 1_700_000_000_000,
+                })),
+            ),
+            (
+                Key::Group { group: "g".into() },
+                Some(Value::Group(GroupValue {
+                    protocol_type: "consumer".into(),
+                    generation: 5,
+                    protocol: Some("range".into()),
+                    leader: None,
+                    state_timestamp_ms: 9,
+                })),
+            ),
+            (Key::Group { group: "h".into() }, None),
+        ];
+        let batch = encode_batch(&cases, 1234);
+        let decoded = decode_batch(&batch).expect("decodes");
+        assert_eq!(decoded.len(), 3);
+        for ((offset, key, value), (k, v)) in decoded.into_iter().zip(cases) {
+            assert!(offset >= 0);
+            assert_eq!(key, k);
+            assert_eq!(value, v);
+        }
+        assert_eq!(next_offset(&batch), Some(3));
+    }
+
+    #[test]
+    fn offset_key_matches_kafka_layout() {
+        let key = encode_key(&Key::Offset {
+            group: "ab".into(),
+            topic: "t".into(),
+            partition: 1,
+        });
+        assert_eq!(&key[..], &[0, 1, 0, 2, b'a', b'b', 0, 1, b't', 0, 0, 0, 1]);
+        assert!(decode_key(Bytes::from_static(&[0, 9])).is_err());
+        assert!(decode_key(Bytes::from_static(&[0, 1, 0, 5, b'a'])).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! FindCoordinator, versions 0–6: this broker coordinates every consumer group (the group's state
+//! lives on one of its shards, `routing::group_shard`; handlers forward to it). Transactions do not
+//! exist yet, so transaction coordinators are COORDINATOR_NOT_AVAILABLE. Batched keys from v4.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::kafka::Ctx;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+pub async fn handle(ctx: &Ctx, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let version = ctx.version();
+    let keys = if version >= 4 {
+        request.coordinator_keys
+    } else {
+        vec![request.key]
+    };
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| coordinator(ctx, key, request.key_type))
+        .collect();
+    if version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = coordinators.into_iter().next().expect("one key before v4");
+    let response = FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port);
+    if version >= 1 {
+        response.with_error_message(c.error_message)
+    } else {
+        response
+    }
+}
+
+fn coordinator(ctx: &Ctx, key: StrBytes, key_type: i8) -> Coordinator {
+    let fail = |e: ResponseError, key: StrBytes| {
+        Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(-1))
+            .with_host(StrBytes::from_static_str(""))
+            .with_port(-1)
+            .with_error_code(e.code())
+            .with_error_message(Some(StrBytes::from_string(e.to_string())))
+    };
+    match key_type {
+        KEY_TYPE_GROUP if key.is_empty() => fail(ResponseError::InvalidRequest, key),
+        KEY_TYPE_GROUP => {
+            let config = &ctx.shard.config;
+            Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(StrBytes::from_string(config.advertised_host.clone()))
+                .with_port(i32::from(config.advertised_port))
+        }
+        KEY_TYPE_TRANSACTION => fail(ResponseError::CoordinatorNotAvailable, key),
+        _ => fail(ResponseError::InvalidRequest, key),
+    }
+}
