@@ -76,7 +76,7 @@ EOF
         local cluster_id
         cluster_id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
         java "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-            -t "$cluster_id" -c "$dir/server.properties" --ignore-formatted >"$dir/format.out" 2>&1 ||
+            --cluster-id="$cluster_id" -c "$dir/server.properties" --ignore-formatted >"$dir/format.out" 2>&1 ||
             { cat "$dir/format.out" >&2; exit 1; }
     fi
     nohup java "${java_opts[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
