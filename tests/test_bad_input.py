@@ -502,3 +502,103 @@ def test_create_topics_invalid_name(broker, survivor, name):
     assert len(res) == 1 and res[0][0] == name, res
     assert res[0][1] == INVALID_TOPIC_EXCEPTION, res
     assert_healthy(broker, survivor)
+
+
+# ---------------------------------------------------------------------------
+# Found in review: each of these once crashed, lost data or spun the broker.
+# ---------------------------------------------------------------------------
+INVALID_RECORD = 87
+
+
+def with_producer(batch, producer_id, epoch, base_sequence):
+    """`batch` with producer id, epoch and base sequence set and its CRC recomputed."""
+    b = bytearray(batch)
+    b[43:51] = i64(producer_id)
+    b[51:53] = i16(epoch)
+    b[53:57] = i32(base_sequence)
+    b[17:21] = struct.pack(">I", crc32c(bytes(b[21:])))
+    return bytes(b)
+
+
+def fetch_v4(sock, topic, partition, offset, partition_max_bytes, max_wait_ms, min_bytes=1,
+             max_bytes=50 << 20):
+    """One partition. Returns (error_code, high_watermark, records bytes length)."""
+    body = (i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(0)
+            + array([string(topic) + array([i32(partition) + i64(offset) + i32(partition_max_bytes)])]))
+    r = call(sock, FETCH, 4, body)
+    r.i32()  # throttle
+    def aborted(r):  # nullable array: -1 means none
+        n = r.i32()
+        return [(r.i64(), r.i64()) for _ in range(max(n, 0))]
+
+    topics = r.array(lambda r: (r.string(), r.array(lambda r: (
+        r.i32(), r.i16(), r.i64(), r.i64(), aborted(r), r.bytes_()))))
+    (_, parts), = topics
+    (_, err, hw, _lso, _aborted, records), = parts
+    return err, hw, len(records or b"")
+
+
+def test_produce_negative_sequence_with_producer_id(broker, survivor, topic):
+    """A producer id with sequence -1 is INVALID_RECORD (Kafka's LogValidator), not a crash."""
+    batch = with_producer(record_batch([b"x"]), producer_id=8, epoch=0, base_sequence=-1)
+    with connect(broker.bootstrap) as s:
+        err, _, _, msg = produce_v8(s, topic, 0, batch)
+        assert err == INVALID_RECORD, (err, msg)
+    assert_healthy(broker, survivor)
+
+
+def test_produce_two_batches_for_one_partition(broker, survivor, topic):
+    """Produce v3+ must carry exactly one batch per partition; Kafka answers INVALID_RECORD.
+    Accepting two let an idempotent duplicate swallow the other batch while acknowledging it."""
+    two = record_batch([b"first"]) + record_batch([b"second"])
+    with connect(broker.bootstrap) as s:
+        err, _, _, msg = produce_v8(s, topic, 0, two)
+        assert err == INVALID_RECORD, (err, msg)
+    assert_healthy(broker, survivor)
+
+
+def test_produce_to_internal_topic_is_refused(broker, survivor):
+    from conftest import TARGET
+    if TARGET != "spool":
+        pytest.skip("Kafka creates __consumer_offsets only when a group first needs it")
+    with connect(broker.bootstrap) as s:
+        err, _, _, msg = produce_v8(s, "__consumer_offsets", 0, record_batch([b"forged"]))
+        assert err == INVALID_TOPIC_EXCEPTION, (err, msg)
+    assert_healthy(broker, survivor)
+
+
+def test_fetch_with_zero_partition_max_bytes_returns_a_batch(broker, survivor, topic):
+    """partition_max_bytes=0 still returns the first batch (Kafka's minOneMessage); it once
+    returned nothing and spun on the long poll until max_wait_ms."""
+    with connect(broker.bootstrap) as s:
+        err, base, _, msg = produce_v8(s, topic, 0, record_batch([b"for-zero-fetch"]))
+        assert err == NONE, (err, msg)
+        start = time.monotonic()
+        err, hw, size = fetch_v4(s, topic, 0, base, partition_max_bytes=0, max_wait_ms=5000)
+        elapsed = time.monotonic() - start
+    assert err == NONE and hw > base and size > 0, (err, hw, size)
+    assert elapsed < 2.5, f"fetch took {elapsed:.1f}s"
+    assert_healthy(broker, survivor)
+
+
+def test_fetch_min_bytes_unreachable_waits_quietly(broker, survivor, topic):
+    """min_bytes above what exists: the broker waits max_wait_ms, then answers with what it has,
+    without burning a core meanwhile."""
+    with connect(broker.bootstrap) as s:
+        err, base, _, msg = produce_v8(s, topic, 0, record_batch([b"small"]))
+        assert err == NONE, (err, msg)
+        cpu_before = broker_cpu_seconds(broker.pid)
+        start = time.monotonic()
+        err, _, size = fetch_v4(s, topic, 0, base, partition_max_bytes=1 << 20, max_wait_ms=1500,
+                                min_bytes=10 << 20)
+        elapsed = time.monotonic() - start
+        cpu = broker_cpu_seconds(broker.pid) - cpu_before
+    assert err == NONE and size > 0, (err, size)
+    assert 1.2 < elapsed < 5, elapsed
+    assert cpu < 0.5, f"broker used {cpu:.2f}s of CPU during a {elapsed:.1f}s long poll"
+
+
+def broker_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -57,6 +57,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest session timeout a member may ask for." },
     SettingSpec { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest session timeout a member may ask for." },
     SettingSpec { name: "group.max.size", default: "2147483647", doc: "Most members of one consumer group." },
+    SettingSpec { name: "group.consumer.session.timeout.ms", default: "45000", doc: "KIP-848 consumer groups: a member that does not heartbeat for this long is removed." },
+    SettingSpec { name: "group.consumer.heartbeat.interval.ms", default: "5000", doc: "KIP-848 consumer groups: the heartbeat interval given to members." },
+    SettingSpec { name: "group.consumer.assignors", default: "uniform,range", doc: "KIP-848 consumer groups: the server-side assignors (uniform, range); the first is the default." },
+    SettingSpec { name: "group.consumer.max.size", default: "2147483647", doc: "KIP-848 consumer groups: most members of one group." },
 ];
 
 /// The broker's resolved configuration.
@@ -93,6 +97,10 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub group_consumer_assignors: Vec<String>,
+    pub group_consumer_max_size: usize,
     /// Every setting's value as text, with where it came from (for DescribeConfigs).
     pub values: BTreeMap<&'static str, (String, ConfigSource)>,
 }
@@ -225,6 +233,23 @@ impl BrokerConfig {
                 get("group.max.session.timeout.ms"),
             )?,
             group_max_size: parse("group.max.size", get("group.max.size"))?,
+            group_consumer_session_timeout_ms: parse(
+                "group.consumer.session.timeout.ms",
+                get("group.consumer.session.timeout.ms"),
+            )?,
+            group_consumer_heartbeat_interval_ms: parse(
+                "group.consumer.heartbeat.interval.ms",
+                get("group.consumer.heartbeat.interval.ms"),
+            )?,
+            group_consumer_assignors: get("group.consumer.assignors")
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            group_consumer_max_size: parse(
+                "group.consumer.max.size",
+                get("group.consumer.max.size"),
+            )?,
             values,
         };
         config.validate()?;
@@ -248,10 +273,30 @@ impl BrokerConfig {
         if self.group_max_size == 0 {
             return Err(invalid("group.max.size", "0".into()));
         }
+        let assignors = &self.group_consumer_assignors;
+        if assignors.is_empty()
+            || assignors
+                .iter()
+                .any(|a| !crate::group::assignor::ASSIGNORS.contains(&a.as_str()))
+        {
+            return Err(invalid("group.consumer.assignors", assignors.join(",")));
+        }
+        if self.group_consumer_session_timeout_ms <= 0
+            || self.group_consumer_heartbeat_interval_ms <= 0
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return Err(invalid(
+                "group.consumer.heartbeat.interval.ms",
+                self.group_consumer_heartbeat_interval_ms.to_string(),
+            ));
+        }
+        if self.group_consumer_max_size == 0 {
+            return Err(invalid("group.consumer.max.size", "0".into()));
+        }
         if self.inflight_requests_max == 0 {
             return Err(invalid("queued.max.requests", "0".into()));
         }
-        if self.log_segment_bytes < 14 {
+        if self.log_segment_bytes < crate::topic_config::SEGMENT_BYTES_MIN as u64 {
             return Err(invalid(
                 "log.segment.bytes",
                 self.log_segment_bytes.to_string(),

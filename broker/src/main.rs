@@ -133,6 +133,12 @@ fn run_broker(args: BrokerArgs) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = resolve_config(&args);
+    // Every partition keeps its segment files open; take the hard limit, as Kafka's packaging
+    // asks operators to.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!("open file limit {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     let meta = MetaStore::open(&config.log_dirs).unwrap_or_else(|e| fatal(e));
     let topics = meta.state.topics.clone();
     let cluster_id = meta.state.cluster_id.clone();

@@ -30,6 +30,12 @@ pub fn topic_name_valid(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// Topics the broker writes itself (`__consumer_offsets`): clients may read and describe them but
+/// not produce to, delete or grow them, as in Kafka.
+pub fn topic_is_internal(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
@@ -121,8 +127,13 @@ impl MetaStore {
     /// A producer id never handed out before, even across restarts.
     pub fn allocate_producer_id(&mut self) -> Result<i64, MetadataError> {
         if self.next_producer_id >= self.state.producer_id_reserved {
+            let before = self.state.producer_id_reserved;
             self.state.producer_id_reserved = self.next_producer_id + PRODUCER_ID_BLOCK;
-            self.persist()?;
+            if let Err(e) = self.persist() {
+                // Never hand out an id whose reservation is not on disk.
+                self.state.producer_id_reserved = before;
+                return Err(e);
+            }
         }
         let id = self.next_producer_id;
         self.next_producer_id += 1;

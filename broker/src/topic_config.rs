@@ -19,6 +19,9 @@ pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
+/// Smallest `segment.bytes` / `log.segment.bytes`, as Kafka 4.
+pub const SEGMENT_BYTES_MIN: i64 = 1024 * 1024;
+
 pub struct TopicConfigSpec {
     pub name: &'static str,
     /// The broker setting it defaults to, when Spool has one.
@@ -169,7 +172,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
     let range_ok = match name {
         "message.timestamp.type" => value == "CreateTime" || value == "LogAppendTime",
-        "segment.bytes" => value.parse::<i64>().map(|v| v >= 14).unwrap_or(false),
+        // Kafka 4 (KIP-1030) allows no segment under 1 MiB.
+        "segment.bytes" => value
+            .parse::<i64>()
+            .map(|v| v >= SEGMENT_BYTES_MIN)
+            .unwrap_or(false),
         "max.message.bytes" | "index.interval.bytes" => {
             value.parse::<i64>().map(|v| v >= 0).unwrap_or(false)
         }
@@ -219,7 +226,8 @@ mod tests {
             ("retention.ms", "-1", true),
             ("retention.ms", "-2", false),
             ("retention.ms", "soon", false),
-            ("segment.bytes", "13", false),
+            ("segment.bytes", "1048575", false),
+            ("segment.bytes", "1048576", true),
             ("message.timestamp.type", "LogAppendTime", true),
             ("message.timestamp.type", "Now", false),
             ("cleanup.policy", "compact,delete", true),

@@ -152,12 +152,13 @@ impl BatchHeader {
     }
 }
 
-/// `seq + increment` with Kafka's wrap-around: after i32::MAX comes 0.
+/// `seq + increment` with Kafka's wrap-around: after i32::MAX comes 0. A negative sequence
+/// (Kafka's NO_SEQUENCE, -1) has no successor and stays as it is: batches come from clients and
+/// disks, so this must be total rather than assert.
 pub fn sequence_add(seq: i32, increment: i32) -> i32 {
-    assert!(
-        seq >= 0 && increment >= 0,
-        "sequence arithmetic on negative values"
-    );
+    if seq < 0 || increment < 0 {
+        return seq;
+    }
     if seq > i32::MAX - increment {
         increment - (i32::MAX - seq) - 1
     } else {

@@ -36,16 +36,28 @@ impl EpochCache {
         true
     }
 
-    /// `(largest epoch <= requested, end offset of that epoch)`, or (-1, -1).
+    /// OffsetForLeaderEpoch, exactly as Kafka's `LeaderEpochFileCache.endOffsetFor`: the latest
+    /// epoch ends at the log end; an older one at the start of the next higher epoch, reported
+    /// as the largest known epoch <= requested (or the requested epoch itself when it is below
+    /// every known one); an epoch above every known one, or -1, is (-1, -1).
     pub(crate) fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i32, i64) {
-        let after = self.entries.partition_point(|&(e, _)| e <= epoch);
-        if after == 0 {
+        if epoch < 0 {
             return (-1, -1);
         }
-        let found = self.entries[after - 1].0;
-        match self.entries.get(after) {
-            Some(&(_, next_start)) => (found, next_start),
-            None => (found, log_end_offset),
+        if self
+            .entries
+            .last()
+            .is_some_and(|&(latest, _)| latest == epoch)
+        {
+            return (epoch, log_end_offset);
+        }
+        let after = self.entries.partition_point(|&(e, _)| e <= epoch);
+        let Some(&(_, higher_start)) = self.entries.get(after) else {
+            return (-1, -1);
+        };
+        match after.checked_sub(1) {
+            Some(floor) => (self.entries[floor].0, higher_start),
+            None => (epoch, higher_start),
         }
     }
 
@@ -133,7 +145,8 @@ mod tests {
         assert!(cache.assign(3, 10));
         assert!(cache.assign(4, 20));
         let cases = [
-            (0, (-1, -1)),
+            (-1, (-1, -1)),
+            (0, (0, 0)),
             (1, (1, 10)),
             (2, (1, 10)),
             (3, (3, 20)),
@@ -142,13 +155,13 @@ mod tests {
         for (epoch, expected) in cases {
             assert_eq!(cache.end_offset_for(epoch, 30), expected, "epoch {epoch}");
         }
-        assert_eq!(cache.end_offset_for(9, 30), (4, 30));
+        assert_eq!(cache.end_offset_for(9, 30), (-1, -1));
         assert_eq!(cache.epoch_for_offset(15), 3);
         assert_eq!(EpochCache::decode(&cache.encode()), Some(cache.clone()));
         assert!(cache.truncate_from_end(20));
-        assert_eq!(cache.end_offset_for(4, 20), (3, 20));
+        assert_eq!(cache.end_offset_for(4, 20), (-1, -1));
         assert!(cache.truncate_from_start(12));
-        assert_eq!(cache.end_offset_for(1, 20), (-1, -1));
+        assert_eq!(cache.end_offset_for(1, 20), (1, 12));
         assert_eq!(cache.end_offset_for(3, 20), (3, 20));
         assert_eq!(cache.epoch_for_offset(12), 3);
     }

@@ -68,6 +68,8 @@ pub enum StorageError {
         position: usize,
         reason: &'static str,
     },
+    #[error("invalid record batch: {reason}")]
+    InvalidRecord { reason: &'static str },
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: u32 },
     #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]

@@ -792,6 +792,11 @@ impl LogState {
                     reason: "empty batch",
                 });
             }
+            if header.has_producer_id() && (header.base_sequence < 0 || header.producer_epoch < 0) {
+                return Err(StorageError::InvalidRecord {
+                    reason: "a batch with a producer id needs a sequence and an epoch",
+                });
+            }
             frames.push((position, header));
         }
         if frames.is_empty() {

@@ -534,7 +534,8 @@ fn truncate_suffix_across_segments() {
         assert_eq!(log.log_end_offset(), 30);
         assert!(segment_files(&fs, "log").len() < segments);
         assert_eq!(read_all(&log).len(), 10);
-        assert_eq!(log.end_offset_for_epoch(2), (1, 30));
+        // Epoch 2 was truncated away: above every known epoch now.
+        assert_eq!(log.end_offset_for_epoch(2), (-1, -1));
         assert_eq!(log.max_timestamp().map(|t| t.1), Some(92));
         log.append(plain(1, 1), 3, 1).unwrap();
         block_on(log.flush()).unwrap();
@@ -613,11 +614,13 @@ fn end_offset_for_epoch_survives_restart() {
         block_on(log.flush()).unwrap();
     }
     let check = |log: &PartitionLog| {
-        assert_eq!(log.end_offset_for_epoch(1), (-1, -1));
+        // Below every known epoch: the requested epoch, ending where the first one starts.
+        assert_eq!(log.end_offset_for_epoch(1), (1, 0));
         assert_eq!(log.end_offset_for_epoch(2), (2, 10));
         assert_eq!(log.end_offset_for_epoch(4), (3, 30));
         assert_eq!(log.end_offset_for_epoch(5), (5, 38));
-        assert_eq!(log.end_offset_for_epoch(9), (5, 38));
+        // Above every known epoch: unknown, as Kafka answers.
+        assert_eq!(log.end_offset_for_epoch(9), (-1, -1));
     };
     check(&log);
     drop(log);
@@ -969,7 +972,9 @@ fn failed_flush_drops_appends_made_while_it_ran() {
     assert!(block_on(&mut flush).is_err());
     fs.set_enospc(false);
     assert_eq!((log.log_end_offset(), log.durable_end_offset()), (6, 6));
-    assert_eq!(log.end_offset_for_epoch(7), (1, 6));
+    // Epoch 7 went with the failed flush: it is unknown again.
+    assert_eq!(log.end_offset_for_epoch(7), (-1, -1));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 6));
     assert_eq!(read_all(&log).len(), 2);
     log.append(plain(3, 400), 1, 400).unwrap();
     block_on(log.flush()).unwrap();

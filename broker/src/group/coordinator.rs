@@ -10,6 +10,13 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as CgAssignment, DescribedGroup as CgDescribedGroup, Member as CgMember,
+    TopicPartitions as CgTopicPartitions,
+};
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment as HeartbeatAssignment, TopicPartitions as HeartbeatTopicPartitions,
+};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -21,17 +28,22 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, TopicName,
+};
+use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::assignor::Assignment;
 use super::classic::{
     Committed, Event, Group, GroupState, JoinOutcome, JoinRequest, JoinResult, Limits, SyncOutcome,
     SyncResult,
 };
-use super::records::{self, GroupValue, Key, OffsetValue, Value};
+use super::consumer::{self, ConsumerGroup, HeartbeatIn};
+use super::records::{self, ConsumerGroupValue, GroupValue, Key, OffsetValue, Value};
 use super::{FetchedOffset, FetchedOffsets, GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::metadata::TopicMeta;
@@ -53,6 +65,9 @@ type Entries = Vec<(Key, Option<Value>)>;
 pub struct GroupCoordinator {
     loaded: Cell<bool>,
     groups: RefCell<AHashMap<String, Group>>,
+    /// KIP-848 groups; each also has a `groups` entry (Empty, no members) holding its offsets.
+    consumer: RefCell<AHashMap<String, ConsumerGroup>>,
+    consumer_settings: consumer::Settings,
     join_waiters: RefCell<AHashMap<WaitKey, LocalSender<JoinResult>>>,
     sync_waiters: RefCell<AHashMap<WaitKey, LocalSender<SyncResult>>>,
     limits: Limits,
@@ -73,6 +88,13 @@ impl GroupCoordinator {
         GroupCoordinator {
             loaded: Cell::new(false),
             groups: RefCell::new(AHashMap::new()),
+            consumer: RefCell::new(AHashMap::new()),
+            consumer_settings: consumer::Settings {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                assignors: config.group_consumer_assignors.clone(),
+                max_size: config.group_consumer_max_size,
+            },
             join_waiters: RefCell::new(AHashMap::new()),
             sync_waiters: RefCell::new(AHashMap::new()),
             limits: Limits {
@@ -111,15 +133,29 @@ impl GroupCoordinator {
             GroupCall::OffsetCommit { version, request } => {
                 GroupReply::OffsetCommit(self.offset_commit(shard, version, request).await)
             }
-            GroupCall::OffsetFetch { group, topics } => {
-                GroupReply::OffsetFetch(self.offset_fetch(&group, topics))
-            }
+            GroupCall::OffsetFetch {
+                group,
+                topics,
+                member,
+            } => GroupReply::OffsetFetch(self.offset_fetch(&group, topics, member)),
             GroupCall::OffsetDelete { request } => {
                 GroupReply::OffsetDelete(self.offset_delete(shard, request).await)
             }
             GroupCall::List { states, types } => GroupReply::List(self.list(&states, &types)),
             GroupCall::Describe { group } => GroupReply::Describe(self.describe(&group)),
             GroupCall::Delete { group } => GroupReply::Delete(self.delete(shard, &group).await),
+            GroupCall::ConsumerHeartbeat {
+                version,
+                client_id,
+                client_host,
+                request,
+            } => GroupReply::ConsumerHeartbeat(
+                self.consumer_heartbeat(shard, version, client_id, client_host, request)
+                    .await,
+            ),
+            GroupCall::ConsumerDescribe { group } => {
+                GroupReply::ConsumerDescribe(self.consumer_describe(shard, &group))
+            }
         }
     }
 
@@ -138,6 +174,8 @@ impl GroupCoordinator {
         let instance_id = opt(&request.group_instance_id);
         let result = if group_id.is_empty() {
             JoinResult::error(ResponseError::InvalidGroupId, &member_id)
+        } else if !self.classic_join_allowed(&group_id) {
+            JoinResult::error(ResponseError::InconsistentGroupProtocol, &member_id)
         } else if !self.groups.borrow().contains_key(&group_id) && !member_id.is_empty() {
             JoinResult::error(ResponseError::UnknownMemberId, &member_id)
         } else {
@@ -443,6 +481,281 @@ impl GroupCoordinator {
             for (id, events) in fired {
                 coordinator.dispatch(&shard, &id, events);
             }
+            if coordinator.loaded.get() {
+                coordinator.consumer_tick(&shard, now);
+            }
+        }
+    }
+
+    // ---- ConsumerGroupHeartbeat / ConsumerGroupDescribe (KIP-848) ----------------------------
+
+    /// Whether a classic JoinGroup may use `group_id`: not while it is a consumer group with
+    /// members; an empty consumer group becomes classic (its offsets stay).
+    fn classic_join_allowed(&self, group_id: &str) -> bool {
+        let mut consumer = self.consumer.borrow_mut();
+        match consumer.get(group_id) {
+            Some(cg) if !cg.members.is_empty() => false,
+            Some(_) => {
+                consumer.remove(group_id);
+                true
+            }
+            None => true,
+        }
+    }
+
+    async fn consumer_heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        client_id: String,
+        client_host: String,
+        request: ConsumerGroupHeartbeatRequest,
+    ) -> ConsumerGroupHeartbeatResponse {
+        let group_id = request.group_id.0.to_string();
+        let topics = topic_partitions(shard);
+        let owned = request.topic_partitions.map(|tps| {
+            let table = shard.topics.borrow();
+            let mut owned = Assignment::new();
+            for tp in tps {
+                if let Some(meta) = table.get_by_id(&tp.topic_id) {
+                    owned
+                        .entry(meta.name.clone())
+                        .or_default()
+                        .extend(tp.partitions.iter().copied());
+                }
+            }
+            owned
+        });
+        let r = HeartbeatIn {
+            version,
+            member_id: request.member_id.to_string(),
+            member_epoch: request.member_epoch,
+            instance_id: opt(&request.instance_id),
+            rack_id: opt(&request.rack_id),
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            subscribed_topic_names: request
+                .subscribed_topic_names
+                .map(|names| names.iter().map(|n| n.0.to_string()).collect()),
+            subscribed_topic_regex: if version >= 1 {
+                opt(&request.subscribed_topic_regex)
+            } else {
+                None
+            },
+            server_assignor: opt(&request.server_assignor),
+            owned,
+            client_id,
+            client_host,
+        };
+        let out = match consumer::validate(&group_id, &r, &self.consumer_settings) {
+            Err(out) => out,
+            Ok(()) => match self.consumer_heartbeat_apply(&group_id, r, &topics) {
+                Err(out) => out,
+                Ok((out, persist)) => {
+                    if let Some(epoch) = persist {
+                        if let Some(rx) = self.persist_consumer(shard, &group_id, epoch) {
+                            if let Some(code) = rx.recv().await.filter(|&c| c != 0) {
+                                tracing::warn!(group = %group_id, "group epoch write failed: error {code}");
+                            }
+                        }
+                    }
+                    out
+                }
+            },
+        };
+        let table = shard.topics.borrow();
+        let assignment = out.assignment.as_ref().map(|a| {
+            HeartbeatAssignment::default().with_topic_partitions(
+                a.iter()
+                    .filter_map(|(topic, parts)| {
+                        table.get(topic).map(|meta| {
+                            HeartbeatTopicPartitions::default()
+                                .with_topic_id(meta.id)
+                                .with_partitions(parts.iter().copied().collect())
+                        })
+                    })
+                    .collect(),
+            )
+        });
+        let response = ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(out.error)
+            .with_error_message(out.message.as_deref().map(s));
+        if out.error != 0 {
+            return response;
+        }
+        response
+            .with_member_id(Some(s(&out.member_id)))
+            .with_member_epoch(out.member_epoch)
+            .with_heartbeat_interval_ms(self.consumer_settings.heartbeat_interval_ms)
+            .with_assignment(assignment)
+    }
+
+    /// The state change of one heartbeat; `Some(epoch)` when the group epoch must be persisted.
+    fn consumer_heartbeat_apply(
+        &self,
+        group_id: &str,
+        r: HeartbeatIn,
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<(consumer::HeartbeatOut, Option<i32>), consumer::HeartbeatOut> {
+        let now = now_ms();
+        let mut groups = self.groups.borrow_mut();
+        let mut consumers = self.consumer.borrow_mut();
+        let mut created = false;
+        if !consumers.contains_key(group_id) {
+            if let Some(g) = groups.get(group_id) {
+                if !g.members.is_empty() || !g.pending.is_empty() || g.state != GroupState::Empty {
+                    return Err(consumer::HeartbeatOut::error(
+                        ResponseError::GroupIdNotFound,
+                        format!("Group {group_id} is not a consumer group."),
+                        &r.member_id,
+                    ));
+                }
+            }
+            if r.member_epoch != 0 {
+                // Kafka says GROUP_ID_NOT_FOUND; UNKNOWN_MEMBER_ID makes every client rejoin.
+                return Err(consumer::HeartbeatOut::error(
+                    ResponseError::UnknownMemberId,
+                    format!("Consumer group {group_id} not found."),
+                    &r.member_id,
+                ));
+            }
+            consumers.insert(group_id.to_string(), ConsumerGroup::new(group_id));
+            let holder = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now));
+            holder.generation = 0;
+            holder.protocol_type = None;
+            holder.protocol = None;
+            holder.leader = None;
+            created = true;
+        }
+        let cg = consumers.get_mut(group_id).expect("present");
+        let new_member_id = if r.member_id.is_empty() {
+            new_member_id()
+        } else {
+            String::new()
+        };
+        let (out, bumped) = cg.heartbeat(r, &self.consumer_settings, topics, &new_member_id, now);
+        if bumped && cg.members.is_empty() {
+            if let Some(holder) = groups.get_mut(group_id) {
+                holder.state_since_ms = now;
+            }
+        }
+        let persist = (bumped || created).then_some(cg.group_epoch);
+        Ok((out, persist))
+    }
+
+    /// Appends the consumer group's epoch record; the slot says when it is durable.
+    fn persist_consumer(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        epoch: i32,
+    ) -> Option<LocalReceiver<i16>> {
+        let key = Key::ConsumerGroup {
+            group: group_id.to_string(),
+        };
+        let value = Value::ConsumerGroup(ConsumerGroupValue { epoch });
+        match append(shard, group_id, &[(key, Some(value))]) {
+            Ok((_, wait)) => wait,
+            Err(code) => {
+                tracing::warn!(group = group_id, "cannot write group epoch: error {code}");
+                None
+            }
+        }
+    }
+
+    fn consumer_describe(&self, shard: &Rc<Shard>, group_id: &str) -> CgDescribedGroup {
+        let base = CgDescribedGroup::default().with_group_id(GroupId(s(group_id)));
+        let not_found = |message: String| {
+            base.clone()
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(s(&message)))
+        };
+        if group_id.is_empty() {
+            return base.with_error_code(ResponseError::InvalidGroupId.code());
+        }
+        let consumers = self.consumer.borrow();
+        let Some(cg) = consumers.get(group_id) else {
+            return if self.groups.borrow().contains_key(group_id) {
+                not_found(format!("Group {group_id} is not a consumer group."))
+            } else {
+                not_found(format!("Group {group_id} not found."))
+            };
+        };
+        let table = shard.topics.borrow();
+        let to_wire = |a: &Assignment| {
+            CgAssignment::default().with_topic_partitions(
+                a.iter()
+                    .filter_map(|(topic, parts)| {
+                        table.get(topic).map(|meta| {
+                            CgTopicPartitions::default()
+                                .with_topic_id(meta.id)
+                                .with_topic_name(TopicName(s(topic)))
+                                .with_partitions(parts.iter().copied().collect())
+                        })
+                    })
+                    .collect(),
+            )
+        };
+        let empty = Assignment::new();
+        let members = cg
+            .members
+            .values()
+            .map(|m| {
+                CgMember::default()
+                    .with_member_id(s(&m.id))
+                    .with_instance_id(m.instance_id.as_deref().map(s))
+                    .with_rack_id(m.rack_id.as_deref().map(s))
+                    .with_member_epoch(m.member_epoch)
+                    .with_client_id(s(&m.client_id))
+                    .with_client_host(s(&m.client_host))
+                    .with_subscribed_topic_names(
+                        m.subscribed_topic_names
+                            .iter()
+                            .map(|t| TopicName(s(t)))
+                            .collect(),
+                    )
+                    .with_subscribed_topic_regex(m.subscribed_topic_regex.as_deref().map(s))
+                    .with_assignment(to_wire(&m.assigned))
+                    .with_target_assignment(to_wire(cg.target.get(&m.id).unwrap_or(&empty)))
+                    .with_member_type(1)
+            })
+            .collect();
+        let assignor = if cg.assignor.is_empty() {
+            self.consumer_settings
+                .assignors
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            cg.assignor.clone()
+        };
+        base.with_group_state(s(cg.state()))
+            .with_group_epoch(cg.group_epoch)
+            .with_assignment_epoch(cg.assignment_epoch)
+            .with_assignor_name(s(&assignor))
+            .with_members(members)
+    }
+
+    /// Session and revocation expiry of consumer-group members (from `tick_loop`).
+    fn consumer_tick(&self, shard: &Rc<Shard>, now: i64) {
+        let mut expired = Vec::new();
+        for (id, cg) in self.consumer.borrow_mut().iter_mut() {
+            let removed = cg.tick(now);
+            if removed.is_empty() {
+                continue;
+            }
+            tracing::info!(group = %id, members = ?removed, "consumer group members expired");
+            expired.push((id.clone(), cg.group_epoch, cg.members.is_empty()));
+        }
+        for (id, epoch, now_empty) in expired {
+            if now_empty {
+                if let Some(holder) = self.groups.borrow_mut().get_mut(&id) {
+                    holder.state_since_ms = now;
+                }
+            }
+            // Not awaited: the epoch record only has to reach the log before later ones.
+            let _ = self.persist_consumer(shard, &id, epoch);
         }
     }
 
@@ -464,9 +777,13 @@ impl GroupCoordinator {
             if !groups.contains_key(&group_id) && generation < 0 {
                 groups.insert(group_id.clone(), Group::new(&group_id, now));
             }
-            match groups.get_mut(&group_id) {
-                None => Some(ResponseError::IllegalGeneration.code()),
-                Some(g) => g
+            let consumer_group = self.consumer.borrow();
+            match (groups.get_mut(&group_id), consumer_group.get(&group_id)) {
+                (_, Some(cg)) => cg
+                    .validate_offset_commit(&request.member_id, generation, version)
+                    .err(),
+                (None, None) => Some(ResponseError::IllegalGeneration.code()),
+                (Some(g), None) => g
                     .validate_offset_commit(
                         &request.member_id,
                         opt(&request.group_instance_id).as_deref(),
@@ -587,7 +904,7 @@ impl GroupCoordinator {
             let log_offset = base + i as i64;
             let committed = value.and_then(|v| match v {
                 Value::Offset(v) => Some(committed(v, log_offset)),
-                Value::Group(_) => None,
+                Value::Group(_) | Value::ConsumerGroup(_) => None,
             });
             g.apply_offset(&topic, partition, committed, log_offset);
         }
@@ -598,7 +915,18 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(Option<String>, i32)>,
     ) -> FetchedOffsets {
+        if let Some((member_id, epoch)) = member {
+            if let Some(cg) = self.consumer.borrow().get(group_id) {
+                if let Err(code) = cg.validate_offset_fetch(member_id.as_deref(), epoch) {
+                    return FetchedOffsets {
+                        error_code: code,
+                        topics: Vec::new(),
+                    };
+                }
+            }
+        }
         let groups = self.groups.borrow();
         let group = groups.get(group_id);
         let found = |topic: &str, partition: i32| -> FetchedOffset {
@@ -673,6 +1001,13 @@ impl GroupCoordinator {
             } else {
                 g.subscribed_topics().unwrap_or_default()
             };
+            let subscribed = match self.consumer.borrow().get(&group_id) {
+                Some(cg) => cg
+                    .subscribed_topics(&topic_partitions(shard))
+                    .into_iter()
+                    .collect(),
+                None => subscribed,
+            };
             let existing: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
             (subscribed, existing)
         };
@@ -732,23 +1067,31 @@ impl GroupCoordinator {
     // ---- ListGroups / DescribeGroups / DeleteGroups -----------------------------------------
 
     fn list(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
-        if !types.is_empty() && !types.iter().any(|t| t == "classic") {
-            return Vec::new();
-        }
+        let consumer = self.consumer.borrow();
         let mut out: Vec<ListedGroup> = self
             .groups
             .borrow()
             .values()
             .filter(|g| g.state != GroupState::Dead)
-            .filter(|g| {
-                states.is_empty() || states.iter().any(|s| *s == g.state.name().to_lowercase())
+            .map(|g| match consumer.get(&g.id) {
+                Some(cg) => (&g.id, "consumer", "consumer", cg.state()),
+                None => (
+                    &g.id,
+                    g.protocol_type.as_deref().unwrap_or(""),
+                    "classic",
+                    g.state.name(),
+                ),
             })
-            .map(|g| {
+            .filter(|(_, _, kind, _)| types.is_empty() || types.iter().any(|t| t == kind))
+            .filter(|(_, _, _, state)| {
+                states.is_empty() || states.iter().any(|s| *s == state.to_lowercase())
+            })
+            .map(|(id, protocol_type, kind, state)| {
                 ListedGroup::default()
-                    .with_group_id(GroupId(s(&g.id)))
-                    .with_protocol_type(s(g.protocol_type.as_deref().unwrap_or("")))
-                    .with_group_state(s(g.state.name()))
-                    .with_group_type(s("classic"))
+                    .with_group_id(GroupId(s(id)))
+                    .with_protocol_type(s(protocol_type))
+                    .with_group_state(s(state))
+                    .with_group_type(s(kind))
             })
             .collect();
         out.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
@@ -761,7 +1104,12 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return base.with_error_code(ResponseError::InvalidGroupId.code());
         }
-        let Some(g) = groups.get(group_id) else {
+        // Kafka answers DescribeGroups v0–5 for a consumer (KIP-848) group as for an unknown one
+        // (v6 would say GROUP_ID_NOT_FOUND, "not a classic group").
+        let Some(g) = groups
+            .get(group_id)
+            .filter(|_| !self.consumer.borrow().contains_key(group_id))
+        else {
             return base.with_group_state(s("Dead"));
         };
         let stable = g.state == GroupState::Stable;
@@ -812,11 +1160,26 @@ impl GroupCoordinator {
             if g.state != GroupState::Empty || !g.pending.is_empty() {
                 return ResponseError::NonEmptyGroup.code();
             }
+            let is_consumer = match self.consumer.borrow().get(group_id) {
+                Some(cg) if !cg.members.is_empty() => return ResponseError::NonEmptyGroup.code(),
+                Some(_) => true,
+                None => false,
+            };
             g.state = GroupState::Dead;
-            tombstones_for(g, g.offsets.keys().cloned().collect(), true)
+            let mut entries = tombstones_for(g, g.offsets.keys().cloned().collect(), true);
+            if is_consumer {
+                entries.push((
+                    Key::ConsumerGroup {
+                        group: group_id.to_string(),
+                    },
+                    None,
+                ));
+            }
+            entries
         };
         let code = write_tombstones(shard, group_id, &entries).await;
         self.groups.borrow_mut().remove(group_id);
+        self.consumer.borrow_mut().remove(group_id);
         code
     }
 
@@ -884,8 +1247,9 @@ impl GroupCoordinator {
                         Ok(entries) => {
                             records += entries.len();
                             let mut groups = shard.groups.groups.borrow_mut();
+                            let mut consumer = shard.groups.consumer.borrow_mut();
                             for (log_offset, key, value) in entries {
-                                apply_loaded(&mut groups, log_offset, key, value);
+                                apply_loaded(&mut groups, &mut consumer, log_offset, key, value);
                             }
                         }
                         Err(e) => tracing::warn!(partition = index, offset, "{e}"),
@@ -938,6 +1302,7 @@ impl GroupCoordinator {
                     }
                     if drop_group && g.state == GroupState::Empty && g.offsets.is_empty() {
                         groups.remove(&group_id);
+                        shard.groups.consumer.borrow_mut().remove(&group_id);
                     }
                 }
                 tracing::info!(group = %group_id, records = entries.len(), "expired offsets");
@@ -949,8 +1314,12 @@ impl GroupCoordinator {
     fn expired(&self, now: i64) -> Vec<(String, Entries, bool)> {
         let groups = self.groups.borrow();
         let mut out = Vec::new();
+        let consumer = self.consumer.borrow();
         for g in groups.values() {
             if g.state != GroupState::Empty || !g.pending.is_empty() {
+                continue;
+            }
+            if consumer.get(&g.id).is_some_and(|cg| !cg.members.is_empty()) {
                 continue;
             }
             let has_generation = g.generation > 0 || g.protocol_type.is_some();
@@ -973,14 +1342,44 @@ impl GroupCoordinator {
             if expired.is_empty() && !drop_group {
                 continue;
             }
-            out.push((
-                g.id.clone(),
-                tombstones_for(g, expired, drop_group),
-                drop_group,
-            ));
+            let mut entries = tombstones_for(g, expired, drop_group);
+            if drop_group && consumer.contains_key(&g.id) {
+                entries.push((
+                    Key::ConsumerGroup {
+                        group: g.id.clone(),
+                    },
+                    None,
+                ));
+            }
+            out.push((g.id.clone(), entries, drop_group));
         }
         out
     }
+}
+
+/// Partition count of every topic in the shard's topic table.
+fn topic_partitions(shard: &Shard) -> BTreeMap<String, i32> {
+    shard
+        .topics
+        .borrow()
+        .all()
+        .iter()
+        .map(|m| (m.name.clone(), m.partitions))
+        .collect()
+}
+
+/// A server-generated member id (ConsumerGroupHeartbeat v0), as Kafka's `Uuid.toString()`:
+/// 22 characters of URL-safe base64.
+fn new_member_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits = u128::from_be_bytes(bytes);
+    let mut out = String::with_capacity(22);
+    for _ in 0..22 {
+        out.push(ALPHABET[(bits >> 122) as usize & 63] as char);
+        bits <<= 6;
+    }
+    out
 }
 
 fn committed(v: OffsetValue, log_offset: i64) -> Committed {
@@ -996,6 +1395,7 @@ fn committed(v: OffsetValue, log_offset: i64) -> Committed {
 /// Applies one record read at start-up.
 fn apply_loaded(
     groups: &mut AHashMap<String, Group>,
+    consumer: &mut AHashMap<String, ConsumerGroup>,
     log_offset: i64,
     key: Key,
     value: Option<Value>,
@@ -1011,7 +1411,7 @@ fn apply_loaded(
         ) => {
             let offset = match value {
                 Some(Value::Offset(v)) => Some(committed(v, log_offset)),
-                Some(Value::Group(_)) => return,
+                Some(Value::Group(_) | Value::ConsumerGroup(_)) => return,
                 None => None,
             };
             if offset.is_none() && !groups.contains_key(&group) {
@@ -1033,11 +1433,29 @@ fn apply_loaded(
             if v.state_timestamp_ms >= 0 {
                 g.state_since_ms = v.state_timestamp_ms;
             }
+            // The later record's type wins: the group became classic.
+            consumer.remove(&group);
         }
         (Key::Group { group }, None) => {
             groups.remove(&group);
+            consumer.remove(&group);
         }
-        (Key::Group { .. }, Some(Value::Offset(_))) => {}
+        (Key::ConsumerGroup { group }, Some(Value::ConsumerGroup(v))) => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms()));
+            g.generation = 0;
+            g.protocol_type = None;
+            let cg = consumer
+                .entry(group.clone())
+                .or_insert_with(|| ConsumerGroup::new(&group));
+            cg.group_epoch = v.epoch;
+            cg.assignment_epoch = v.epoch;
+        }
+        (Key::ConsumerGroup { group }, None) => {
+            consumer.remove(&group);
+        }
+        (Key::Group { .. } | Key::ConsumerGroup { .. }, Some(_)) => {}
     }
 }
 
@@ -1205,6 +1623,16 @@ pub fn error_reply(call: GroupCall, code: i16) -> GroupReply {
                 .with_error_code(code),
         ),
         GroupCall::Delete { .. } => GroupReply::Delete(code),
+        GroupCall::ConsumerHeartbeat { .. } => GroupReply::ConsumerHeartbeat(
+            kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code)
+                .with_member_epoch(-1),
+        ),
+        GroupCall::ConsumerDescribe { group } => GroupReply::ConsumerDescribe(
+            kafka_protocol::messages::consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_error_code(code),
+        ),
     }
 }
 
@@ -1231,18 +1659,42 @@ mod tests {
 
     /// What a restart sees: the stored batches, replayed in log order.
     fn replay(batches: &[Vec<(Key, Option<Value>)>]) -> AHashMap<String, Group> {
+        replay_all(batches).0
+    }
+
+    fn replay_all(
+        batches: &[Vec<(Key, Option<Value>)>],
+    ) -> (AHashMap<String, Group>, AHashMap<String, ConsumerGroup>) {
         let mut groups = AHashMap::new();
+        let mut consumer = AHashMap::new();
         let mut base = 0i64;
         for entries in batches {
             let mut batch = records::encode_batch(entries, 1).to_vec();
             batch[0..8].copy_from_slice(&base.to_be_bytes());
             let batch = bytes::Bytes::from(batch);
             for (log_offset, key, value) in records::decode_batch(&batch).expect("decodes") {
-                apply_loaded(&mut groups, log_offset, key, value);
+                apply_loaded(&mut groups, &mut consumer, log_offset, key, value);
             }
             base = records::next_offset(&batch).expect("header");
         }
-        groups
+        (groups, consumer)
+    }
+
+    #[test]
+    fn load_restores_consumer_groups_at_their_epoch() {
+        let epoch = |e| Some(Value::ConsumerGroup(ConsumerGroupValue { epoch: e }));
+        let cg = |g: &str| Key::ConsumerGroup { group: g.into() };
+        let (groups, consumer) = replay_all(&[
+            vec![(cg("c"), epoch(3)), (offset("c", "t", 0), value(5))],
+            vec![(cg("c"), epoch(9))],
+            vec![(cg("gone"), epoch(1)), (cg("gone"), None)],
+        ]);
+        let c = &consumer["c"];
+        assert_eq!((c.group_epoch, c.assignment_epoch), (9, 9));
+        assert!(c.members.is_empty());
+        assert_eq!(c.state(), "Empty");
+        assert_eq!(groups["c"].offsets[&("t".to_string(), 0)].offset, 5);
+        assert!(!consumer.contains_key("gone"));
     }
 
     #[test]

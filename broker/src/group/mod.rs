@@ -1,4 +1,4 @@
-//! Consumer groups (the classic protocol) and committed offsets.
+//! Consumer groups (the classic protocol and KIP-848's consumer protocol) and committed offsets.
 //!
 //! Architecture invariant (placement): a group lives on exactly one shard, the owner of its
 //! `__consumer_offsets` partition, `routing::group_shard`. Handlers on the connection's shard
@@ -13,11 +13,23 @@
 //! until it has. Members are not persisted: after a restart a group keeps its generation,
 //! protocol type and offsets, and is Empty until its members rejoin.
 //!
+//! KIP-848 (`consumer.rs`, `assignor.rs`): a group is either classic or consumer type. A consumer
+//! group's committed offsets live in a classic `Group` entry of the same id (Empty, no members),
+//! so OffsetFetch/OffsetDelete/expiry treat them exactly as classic offsets. Mixing is rejected:
+//! a classic JoinGroup on a consumer group with members gets INCONSISTENT_GROUP_PROTOCOL, a
+//! ConsumerGroupHeartbeat on a classic group with members GROUP_ID_NOT_FOUND; an empty group of
+//! either type converts (Kafka's `group.consumer.migration.policy` is not implemented: no online
+//! upgrade of a live group). Only the group epoch is persisted (key version 3); after a restart
+//! a consumer group is Empty at its epoch and its members, answered UNKNOWN_MEMBER_ID, rejoin with
+//! epoch 0.
+//!
 //! Memory: one entry per live group and committed partition; offsets of groups Empty for longer
 //! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
 //! The internal log itself is not compacted yet (its retention is infinite): follow-up.
 
+pub mod assignor;
 pub mod classic;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 
@@ -26,9 +38,10 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    SyncGroupRequest, SyncGroupResponse,
 };
 
 pub use coordinator::GroupCoordinator;
@@ -62,10 +75,12 @@ pub enum GroupCall {
         version: i16,
         request: OffsetCommitRequest,
     },
-    /// `topics`: None = every committed partition of the group.
+    /// `topics`: None = every committed partition of the group. `member`: (member id, member
+    /// epoch) of OffsetFetch v9, checked for consumer (KIP-848) groups.
     OffsetFetch {
         group: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(Option<String>, i32)>,
     },
     OffsetDelete {
         request: OffsetDeleteRequest,
@@ -79,6 +94,16 @@ pub enum GroupCall {
         group: String,
     },
     Delete {
+        group: String,
+    },
+    /// KIP-848.
+    ConsumerHeartbeat {
+        version: i16,
+        client_id: String,
+        client_host: String,
+        request: ConsumerGroupHeartbeatRequest,
+    },
+    ConsumerDescribe {
         group: String,
     },
 }
@@ -112,6 +137,8 @@ pub enum GroupReply {
     Describe(DescribedGroup),
     /// DeleteGroups: the group's error code.
     Delete(i16),
+    ConsumerHeartbeat(ConsumerGroupHeartbeatResponse),
+    ConsumerDescribe(kafka_protocol::messages::consumer_group_describe_response::DescribedGroup),
 }
 
 /// Partitions of `__consumer_offsets`: the topic's, once it exists; the setting before.

@@ -7,6 +7,9 @@
 //! offset value        i16 version=3, i64 offset, i32 leader epoch, string metadata, i64 commit ms
 //! group value         i16 version=3, string protocol type, i32 generation, nullable string
 //!                     protocol, nullable string leader, i64 state timestamp, members (always 0)
+//! consumer group key  i16 version=3, string group          (KIP-848 ConsumerGroupMetadataKey)
+//! its value           i16 version=0, i32 group epoch, u8 0 (no tagged fields), Kafka's
+//!                     flexible ConsumerGroupMetadataValue v0
 //! ```
 //!
 //! A null value is a tombstone (offset deleted or expired, group deleted). Members are not
@@ -29,6 +32,15 @@ pub enum Key {
     Group {
         group: String,
     },
+    /// A consumer (KIP-848) group's metadata.
+    ConsumerGroup {
+        group: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupValue {
+    pub epoch: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +64,7 @@ pub struct GroupValue {
 pub enum Value {
     Offset(OffsetValue),
     Group(GroupValue),
+    ConsumerGroup(ConsumerGroupValue),
 }
 
 /// A record that does not parse as any of the layouts above.
@@ -131,6 +144,10 @@ pub fn encode_key(key: &Key) -> Bytes {
             buf.put_i16(2);
             put_str(&mut buf, group);
         }
+        Key::ConsumerGroup { group } => {
+            buf.put_i16(3);
+            put_str(&mut buf, group);
+        }
     }
     buf.freeze()
 }
@@ -154,6 +171,11 @@ pub fn encode_value(value: &Value) -> Bytes {
             buf.put_i64(v.state_timestamp_ms);
             buf.put_i32(0);
         }
+        Value::ConsumerGroup(v) => {
+            buf.put_i16(0);
+            buf.put_i32(v.epoch);
+            buf.put_u8(0);
+        }
     }
     buf.freeze()
 }
@@ -172,6 +194,9 @@ pub fn decode_key(mut buf: Bytes) -> Result<Key, RecordError> {
             })
         }
         2 => Ok(Key::Group {
+            group: get_str(&mut buf)?,
+        }),
+        3 => Ok(Key::ConsumerGroup {
             group: get_str(&mut buf)?,
         }),
         _ => Err(RecordError {
@@ -222,6 +247,12 @@ pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
                 protocol,
                 leader,
                 state_timestamp_ms,
+            }))
+        }
+        Key::ConsumerGroup { .. } => {
+            need(&buf, 4)?;
+            Ok(Value::ConsumerGroup(ConsumerGroupValue {
+                epoch: buf.get_i32(),
             }))
         }
     }
@@ -342,16 +373,21 @@ mod tests {
                 })),
             ),
             (Key::Group { group: "h".into() }, None),
+            (
+                Key::ConsumerGroup { group: "c".into() },
+                Some(Value::ConsumerGroup(ConsumerGroupValue { epoch: 12 })),
+            ),
+            (Key::ConsumerGroup { group: "d".into() }, None),
         ];
         let batch = encode_batch(&cases, 1234);
         let decoded = decode_batch(&batch).expect("decodes");
-        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded.len(), 5);
         for ((offset, key, value), (k, v)) in decoded.into_iter().zip(cases) {
             assert!(offset >= 0);
             assert_eq!(key, k);
             assert_eq!(value, v);
         }
-        assert_eq!(next_offset(&batch), Some(3));
+        assert_eq!(next_offset(&batch), Some(5));
     }
 
     #[test]

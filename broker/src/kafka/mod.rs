@@ -141,6 +141,17 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         delete_groups::VERSIONS,
         delete_groups::VERSIONS,
     ),
+    // KIP-848 consumer groups (group/consumer.rs).
+    (
+        ApiKey::ConsumerGroupHeartbeat,
+        consumer_group_heartbeat::VERSIONS,
+        consumer_group_heartbeat::VERSIONS,
+    ),
+    (
+        ApiKey::ConsumerGroupDescribe,
+        consumer_group_describe::VERSIONS,
+        consumer_group_describe::VERSIONS,
+    ),
 ];
 
 pub fn served(api: ApiKey, version: i16) -> bool {
@@ -264,6 +275,12 @@ pub async fn dispatch(
         ApiKey::ListGroups => serve!(list_groups, m::ListGroupsRequest),
         ApiKey::DescribeGroups => serve!(describe_groups, m::DescribeGroupsRequest),
         ApiKey::DeleteGroups => serve!(delete_groups, m::DeleteGroupsRequest),
+        ApiKey::ConsumerGroupHeartbeat => {
+            serve!(consumer_group_heartbeat, m::ConsumerGroupHeartbeatRequest)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            serve!(consumer_group_describe, m::ConsumerGroupDescribeRequest)
+        }
         other => Err(DispatchError::UnsupportedVersion {
             api: other,
             version,

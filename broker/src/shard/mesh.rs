@@ -98,8 +98,10 @@ pub enum Request {
         acks: i16,
         parts: Vec<ProducePart>,
     },
+    /// Reads in order, at most `budget` bytes in all beyond the first batch.
     Fetch {
         parts: Vec<FetchPart>,
+        budget: usize,
     },
     /// Resolves when any of the partitions has data past the offset, or after `wait_ms`.
     WaitForData {

@@ -68,6 +68,7 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         StorageError::Io { .. } => ResponseError::KafkaStorageError.code(),
+        StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord.code(),
         #[allow(unreachable_patterns)]
         _ => ResponseError::UnknownServerError.code(),
     }
@@ -153,7 +154,9 @@ impl Shard {
                 let pending = self.produce_local(acks, parts);
                 Reply::Produce(Self::finish_produce(pending).await)
             }
-            Request::Fetch { parts } => Reply::Fetch(self.fetch_local(&parts).await),
+            Request::Fetch { parts, budget } => {
+                Reply::Fetch(self.fetch_local(&parts, budget).await)
+            }
             Request::WaitForData { parts, wait_ms } => {
                 self.wait_for_data(&parts, wait_ms).await;
                 Reply::Waited
@@ -330,6 +333,8 @@ impl Shard {
             for p in &round {
                 p.dirty.set(false);
             }
+            let round: Vec<Rc<Partition>> =
+                round.into_iter().filter(|p| !p.deleted.get()).collect();
             let flushes = round.iter().map(|p| async move {
                 let code = match p.log.flush().await {
                     Ok(()) => 0,
@@ -349,8 +354,12 @@ impl Shard {
 
     // ---- fetch ------------------------------------------------------------------------------
 
-    pub async fn fetch_local(&self, parts: &[FetchPart]) -> Vec<FetchResult> {
+    /// Reads `parts` in request order, spending at most `budget` bytes (the request's
+    /// `max_bytes`) beyond the first batch, as Kafka's fetch does: the first partition with data
+    /// returns at least one whole batch even past the limits, so consumers always progress.
+    pub async fn fetch_local(&self, parts: &[FetchPart], budget: usize) -> Vec<FetchResult> {
         let mut out = Vec::with_capacity(parts.len());
+        let mut remaining = budget;
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 out.push(FetchResult {
@@ -370,11 +379,20 @@ impl Shard {
                 log_start_offset: p.log.log_start_offset(),
                 batches: Vec::new(),
             };
-            if part.fetch_offset > hw || part.fetch_offset < p.log.log_start_offset() {
+            // Between the high watermark and the log end is a valid position (the data is not yet
+            // committed): an empty answer, not an error.
+            if part.fetch_offset > p.log.log_end_offset()
+                || part.fetch_offset < p.log.log_start_offset()
+            {
                 result.error_code = ResponseError::OffsetOutOfRange.code();
-            } else if part.fetch_offset < hw && part.max_bytes > 0 {
-                match p.log.read(part.fetch_offset, part.max_bytes, hw).await {
-                    Ok(read) => result.batches = read.batches,
+            } else if part.fetch_offset < hw && remaining > 0 {
+                let limit = part.max_bytes.min(remaining).max(1);
+                match p.log.read(part.fetch_offset, limit, hw).await {
+                    Ok(read) => {
+                        let size: usize = read.batches.iter().map(bytes::Bytes::len).sum();
+                        remaining = remaining.saturating_sub(size);
+                        result.batches = read.batches;
+                    }
                     Err(e) => result.error_code = storage_error_code(&e),
                 }
             }
@@ -557,9 +575,12 @@ impl Shard {
                         .borrow_mut()
                         .insert((meta.name.clone(), index), p);
                 }
-                Err(e) => {
-                    crate::fatal::fatal(format!("cannot open partition log {}: {e}", dir.display()))
-                }
+                // One unreadable partition (or running out of file descriptors) must not keep the
+                // whole broker down: it stays offline and the others serve.
+                Err(e) => tracing::error!(
+                    dir = %dir.display(),
+                    "cannot open partition log; partition offline: {e}"
+                ),
             }
         }
         self.topics.borrow_mut().upsert(meta);
@@ -572,7 +593,11 @@ impl Shard {
             let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
             keys.iter().filter_map(|k| parts.remove(k)).collect()
         };
+        // Out of the flusher's queue, and never flushed again, so no late flush writes by path
+        // into a directory a recreated topic of the same name may own.
+        self.dirty.borrow_mut().retain(|p| p.topic != name);
         for p in owned {
+            p.deleted.set(true);
             p.flushed(ResponseError::UnknownTopicOrPartition.code());
             match Rc::try_unwrap(p) {
                 Ok(p) => {
@@ -581,10 +606,18 @@ impl Shard {
                     }
                 }
                 Err(p) => {
-                    // A request still holds the partition; remove the directory once it lets go.
+                    // A read or flush still holds the partition (its open files stay readable).
+                    // Move the directory aside first, as Kafka does, so the name is free at once.
                     let dir = self.partition_dir(&p.topic, p.index);
                     drop(p);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    let doomed = std::path::PathBuf::from(format!(
+                        "{}.{}-delete",
+                        dir.display(),
+                        uuid::Uuid::new_v4().simple()
+                    ));
+                    let removed = std::fs::rename(&dir, &doomed)
+                        .and_then(|()| std::fs::remove_dir_all(&doomed));
+                    if let Err(e) = removed {
                         tracing::error!(dir = %dir.display(), "cannot delete partition directory: {e}");
                     }
                 }

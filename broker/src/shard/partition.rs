@@ -26,6 +26,8 @@ pub struct Partition {
     data_waiters: RefCell<VecDeque<LocalSender<()>>>,
     /// Queued for the shard's next group commit.
     pub dirty: Cell<bool>,
+    /// The topic was deleted: never flush again.
+    pub deleted: Cell<bool>,
 }
 
 impl Partition {
@@ -43,6 +45,7 @@ impl Partition {
             durable_waiters: RefCell::new(VecDeque::new()),
             data_waiters: RefCell::new(VecDeque::new()),
             dirty: Cell::new(false),
+            deleted: Cell::new(false),
         })
     }
 

@@ -27,6 +27,16 @@ pub async fn handle(ctx: &Ctx, request: CreatePartitionsRequest) -> CreatePartit
             );
             continue;
         }
+        if crate::metadata::topic_is_internal(&name) {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "Cannot change the partition count of internal topic {name}."
+                    )))),
+            );
+            continue;
+        }
         let (code, message, _) = ctx
             .shard
             .admin_call(AdminRequest::CreatePartitions {

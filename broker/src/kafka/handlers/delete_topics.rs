@@ -49,6 +49,17 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
                 };
                 result = result.with_error_code(e.code());
             }
+            Some((name, _)) if crate::metadata::topic_is_internal(&name) => {
+                result = result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(if ctx.version() >= 5 {
+                        Some(StrBytes::from_string(format!(
+                            "Cannot delete internal topic {name}."
+                        )))
+                    } else {
+                        None
+                    });
+            }
             Some((name, topic_id)) => {
                 let (code, message, _) = shard
                     .admin_call(AdminRequest::DeleteTopic { name: name.clone() })

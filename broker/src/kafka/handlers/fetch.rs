@@ -63,7 +63,7 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
     };
     let deadline = Instant::now() + max_wait;
 
-    let mut results = read_all(ctx, &wanted).await;
+    let mut results = read_all(ctx, &wanted, response_max_bytes).await;
     loop {
         let bytes: usize = results
             .iter()
@@ -75,7 +75,7 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
             break;
         }
         wait_for_data(ctx, &wanted, &results, deadline - now).await;
-        results = read_all(ctx, &wanted).await;
+        results = read_all(ctx, &wanted, response_max_bytes).await;
     }
 
     // Trim to the response limit in request order; the first non-empty partition always keeps
@@ -126,7 +126,9 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
 }
 
 /// Reads every wanted partition once, each on its owning shard, results in request order.
-async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
+/// Each shard spends at most the response budget, so one poll pins at most
+/// shards × `max_bytes` before the trim below.
+async fn read_all(ctx: &Ctx, wanted: &[Wanted], budget: usize) -> Vec<FetchResult> {
     let shard = &ctx.shard;
     let unknown_code = if ctx.version() >= 13 {
         ResponseError::UnknownTopicId.code()
@@ -167,7 +169,7 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted]) -> Vec<FetchResult> {
         .filter(|(_, p)| !p.is_empty())
         .map(|(to, parts)| async move {
             let (indexes, parts): (Vec<usize>, Vec<FetchPart>) = parts.into_iter().unzip();
-            let reply = ctx.shard.call(to, Request::Fetch { parts }).await;
+            let reply = ctx.shard.call(to, Request::Fetch { parts, budget }).await;
             (indexes, reply)
         });
     for (indexes, reply) in futures::future::join_all(calls).await {
@@ -193,7 +195,9 @@ async fn wait_for_data(ctx: &Ctx, wanted: &[Wanted], results: &[FetchResult], re
         per_shard[shard.owner(topic, w.partition)].push((
             topic.clone(),
             w.partition,
-            w.fetch_offset,
+            // Wake on a move of the high watermark past what this poll already saw, so a
+            // response held back by min_bytes waits instead of spinning.
+            w.fetch_offset.max(r.high_watermark),
         ));
     }
     let wait_ms = remaining.as_millis() as u64;

@@ -1,6 +1,6 @@
 //! InitProducerId, versions 0–5, for idempotent producers: a producer id never issued before
-//! (allocated on shard 0, reserved on disk in blocks), epoch 0; or, when the client sends its
-//! current id and epoch (KIP-360, after a sequence error), the same id with the epoch bumped.
+//! (allocated on shard 0, reserved on disk in blocks), epoch 0 — also when the client sends its
+//! current id and epoch (KIP-360), as Kafka does without a transactional id.
 //! Transactional ids are refused until transactions exist.
 
 use kafka_protocol::error::ResponseError;
@@ -22,12 +22,9 @@ pub async fn handle(ctx: &Ctx, request: InitProducerIdRequest) -> InitProducerId
     if request.transactional_id.is_some() {
         return fail(ResponseError::TransactionalIdAuthorizationFailed);
     }
-    let current = request.producer_id.0;
-    if current >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
-        return InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(current))
-            .with_producer_epoch(request.producer_epoch + 1);
-    }
+    // Without a transactional id Kafka always hands out a fresh producer id, also when the client
+    // sends its current id and epoch (KIP-360): bumping an id it never checked would let any
+    // client fence another producer.
     let (code, _, id) = ctx.shard.admin_call(AdminRequest::AllocateProducerId).await;
     if code != 0 {
         return fail(

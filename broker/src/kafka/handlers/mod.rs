@@ -1,6 +1,8 @@
 //! One file per Kafka API, named after it; each states the versions it serves.
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;

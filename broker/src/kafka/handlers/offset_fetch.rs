@@ -1,5 +1,6 @@
 //! OffsetFetch, versions 1–9: committed offsets from the group's shard; `topics` null = every
-//! committed partition (v2+); several groups per request from v8. `require_stable` is accepted:
+//! committed partition (v2+); several groups per request from v8; v9's member id and epoch are
+//! checked for consumer (KIP-848) groups (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH). `require_stable` is accepted:
 //! without transactions no offset is ever pending.
 
 use kafka_protocol::error::ResponseError;
@@ -24,7 +25,9 @@ pub async fn handle(ctx: &Ctx, request: OffsetFetchRequest) -> OffsetFetchRespon
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let fetched = fetch(ctx, g.group_id.0.to_string(), topics).await;
+            let member =
+                (version >= 9).then(|| (g.member_id.map(|m| m.to_string()), g.member_epoch));
+            let fetched = fetch(ctx, g.group_id.0.to_string(), topics, member).await;
             OffsetFetchResponseGroup::default()
                 .with_group_id(g.group_id)
                 .with_error_code(fetched.error_code)
@@ -63,7 +66,7 @@ pub async fn handle(ctx: &Ctx, request: OffsetFetchRequest) -> OffsetFetchRespon
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let fetched = fetch(ctx, group_id.0.to_string(), topics.clone()).await;
+    let fetched = fetch(ctx, group_id.0.to_string(), topics.clone(), None).await;
     let mut fetched_topics = fetched.topics;
     if fetched.error_code != 0 && version < 2 {
         // v1 has no top-level error: report it on every requested partition.
@@ -121,11 +124,16 @@ async fn fetch(
     ctx: &Ctx,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(Option<String>, i32)>,
 ) -> FetchedOffsets {
     match group::call(
         &ctx.shard,
         &group.clone(),
-        GroupCall::OffsetFetch { group, topics },
+        GroupCall::OffsetFetch {
+            group,
+            topics,
+            member,
+        },
     )
     .await
     {

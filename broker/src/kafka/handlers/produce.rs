@@ -14,9 +14,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::Ctx;
+use crate::metadata::topic_is_internal;
 use crate::runtime::LocalReceiver;
 use crate::shard::mesh::{ProducePart, ProduceResult, Reply, Request};
 use crate::shard::Shard;
+use spool_protocol::batch;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
 pub const ADVERTISED: VersionRange = VersionRange { min: 0, max: 12 };
@@ -69,6 +71,15 @@ pub async fn dispatch(
                 Slot::Done(error(ResponseError::InvalidRequest))
             } else if !matches!(known, Some(n) if part.index >= 0 && part.index < n) {
                 Slot::Done(error(ResponseError::UnknownTopicOrPartition))
+            } else if topic_is_internal(&name) {
+                Slot::Done(error(ResponseError::InvalidTopicException))
+            } else if part
+                .records
+                .as_ref()
+                .is_some_and(|r| batch::batches(r.clone()).count() != 1)
+            {
+                // Produce v3+ carries exactly one batch per partition; Kafka answers INVALID_RECORD.
+                Slot::Done(error(ResponseError::InvalidRecord))
             } else if let Some(records) = part.records {
                 let owner = shard.owner(&name, part.index);
                 let p = ProducePart {
