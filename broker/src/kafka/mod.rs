@@ -20,9 +20,19 @@ use spool_protocol::frame;
 use crate::shard::Shard;
 use handlers::*;
 
-/// A request being served: resolves to the encoded response frame, or `None` when the API sends
-/// none (Produce with acks=0).
-pub type Pending = Pin<Box<dyn Future<Output = Option<Bytes>>>>;
+/// What serving a request produced.
+pub enum Outcome {
+    /// The encoded response frame.
+    Send(Bytes),
+    /// No response (Produce with acks=0).
+    Silent,
+    /// The response could not be encoded (a handler bug): close the connection rather than
+    /// leave the client waiting for an answer that will never come.
+    Close,
+}
+
+/// A request being served.
+pub type Pending = Pin<Box<dyn Future<Output = Outcome>>>;
 
 /// A request that cannot be answered; the connection is closed, as Kafka does.
 #[derive(Debug, thiserror::Error)]
@@ -174,13 +184,13 @@ impl Ctx {
     }
 }
 
-fn encode<M: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Option<Bytes> {
+fn encode<M: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &M) -> Outcome {
     match frame::encode_response(api, version, correlation_id, body) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) => Outcome::Send(bytes),
         Err(e) => {
             // A field out of range for the version is a bug in the handler.
-            tracing::error!("{api:?} v{version}: {e}");
-            None
+            tracing::error!("{api:?} v{version}: {e}; closing the connection");
+            Outcome::Close
         }
     }
 }
@@ -245,7 +255,7 @@ pub async fn dispatch(
             Ok(Box::pin(async move {
                 let response = pending.await;
                 if acks == 0 {
-                    None
+                    Outcome::Silent
                 } else {
                     encode(api, version, correlation_id, &response)
                 }
@@ -288,6 +298,6 @@ pub async fn dispatch(
     }
 }
 
-fn ready(response: Option<Bytes>) -> Pending {
+fn ready(response: Outcome) -> Pending {
     Box::pin(async move { response })
 }

@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::kafka::{self, Pending};
+use crate::kafka::{self, Outcome, Pending};
 use crate::runtime::{self, Task};
 use crate::shard::Shard;
 
@@ -73,7 +73,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .into();
     let shared = Shared(Rc::new(RefCell::new(stream)));
     let (tx, rx) =
-        runtime::new_bounded::<(Task<Option<Bytes>>, usize)>(shard.config.inflight_requests_max);
+        runtime::new_bounded::<(Task<Outcome>, usize)>(shard.config.inflight_requests_max);
     let budget = Budget::new();
     let writer = runtime::spawn(write_loop(shared.clone(), rx, budget.clone()));
     if let Err(reason) = read_loop(&shard, &client_host, shared.clone(), tx, &budget).await {
@@ -88,7 +88,7 @@ async fn read_loop(
     shard: &Rc<Shard>,
     client_host: &Rc<str>,
     mut stream: Shared,
-    inflight: runtime::LocalSender<(Task<Option<Bytes>>, usize)>,
+    inflight: runtime::LocalSender<(Task<Outcome>, usize)>,
     budget: &Budget,
 ) -> Result<(), String> {
     let max = shard.config.socket_request_max_bytes;
@@ -140,13 +140,22 @@ async fn read_loop(
 
 async fn write_loop(
     mut stream: Shared,
-    inflight: runtime::LocalReceiver<(Task<Option<Bytes>>, usize)>,
+    inflight: runtime::LocalReceiver<(Task<Outcome>, usize)>,
     budget: Budget,
 ) {
     while let Some((task, size)) = inflight.recv().await {
         let response = task.await;
         budget.release(size);
-        let Some(response) = response else { continue };
+        let response = match response {
+            Outcome::Send(bytes) => bytes,
+            Outcome::Silent => continue,
+            Outcome::Close => {
+                // Half-close: the client sees the connection end instead of waiting.
+                budget.close();
+                let _ = stream.close().await;
+                return;
+            }
+        };
         if let Err(e) = stream.write_all(&response).await {
             tracing::debug!("write failed: {e}");
             budget.close();
