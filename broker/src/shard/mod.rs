@@ -415,7 +415,7 @@ impl Shard {
         if slots.is_empty() {
             return;
         }
-        let any = futures::future::select_all(slots.iter().map(|rx| Box::pin(rx.recv())));
+        let any = futures::future::select_all(slots.iter().map(|w| Box::pin(w.rx.recv())));
         let _ = runtime::timeout(Duration::from_millis(wait_ms), any).await;
     }
 
@@ -433,6 +433,8 @@ impl Shard {
                 });
                 continue;
             };
+            // A single node's only epoch is 0; a log that never held a record has none (-1).
+            let known_epoch = if p.log.log_end_offset() > 0 { 0 } else { -1 };
             let hw = p.high_watermark();
             let none = OffsetAnswer {
                 error_code: 0,
@@ -443,12 +445,12 @@ impl Shard {
             let answer = match q.timestamp {
                 -1 => OffsetAnswer {
                     offset: hw,
-                    leader_epoch: 0,
+                    leader_epoch: known_epoch,
                     ..none
                 },
                 -2 | -4 => OffsetAnswer {
                     offset: p.log.log_start_offset(),
-                    leader_epoch: 0,
+                    leader_epoch: known_epoch,
                     ..none
                 },
                 -5 => OffsetAnswer { offset: -1, ..none },

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use spool_storage::PartitionLog;
 
@@ -23,7 +23,7 @@ pub struct Partition {
     /// Produce acks waiting for their last offset to become durable, in offset order.
     durable_waiters: RefCell<VecDeque<(i64, LocalSender<i16>)>>,
     /// Fetchers waiting for the high watermark to move.
-    data_waiters: RefCell<VecDeque<LocalSender<()>>>,
+    data_waiters: RefCell<VecDeque<Weak<DataWait>>>,
     /// Queued for the shard's next group commit.
     pub dirty: Cell<bool>,
     /// The topic was deleted: never flush again.
@@ -86,22 +86,36 @@ impl Partition {
         self.wake_fetchers();
     }
 
-    /// A slot that fires when the high watermark moves.
-    pub fn wait_for_data(&self) -> LocalReceiver<()> {
+    /// A slot that fires when the high watermark moves; waiting ends when it is dropped.
+    pub fn wait_for_data(&self) -> Rc<DataWait> {
         let (tx, rx) = runtime::oneshot();
+        let wait = Rc::new(DataWait { tx, rx });
         let mut waiters = self.data_waiters.borrow_mut();
         if waiters.len() >= DATA_WAITERS_MAX {
-            if let Some(oldest) = waiters.pop_front() {
-                let _ = oldest.try_send(());
+            // Forget fetchers that stopped waiting (timed out) before touching live ones.
+            waiters.retain(|w| w.strong_count() > 0);
+        }
+        if waiters.len() >= DATA_WAITERS_MAX {
+            if let Some(oldest) = waiters.pop_front().and_then(|w| w.upgrade()) {
+                let _ = oldest.tx.try_send(());
             }
         }
-        waiters.push_back(tx);
-        rx
+        waiters.push_back(Rc::downgrade(&wait));
+        wait
     }
 
     pub fn wake_fetchers(&self) {
-        for tx in self.data_waiters.borrow_mut().drain(..) {
-            let _ = tx.try_send(());
+        for wait in self.data_waiters.borrow_mut().drain(..) {
+            if let Some(wait) = wait.upgrade() {
+                let _ = wait.tx.try_send(());
+            }
         }
     }
+}
+
+/// One parked long-poll fetch. The partition keeps only a weak reference, so a fetch that gives
+/// up frees its place by dropping this.
+pub struct DataWait {
+    tx: LocalSender<()>,
+    pub rx: LocalReceiver<()>,
 }

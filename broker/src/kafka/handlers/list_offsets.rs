@@ -33,9 +33,23 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
         leader_epoch: -1,
     };
     let mut answers = vec![unknown; queries.len()];
+    // A partition named twice gets INVALID_REQUEST in every place, as Kafka answers.
+    let mut seen = std::collections::HashMap::new();
+    for q in &queries {
+        *seen.entry((q.topic.clone(), q.partition)).or_insert(0usize) += 1;
+    }
     let mut per_shard: Vec<(Vec<usize>, Vec<OffsetQuery>)> =
         (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
     for (i, q) in queries.into_iter().enumerate() {
+        if seen
+            .get(&(q.topic.clone(), q.partition))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
+            answers[i].error_code = ResponseError::InvalidRequest.code();
+            continue;
+        }
         let known = shard.topics.borrow().get(&q.topic).map(|m| m.partitions);
         if !matches!(known, Some(n) if q.partition >= 0 && q.partition < n) {
             continue;
