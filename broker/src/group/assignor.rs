@@ -260,7 +260,7 @@ mod tests {
         let c = counts(&out);
         assert_eq!(c.iter().sum::<usize>(), 10);
         assert!(
-            c.iter().max().unwrap() - c.iter().min().unwrap() <= 1,
+            c.iter().max().expect("present") - c.iter().min().expect("present") <= 1,
             "{c:?}"
         );
     }

@@ -865,7 +865,10 @@ mod tests {
         // b joins: the target gives it two of a's partitions, which a still owns.
         let (b, _) = g.heartbeat(join("b"), &s, &t, "", 10);
         assert_eq!(b.member_epoch, 2);
-        assert_eq!(parts(b.assignment.as_ref().unwrap()), Vec::<i32>::new());
+        assert_eq!(
+            parts(b.assignment.as_ref().expect("present")),
+            Vec::<i32>::new()
+        );
         assert_eq!(g.members["b"].state, MemberState::UnreleasedPartitions);
         assert_eq!(g.state(), "Reconciling");
         assert_exclusive(&g);
@@ -905,7 +908,7 @@ mod tests {
         let (s, t) = (settings(), topics());
         let mut g = ConsumerGroup::new("g");
         let (a, _) = g.heartbeat(join("a"), &s, &t, "", 0);
-        let owned = a.assignment.unwrap();
+        let owned = a.assignment.expect("present");
         let (r, _) = g.heartbeat(beat("a", 7, &owned), &s, &t, "", 1);
         assert_eq!(r.error, ResponseError::FencedMemberEpoch.code());
         let (r, _) = g.heartbeat(beat("x", 2, &owned), &s, &t, "", 1);
@@ -913,7 +916,7 @@ mod tests {
         // b joins; a moves to epoch 2 after revoking; a retry at epoch 1 with a subset is fine.
         g.heartbeat(join("b"), &s, &t, "", 2);
         let (a2, _) = g.heartbeat(beat("a", 1, &owned), &s, &t, "", 3);
-        let kept = a2.assignment.unwrap();
+        let kept = a2.assignment.expect("present");
         let (a3, _) = g.heartbeat(beat("a", 1, &kept), &s, &t, "", 4);
         assert_eq!(a3.member_epoch, 2);
         let (retry, _) = g.heartbeat(beat("a", 1, &kept), &s, &t, "", 5);
@@ -970,19 +973,19 @@ mod tests {
         assert_eq!(out.member_id, "generated");
         let r = join("");
         assert_eq!(
-            validate("g", &r, &s).unwrap_err().error,
+            validate("g", &r, &s).expect_err("invalid").error,
             ResponseError::InvalidRequest.code()
         );
         let mut r = join("m");
         r.server_assignor = Some("sticky".into());
         assert_eq!(
-            validate("g", &r, &s).unwrap_err().error,
+            validate("g", &r, &s).expect_err("invalid").error,
             ResponseError::UnsupportedAssignor.code()
         );
         let mut r = join("m");
         r.subscribed_topic_regex = Some("(".into());
         assert_eq!(
-            validate("g", &r, &s).unwrap_err().error,
+            validate("g", &r, &s).expect_err("invalid").error,
             ResponseError::InvalidRegularExpression.code()
         );
     }
@@ -997,8 +1000,11 @@ mod tests {
         r.subscribed_topic_names = None;
         r.subscribed_topic_regex = Some("t.*".into());
         let (out, _) = g.heartbeat(r, &s, &t, "", 0);
-        assert_eq!(parts(out.assignment.as_ref().unwrap()), vec![0, 1, 2, 3]);
-        assert!(!out.assignment.unwrap().contains_key("other"));
+        assert_eq!(
+            parts(out.assignment.as_ref().expect("present")),
+            vec![0, 1, 2, 3]
+        );
+        assert!(!out.assignment.expect("present").contains_key("other"));
         t.insert("t2".into(), 1);
         let (out, changed) = g.heartbeat(
             beat("a", out.member_epoch, &of(&[0, 1, 2, 3])),
@@ -1008,7 +1014,7 @@ mod tests {
             1,
         );
         assert!(changed, "a new matching topic bumps the group epoch");
-        assert_eq!(out.assignment.unwrap()["t2"].len(), 1);
+        assert_eq!(out.assignment.expect("present")["t2"].len(), 1);
     }
 
     #[test]

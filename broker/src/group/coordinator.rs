@@ -509,7 +509,7 @@ impl GroupCoordinator {
         version: i16,
         client_id: String,
         client_host: String,
-        request: ConsumerGroupHeartbeatRequest,
+        request: Box<ConsumerGroupHeartbeatRequest>,
     ) -> ConsumerGroupHeartbeatResponse {
         let group_id = request.group_id.0.to_string();
         let topics = topic_partitions(shard);

@@ -101,7 +101,7 @@ pub enum GroupCall {
         version: i16,
         client_id: String,
         client_host: String,
-        request: ConsumerGroupHeartbeatRequest,
+        request: Box<ConsumerGroupHeartbeatRequest>,
     },
     ConsumerDescribe {
         group: String,

@@ -27,7 +27,7 @@ pub async fn handle(
         version: ctx.version(),
         client_id,
         client_host: ctx.client_host.to_string(),
-        request,
+        request: Box::new(request),
     };
     match group::call(&ctx.shard, &group_id, call).await {
         Some(GroupReply::ConsumerHeartbeat(response)) => response,

@@ -1,5 +1,7 @@
 //! DescribeGroups, versions 0–5: each group described by its shard (state names as Kafka's; an
-//! unknown group is "Dead" with no error, as Kafka answers these versions).
+//! unknown group is "Dead" with no error, as Kafka answers these versions). A consumer (KIP-848)
+//! group is answered like an unknown one, as Kafka 4 does below v6: ConsumerGroupDescribe
+//! describes it.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;

@@ -1,5 +1,6 @@
 //! ListGroups, versions 0–5: every shard lists the groups it owns. States filter from v4, types
-//! filter from v5 (all groups are "classic").
+//! filter from v5: "classic", or "consumer" for KIP-848 groups (protocol type "consumer", states
+//! Empty / Assigning / Reconciling / Stable, as Kafka).
 
 use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::VersionRange;

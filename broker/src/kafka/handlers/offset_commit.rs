@@ -1,6 +1,8 @@
 //! OffsetCommit, versions 2–9, forwarded to the group's shard. Generation and member are checked
-//! as Kafka does (commits with generation -1 and no member only for groups without members); the
-//! answer comes once the offset records are durable in `__consumer_offsets`.
+//! as Kafka does (commits with generation -1 and no member only for groups without members; for a
+//! KIP-848 group the field is the member epoch: STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, and
+//! UNSUPPORTED_VERSION below v9); the answer comes once the offset records are durable in
+//! `__consumer_offsets`.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
