@@ -6,21 +6,11 @@ with KGO_SEEDS=<broker>, KGO_TEST_RF=1, every test except those in EXCLUDED, and
 this test asserts that every one of them PASSes (a SKIP is only accepted where
 the suite itself gates on a broker capability, see ALLOWED_SKIPS).
 
-About 110 of the ~150 tests are unit tests that never dial; 35 talk to the broker
-(client_test.go, consumer_test.go, group_test.go, produce_request_test.go,
-share_test.go, txn_test.go). Of those, EXCLUDED are the ones that need consumer
-groups, share groups, transactions or a SASL listener, which Spool does not have
-(yet). Each needs, in detail:
+About 110 of the ~150 tests are unit tests that never dial; the rest talk to the broker
+(client_test.go, consumer_test.go, group_test.go, produce_request_test.go, share_test.go,
+txn_test.go). Consumer groups, classic and KIP-848, are required to pass (BROKER_TESTS).
+EXCLUDED are the ones that need what Spool does not have yet:
 
-  TestUnknownGroupOffsetFetchPinned  OffsetFetch for an unknown group (group coordinator API)
-  TestIssue1034                      FindCoordinator(group) for three keys: group coordinator
-  TestConsumeRegex                   no group, but its "internal topic" is __consumer_offsets,
-                                     created by a FindCoordinator(group) (internalTopic() in
-                                     helpers_test.go): exists only with a group coordinator
-  TestGroupSimple                    ConsumerGroup: JoinGroup/SyncGroup/Heartbeat/OffsetCommit
-  TestIssue523                       ConsumerGroup with regex subscription
-  Test848RegexBrokerResolves         KIP-848 ConsumerGroupHeartbeat (skips itself without it)
-  TestGroupETL                       ConsumerGroup ETL chain, offset commits, all balancers, 848
   TestTxnEtl                         TransactionalID: InitProducerId(txn), AddPartitionsToTxn,
                                      AddOffsetsToTxn, TxnOffsetCommit, EndTxn + consumer groups
   TestShareGroup                     share groups (KIP-932; skip themselves without ShareFetch v2)
@@ -49,13 +39,6 @@ KGO_VERSION = "v1.22.3"
 RUN_TIMEOUT_S = 600  # the whole binary; go's own -test.timeout is a bit shorter
 
 EXCLUDED = {
-    "TestUnknownGroupOffsetFetchPinned": "group coordinator (OffsetFetch)",
-    "TestIssue1034": "group coordinator (FindCoordinator)",
-    "TestConsumeRegex": "needs __consumer_offsets (group coordinator)",
-    "TestGroupSimple": "consumer groups",
-    "TestIssue523": "consumer groups",
-    "Test848RegexBrokerResolves": "KIP-848 consumer groups",
-    "TestGroupETL": "consumer groups",
     "TestTxnEtl": "transactions + consumer groups",
     "TestShareGroup": "share groups",
     "TestShareGroupETL": "share groups",
@@ -83,6 +66,9 @@ BROKER_TESTS = {
     "TestHookPollStart", "TestConsumeMaxDecompressBatchBytes", "TestClient_Produce",
     "TestIssue769", "TestIssueProduceSyncManualPartitionNegativeDoesNotPanic", "TestIssue831",
     "TestClient_ProduceLargeMessages",
+    # consumer groups (classic and KIP-848)
+    "TestUnknownGroupOffsetFetchPinned", "TestIssue1034", "TestConsumeRegex", "TestGroupSimple",
+    "TestIssue523", "Test848RegexBrokerResolves", "TestGroupETL",
 }
 
 RESULT_RE = re.compile(r"^--- (PASS|FAIL|SKIP): (\S+) \(([\d.]+)s\)")

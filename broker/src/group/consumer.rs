@@ -243,8 +243,9 @@ impl Member {
         }
     }
 
-    /// Topics this member subscribes to that exist: names, plus regex matches (internal topics
-    /// are never matched by a regex).
+    /// Topics this member subscribes to that exist: names, plus regex matches. As in Kafka, the
+    /// broker matches the whole name and does not skip internal topics (a client that wants them
+    /// out says so in its regex).
     pub fn resolved_topics(&self, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
             .subscribed_topic_names
@@ -254,12 +255,7 @@ impl Member {
             .collect();
         if let Some(re) = self.subscribed_topic_regex.as_deref() {
             if let Ok(re) = compile(re) {
-                out.extend(
-                    topics
-                        .keys()
-                        .filter(|t| !t.starts_with("__") && re.is_match(t.as_str()))
-                        .cloned(),
-                );
+                out.extend(topics.keys().filter(|t| re.is_match(t.as_str())).cloned());
             }
         }
         out
