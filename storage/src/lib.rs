@@ -59,6 +59,9 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// Bytes of recently appended batches kept in memory to serve caught-up readers.
     pub tail_cache_bytes_max: usize,
+    /// `producer.id.expiration.ms` (Kafka default 86400000 = 24 h): a producer id is forgotten
+    /// this long after its last append; -1 = never.
+    pub producer_id_expiration_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]

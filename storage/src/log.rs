@@ -730,11 +730,13 @@ impl LogState {
     ) -> Result<AppendInfo, StorageError> {
         let frames = self.validate_batches(&records)?;
         let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        self.producers.maybe_expire(now_ms, expiration_ms);
         let mark = self.producers.undo_mark();
         let mut stamped = Vec::with_capacity(frames.len());
         let mut next_offset = self.log_end_offset;
         for (position, header) in frames {
-            match self.producers.check(&header) {
+            match self.producers.check(&header, now_ms, expiration_ms) {
                 Ok(SequenceCheck::Append) => {}
                 Ok(SequenceCheck::Duplicate {
                     base_offset,
@@ -759,7 +761,7 @@ impl LogState {
             if log_append_time {
                 header.max_timestamp = now_ms;
             }
-            self.producers.apply(&header);
+            self.producers.apply(&header, now_ms);
             next_offset = header.last_offset() + 1;
             stamped.push((position, header));
         }
@@ -824,6 +826,8 @@ impl LogState {
             return;
         }
         // The snapshot must describe the state at the roll point, before this append.
+        self.producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
         let producer_snapshot = self.producers.encode_at_mark(mark);
         let active = self.segments.last_mut().expect("segments is never empty");
         active.finish_time_index();

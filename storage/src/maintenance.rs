@@ -206,7 +206,12 @@ impl PartitionLog {
     /// `retention.bytes`, oldest first, never the active one. Returns how many were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _gate = self.gate.lock().await;
-        let (detached, epochs) = self.state.borrow_mut().detach_expired(now_ms);
+        let (detached, epochs) = {
+            let mut state = self.state.borrow_mut();
+            let expiration_ms = state.config.producer_id_expiration_ms;
+            state.producers.expire(now_ms, expiration_ms);
+            state.detach_expired(now_ms)
+        };
         let deleted = detached.len();
         for segment in detached {
             self.remove_segment_files(segment).await?;
@@ -272,7 +277,9 @@ impl LogState {
         self.log_end_offset = cut.new_end;
         self.durable_end_offset = cut.new_end;
         self.tail.truncate_from(cut.new_end);
+        let clock_ms = self.producers.clock_ms();
         self.producers = cut.producers;
+        self.producers.observe(clock_ms);
         let epochs = self
             .epochs
             .truncate_from_end(cut.new_end)

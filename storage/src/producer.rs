@@ -1,13 +1,23 @@
-//! Idempotent-producer state (Kafka semantics): per producer id, its epoch and the metadata of
-//! its last [`BATCHES_PER_PRODUCER_MAX`] batches, used to accept in-sequence batches, answer
-//! retries as duplicates, and reject gaps and zombie epochs.
+//! Idempotent-producer state (Kafka semantics): per producer id, its epoch, the time of its
+//! last append and the metadata of its last [`BATCHES_PER_PRODUCER_MAX`] batches, used to accept
+//! in-sequence batches, answer retries as duplicates, and reject gaps and zombie epochs.
 //!
 //! Changes made by appends that are not yet durable are recorded in an undo log, so a failed
 //! flush (or a rejected multi-batch append) restores exactly the state of the durable log.
 //! Snapshots (`<offset>.snapshot`) hold the state as of an offset; recovery loads the newest one
 //! at or below the log end and replays the batches after it.
+//!
+//! Expiry (Kafka's `producer.id.expiration.ms`): a producer whose last append is at least the
+//! expiration ago is forgotten, and its next batch is treated as an unknown producer's (accepted
+//! at any sequence). The time of a live append is the broker's `now_ms`, not the batch's max
+//! timestamp (Kafka's choice), so a producer's client clock cannot make it expire at once or
+//! never; a batch replayed from the log has only its max timestamp, and an entry's time never
+//! goes back. `check` treats an expired entry as unknown (O(1)); `expire` removes expired
+//! entries and runs lazily: every [`EXPIRE_INTERVAL_APPENDS`] appends, before a snapshot is
+//! written, and on retention enforcement. Memory is bounded by [`PRODUCERS_PER_PARTITION_MAX`]:
+//! past it the least recently appended-to producers are evicted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use spool_protocol::batch::{sequence_add, BatchHeader};
 
@@ -15,11 +25,28 @@ use crate::StorageError;
 
 /// Batches remembered per producer for duplicate detection (Kafka's value).
 pub(crate) const BATCHES_PER_PRODUCER_MAX: usize = 5;
-/// Producers a snapshot may hold; a larger count means the file is damaged.
+/// Producers tracked per partition; past it the least recently used are evicted (their next
+/// batch is then accepted as an unknown producer's).
+pub(crate) const PRODUCERS_PER_PARTITION_MAX: usize = 50_000;
+/// An eviction removes the excess plus `producers_max / PRODUCERS_EVICT_DIVISOR` more, so its
+/// O(producers) cost is paid once per that many new producers, not on every one.
+const PRODUCERS_EVICT_DIVISOR: usize = 16;
+/// Appends between two expiry sweeps (each O(producers)).
+pub(crate) const EXPIRE_INTERVAL_APPENDS: u32 = 4_096;
+/// Producers a snapshot may hold; a larger count means the file is damaged. Larger than the cap
+/// because snapshots written before the cap existed may hold more (they are trimmed on load).
 const SNAPSHOT_PRODUCERS_MAX: usize = 10_000_000;
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SPPS";
-const SNAPSHOT_ENTRY_BYTES: usize = 8 + 2 + 1;
+/// Version 1: no timestamps. Still read; its entries get the load time.
+const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"SPPS";
+/// Version 2: each entry carries the time of its last append.
+const SNAPSHOT_MAGIC_V2: &[u8; 4] = b"SPP2";
+const SNAPSHOT_ENTRY_BYTES_V1: usize = 8 + 2 + 1;
+const SNAPSHOT_ENTRY_BYTES_V2: usize = 8 + 2 + 8 + 1;
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
+
+const _: () = assert!(PRODUCERS_PER_PARTITION_MAX <= SNAPSHOT_PRODUCERS_MAX);
+const _: () = assert!(PRODUCERS_EVICT_DIVISOR > 0 && EXPIRE_INTERVAL_APPENDS > 0);
+const _: () = assert!(BATCHES_PER_PRODUCER_MAX <= u8::MAX as usize);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchMeta {
@@ -32,7 +59,16 @@ pub(crate) struct BatchMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
+    /// Time of the last append: `now_ms` of a live append, the max timestamp of a replayed
+    /// batch; never decreases.
+    pub last_timestamp_ms: i64,
     pub batches: VecDeque<BatchMeta>,
+}
+
+impl ProducerEntry {
+    fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        expiration_ms >= 0 && now_ms.saturating_sub(self.last_timestamp_ms) >= expiration_ms
+    }
 }
 
 /// What an append of one batch must do.
@@ -42,23 +78,81 @@ pub(crate) enum SequenceCheck {
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
     /// (batch base offset, producer id, prior entry) for changes since the last commit,
-    /// oldest first.
+    /// oldest first. An eviction is recorded under the base offset of the batch that caused it.
     undo: Vec<(i64, i64, Option<ProducerEntry>)>,
+    /// The cap on `producers`; [`PRODUCERS_PER_PARTITION_MAX`] except in tests.
+    producers_max: usize,
+    /// Appends since the last expiry sweep.
+    appends_since_expire: u32,
+    /// The latest `now_ms` seen, for the sweep before the snapshot written at close.
+    clock_ms: i64,
+}
+
+impl Default for ProducerState {
+    fn default() -> ProducerState {
+        ProducerState {
+            producers: HashMap::new(),
+            undo: Vec::new(),
+            producers_max: PRODUCERS_PER_PARTITION_MAX,
+            appends_since_expire: 0,
+            clock_ms: i64::MIN,
+        }
+    }
 }
 
 impl ProducerState {
-    /// Checks a batch against the producer's state; does not change anything.
-    pub(crate) fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, StorageError> {
+    /// A state that evicts past `producers_max` instead of [`PRODUCERS_PER_PARTITION_MAX`].
+    #[cfg(test)]
+    pub(crate) fn with_producers_max(producers_max: usize) -> ProducerState {
+        assert!(producers_max > 0);
+        ProducerState {
+            producers_max,
+            ..ProducerState::default()
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// The latest `now_ms` seen (`i64::MIN` if none).
+    pub(crate) fn clock_ms(&self) -> i64 {
+        self.clock_ms
+    }
+
+    /// Advances the clock used by [`ProducerState::expire_at_clock`].
+    pub(crate) fn observe(&mut self, now_ms: i64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
+    /// Checks a batch against the producer's state; does not change anything. A producer whose
+    /// last append is `expiration_ms` or more before `now_ms` counts as unknown.
+    pub(crate) fn check(
+        &self,
+        header: &BatchHeader,
+        now_ms: i64,
+        expiration_ms: i64,
+    ) -> Result<SequenceCheck, StorageError> {
         if !header.has_producer_id() {
             return Ok(SequenceCheck::Append);
         }
         let producer_id = header.producer_id;
         // Kafka 4 accepts an unknown producer at any sequence and starts tracking it.
-        let Some(entry) = self.producers.get(&producer_id) else {
+        let Some(entry) = self
+            .producers
+            .get(&producer_id)
+            .filter(|entry| !entry.expired(now_ms, expiration_ms))
+        else {
             return Ok(SequenceCheck::Append);
         };
         if header.producer_epoch < entry.epoch {
@@ -101,33 +195,53 @@ impl ProducerState {
         }
     }
 
-    /// Records an appended batch (offsets already assigned), remembering how to undo it.
-    pub(crate) fn apply(&mut self, header: &BatchHeader) {
+    /// Records a batch appended at `now_ms` (offsets already assigned), remembering how to undo
+    /// it and any eviction it causes.
+    pub(crate) fn apply(&mut self, header: &BatchHeader, now_ms: i64) {
         if !header.has_producer_id() {
             return;
         }
+        self.observe(now_ms);
         let prior = self.producers.get(&header.producer_id).cloned();
         self.undo
             .push((header.base_offset, header.producer_id, prior));
-        self.replay(header);
+        self.update(header, now_ms);
+        for (producer_id, entry) in self.evict_over_cap(Some(header.producer_id)) {
+            self.undo
+                .push((header.base_offset, producer_id, Some(entry)));
+        }
     }
 
-    /// Records a batch read back from the log during recovery (no undo).
+    /// Records a batch read back from the log during recovery (no undo), timed by its max
+    /// timestamp: the log holds nothing else.
     pub(crate) fn replay(&mut self, header: &BatchHeader) {
         if !header.has_producer_id() {
             return;
         }
+        self.update(header, header.max_timestamp);
+        self.evict_over_cap(Some(header.producer_id));
+    }
+
+    fn update(&mut self, header: &BatchHeader, timestamp_ms: i64) {
         let entry = self
             .producers
             .entry(header.producer_id)
             .or_insert(ProducerEntry {
                 epoch: header.producer_epoch,
+                last_timestamp_ms: timestamp_ms,
                 batches: VecDeque::new(),
             });
-        if header.producer_epoch != entry.epoch {
+        // A batch that does not continue the sequence of its epoch was accepted as an unknown
+        // producer's (expired or evicted): start over, as the live append did.
+        let continues = entry
+            .batches
+            .back()
+            .is_none_or(|last| header.base_sequence == sequence_add(last.last_seq, 1));
+        if header.producer_epoch != entry.epoch || !continues {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
         if entry.batches.len() == BATCHES_PER_PRODUCER_MAX {
             entry.batches.pop_front();
         }
@@ -137,6 +251,81 @@ impl ProducerState {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
         });
+        assert!(entry.batches.len() <= BATCHES_PER_PRODUCER_MAX);
+    }
+
+    /// Past the cap, removes the least recently appended-to producers (never `keep`) down to
+    /// `producers_max - producers_max / PRODUCERS_EVICT_DIVISOR`, and returns them.
+    fn evict_over_cap(&mut self, keep: Option<i64>) -> Vec<(i64, ProducerEntry)> {
+        if self.producers.len() <= self.producers_max {
+            return Vec::new();
+        }
+        let excess = self.producers.len() - self.producers_max;
+        let mut oldest: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .filter(|&(&id, _)| Some(id) != keep)
+            .map(|(&id, entry)| (entry.last_timestamp_ms, id))
+            .collect();
+        let count = (excess + self.producers_max / PRODUCERS_EVICT_DIVISOR).min(oldest.len());
+        if count < oldest.len() {
+            oldest.select_nth_unstable(count);
+        }
+        oldest.truncate(count);
+        let evicted: Vec<_> = oldest
+            .into_iter()
+            .map(|(_, id)| {
+                (
+                    id,
+                    self.producers.remove(&id).expect("collected from the map"),
+                )
+            })
+            .collect();
+        assert!(self.producers.len() <= self.producers_max);
+        tracing::debug!(
+            evicted = evicted.len(),
+            producers_max = self.producers_max,
+            "producer state evicts least recently used producers"
+        );
+        evicted
+    }
+
+    /// Counts an append; every [`EXPIRE_INTERVAL_APPENDS`] appends, expires producers.
+    pub(crate) fn maybe_expire(&mut self, now_ms: i64, expiration_ms: i64) {
+        self.observe(now_ms);
+        self.appends_since_expire += 1;
+        if self.appends_since_expire >= EXPIRE_INTERVAL_APPENDS {
+            self.expire(now_ms, expiration_ms);
+        }
+    }
+
+    /// Expires producers as of the latest `now_ms` seen (before the snapshot written at close).
+    pub(crate) fn expire_at_clock(&mut self, expiration_ms: i64) -> usize {
+        if self.clock_ms == i64::MIN {
+            return 0;
+        }
+        self.expire(self.clock_ms, expiration_ms)
+    }
+
+    /// Removes the producers whose last append is `expiration_ms` or more before `now_ms`
+    /// (none if `expiration_ms` is negative), except those with changes not yet durable: the
+    /// undo log restores them exactly. A rollback thus restores the durable state minus
+    /// expired producers, which `check` ignores anyway. Returns how many were removed.
+    pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.observe(now_ms);
+        self.appends_since_expire = 0;
+        if expiration_ms < 0 {
+            return 0;
+        }
+        let pending: HashSet<i64> = self.undo.iter().map(|&(_, id, _)| id).collect();
+        let before = self.producers.len();
+        self.producers
+            .retain(|id, entry| pending.contains(id) || !entry.expired(now_ms, expiration_ms));
+        let expired = before - self.producers.len();
+        if expired > 0 {
+            tracing::debug!(expired, now_ms, expiration_ms, "producer ids expired");
+        }
+        expired
     }
 
     /// Marks the changes made by batches below `offset` as durable; later ones (appended
@@ -180,7 +369,7 @@ impl ProducerState {
         }
         let mut past = ProducerState {
             producers: self.producers.clone(),
-            undo: Vec::new(),
+            ..ProducerState::default()
         };
         for (_, producer_id, prior) in self.undo[mark..].iter().rev() {
             restore(&mut past.producers, *producer_id, prior.clone());
@@ -188,17 +377,21 @@ impl ProducerState {
         past.encode()
     }
 
-    /// Snapshot bytes: magic, count, entries, CRC-32C of everything before it.
+    /// Snapshot bytes (version 2): magic, count, entries (id, epoch, last timestamp, batches),
+    /// CRC-32C of everything before it.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut ids: Vec<_> = self.producers.keys().copied().collect();
         ids.sort_unstable();
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        let mut bytes = Vec::with_capacity(
+            4 + 8 + 4 + ids.len() * (SNAPSHOT_ENTRY_BYTES_V2 + SNAPSHOT_BATCH_BYTES),
+        );
+        bytes.extend_from_slice(SNAPSHOT_MAGIC_V2);
         bytes.extend_from_slice(&(ids.len() as u64).to_be_bytes());
         for id in ids {
             let entry = &self.producers[&id];
             bytes.extend_from_slice(&id.to_be_bytes());
             bytes.extend_from_slice(&entry.epoch.to_be_bytes());
+            bytes.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
             bytes.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 bytes.extend_from_slice(&batch.first_seq.to_be_bytes());
@@ -212,25 +405,40 @@ impl ProducerState {
         bytes
     }
 
-    /// None if the snapshot is damaged.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<ProducerState> {
+    /// None if the snapshot is damaged. A version 1 snapshot has no timestamps: its entries
+    /// get `load_ms`, so none expires before a full expiration after the load. More producers
+    /// than the cap (possible in version 1) are trimmed, least recently used first.
+    pub(crate) fn decode(bytes: &[u8], load_ms: i64) -> Option<ProducerState> {
         let body_len = bytes.len().checked_sub(4)?;
         let (body, crc) = bytes.split_at(body_len);
         if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
             return None;
         }
         let mut reader = Reader { bytes: body };
-        if reader.take(4)? != SNAPSHOT_MAGIC {
-            return None;
-        }
+        let magic = reader.take(4)?;
+        let has_timestamps = match magic {
+            m if m == SNAPSHOT_MAGIC_V2 => true,
+            m if m == SNAPSHOT_MAGIC_V1 => false,
+            _ => return None,
+        };
+        let entry_bytes = if has_timestamps {
+            SNAPSHOT_ENTRY_BYTES_V2
+        } else {
+            SNAPSHOT_ENTRY_BYTES_V1
+        };
         let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
-        if count > SNAPSHOT_PRODUCERS_MAX || count * SNAPSHOT_ENTRY_BYTES > reader.bytes.len() {
+        if count > SNAPSHOT_PRODUCERS_MAX || count * entry_bytes > reader.bytes.len() {
             return None;
         }
         let mut state = ProducerState::default();
         for _ in 0..count {
             let id = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(reader.take(2)?.try_into().ok()?);
+            let last_timestamp_ms = if has_timestamps {
+                i64::from_be_bytes(reader.take(8)?.try_into().ok()?)
+            } else {
+                load_ms
+            };
             let batch_count = usize::from(reader.take(1)?[0]);
             if batch_count > BATCHES_PER_PRODUCER_MAX {
                 return None;
@@ -245,9 +453,20 @@ impl ProducerState {
                     last_offset: i64::from_be_bytes(batch[16..24].try_into().ok()?),
                 });
             }
-            state.producers.insert(id, ProducerEntry { epoch, batches });
+            let entry = ProducerEntry {
+                epoch,
+                last_timestamp_ms,
+                batches,
+            };
+            if state.producers.insert(id, entry).is_some() {
+                return None;
+            }
         }
-        reader.bytes.is_empty().then_some(state)
+        if !reader.bytes.is_empty() {
+            return None;
+        }
+        state.evict_over_cap(None);
+        Some(state)
     }
 }
 
@@ -270,5 +489,253 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
         Some(head)
+    }
+}
+
+#[cfg(test)]
+impl ProducerState {
+    /// Version 1 snapshot bytes (no timestamps), as written before expiry existed.
+    pub(crate) fn encode_v1(&self) -> Vec<u8> {
+        let mut ids: Vec<_> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(SNAPSHOT_MAGIC_V1);
+        bytes.extend_from_slice(&(ids.len() as u64).to_be_bytes());
+        for id in ids {
+            let entry = &self.producers[&id];
+            bytes.extend_from_slice(&id.to_be_bytes());
+            bytes.extend_from_slice(&entry.epoch.to_be_bytes());
+            bytes.push(entry.batches.len() as u8);
+            for batch in &entry.batches {
+                bytes.extend_from_slice(&batch.first_seq.to_be_bytes());
+                bytes.extend_from_slice(&batch.last_seq.to_be_bytes());
+                bytes.extend_from_slice(&batch.base_offset.to_be_bytes());
+                bytes.extend_from_slice(&batch.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const EXPIRATION_MS: i64 = 1_000;
+
+    /// A header of `count` records from `producer_id` at `base_offset`, max timestamp `ts`.
+    fn header(producer_id: i64, seq: i32, count: i32, base_offset: i64, ts: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: ts,
+            max_timestamp: ts,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: seq,
+            records_count: count,
+        }
+    }
+
+    /// Checks and applies like an append at `now_ms`.
+    fn append(state: &mut ProducerState, header: &BatchHeader, now_ms: i64) -> SequenceCheck {
+        let check = state.check(header, now_ms, EXPIRATION_MS).unwrap();
+        if check == SequenceCheck::Append {
+            state.apply(header, now_ms);
+        }
+        check
+    }
+
+    #[test]
+    fn expired_producer_is_unknown_and_accepted_at_any_sequence() {
+        let mut state = ProducerState::default();
+        append(&mut state, &header(1, 0, 2, 0, 5), 100);
+        // The entry is timed by the append's now_ms, not the batch's timestamp.
+        assert_eq!(state.get(1).unwrap().last_timestamp_ms, 100);
+        let gap = header(1, 9, 1, 2, 5);
+        let just_before = 100 + EXPIRATION_MS - 1;
+        assert!(matches!(
+            state.check(&gap, just_before, EXPIRATION_MS),
+            Err(StorageError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        assert_eq!(
+            state
+                .check(&gap, 100 + EXPIRATION_MS, EXPIRATION_MS)
+                .unwrap(),
+            SequenceCheck::Append
+        );
+        // A negative expiration never expires.
+        assert!(state.check(&gap, i64::MAX, -1).is_err());
+        // The sweep keeps entries with undone changes, then removes expired ones.
+        assert_eq!(state.expire(100 + EXPIRATION_MS, EXPIRATION_MS), 0);
+        state.commit_below(i64::MAX);
+        assert_eq!(state.expire(just_before, EXPIRATION_MS), 0);
+        assert_eq!(state.expire(100 + EXPIRATION_MS, EXPIRATION_MS), 1);
+        assert!(state.get(1).is_none());
+        // Accepted again at any sequence; the old batch is no longer a duplicate.
+        let now = 100 + EXPIRATION_MS;
+        assert_eq!(append(&mut state, &gap, now), SequenceCheck::Append);
+        assert_eq!(state.get(1).unwrap().batches.len(), 1);
+        assert!(state
+            .check(&header(1, 0, 2, 3, 5), now, EXPIRATION_MS)
+            .is_err());
+    }
+
+    #[test]
+    fn expired_but_unswept_producer_restarts_like_a_replay() {
+        let mut live = ProducerState::default();
+        let first = header(1, 0, 2, 0, 10);
+        let restart = header(1, 40, 1, 2, 10 + EXPIRATION_MS);
+        append(&mut live, &first, 10);
+        assert_eq!(
+            append(&mut live, &restart, 10 + EXPIRATION_MS),
+            SequenceCheck::Append
+        );
+        let mut replayed = ProducerState::default();
+        replayed.replay(&first);
+        replayed.replay(&restart);
+        assert_eq!(live.get(1), replayed.get(1));
+        assert_eq!(live.get(1).unwrap().batches.len(), 1);
+    }
+
+    #[test]
+    fn replay_uses_max_timestamp_and_never_goes_back() {
+        let mut state = ProducerState::default();
+        state.replay(&header(1, 0, 1, 0, 500));
+        state.replay(&header(1, 1, 1, 1, 300));
+        assert_eq!(state.get(1).unwrap().last_timestamp_ms, 500);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_timestamps() {
+        let mut state = ProducerState::default();
+        for id in 0..20 {
+            for k in 0..7 {
+                append(
+                    &mut state,
+                    &header(id, k, 1, id * 100 + i64::from(k), 0),
+                    10 * id,
+                );
+            }
+        }
+        let bytes = state.encode();
+        assert_eq!(&bytes[..4], SNAPSHOT_MAGIC_V2);
+        let decoded = ProducerState::decode(&bytes, 999_999).unwrap();
+        assert_eq!(decoded.producers, state.producers);
+        assert_eq!(decoded.get(7).unwrap().last_timestamp_ms, 70);
+        assert_eq!(decoded.encode(), bytes);
+        // Any damage is detected.
+        for cut in [0, 4, 12, bytes.len() - 1] {
+            assert!(ProducerState::decode(&bytes[..cut], 0).is_none());
+        }
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(ProducerState::decode(&flipped, 0).is_none());
+    }
+
+    #[test]
+    fn version_1_snapshot_loads_with_the_load_time() {
+        let mut state = ProducerState::default();
+        append(&mut state, &header(3, 0, 2, 0, 0), 10);
+        append(&mut state, &header(4, 0, 1, 2, 0), 20);
+        let bytes = state.encode_v1();
+        assert_eq!(&bytes[..4], SNAPSHOT_MAGIC_V1);
+        let decoded = ProducerState::decode(&bytes, 5_000).unwrap();
+        for id in [3, 4] {
+            let entry = decoded.get(id).unwrap();
+            assert_eq!(entry.last_timestamp_ms, 5_000);
+            assert_eq!(entry.batches, state.get(id).unwrap().batches);
+        }
+        // Nothing expires before a whole expiration after the load.
+        let retry = header(3, 0, 2, 0, 0);
+        assert!(matches!(
+            decoded.check(&retry, 5_000 + EXPIRATION_MS - 1, EXPIRATION_MS),
+            Ok(SequenceCheck::Duplicate { base_offset: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn undo_restores_timestamps_and_evictions() {
+        let mut state = ProducerState::with_producers_max(2);
+        append(&mut state, &header(1, 0, 1, 0, 0), 10);
+        append(&mut state, &header(2, 0, 1, 1, 0), 20);
+        state.commit_below(2);
+        let durable = state.producers.clone();
+        // A later append of producer 1 moves its time; a new producer evicts producer 2.
+        append(&mut state, &header(1, 1, 1, 2, 0), 30);
+        append(&mut state, &header(3, 0, 1, 3, 0), 40);
+        assert_eq!(state.len(), 2);
+        assert!(state.get(2).is_none());
+        assert_eq!(state.get(1).unwrap().last_timestamp_ms, 30);
+        assert_eq!(
+            ProducerState::decode(&state.encode_at_mark(0), 0)
+                .unwrap()
+                .producers,
+            durable
+        );
+        state.rollback_from_offset(2);
+        assert_eq!(state.producers, durable);
+        assert_eq!(state.undo_mark(), 0);
+    }
+
+    #[test]
+    fn cap_evicts_least_recently_used() {
+        let mut state = ProducerState::with_producers_max(4);
+        for id in 0..4 {
+            append(&mut state, &header(id, 0, 1, id, 0), 10 + id);
+        }
+        // Producer 0 appends again: now producer 1 is the least recently used.
+        append(&mut state, &header(0, 1, 1, 4, 0), 100);
+        append(&mut state, &header(9, 0, 1, 5, 0), 101);
+        assert_eq!(state.len(), 4);
+        assert!(state.get(1).is_none());
+        for id in [0, 2, 3, 9] {
+            assert!(state.get(id).is_some(), "{id}");
+        }
+        // An evicted producer is unknown again: accepted at any sequence.
+        assert_eq!(
+            append(&mut state, &header(1, 77, 1, 6, 0), 102),
+            SequenceCheck::Append
+        );
+        assert!(state.get(2).is_none());
+        // The default cap evicts a batch at once, keeping the producer being applied, even
+        // when it looks oldest (a replayed batch with an old timestamp).
+        let mut state = ProducerState::default();
+        let max = PRODUCERS_PER_PARTITION_MAX as i64;
+        for id in 0..max {
+            state.replay(&header(id, 0, 1, id, 1_000 + id));
+        }
+        assert_eq!(state.len(), PRODUCERS_PER_PARTITION_MAX);
+        state.replay(&header(max, 0, 1, max, 0));
+        assert_eq!(
+            state.len(),
+            PRODUCERS_PER_PARTITION_MAX - PRODUCERS_PER_PARTITION_MAX / PRODUCERS_EVICT_DIVISOR
+        );
+        assert!(state.get(max).is_some());
+        assert!(state.get(0).is_none());
+        assert!(state.get(max - 1).is_some());
+    }
+
+    #[test]
+    fn periodic_sweep_runs_every_interval_appends() {
+        let mut state = ProducerState::default();
+        append(&mut state, &header(1, 0, 1, 0, 0), 0);
+        state.commit_below(i64::MAX);
+        let now = 10 * EXPIRATION_MS;
+        for _ in 0..EXPIRE_INTERVAL_APPENDS - 1 {
+            state.maybe_expire(now, EXPIRATION_MS);
+        }
+        assert_eq!(state.len(), 1);
+        state.maybe_expire(now, EXPIRATION_MS);
+        assert_eq!(state.len(), 0);
+        assert_eq!(state.clock_ms(), now);
     }
 }

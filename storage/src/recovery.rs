@@ -375,7 +375,8 @@ impl PartitionLog {
                 .read_file(&path)
                 .await
                 .map_err(io_error(&path))?;
-            if let Some(state) = bytes.and_then(|bytes| ProducerState::decode(&bytes)) {
+            let decoded = bytes.and_then(|bytes| ProducerState::decode(&bytes, wall_clock_ms()));
+            if let Some(state) = decoded {
                 return Ok((state, offset.max(log_start)));
             }
         }
@@ -455,7 +456,9 @@ impl PartitionLog {
     pub async fn close(self) -> Result<(), StorageError> {
         self.flush().await?;
         let (base_offset, indexes, producers, epochs, marker) = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
+            let expiration_ms = state.config.producer_id_expiration_ms;
+            state.producers.expire_at_clock(expiration_ms);
             let active = state.active();
             active.finish_time_index();
             let indexes = active.indexes.borrow().clone();
@@ -581,4 +584,14 @@ fn remove_leftovers(
         }
     }
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the time given to producers loaded from a snapshot
+/// without timestamps (the log's callers pass `now_ms` everywhere else).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }

@@ -31,6 +31,7 @@ fn config() -> LogConfig {
         index_interval_bytes: 300,
         timestamp_type: TimestampType::CreateTime,
         tail_cache_bytes_max: 0,
+        producer_id_expiration_ms: 86_400_000,
     }
 }
 
@@ -468,6 +469,153 @@ fn failed_flush_rolls_back_producer_state() {
     assert!(!retry.duplicate);
     assert_eq!(retry.base_offset, 1);
     block_on(log.flush()).unwrap();
+}
+
+fn expiring_config(producer_id_expiration_ms: i64) -> LogConfig {
+    LogConfig {
+        producer_id_expiration_ms,
+        ..config()
+    }
+}
+
+/// The time of a producer's last append as the log holds it.
+fn producer_time(log: &PartitionLog, producer_id: i64) -> Option<i64> {
+    let state = log.state.borrow();
+    state
+        .producers
+        .get(producer_id)
+        .map(|entry| entry.last_timestamp_ms)
+}
+
+#[test]
+fn expired_producer_is_accepted_at_any_sequence() {
+    let fs = MemFs::new();
+    let log = open(&fs, expiring_config(100));
+    log.append(batch_of(2, 7, 0, 0, 10), 1, 10).unwrap();
+    let gap = log.append(batch_of(1, 7, 0, 9, 50), 1, 50);
+    assert!(matches!(
+        gap,
+        Err(StorageError::OutOfOrderSequence {
+            expected: 2,
+            got: 9,
+            ..
+        })
+    ));
+    // 100 ms after its last append the producer is forgotten, then tracked again.
+    let info = log.append(batch_of(1, 7, 0, 9, 110), 1, 110).unwrap();
+    assert!(!info.duplicate);
+    assert_eq!(info.base_offset, 2);
+    assert!(
+        log.append(batch_of(1, 7, 0, 9, 120), 1, 120)
+            .unwrap()
+            .duplicate
+    );
+    // The batch from before the expiry is no longer remembered as a duplicate.
+    assert!(matches!(
+        log.append(batch_of(2, 7, 0, 0, 120), 1, 120),
+        Err(StorageError::OutOfOrderSequence { expected: 10, .. })
+    ));
+    log.append(batch_of(1, 8, 0, 0, 500), 1, 500).unwrap();
+    block_on(log.flush()).unwrap();
+    // Retention enforcement sweeps expired producers out of memory.
+    block_on(log.enforce_retention(250)).unwrap();
+    assert_eq!(log.state.borrow().producers.len(), 1);
+    assert_eq!(producer_time(&log, 8), Some(500));
+    // The snapshot written at close leaves out those expired by then (clock: 500).
+    log.append(batch_of(1, 9, 0, 0, 300), 1, 300).unwrap();
+    log.append(batch_of(1, 8, 0, 1, 1_000), 1, 1_000).unwrap();
+    block_on(log.close()).unwrap();
+    let log = open(&fs, expiring_config(100));
+    assert_eq!(log.state.borrow().producers.len(), 1);
+    assert_eq!(producer_time(&log, 8), Some(1_000));
+    assert!(log.append(batch_of(1, 9, 0, 44, 1_010), 1, 1_010).is_ok());
+}
+
+#[test]
+fn restart_keeps_unexpired_producers() {
+    for clean in [true, false] {
+        let fs = MemFs::new();
+        let config = expiring_config(1_000);
+        let log = open(&fs, config.clone());
+        // Batch timestamps: 10, 11 and 900, 901; appended at now_ms 10 and 900.
+        log.append(batch_of(2, 1, 0, 0, 10), 1, 10).unwrap();
+        log.append(batch_of(2, 2, 0, 0, 900), 1, 900).unwrap();
+        block_on(log.flush()).unwrap();
+        if clean {
+            block_on(log.close()).unwrap();
+        } else {
+            drop(log);
+            fs.crash();
+        }
+        let log = open(&fs, config);
+        // A snapshot keeps the append times; a replay has only the batches' max timestamps.
+        let expected = if clean { (10, 900) } else { (11, 901) };
+        assert_eq!(
+            (producer_time(&log, 1), producer_time(&log, 2)),
+            (Some(expected.0), Some(expected.1)),
+            "clean={clean}"
+        );
+        // At 1500, producer 1 has expired and producer 2 has not.
+        assert!(log.append(batch_of(1, 1, 0, 50, 1_500), 1, 1_500).is_ok());
+        assert!(matches!(
+            log.append(batch_of(1, 2, 0, 50, 1_500), 1, 1_500),
+            Err(StorageError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        assert!(
+            log.append(batch_of(2, 2, 0, 0, 900), 1, 1_500)
+                .unwrap()
+                .duplicate
+        );
+    }
+}
+
+#[test]
+fn version_1_producer_snapshot_still_loads() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    log.append(batch_of(2, 4, 0, 0, 10), 1, 10).unwrap();
+    block_on(log.close()).unwrap();
+    let path = crate::log::snapshot_path(&dir(), 2);
+    let backend = Backend::Memory(fs.clone());
+    let bytes = block_on(backend.read_file(&path)).unwrap().unwrap();
+    let state = crate::producer::ProducerState::decode(&bytes, 0).unwrap();
+    block_on(backend.write_file_atomic(&path, &state.encode_v1())).unwrap();
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let log = open(&fs, config());
+    // The missing timestamp is the load time, so nothing expires at once.
+    assert!(producer_time(&log, 4).unwrap() >= before_ms);
+    assert!(
+        log.append(batch_of(2, 4, 0, 0, 10), 1, 10)
+            .unwrap()
+            .duplicate
+    );
+    // The next snapshot is written in the current format.
+    block_on(log.close()).unwrap();
+    let bytes = block_on(backend.read_file(&path)).unwrap().unwrap();
+    assert_eq!(&bytes[..4], b"SPP2");
+}
+
+#[test]
+fn failed_flush_restores_producer_timestamps() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    log.append(batch_of(1, 5, 0, 0, 10), 1, 10).unwrap();
+    block_on(log.flush()).unwrap();
+    log.append(batch_of(1, 5, 0, 1, 10), 1, 70).unwrap();
+    log.append(batch_of(1, 6, 0, 0, 10), 1, 80).unwrap();
+    assert_eq!(producer_time(&log, 5), Some(70));
+    fs.set_enospc(true);
+    assert!(block_on(log.flush()).is_err());
+    fs.set_enospc(false);
+    assert_eq!(producer_time(&log, 5), Some(10));
+    assert_eq!(producer_time(&log, 6), None);
+    assert_eq!(
+        log.state.borrow().producers.get(5).unwrap().batches.len(),
+        1
+    );
 }
 
 #[test]

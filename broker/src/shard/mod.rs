@@ -551,6 +551,7 @@ impl Shard {
                 _ => TimestampType::CreateTime,
             },
             tail_cache_bytes_max: c.tail_cache_bytes_max,
+            producer_id_expiration_ms: c.producer_id_expiration_ms,
         }
     }
 
