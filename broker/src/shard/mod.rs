@@ -233,6 +233,16 @@ impl Shard {
                 out.push((result, None));
                 continue;
             };
+            if p.offline.get() {
+                let result = ProduceResult {
+                    error_code: ResponseError::KafkaStorageError.code(),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: p.log.log_start_offset(),
+                };
+                out.push((result, None));
+                continue;
+            }
             match p.log.append(part.records, 0, now) {
                 Ok(info) => {
                     let result = ProduceResult {
@@ -335,11 +345,19 @@ impl Shard {
             }
             let round: Vec<Rc<Partition>> =
                 round.into_iter().filter(|p| !p.deleted.get()).collect();
+            let interval = self.config.flush_mode == FlushMode::Interval;
             let flushes = round.iter().map(|p| async move {
                 let code = match p.log.flush().await {
                     Ok(()) => 0,
                     Err(e) => {
                         tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}");
+                        if interval {
+                            // Consumers may already have read what the failed flush rolled back;
+                            // new appends would reuse those offsets. Stop writing, as Kafka takes
+                            // the log directory offline.
+                            tracing::error!(topic = %p.topic, partition = p.index, "partition offline for writes until restart");
+                            p.offline.set(true);
+                        }
                         storage_error_code(&e)
                     }
                 };

@@ -28,6 +28,8 @@ pub struct Partition {
     pub dirty: Cell<bool>,
     /// The topic was deleted: never flush again.
     pub deleted: Cell<bool>,
+    /// A flush failed after consumers could see the data (interval mode): refuse writes.
+    pub offline: Cell<bool>,
 }
 
 impl Partition {
@@ -46,6 +48,7 @@ impl Partition {
             data_waiters: RefCell::new(VecDeque::new()),
             dirty: Cell::new(false),
             deleted: Cell::new(false),
+            offline: Cell::new(false),
         })
     }
 

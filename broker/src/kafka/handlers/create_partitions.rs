@@ -14,9 +14,23 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
 
 pub async fn handle(ctx: &Ctx, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
+    let mut seen = std::collections::HashMap::new();
+    for topic in &request.topics {
+        *seen.entry(topic.name.0.to_string()).or_insert(0usize) += 1;
+    }
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if seen.get(&name).copied().unwrap_or(0) > 1 {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "Duplicate topic in request.",
+                    ))),
+            );
+            continue;
+        }
         if topic.count > PARTITIONS_PER_TOPIC_MAX {
             results.push(
                 result

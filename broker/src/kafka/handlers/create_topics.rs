@@ -51,6 +51,15 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
             ));
             continue;
         }
+        if !topic.assignments.is_empty()
+            && (topic.num_partitions != -1 || topic.replication_factor != -1)
+        {
+            results.push(fail(
+                ResponseError::InvalidRequest,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+            ));
+            continue;
+        }
         let partitions = if !topic.assignments.is_empty() {
             topic.assignments.len() as i32
         } else if topic.num_partitions == -1 {

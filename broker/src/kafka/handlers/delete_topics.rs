@@ -40,6 +40,16 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
         let mut result = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
             .with_topic_id(if v6 { id } else { uuid::Uuid::nil() });
+        if v6 && name.is_some() && !id.is_nil() {
+            responses.push(
+                result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "You may not specify both topic name and topic id.",
+                    ))),
+            );
+            continue;
+        }
         match resolved {
             None => {
                 let e = if name.is_some() {
