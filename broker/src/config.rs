@@ -19,6 +19,9 @@ pub enum FlushMode {
     Interval,
 }
 
+/// Smallest `offsets.topic.segment.bytes`, as Kafka's.
+pub const OFFSETS_TOPIC_SEGMENT_BYTES_MIN: u64 = 1 << 20;
+
 /// One broker setting: its Kafka name, default, and documentation.
 pub struct SettingSpec {
     pub name: &'static str,
@@ -51,6 +54,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "producer.id.expiration.ms", default: "86400000", doc: "A producer id's idempotence state is forgotten this long after its last append; its next batch is accepted as a new producer's." },
     SettingSpec { name: "spool.tail.cache.bytes", default: "1048576", doc: "Per-partition bytes of recent batches kept in memory for caught-up consumers." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
+    SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
     SettingSpec { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired offsets are looked for." },
     SettingSpec { name: "offset.metadata.max.bytes", default: "4096", doc: "Largest metadata string of a committed offset." },
@@ -92,6 +96,7 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_max: usize,
     pub producer_id_expiration_ms: i64,
     pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
     pub offsets_retention_minutes: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
@@ -214,6 +219,10 @@ impl BrokerConfig {
                 "offsets.topic.num.partitions",
                 get("offsets.topic.num.partitions"),
             )?,
+            offsets_topic_segment_bytes: parse(
+                "offsets.topic.segment.bytes",
+                get("offsets.topic.segment.bytes"),
+            )?,
             offsets_retention_minutes: parse(
                 "offsets.retention.minutes",
                 get("offsets.retention.minutes"),
@@ -274,6 +283,14 @@ impl BrokerConfig {
             return Err(invalid(
                 "offsets.topic.num.partitions",
                 self.offsets_topic_num_partitions.to_string(),
+            ));
+        }
+        if !(OFFSETS_TOPIC_SEGMENT_BYTES_MIN..=i32::MAX as u64)
+            .contains(&self.offsets_topic_segment_bytes)
+        {
+            return Err(invalid(
+                "offsets.topic.segment.bytes",
+                self.offsets_topic_segment_bytes.to_string(),
             ));
         }
         if self.group_max_size == 0 {

@@ -218,6 +218,7 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::load(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
+    runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
     let listener = net::bind(&shard).unwrap_or_else(|e| {
         fatal(format!(
             "cannot listen on {}:{}: {e}",

@@ -8,7 +8,8 @@
 //! the new segment's file. Recovery relies on that order (see `recovery.rs`).
 //!
 //! Concurrency. Every method takes `&self`; the shard calls `append`, `read`,
-//! `offset_for_timestamp`, `flush`, `enforce_retention` and `truncate_suffix` on one log
+//! `offset_for_timestamp`, `flush`, `enforce_retention`, `delete_segments_below` and
+//! `truncate_suffix` on one log
 //! concurrently (interleaved at `.await` points, one thread). Mutable state lives in
 //! `PartitionLog::state`, a `RefCell<LogState>`, and async operations follow *plan / run /
 //! commit*: a synchronous step under a short borrow copies what the I/O needs (the segment's
@@ -20,8 +21,9 @@
 //!   the state borrowed: `append` and the synchronous getters never wait and never panic.
 //! - `segments` is never empty, ordered, contiguous in offsets; the last one is active.
 //! - `log_start_offset <= durable_end_offset <= log_end_offset`.
-//! - At most one of flush, retention and suffix truncation runs at a time (the `gate`); only
-//!   they remove segments or change durable bytes, so a flush finds the segments it planned.
+//! - At most one of flush, retention (also `delete_segments_below`) and suffix truncation
+//!   runs at a time (the `gate`); only they remove segments or change durable bytes, so a
+//!   flush finds the segments it planned.
 //! - A flush makes durable exactly what was appended when it was planned (per segment: a byte
 //!   size, a count of pending batches, an end offset). Appends made while it awaits its I/O
 //!   stay pending for the next flush; `durable_end_offset` advances only when a flush commits.
@@ -355,6 +357,11 @@ impl PartitionLog {
 
     pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().log_end_offset
+    }
+
+    /// How many segments the log has, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
     }
 
     /// The end of what the last committed flush made durable.

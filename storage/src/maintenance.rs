@@ -1,12 +1,12 @@
-//! Operations that remove data: suffix truncation (for Raft), retention, and deleting the
-//! partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
+//! Operations that remove data: suffix truncation (for Raft), retention, deleting the
+//! segments below an offset (compaction by rewrite), and deleting the partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
 //! and the tail cache consistent with the remaining log.
 //!
-//! Both hold the log's flush gate for their whole duration (so no flush runs meanwhile) and
+//! All but `delete` hold the log's flush gate for their whole duration (so no flush runs meanwhile) and
 //! follow plan / run / commit without holding a state borrow across I/O (see `log.rs`).
 //!
 //! Invariants:
-//! - retention never deletes the active segment, nor a segment with data that is not yet
+//! - retention and `delete_segments_below` never delete the active segment, nor a segment with data that is not yet
 //!   durable or whose seal is not yet persisted. It detaches segments from the state first,
 //!   then deletes their files: a read already holding a detached segment finishes on the open
 //!   file, later reads of those offsets get `OffsetOutOfRange`.
@@ -212,6 +212,31 @@ impl PartitionLog {
             state.producers.expire(now_ms, expiration_ms);
             state.detach_expired(now_ms)
         };
+        self.remove_detached(detached, epochs).await
+    }
+
+    /// Deletes every whole segment whose records all lie below `offset`, oldest first, under
+    /// the same rules as retention (never the active segment, nor one with non-durable data
+    /// or pending seal work), moving the log start offset. Returns how many were deleted.
+    /// Used to compact a log rewritten at or after `offset`.
+    pub async fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
+        let _gate = self.gate.lock().await;
+        let (detached, epochs) = {
+            let mut state = self.state.borrow_mut();
+            let expiration_ms = state.config.producer_id_expiration_ms;
+            state.producers.expire_at_clock(expiration_ms);
+            state.detach_below(offset)
+        };
+        self.remove_detached(detached, epochs).await
+    }
+
+    /// The run step of retention: deletes the files of segments already detached from the
+    /// state, then writes the epoch checkpoint if the cache changed.
+    async fn remove_detached(
+        &self,
+        detached: Vec<Segment>,
+        epochs: Option<EpochCache>,
+    ) -> Result<usize, StorageError> {
         let deleted = detached.len();
         for segment in detached {
             self.remove_segment_files(segment).await?;
@@ -290,30 +315,61 @@ impl LogState {
     /// Detaches the segments retention deletes, oldest first, and returns them with the epoch
     /// checkpoint to write if the cache changed.
     fn detach_expired(&mut self, now_ms: i64) -> (Vec<Segment>, Option<EpochCache>) {
-        let mut detached = Vec::new();
         let mut total_bytes: u64 = self.segments.iter().map(|segment| segment.size_bytes).sum();
-        while self.segments.len() > 1 {
-            let first = &self.segments[0];
-            let settled = first.file.is_some()
-                && first.seal_pending.is_none()
-                && first.durable_bytes == first.size_bytes;
-            let retention_ms = self.config.retention_ms;
-            let retention_bytes = self.config.retention_bytes;
+        let (retention_ms, retention_bytes) =
+            (self.config.retention_ms, self.config.retention_bytes);
+        self.detach_front(|first, _| {
             let expired = retention_ms >= 0 && now_ms - first.max_timestamp.0 > retention_ms;
             let oversize = retention_bytes >= 0
                 && total_bytes - first.size_bytes >= retention_bytes.unsigned_abs();
-            if !settled || !(expired || oversize) {
+            if expired || oversize {
+                total_bytes -= first.size_bytes;
+                tracing::debug!(
+                    base = first.base_offset,
+                    expired,
+                    oversize,
+                    "retention deletes segment"
+                );
+            }
+            expired || oversize
+        })
+    }
+
+    /// Detaches the segments whose records all lie below `offset` (their successor starts at
+    /// or below it), oldest first, like [`LogState::detach_expired`].
+    fn detach_below(&mut self, offset: i64) -> (Vec<Segment>, Option<EpochCache>) {
+        self.detach_front(|first, next| {
+            let below = next.base_offset <= offset;
+            if below {
+                assert!(first.next_offset <= offset);
+                tracing::debug!(
+                    base = first.base_offset,
+                    offset,
+                    "compaction deletes segment"
+                );
+            }
+            below
+        })
+    }
+
+    /// Detaches segments from the front while `delete(first, second)` says so and the first
+    /// is settled (has a file, all its data durable, no pending seal work), never the active
+    /// one. Moves the log start: drops the tail cache below it and trims the epoch cache.
+    /// Returns the detached segments and the epoch checkpoint to write if the cache changed.
+    fn detach_front(
+        &mut self,
+        mut delete: impl FnMut(&Segment, &Segment) -> bool,
+    ) -> (Vec<Segment>, Option<EpochCache>) {
+        let mut detached = Vec::new();
+        while self.segments.len() > 1 {
+            let (first, next) = (&self.segments[0], &self.segments[1]);
+            let settled = first.file.is_some()
+                && first.seal_pending.is_none()
+                && first.durable_bytes == first.size_bytes;
+            if !settled || !delete(first, next) {
                 break;
             }
-            let removed = self.segments.remove(0);
-            total_bytes -= removed.size_bytes;
-            tracing::debug!(
-                base = removed.base_offset,
-                expired,
-                oversize,
-                "retention deletes segment"
-            );
-            detached.push(removed);
+            detached.push(self.segments.remove(0));
         }
         if detached.is_empty() {
             return (detached, None);

@@ -1281,3 +1281,45 @@ async fn fill_async(log: &PartitionLog, n: i64) {
         log.flush().await.unwrap();
     }
 }
+
+#[test]
+fn delete_segments_below_keeps_data_at_and_after_the_offset() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 40, 1_000);
+    let segments = segment_files(&fs, "log").len();
+    assert!(segments >= 5);
+    let end = log.log_end_offset();
+    let cut = end / 2;
+    // Not yet durable data is never deleted: the active segment keeps it.
+    log.append(plain(3, 5_000), 1, 5_000).unwrap();
+    let deleted = block_on(log.delete_segments_below(cut)).unwrap();
+    assert!(deleted >= 1 && deleted < segments);
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= cut, "start {start}, cut {cut}");
+    assert_eq!(segment_files(&fs, "log").len(), segments - deleted);
+    assert!(matches!(
+        block_on(log.read(0, 1, i64::MAX)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    let headers = read_all(&log);
+    assert_eq!(headers.first().map(|h| h.base_offset), Some(start));
+    assert_eq!(log.log_end_offset(), end + 3);
+    // Nothing at or after `cut` is gone; deleting again below the same offset is a no-op.
+    assert_eq!(block_on(log.delete_segments_below(cut)).unwrap(), 0);
+    assert_eq!(block_on(log.delete_segments_below(start)).unwrap(), 0);
+    // Never the active segment, even with an offset past the end.
+    block_on(log.flush()).unwrap();
+    block_on(log.delete_segments_below(i64::MAX)).unwrap();
+    assert_eq!(segment_files(&fs, "log").len(), 1);
+    let start = log.log_start_offset();
+    assert!(start <= end);
+    let kept = read_all(&log);
+    assert_eq!(kept.last().map(|h| h.last_offset()), Some(end + 2));
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), end + 3);
+    assert_eq!(read_all(&log), kept);
+    assert_eq!(log.end_offset_for_epoch(1), (1, log.log_end_offset()));
+}

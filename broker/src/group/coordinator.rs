@@ -108,6 +108,11 @@ impl GroupCoordinator {
         }
     }
 
+    /// Whether this shard has read its offsets partitions at start-up.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.get()
+    }
+
     /// Serves one group request on this (the owning) shard.
     pub async fn serve(&self, shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
         if !self.loaded.get() {
@@ -1197,7 +1202,10 @@ impl GroupCoordinator {
                 configs: [
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
-                    ("segment.bytes".to_string(), "104857600".to_string()),
+                    (
+                        "segment.bytes".to_string(),
+                        shard.config.offsets_topic_segment_bytes.to_string(),
+                    ),
                 ]
                 .into_iter()
                 .collect(),

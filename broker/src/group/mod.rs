@@ -25,10 +25,13 @@
 //!
 //! Memory: one entry per live group and committed partition; offsets of groups Empty for longer
 //! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
-//! The internal log itself is not compacted yet (its retention is infinite): follow-up.
+//! The internal log (infinite retention) is compacted by rewrite once a partition has 3
+//! segments: its live values are re-appended and the segments below them deleted
+//! (`compaction.rs`).
 
 pub mod assignor;
 pub mod classic;
+pub mod compaction;
 pub mod consumer;
 pub mod coordinator;
 pub mod records;

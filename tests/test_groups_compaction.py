@@ -1,0 +1,118 @@
+"""Compaction of `__consumer_offsets` (Spool-only: Kafka's log cleaner is another mechanism
+with other timing, so this module skips under SPOOL_TEST_TARGET=kafka).
+
+A broker with `offsets.topic.segment.bytes=1048576` and one offsets partition gets ~8 MiB of
+offset commits for one group (4000-byte metadata), so `__consumer_offsets-0` rolls many
+segments; the shard's compaction re-appends the live values and deletes the old segments
+until the directory holds at most 3 `.log` files. After a restart (SIGTERM) the last commit
+(offset and metadata) is what OffsetFetch answers, and a group deleted (DeleteGroups) before
+the compaction stays deleted.
+"""
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import TARGET
+from test_offsets import TunedBroker
+
+pytestmark = pytest.mark.skipif(TARGET == "kafka", reason="Spool's offsets compaction")
+
+SETTINGS = {"offsets.topic.segment.bytes": "1048576", "offsets.topic.num.partitions": "1"}
+COMMITS = 2000
+METADATA_BYTES = 4000
+COMPACTION_WAIT_S = 60
+LOG_FILES_MAX = 3
+
+
+class CompactionBroker(TunedBroker):
+    settings = SETTINGS
+
+
+@pytest.fixture(scope="module")
+def cbroker():
+    workdir = tempfile.mkdtemp(prefix=f"spool-it-compaction-{TARGET}-")
+    b = CompactionBroker(TARGET, workdir)
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+        if os.environ.get("SPOOL_TEST_KEEP"):
+            sys.stderr.write(f"[broker workdir kept: {workdir}]\n")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def consumer(bootstrap, group):
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                     "enable.auto.commit": False, "session.timeout.ms": 6000})
+
+
+def commit(bootstrap, group, topic, offsets):
+    """Commits (offset, metadata) pairs one request at a time, in order."""
+    c = consumer(bootstrap, group)
+    try:
+        for offset, metadata in offsets:
+            c.commit(offsets=[TopicPartition(topic, 0, offset, metadata=metadata)],
+                     asynchronous=False)
+    finally:
+        c.close()
+
+
+def committed(bootstrap, group, topic):
+    c = consumer(bootstrap, group)
+    try:
+        tp = c.committed([TopicPartition(topic, 0)], timeout=30)[0]
+        return tp.offset, tp.metadata
+    finally:
+        c.close()
+
+
+def log_files(b):
+    d = b.data_dir / "__consumer_offsets-0"
+    return sorted(p.name for p in d.iterdir() if p.suffix == ".log")
+
+
+def test_offsets_log_is_compacted_and_keeps_the_latest_values(cbroker):
+    b = cbroker.bootstrap
+    topic = f"compaction-{uuid.uuid4().hex[:6]}"
+    live, gone = f"g-live-{uuid.uuid4().hex[:6]}", f"g-gone-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": b})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic] \
+        .result(timeout=30)
+    commit(b, gone, topic, [(7, "gone")])
+    admin.delete_consumer_groups([gone], request_timeout=15)[gone].result(timeout=30)
+
+    def metadata(i):
+        return f"{i:08d}" + "m" * (METADATA_BYTES - 8)
+
+    commit(b, live, topic, ((i, metadata(i)) for i in range(1, COMMITS + 1)))
+    deadline = time.monotonic() + COMPACTION_WAIT_S
+    while len(log_files(cbroker)) > LOG_FILES_MAX:
+        assert time.monotonic() < deadline, (
+            f"still {log_files(cbroker)} after {COMPACTION_WAIT_S}s; log tail:\n"
+            f"{cbroker.log_tail()}")
+        time.sleep(0.5)
+    assert log_files(cbroker)[0] != f"{0:020}.log", "the oldest segment must be gone"
+    assert committed(b, live, topic) == (COMMITS, metadata(COMMITS))
+
+    cbroker.restart()
+    assert committed(b, live, topic) == (COMMITS, metadata(COMMITS))
+    assert committed(b, gone, topic)[0] < 0, "a deleted group's offset must stay deleted"
+    admin = AdminClient({"bootstrap.servers": b})
+    listed = admin.list_consumer_groups(request_timeout=15).result(timeout=30)
+    ids = {g.group_id for g in listed.valid}
+    assert live in ids and gone not in ids, ids
+    try:
+        admin.delete_consumer_groups([gone], request_timeout=15)[gone].result(timeout=30)
+        deleted_again = True
+    except KafkaException:
+        deleted_again = False
+    assert not deleted_again, "DeleteGroups must not find the deleted group after restart"
