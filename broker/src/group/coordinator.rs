@@ -1689,6 +1689,51 @@ mod tests {
     }
 
     #[test]
+    fn offsets_of_groups_empty_past_retention_expire() {
+        let layer = [("offsets.retention.minutes".to_string(), "1".to_string())]
+            .into_iter()
+            .collect();
+        let config = BrokerConfig::resolve(&[layer]).expect("config resolves");
+        let coordinator = GroupCoordinator::new(&config);
+        let group_meta = Some(Value::Group(GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 3,
+            protocol: Some("range".into()),
+            leader: None,
+            state_timestamp_ms: 10_000,
+        }));
+        let (groups, consumer) = replay_all(&[
+            vec![
+                (Key::Group { group: "g".into() }, group_meta),
+                (offset("g", "t", 0), value(5)),
+            ],
+            // A simple (group-less) commit at time 1: each offset expires on its own.
+            vec![(offset("simple", "t", 0), value(7))],
+        ]);
+        *coordinator.groups.borrow_mut() = groups;
+        *coordinator.consumer.borrow_mut() = consumer;
+        let names = |work: Vec<(String, Entries, bool)>| {
+            let mut v: Vec<(String, usize, bool)> =
+                work.into_iter().map(|(g, e, d)| (g, e.len(), d)).collect();
+            v.sort();
+            v
+        };
+        // Nothing is older than a minute yet.
+        assert_eq!(names(coordinator.expired(59_000)), vec![]);
+        // The simple commit is (its offset is tombstoned); the group has been Empty only
+        // since 10 s.
+        assert_eq!(
+            names(coordinator.expired(60_001)),
+            vec![("simple".into(), 1, false)]
+        );
+        // A minute after the group became Empty: its offset and the group itself go.
+        assert_eq!(
+            names(coordinator.expired(70_000)),
+            vec![("g".into(), 2, true), ("simple".into(), 1, false)]
+        );
+    }
+
+    #[test]
     fn load_restores_consumer_groups_at_their_epoch() {
         let epoch = |e| Some(Value::ConsumerGroup(ConsumerGroupValue { epoch: e }));
         let cg = |g: &str| Key::ConsumerGroup { group: g.into() };
