@@ -60,6 +60,10 @@ pub async fn dispatch(
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
     let mut local: Vec<ProducePart> = Vec::new();
     let mut remote: Vec<Vec<ProducePart>> = (0..shard.count).map(|_| Vec::new()).collect();
+    // Kafka keys a produce request by topic-partition: a partition named twice is written once,
+    // with the last data given for it, and answered once.
+    let mut request = request;
+    dedupe_partitions(&mut request);
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         let known = shard.topics.borrow().get(&name).map(|m| m.partitions);
@@ -160,4 +164,73 @@ pub async fn dispatch(
             .collect();
         ProduceResponse::default().with_responses(responses)
     })
+}
+
+/// Keeps only the last entry of each topic-partition (Kafka's map semantics), and drops topics
+/// left without partitions.
+fn dedupe_partitions(request: &mut ProduceRequest) {
+    let mut seen = std::collections::HashSet::new();
+    for topic in request.topic_data.iter_mut().rev() {
+        let mut kept = Vec::with_capacity(topic.partition_data.len());
+        for part in topic.partition_data.drain(..).rev() {
+            if seen.insert((topic.name.0.to_string(), part.index)) {
+                kept.push(part);
+            }
+        }
+        kept.reverse();
+        topic.partition_data = kept;
+    }
+    request.topic_data.retain(|t| !t.partition_data.is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn part(index: i32, data: &'static str) -> PartitionProduceData {
+        PartitionProduceData::default()
+            .with_index(index)
+            .with_records(Some(Bytes::from_static(data.as_bytes())))
+    }
+
+    fn topic(name: &'static str, parts: Vec<PartitionProduceData>) -> TopicProduceData {
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_partition_data(parts)
+    }
+
+    #[test]
+    fn a_partition_named_twice_keeps_its_last_data() {
+        let mut request = ProduceRequest::default().with_topic_data(vec![
+            topic("a", vec![part(0, "a0-first"), part(1, "a1")]),
+            topic("b", vec![part(0, "b0")]),
+            topic("a", vec![part(0, "a0-last")]),
+        ]);
+        dedupe_partitions(&mut request);
+        let flat: Vec<(String, i32, Bytes)> = request
+            .topic_data
+            .iter()
+            .flat_map(|t| {
+                t.partition_data.iter().map(|p| {
+                    (
+                        t.name.0.to_string(),
+                        p.index,
+                        p.records.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("a".into(), 1, Bytes::from_static(b"a1")),
+                ("b".into(), 0, Bytes::from_static(b"b0")),
+                ("a".into(), 0, Bytes::from_static(b"a0-last")),
+            ]
+        );
+    }
 }
