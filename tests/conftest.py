@@ -249,6 +249,24 @@ def make_broker(tmp_root):
         raise
 
 
+def running_broker(broker_cls, prefix):
+    """For module fixtures that need their own broker settings: starts `broker_cls` in a fresh
+    work dir, yields it, then stops it and removes the dir (kept with SPOOL_TEST_KEEP)."""
+    workdir = tempfile.mkdtemp(prefix=f"spool-it-{prefix}-{TARGET}-")
+    b = broker_cls(TARGET, workdir)
+    try:
+        b.start()
+        yield b
+    finally:
+        if b.pid is not None and not b.alive():
+            sys.stderr.write(f"[broker died; log tail]\n{b.log_tail()}\n")
+        b.stop()
+        if os.environ.get("SPOOL_TEST_KEEP"):
+            sys.stderr.write(f"[broker workdir kept: {workdir}]\n")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def broker(request):
     """One broker per test module. Yields a Broker with .bootstrap, .data_dir, .pid,

@@ -24,11 +24,9 @@ This module runs its own broker with `group.initial.rebalance.delay.ms=0` (Spool
 """
 import collections
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,7 +36,7 @@ from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPar
                              ConsumerGroupType, KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from conftest import DEPS, JAVA_JAR, TARGET, TESTS
+from conftest import DEPS, JAVA_JAR, TESTS, running_broker
 from test_bad_input import (NONE, UNKNOWN_TOPIC_OR_PARTITION, array, call, connect,
                             create_topic, i8, i16, i32, i64, nbytes, string)
 from test_offsets import TunedBroker
@@ -70,19 +68,7 @@ class GroupBroker(TunedBroker):
 
 @pytest.fixture(scope="module")
 def gbroker():
-    workdir = tempfile.mkdtemp(prefix=f"spool-it-groups-{TARGET}-")
-    b = GroupBroker(TARGET, workdir)
-    try:
-        b.start()
-        yield b
-    finally:
-        if b.pid is not None and not b.alive():
-            sys.stderr.write(f"[broker died; log tail]\n{b.log_tail()}\n")
-        b.stop()
-        if os.environ.get("SPOOL_TEST_KEEP"):
-            sys.stderr.write(f"[broker workdir kept: {workdir}]\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    yield from running_broker(GroupBroker, "groups")
 
 
 # ---------------------------------------------------------------------------

@@ -8,10 +8,6 @@ until the directory holds at most 3 `.log` files. After a restart (SIGTERM) the 
 (offset and metadata) is what OffsetFetch answers, and a group deleted (DeleteGroups) before
 the compaction stays deleted.
 """
-import os
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 
@@ -19,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import TARGET
+from conftest import TARGET, running_broker
 from test_offsets import TunedBroker
 
 pytestmark = pytest.mark.skipif(TARGET == "kafka", reason="Spool's offsets compaction")
@@ -37,17 +33,7 @@ class CompactionBroker(TunedBroker):
 
 @pytest.fixture(scope="module")
 def cbroker():
-    workdir = tempfile.mkdtemp(prefix=f"spool-it-compaction-{TARGET}-")
-    b = CompactionBroker(TARGET, workdir)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-        if os.environ.get("SPOOL_TEST_KEEP"):
-            sys.stderr.write(f"[broker workdir kept: {workdir}]\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    yield from running_broker(CompactionBroker, "compaction")
 
 
 def consumer(bootstrap, group):

@@ -13,10 +13,7 @@ Kafka rejects a topic `segment.bytes` below 1 MiB, so segments here are 1 MiB.
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 
@@ -24,9 +21,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-import conftest
-from conftest import Broker, ROOT, TARGET
-from test_bad_input import (NONE, OFFSET_FOR_LEADER_EPOCH, Reader, array, call, connect,
+from conftest import ROOT, Broker, running_broker
+from test_bad_input import (NONE, OFFSET_FOR_LEADER_EPOCH, array, call, connect,
                             create_topic, i32, string)
 
 BROKER_SETTINGS = {"log.retention.check.interval.ms": "500"}
@@ -94,17 +90,7 @@ class TunedBroker(Broker):
 
 @pytest.fixture(scope="module")
 def tuned_broker():
-    workdir = tempfile.mkdtemp(prefix=f"spool-it-offsets-{TARGET}-")
-    b = TunedBroker(TARGET, workdir)
-    try:
-        b.start()
-        yield b
-    finally:
-        b.stop()
-        if os.environ.get("SPOOL_TEST_KEEP"):
-            sys.stderr.write(f"[broker workdir kept: {workdir}]\n")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    yield from running_broker(TunedBroker, "offsets")
 
 
 # ---------------------------------------------------------------------------
