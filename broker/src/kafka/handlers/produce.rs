@@ -173,7 +173,8 @@ fn dedupe_partitions(request: &mut ProduceRequest) {
     for topic in request.topic_data.iter_mut().rev() {
         let mut kept = Vec::with_capacity(topic.partition_data.len());
         for part in topic.partition_data.drain(..).rev() {
-            if seen.insert((topic.name.0.to_string(), part.index)) {
+            // StrBytes clones are reference-count bumps: no allocation per partition.
+            if seen.insert((topic.name.0.clone(), part.index)) {
                 kept.push(part);
             }
         }
