@@ -2,3 +2,4 @@
 
 pub mod batch;
 pub mod frame;
+pub mod murmur2;

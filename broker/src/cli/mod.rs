@@ -14,7 +14,6 @@ mod consume;
 mod error;
 mod group;
 mod group_wire;
-mod murmur2;
 mod produce;
 mod topic;
 

@@ -24,7 +24,7 @@ use kafka_protocol::records::{
 
 use super::client::{topic_name, Client, TopicInfo};
 use super::error::{is_retriable, CliError};
-use super::murmur2::partition_for_key;
+use spool_protocol::murmur2::partition_for_key;
 use super::{parse_key_value, Bootstrap, ProduceArgs};
 
 /// Records per batch before it is sent.

@@ -1,7 +1,7 @@
 //! Kafka's default key partitioner: `toPositive(murmur2(key)) % partitions`.
 //!
 //! A bit-exact port of `org.apache.kafka.common.utils.Utils.murmur2` (seed 0x9747b28c), so a keyed
-//! record lands in the same partition whether Spool's CLI or a Java producer wrote it. Java's
+//! record lands in the same partition whether Spool's CLI, spool-bench or a Java producer wrote it. Java's
 //! unsigned shifts (`>>>`) and wrapping `int` multiplication are reproduced with `u32` wrapping
 //! arithmetic; the result is reinterpreted as Java's signed `int`.
 
@@ -11,7 +11,7 @@ const R: u32 = 24;
 
 pub fn murmur2(data: &[u8]) -> i32 {
     let length = data.len();
-    // Java uses the length as an int; keys above 2 GiB cannot reach here (stdin lines are bounded).
+    // Java uses the length as an int; callers bound key sizes far below 2 GiB.
     let mut h: u32 = SEED ^ (length as u32);
     let mut chunks = data.chunks_exact(4);
     for chunk in &mut chunks {
