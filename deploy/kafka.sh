@@ -8,7 +8,9 @@
 #
 # Jars come from Maven Central through deploy/kafka/pom.xml into
 # tests/.deps/kafka-libs (override with KAFKA_LIBS). KAFKA_HEAP (default
-# 1g) sets -Xmx. The controller listens on PORT+1 on the same address.
+# 1g) sets -Xmx; KAFKA_JVM_OPTS replaces the JVM options altogether (heap, GC) and
+# KAFKA_EXTRA_PROPS (newline-separated key=value) is appended to server.properties, where a
+# later key overrides an earlier one. The controller listens on PORT+1 on the same address.
 # The broker's log goes to DIR/server.log, stdout/stderr to DIR/kafka.out.
 set -euo pipefail
 
@@ -60,6 +62,9 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.flush.interval.messages=9223372036854775807
 EOF
+    if [[ -n "${KAFKA_EXTRA_PROPS:-}" ]]; then
+        printf '%s\n' "$KAFKA_EXTRA_PROPS" >>"$dir/server.properties"
+    fi
     cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -70,8 +75,13 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = ${KAFKA_LOG_LEVEL:-INFO}
 rootLogger.appenderRef.file.ref = file
 EOF
-    local java_opts=(-Xms256m "-Xmx${KAFKA_HEAP:-1g}" -XX:+UseG1GC -Djava.awt.headless=true
-        "-Dlog4j2.configurationFile=$dir/log4j2.properties")
+    local java_opts
+    if [[ -n "${KAFKA_JVM_OPTS:-}" ]]; then
+        read -r -a java_opts <<<"$KAFKA_JVM_OPTS"
+    else
+        java_opts=(-Xms256m "-Xmx${KAFKA_HEAP:-1g}" -XX:+UseG1GC -Djava.awt.headless=true)
+    fi
+    java_opts+=("-Dlog4j2.configurationFile=$dir/log4j2.properties")
     if [[ ! -f "$dir/data/meta.properties" ]]; then
         local cluster_id
         cluster_id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"

@@ -1,0 +1,544 @@
+//! `spool-bench run`: one workload against one broker.
+//!
+//! Phases: create the topics (unique names per run) and wait for their leaders; start consumers
+//! then producers; warm up; measure; stop and gather. With a consumer backlog, consumers stay
+//! paused until the backlog is written, then the measured window is the catch-up read plus the
+//! test duration after it. A sampler on this thread records one `Sample` per second and prints
+//! a progress line.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest, MetadataRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::consumer::{self, ConsumerPlan};
+use crate::error::BenchError;
+use crate::machine::{self, ProcSnapshot};
+use crate::payload::{now_us, PayloadPool};
+use crate::producer::{self, Control, ProducerPlan};
+use crate::result::{CatchUp, RunResult, Sample, Throughput};
+use crate::stats::{self, Counters};
+use crate::wire::Conn;
+use crate::workload::Workload;
+use crate::RunArgs;
+
+/// How long topic creation may take before the run fails (Kafka needs a few seconds for 1,000
+/// partitions).
+const TOPIC_READY_TIMEOUT_S: u64 = 120;
+/// A backlog that cannot be written or drained in this long means the broker is not keeping up
+/// at all; stop rather than run forever.
+const BACKLOG_PHASE_TIMEOUT_S: f64 = 3600.0;
+const PROGRESS_EVERY_S: f64 = 5.0;
+/// Kafka error codes: TOPIC_ALREADY_EXISTS is fine on a rerun.
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+
+pub fn main(args: RunArgs) -> Result<(), BenchError> {
+    let mut w = Workload::load(&args.workload)?;
+    if let Some(rate) = args.rate {
+        w.producer_rate = rate;
+    }
+    if let Some(d) = args.duration_s {
+        w.test_duration_seconds = Some(d);
+    }
+    if let Some(d) = args.warmup_s {
+        w.warmup_duration_seconds = Some(d);
+    }
+    if let Some(p) = args.partitions {
+        w.partitions_per_topic = p;
+    }
+    if let Some(gb) = args.backlog_gb {
+        w.consumer_backlog_size_gb = gb;
+    }
+    w.validate().map_err(|reason| BenchError::Workload {
+        path: args.workload.display().to_string(),
+        reason,
+    })?;
+    let target = args.target.target();
+    eprintln!(
+        "spool-bench: {} against {} at {} ({})",
+        w.name,
+        target.label,
+        args.bootstrap,
+        if w.producer_rate == 0 {
+            "max rate, closed loop".to_string()
+        } else {
+            format!("{} records/s", w.producer_rate)
+        }
+    );
+    let result = run(&args.bootstrap, &w, &args.target, args.quiet)?;
+    crate::write_json(&args.out, &result)?;
+    eprintln!(
+        "spool-bench: {}: publish {:.1} MB/s ({:.0} rec/s), p99 {} ms, e2e p99 {} ms, broker peak RSS {} MiB -> {}",
+        target.label,
+        result.publish.mb_per_s,
+        result.publish.records_per_s,
+        result.publish_latency.as_ref().map_or("–".into(), |l| format!("{:.2}", l.p99_us as f64 / 1e3)),
+        result.end_to_end_latency.as_ref().map_or("–".into(), |l| format!("{:.2}", l.p99_us as f64 / 1e3)),
+        result.broker.as_ref().map_or("–".into(), |b| (b.peak_rss_bytes >> 20).to_string()),
+        args.out.display()
+    );
+    if result.errors > 0 {
+        eprintln!(
+            "spool-bench: {} errors during the run (see above)",
+            result.errors
+        );
+    }
+    Ok(())
+}
+
+pub fn run(
+    bootstrap: &str,
+    w: &Workload,
+    target_args: &crate::TargetArgs,
+    quiet: bool,
+) -> Result<RunResult, BenchError> {
+    let run_id = format!("{:x}", now_us() & 0xffff_ffff);
+    let topics = w.topic_names(&run_id);
+    let mut admin = Conn::connect(bootstrap)?;
+    create_topics(&mut admin, &topics, w.partitions_per_topic as i32)?;
+
+    let counters = Arc::new(Counters::default());
+    let backlog = w.backlog_bytes();
+    let control = Arc::new(Control {
+        stop: AtomicBool::new(false),
+        measure_from_us: AtomicU64::new(u64::MAX),
+        consume: AtomicBool::new(backlog == 0),
+        start_us: now_us(),
+    });
+    let payloads = Arc::new(PayloadPool::new(w, 42));
+
+    let mut consumers = Vec::new();
+    let mut id = 0;
+    for topic in &topics {
+        for _sub in 0..w.subscriptions_per_topic {
+            for c in 0..w.consumer_per_subscription {
+                let partitions: Vec<i32> = (0..w.partitions_per_topic as i32)
+                    .filter(|p| (*p as u32) % w.consumer_per_subscription == c)
+                    .collect();
+                if partitions.is_empty() {
+                    continue;
+                }
+                consumers.push(consumer::spawn(ConsumerPlan {
+                    id,
+                    bootstrap: bootstrap.to_string(),
+                    topic: topic.clone(),
+                    partitions,
+                    workload: w.clone(),
+                    control: control.clone(),
+                    counters: counters.clone(),
+                }));
+                id += 1;
+            }
+        }
+    }
+    let per_producer_rate = w.producer_rate as f64 / f64::from(w.producers());
+    let mut producers = Vec::new();
+    for (t, topic) in topics.iter().enumerate() {
+        for p in 0..w.producers_per_topic {
+            producers.push(producer::spawn(ProducerPlan {
+                id: t as u32 * w.producers_per_topic + p,
+                bootstrap: bootstrap.to_string(),
+                topic: topic.clone(),
+                partitions: w.partitions_per_topic as i32,
+                rate: per_producer_rate,
+                workload: w.clone(),
+                payloads: payloads.clone(),
+                control: control.clone(),
+                counters: counters.clone(),
+            }));
+        }
+    }
+
+    let mut sampler = Sampler::new(
+        counters.clone(),
+        target_args.broker_pid,
+        w.subscriptions_per_topic.max(1) as i64,
+        quiet,
+        w.name.clone(),
+    );
+    let started = Instant::now();
+    let mut catch_up = None;
+    let measure_start;
+    let measure_start_snapshot;
+    let counts_at_start;
+    let plan_s;
+    if backlog > 0 {
+        // Phase 1: write the backlog with consumers paused.
+        sampler.phase = "backlog";
+        while Counters::get(&counters.published_bytes) < backlog && !control.stopped() {
+            sampler.tick(true, None);
+            if started.elapsed().as_secs_f64() > BACKLOG_PHASE_TIMEOUT_S {
+                return Err(BenchError::Usage(
+                    "backlog not written within an hour".into(),
+                ));
+            }
+        }
+        // Phase 2: consumers start; measurement starts with them.
+        measure_start = Instant::now();
+        control.measure_from_us.store(now_us(), Ordering::Relaxed);
+        measure_start_snapshot = broker_snapshot(target_args.broker_pid, true);
+        counts_at_start = counts(&counters);
+        let consumed_before = Counters::get(&counters.consumed_bytes);
+        let consumed_records_before = Counters::get(&counters.consumed_records);
+        let backlog_bytes = Counters::get(&counters.published_bytes);
+        control.consume.store(true, Ordering::Relaxed);
+        sampler.phase = "catch-up";
+        loop {
+            sampler.tick(false, None);
+            let behind = sampler.last_backlog_records();
+            let rate = sampler.last_publish_records_s().max(1.0);
+            if (behind as f64) <= rate || control.stopped() {
+                break;
+            }
+            if measure_start.elapsed().as_secs_f64() > BACKLOG_PHASE_TIMEOUT_S {
+                return Err(BenchError::Usage(
+                    "backlog not drained within an hour".into(),
+                ));
+            }
+        }
+        let drain_s = measure_start.elapsed().as_secs_f64();
+        let read_bytes = Counters::get(&counters.consumed_bytes) - consumed_before;
+        let read_records = Counters::get(&counters.consumed_records) - consumed_records_before;
+        catch_up = Some(CatchUp {
+            backlog_bytes,
+            drain_s,
+            read_mb_per_s: read_bytes as f64 / 1e6 / drain_s,
+            read_records_per_s: read_records as f64 / drain_s,
+        });
+        plan_s = drain_s + w.duration_s();
+        sampler.phase = "steady";
+    } else {
+        sampler.phase = "warm-up";
+        let warmup = Duration::from_secs_f64(w.warmup_s());
+        while started.elapsed() < warmup && !control.stopped() {
+            sampler.tick(true, Some(warmup.as_secs_f64() + w.duration_s()));
+        }
+        measure_start = Instant::now();
+        control.measure_from_us.store(now_us(), Ordering::Relaxed);
+        measure_start_snapshot = broker_snapshot(target_args.broker_pid, true);
+        counts_at_start = counts(&counters);
+        plan_s = w.duration_s();
+        sampler.phase = "measure";
+    }
+    let total_s =
+        started.elapsed().as_secs_f64() + (plan_s - measure_start.elapsed().as_secs_f64());
+    while measure_start.elapsed().as_secs_f64() < plan_s && !control.stopped() {
+        sampler.tick(false, Some(total_s));
+    }
+    let measured_s = measure_start.elapsed().as_secs_f64();
+    let end = counts(&counters);
+    let publish = throughput(
+        end.0 - counts_at_start.0,
+        end.1 - counts_at_start.1,
+        measured_s,
+    );
+    let consume = throughput(
+        end.2 - counts_at_start.2,
+        end.3 - counts_at_start.3,
+        measured_s,
+    );
+    let end_snapshot = broker_snapshot(target_args.broker_pid, false);
+    control.stop.store(true, Ordering::Relaxed);
+
+    let mut publish_latency = stats::histogram();
+    let mut end_to_end = stats::histogram();
+    let mut first_err = None;
+    for p in producers {
+        match p.join() {
+            Ok(Ok(o)) => publish_latency
+                .add(&o.latency)
+                .unwrap_or_else(|e| unreachable!("same bounds: {e}")),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => crate::fatal("a producer thread panicked"),
+        }
+    }
+    for c in consumers {
+        match c.join() {
+            Ok(Ok(o)) => end_to_end
+                .add(&o.end_to_end)
+                .unwrap_or_else(|e| unreachable!("same bounds: {e}")),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => crate::fatal("a consumer thread panicked"),
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    // Best effort: free the disk for the next workload; the result does not depend on it.
+    let _ = delete_topics(&mut admin, &topics);
+
+    let broker = match (target_args.broker_pid, measure_start_snapshot, end_snapshot) {
+        (Some(pid), Some(a), Some(b)) => Some(machine::usage(pid, &a, &b)),
+        _ => None,
+    };
+    Ok(RunResult {
+        kind: "workload".into(),
+        target: target_args.target(),
+        workload: w.clone(),
+        machine: machine::machine(),
+        versions: machine::versions(target_args.kafka_version.clone()),
+        started_unix_s: control.start_us / 1_000_000,
+        measured_s,
+        target_rate: w.producer_rate,
+        publish,
+        consume,
+        publish_latency: if w.acks_value() == Ok(0) {
+            None
+        } else {
+            stats::summarize(&publish_latency)
+        },
+        end_to_end_latency: stats::summarize(&end_to_end),
+        timeline: sampler.samples,
+        broker,
+        catch_up,
+        errors: Counters::get(&counters.errors),
+    })
+}
+
+/// (published records, published bytes, consumed records, consumed bytes)
+fn counts(c: &Counters) -> (u64, u64, u64, u64) {
+    (
+        Counters::get(&c.published_records),
+        Counters::get(&c.published_bytes),
+        Counters::get(&c.consumed_records),
+        Counters::get(&c.consumed_bytes),
+    )
+}
+
+fn throughput(records: u64, bytes: u64, secs: f64) -> Throughput {
+    let secs = secs.max(1e-9);
+    Throughput {
+        records,
+        bytes,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / 1e6 / secs,
+    }
+}
+
+fn broker_snapshot(pid: Option<u32>, reset_peak: bool) -> Option<ProcSnapshot> {
+    let pid = pid?;
+    if reset_peak {
+        machine::reset_peak_rss(pid);
+    }
+    machine::snapshot(pid)
+}
+
+fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result<(), BenchError> {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(60_000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    CreatableTopic::default()
+                        .with_name(topic_name(t))
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    let resp = admin.call(&req)?;
+    for t in &resp.topics {
+        if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
+            return Err(BenchError::Kafka {
+                what: format!("creating topic {}", t.name.as_str()),
+                code: t.error_code,
+                message: t.error_message.as_ref().map(|m| m.to_string()),
+            });
+        }
+    }
+    // Leaders can lag creation (Kafka propagates metadata asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(TOPIC_READY_TIMEOUT_S);
+    loop {
+        let req = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(false);
+        let resp = admin.call(&req)?;
+        let ready = resp.topics.len() == topics.len()
+            && resp.topics.iter().all(|t| {
+                t.error_code == 0
+                    && t.partitions.len() == partitions as usize
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.error_code == 0 && p.leader_id.0 >= 0)
+            });
+        if ready && partitions_answer(admin, topics, partitions)? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Usage(format!(
+                "topics {topics:?} have no leaders after {TOPIC_READY_TIMEOUT_S} s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Kafka lists a new partition's leader in Metadata before the leader has loaded it, and
+/// answers NOT_LEADER_OR_FOLLOWER to produce until then; a ListOffsets that every partition
+/// answers without error means the load can start.
+fn partitions_answer(
+    admin: &mut Conn,
+    topics: &[String],
+    partitions: i32,
+) -> Result<bool, BenchError> {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(
+                            (0..partitions)
+                                .map(|p| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(p)
+                                        .with_current_leader_epoch(-1)
+                                        .with_timestamp(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    let resp = admin.call(&req)?;
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .all(|p| p.error_code == 0))
+}
+
+fn delete_topics(admin: &mut Conn, topics: &[String]) -> Result<(), BenchError> {
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topic_names(topics.iter().map(|t| topic_name(t)).collect());
+    admin.call(&req).map(|_| ())
+}
+
+fn topic_name(t: &str) -> TopicName {
+    TopicName(StrBytes::from_string(t.to_string()))
+}
+
+/// Once a second: a `Sample` from the counters and the broker's /proc, and now and then a
+/// progress line.
+struct Sampler {
+    counters: Arc<Counters>,
+    pid: Option<u32>,
+    subscriptions: i64,
+    quiet: bool,
+    name: String,
+    phase: &'static str,
+    started: Instant,
+    next: Instant,
+    last: (u64, u64, u64, u64),
+    last_cpu: Option<f64>,
+    last_progress: f64,
+    samples: Vec<Sample>,
+}
+
+impl Sampler {
+    fn new(
+        counters: Arc<Counters>,
+        pid: Option<u32>,
+        subscriptions: i64,
+        quiet: bool,
+        name: String,
+    ) -> Sampler {
+        let now = Instant::now();
+        Sampler {
+            counters,
+            pid,
+            subscriptions,
+            quiet,
+            name,
+            phase: "",
+            started: now,
+            next: now + Duration::from_secs(1),
+            last: (0, 0, 0, 0),
+            last_cpu: pid.and_then(machine::snapshot).map(|s| s.cpu_s),
+            last_progress: 0.0,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Sleeps until the next whole second, then records a sample.
+    fn tick(&mut self, warmup: bool, total_s: Option<f64>) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        self.next += Duration::from_secs(1);
+        let c = &self.counters;
+        let cur = counts(c);
+        let proc_now = self.pid.and_then(machine::snapshot);
+        let cpu_pct = match (proc_now, self.last_cpu) {
+            (Some(s), Some(before)) => Some((s.cpu_s - before) * 100.0),
+            _ => None,
+        };
+        self.last_cpu = proc_now.map(|s| s.cpu_s);
+        let t_s = self.started.elapsed().as_secs_f64();
+        let sample = Sample {
+            t_s,
+            warmup,
+            publish_mb_s: (cur.1 - self.last.1) as f64 / 1e6,
+            publish_records_s: (cur.0 - self.last.0) as f64,
+            consume_mb_s: (cur.3 - self.last.3) as f64 / 1e6,
+            consume_records_s: (cur.2 - self.last.2) as f64,
+            backlog_records: cur.0 as i64 - cur.2 as i64 / self.subscriptions,
+            broker_cpu_pct: cpu_pct,
+            broker_rss_bytes: proc_now.map(|s| s.rss_bytes),
+        };
+        self.last = cur;
+        if !self.quiet && t_s - self.last_progress >= PROGRESS_EVERY_S {
+            self.last_progress = t_s;
+            let left = total_s.map_or(String::new(), |t| {
+                format!(", {:.0} s left", (t - t_s).max(0.0))
+            });
+            let lat_n = Counters::get(&c.latency_count).max(1);
+            eprintln!(
+                "  [{} {}] {:>4.0} s{}: publish {:.1} MB/s, consume {:.1} MB/s, backlog {} records, publish latency so far mean {:.2} ms max {:.2} ms, broker CPU {}, RSS {}, errors {}",
+                self.name,
+                self.phase,
+                t_s,
+                left,
+                sample.publish_mb_s,
+                sample.consume_mb_s,
+                sample.backlog_records,
+                Counters::get(&c.latency_sum_us) as f64 / lat_n as f64 / 1e3,
+                Counters::get(&c.latency_max_us) as f64 / 1e3,
+                cpu_pct.map_or("–".into(), |p| format!("{p:.0}%")),
+                sample.broker_rss_bytes.map_or("–".into(), |b| format!("{} MiB", b >> 20)),
+                Counters::get(&c.errors),
+            );
+        }
+        self.samples.push(sample);
+    }
+
+    fn last_backlog_records(&self) -> i64 {
+        self.samples.last().map_or(i64::MAX, |s| s.backlog_records)
+    }
+
+    fn last_publish_records_s(&self) -> f64 {
+        self.samples.last().map_or(0.0, |s| s.publish_records_s)
+    }
+}
