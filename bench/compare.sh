@@ -60,7 +60,7 @@ if ((smoke)); then
     run_opts=(--duration-s 3 --warmup-s 1)
     warm_opts=(--duration-s 1 --warmup-s 0)
     c_opts=(--partitions 50)
-    d_opts=(--backlog-gb 0.02 --duration-s 2)
+    d_opts=(--backlog-gb 0.02)
     tool_records=20000
     ceiling_s=1
 else

@@ -315,6 +315,7 @@ mod tests {
             measure_from_us: AtomicU64::new(0),
             consume: AtomicBool::new(true),
             start_us: 0,
+            subscriptions: 1,
         };
         let counters = Counters::default();
         let mut h = stats::histogram();

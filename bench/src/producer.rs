@@ -12,6 +12,7 @@
 //! broker shows up as latency instead of silently lowering the offered load (coordinated
 //! omission). In closed-loop mode (rate 0) a record is intended when it is created.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -40,6 +41,10 @@ use crate::workload::{KeyDistributor, Workload};
 pub const BUFFER_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// The broker's per-request timeout (Kafka's request.timeout.ms default).
 pub const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+/// In closed-loop mode producers run ahead of the slowest subscription by at most this many
+/// records: the maximum *sustainable* rate is one consumers keep up with (OMB's balanced rate),
+/// not one that only grows a backlog.
+pub const CLOSED_LOOP_BACKLOG_RECORDS_MAX: u64 = 32_768;
 /// Sleeps shorter than this are not worth a syscall; the loop polls instead.
 const SLEEP_MIN_US: u64 = 50;
 
@@ -52,6 +57,8 @@ pub struct Control {
     pub consume: AtomicBool,
     /// When producers start, µs since epoch; fixed-rate schedules count from here.
     pub start_us: u64,
+    /// Subscriptions reading every record (0: nothing consumes, no backlog bound).
+    pub subscriptions: u64,
 }
 
 impl Control {
@@ -123,7 +130,13 @@ struct Producer {
     plan: ProducerPlan,
     links: Vec<Link>,
     next_link: usize,
-    batches: Vec<Option<Batch>>,
+    /// Per partition, its batches oldest first: a full batch waits for an in-flight slot while
+    /// new records start the next one, as in Kafka's accumulator (a batch never exceeds
+    /// batch.size plus one record).
+    batches: Vec<VecDeque<Batch>>,
+    /// Where the next request starts taking partitions, so that with more ready batches than a
+    /// request holds no partition starves (Kafka's drain index).
+    drain_from: usize,
     buffered_bytes: usize,
     sticky: i32,
     keys: Keys,
@@ -158,7 +171,8 @@ impl Producer {
         }
         Ok(Producer {
             keys: Keys::new(w.key_distributor, 0x5eed ^ u64::from(plan.id)),
-            batches: (0..plan.partitions).map(|_| None).collect(),
+            batches: (0..plan.partitions).map(|_| VecDeque::new()).collect(),
+            drain_from: 0,
             // Spread producers over partitions from the start.
             sticky: (plan.id as i32 * 7) % plan.partitions,
             topic: TopicName(StrBytes::from_string(plan.topic.clone())),
@@ -195,7 +209,7 @@ impl Producer {
                     }
                     self.add_record(due);
                 }
-            } else {
+            } else if self.backlog_allows_more() {
                 while self.buffered_bytes < closed_loop_fill {
                     self.add_record(now);
                 }
@@ -214,7 +228,7 @@ impl Producer {
             let linger_due = self
                 .batches
                 .iter()
-                .flatten()
+                .filter_map(|q| q.front())
                 .map(|b| b.created + linger)
                 .min()
                 .map(|t| now + t.saturating_duration_since(Instant::now()).as_micros() as u64)
@@ -250,6 +264,18 @@ impl Producer {
         }
     }
 
+    /// Closed loop only: whether consumers are close enough behind to create more records.
+    fn backlog_allows_more(&self) -> bool {
+        let c = &self.plan.control;
+        if c.subscriptions == 0 || !c.consume.load(Ordering::Relaxed) {
+            return true;
+        }
+        let counters = &self.plan.counters;
+        let created = Counters::get(&counters.generated_records);
+        let consumed = Counters::get(&counters.consumed_records) / c.subscriptions;
+        created.saturating_sub(consumed) < CLOSED_LOOP_BACKLOG_RECORDS_MAX
+    }
+
     fn add_record(&mut self, intended_us: u64) {
         let w = &self.plan.workload;
         let key = self.keys.next_key();
@@ -261,12 +287,20 @@ impl Producer {
         };
         let size = w.message_size as usize;
         let batch_bytes = w.batch_bytes as usize;
-        let slot = &mut self.batches[partition as usize];
-        let batch = slot.get_or_insert_with(|| Batch {
-            arena: BytesMut::with_capacity(batch_bytes + size),
-            records: Vec::new(),
-            created: Instant::now(),
-        });
+        let queue = &mut self.batches[partition as usize];
+        if queue
+            .back()
+            .is_none_or(|b| b.arena.len() + size > batch_bytes)
+        {
+            queue.push_back(Batch {
+                arena: BytesMut::with_capacity(batch_bytes.max(size)),
+                records: Vec::new(),
+                created: Instant::now(),
+            });
+        }
+        let Some(batch) = queue.back_mut() else {
+            unreachable!("a batch was just pushed");
+        };
         let at = batch.arena.len();
         batch.arena.extend_from_slice(&intended_us.to_be_bytes());
         batch
@@ -276,8 +310,9 @@ impl Producer {
         batch.records.push((key, at, at + size, intended_us));
         self.buffered_bytes += size;
         self.generated += 1;
+        Counters::add(&self.plan.counters.generated_records, 1);
         // Kafka's sticky partitioner moves on once the partition's batch is full.
-        if w.key_distributor == KeyDistributor::NoKey && batch.arena.len() >= batch_bytes {
+        if w.key_distributor == KeyDistributor::NoKey && batch.arena.len() + size > batch_bytes {
             self.sticky = (self.sticky + 1) % self.plan.partitions;
         }
     }
@@ -287,30 +322,40 @@ impl Producer {
     fn send_ready(&mut self, linger: Duration, all: bool) -> Result<bool, BenchError> {
         let w = &self.plan.workload;
         let batch_bytes = w.batch_bytes as usize;
+        let size = w.message_size as usize;
         let request_max = w.request_bytes_max as usize;
         let now = Instant::now();
         let mut taken = Vec::new();
         let mut request_bytes = 0;
-        for (p, slot) in self.batches.iter_mut().enumerate() {
-            let ready = slot.as_ref().is_some_and(|b| {
-                all || b.arena.len() >= batch_bytes || now.duration_since(b.created) >= linger
+        let n = self.batches.len();
+        for i in 0..n {
+            let p = (self.drain_from + i) % n;
+            let queue = &mut self.batches[p];
+            let ready = queue.front().is_some_and(|b| {
+                all || queue.len() > 1
+                    || b.arena.len() + size > batch_bytes
+                    || now.duration_since(b.created) >= linger
             });
             if !ready {
                 continue;
             }
-            let len = slot.as_ref().map_or(0, |b| b.arena.len());
+            let len = queue.front().map_or(0, |b| b.arena.len());
             if !taken.is_empty() && request_bytes + len > request_max {
                 break;
             }
             request_bytes += len;
-            if let Some(b) = slot.take() {
+            if let Some(b) = queue.pop_front() {
                 taken.push((p as i32, b));
             }
         }
         if taken.is_empty() {
             return Ok(false);
         }
-        if taken.iter().any(|(p, _)| *p == self.sticky) {
+        self.drain_from = (self.drain_from + 1) % n;
+        if taken
+            .iter()
+            .any(|(p, _)| *p == self.sticky && self.batches[*p as usize].is_empty())
+        {
             self.sticky = (self.sticky + 1) % self.plan.partitions;
         }
         self.buffered_bytes -= taken

@@ -112,6 +112,7 @@ pub fn run(
         measure_from_us: AtomicU64::new(u64::MAX),
         consume: AtomicBool::new(backlog == 0),
         start_us: now_us(),
+        subscriptions: u64::from(w.subscriptions_per_topic),
     });
     let payloads = Arc::new(PayloadPool::new(w, 42));
 

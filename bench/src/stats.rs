@@ -16,6 +16,8 @@ pub const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 #[derive(Default)]
 pub struct Counters {
+    /// Records created by producers (acknowledged or not).
+    pub generated_records: AtomicU64,
     pub published_records: AtomicU64,
     pub published_bytes: AtomicU64,
     pub consumed_records: AtomicU64,

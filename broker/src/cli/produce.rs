@@ -24,8 +24,8 @@ use kafka_protocol::records::{
 
 use super::client::{topic_name, Client, TopicInfo};
 use super::error::{is_retriable, CliError};
-use spool_protocol::murmur2::partition_for_key;
 use super::{parse_key_value, Bootstrap, ProduceArgs};
+use spool_protocol::murmur2::partition_for_key;
 
 /// Records per batch before it is sent.
 pub const BATCH_RECORDS_MAX: usize = 1000;
