@@ -97,8 +97,12 @@ start_kafka() { # mode
     rm -rf "$dir"
     # deploy/kafka.sh tunes Kafka for fast tests; put back Kafka's defaults where it differs, so
     # both brokers run as shipped (Spool uses the same defaults).
+    # Disk: a max-rate minute is ~30 GB. Topics get retention.bytes from spool-bench, and both
+    # brokers check retention every 10 s and delete files 1 s after (Kafka: 5 min and 60 s).
     local extra="offsets.topic.num.partitions=50
-group.initial.rebalance.delay.ms=3000"
+group.initial.rebalance.delay.ms=3000
+log.retention.check.interval.ms=10000
+log.segment.delete.delay.ms=1000"
     [[ "$1" == fsync ]] && extra+="
 log.flush.interval.messages=1"
     # Kafka's own bin/kafka-server-start.sh heap and bin/kafka-run-class.sh GC settings.
@@ -112,7 +116,8 @@ start_spool() {
     local dir="$out/data/spool"
     rm -rf "$dir"
     mkdir -p "$dir"
-    "$spool" broker --listeners "PLAINTEXT://$bootstrap" --log-dirs "$dir/data" >"$dir/spool.log" 2>&1 &
+    "$spool" broker --listeners "PLAINTEXT://$bootstrap" --log-dirs "$dir/data" \
+        --set log.retention.check.interval.ms=10000 >"$dir/spool.log" 2>&1 &
     broker_pid=$!
     current_system=spool
     for _ in $(seq 1 100); do
@@ -165,6 +170,7 @@ run_target() { # system mode
             --record-size 1024 --partitions 16 --out "$out/tools-$tag.json"
     fi
     stop_broker "$system"
+    rm -rf "$out/data/$system-$mode" "$out/data/spool"
 }
 
 run_target kafka defaults

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -37,6 +37,11 @@ const TOPIC_READY_TIMEOUT_S: u64 = 120;
 /// at all; stop rather than run forever.
 const BACKLOG_PHASE_TIMEOUT_S: f64 = 3600.0;
 const PROGRESS_EVERY_S: f64 = 5.0;
+/// Topic configs that keep a long max-rate run within the disk (at 500 MB/s a minute is 30 GB):
+/// at most this much per partition is kept. The catch-up backlog (5 GiB over 16 partitions)
+/// stays far below it. Both brokers get the same topic configs.
+const TOPIC_RETENTION_BYTES: u64 = 1 << 30;
+const TOPIC_SEGMENT_BYTES: u64 = 128 << 20;
 /// Kafka error codes: TOPIC_ALREADY_EXISTS is fine on a rerun.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 
@@ -347,6 +352,10 @@ fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result
                         .with_name(topic_name(t))
                         .with_num_partitions(partitions)
                         .with_replication_factor(1)
+                        .with_configs(vec![
+                            topic_config("retention.bytes", TOPIC_RETENTION_BYTES),
+                            topic_config("segment.bytes", TOPIC_SEGMENT_BYTES),
+                        ])
                 })
                 .collect(),
         );
@@ -434,6 +443,12 @@ fn delete_topics(admin: &mut Conn, topics: &[String]) -> Result<(), BenchError> 
         .with_timeout_ms(30_000)
         .with_topic_names(topics.iter().map(|t| topic_name(t)).collect());
     admin.call(&req).map(|_| ())
+}
+
+fn topic_config(name: &'static str, value: u64) -> CreatableTopicConfig {
+    CreatableTopicConfig::default()
+        .with_name(StrBytes::from_static_str(name))
+        .with_value(Some(StrBytes::from_string(value.to_string())))
 }
 
 fn topic_name(t: &str) -> TopicName {

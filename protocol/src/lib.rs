@@ -1,5 +1,6 @@
 //! Kafka wire framing and record-batch handling. No I/O, no runtime.
 
 pub mod batch;
+pub mod fetch_frame;
 pub mod frame;
 pub mod murmur2;

@@ -302,6 +302,62 @@ impl SegmentFile {
         }
     }
 
+    /// Assembles `parts` back to back, zero padded to [`Self::alignment`], directly in the
+    /// buffer the write will use: the data is copied once, with no intermediate image.
+    pub(crate) fn image<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+        len: usize,
+    ) -> WriteImage {
+        let alignment = usize::try_from(self.alignment()).unwrap_or(usize::MAX);
+        let padded_len = len.div_ceil(alignment) * alignment;
+        let fill = |out: &mut [u8]| {
+            let mut at = 0;
+            for part in parts {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            assert_eq!(at, len, "image parts disagree with the planned length");
+            // The write buffer is not zeroed by its allocator; the padding must be.
+            out[at..].fill(0);
+        };
+        match self {
+            SegmentFile::Dma(file) => {
+                let mut buffer = file.alloc_dma_buffer(padded_len);
+                fill(buffer.as_bytes_mut());
+                WriteImage::Dma(buffer)
+            }
+            SegmentFile::Memory(_) => {
+                let mut bytes = vec![0; padded_len];
+                fill(&mut bytes);
+                WriteImage::Memory(bytes)
+            }
+        }
+    }
+
+    /// Writes an image made by [`Self::image`] at `pos` (aligned).
+    pub(crate) async fn write_image(&self, pos: u64, image: WriteImage) -> io::Result<()> {
+        assert!(
+            pos.is_multiple_of(self.alignment()),
+            "unaligned write position {pos}"
+        );
+        match (self, image) {
+            (SegmentFile::Dma(file), WriteImage::Dma(buffer)) => {
+                let len = buffer.len();
+                let written = file.write_at(buffer, pos).await?;
+                if written != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short O_DIRECT write",
+                    ));
+                }
+                Ok(())
+            }
+            (SegmentFile::Memory(_), WriteImage::Memory(bytes)) => self.write_at(pos, &bytes).await,
+            _ => unreachable!("an image is written to the kind of file that made it"),
+        }
+    }
+
     /// Reads up to `len` bytes at `pos` (fewer at end of file). No alignment required.
     pub(crate) async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         match self {
@@ -357,6 +413,12 @@ impl SegmentFile {
         self.truncate(bytes.len() as u64).await?;
         self.fdatasync().await
     }
+}
+
+/// Bytes ready for one aligned write, in the buffer type the backend writes from.
+pub(crate) enum WriteImage {
+    Dma(glommio::io::DmaBuffer),
+    Memory(Vec<u8>),
 }
 
 /// `bytes` followed by zeros up to a multiple of `alignment`.

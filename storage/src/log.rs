@@ -238,14 +238,14 @@ impl PartitionLog {
                 .map_err(io_error(&path))?;
         }
         if let Some(target) = &plan.write {
-            let (file, start, image) = {
+            let (file, start, image, tail) = {
                 let state = self.state.borrow();
                 let segment = state.planned(base);
                 let file = segment.file.clone().expect("created above");
-                let (start, image) = segment.flush_image(file.alignment(), target);
-                (file, start, image)
+                let (start, image, tail) = segment.flush_image(&file, target);
+                (file, start, image, tail)
             };
-            file.write_at(start, &image)
+            file.write_image(start, image)
                 .await
                 .map_err(io_error(&path))?;
             self.backend
@@ -257,7 +257,7 @@ impl PartitionLog {
                 .map_err(io_error(&path))?;
             self.state.borrow_mut().planned_mut(base).mark_durable(
                 start,
-                &image,
+                tail,
                 file.alignment(),
                 target,
             );

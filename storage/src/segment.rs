@@ -217,19 +217,34 @@ impl Segment {
         }
     }
 
-    /// The bytes a flush writes for `target` (tail page + its pending batches, zero padded)
-    /// and where.
-    pub(crate) fn flush_image(&self, alignment: u64, target: &FlushTarget) -> (u64, Vec<u8>) {
+    /// The bytes a flush writes for `target` (tail page + its pending batches, zero padded),
+    /// where, and the tail page that will follow once they are durable.
+    pub(crate) fn flush_image(
+        &self,
+        file: &crate::fs::SegmentFile,
+        target: &FlushTarget,
+    ) -> (u64, crate::fs::WriteImage, Vec<u8>) {
+        let alignment = file.alignment();
         assert!(target.batches <= self.pending.len());
         let start = self.durable_bytes - self.durable_bytes % alignment;
         assert_eq!(start + self.tail_page.len() as u64, self.durable_bytes);
-        let mut image = Vec::with_capacity((target.size_bytes - start) as usize);
-        image.extend_from_slice(&self.tail_page);
-        for batch in &self.pending[..target.batches] {
-            image.extend_from_slice(batch);
+        let len = (target.size_bytes - start) as usize;
+        let parts = std::iter::once(&self.tail_page[..])
+            .chain(self.pending[..target.batches].iter().map(|b| &b[..]));
+        let image = file.image(parts.clone(), len);
+        // The partial last block, kept in memory to rewrite with the next flush.
+        let tail_start = (target.size_bytes - target.size_bytes % alignment - start) as usize;
+        let mut tail = Vec::with_capacity(len - tail_start);
+        let mut at = 0;
+        for part in parts {
+            let (from, to) = (at, at + part.len());
+            if to > tail_start {
+                tail.extend_from_slice(&part[tail_start.saturating_sub(from)..]);
+            }
+            at = to;
         }
-        assert_eq!(start + image.len() as u64, target.size_bytes);
-        (start, crate::fs::pad_to_alignment(&image, alignment))
+        assert_eq!(start + at as u64, target.size_bytes);
+        (start, image, tail)
     }
 
     /// After a successful write + fdatasync of `flush_image(target)`: the target is durable;
@@ -237,7 +252,7 @@ impl Segment {
     pub(crate) fn mark_durable(
         &mut self,
         image_start: u64,
-        image: &[u8],
+        tail_page: Vec<u8>,
         alignment: u64,
         target: &FlushTarget,
     ) {
@@ -246,10 +261,12 @@ impl Segment {
             self.durable_bytes - self.durable_bytes % alignment
         );
         assert!(target.size_bytes <= self.size_bytes && target.batches <= self.pending.len());
-        let tail_start = target.size_bytes - target.size_bytes % alignment;
-        self.tail_page = image
-            [(tail_start - image_start) as usize..(target.size_bytes - image_start) as usize]
-            .to_vec();
+        assert_eq!(
+            tail_page.len() as u64,
+            target.size_bytes % alignment,
+            "the kept tail is the partial last block"
+        );
+        self.tail_page = tail_page;
         self.pending.drain(..target.batches);
         self.durable_bytes = target.size_bytes;
         self.durable_next_offset = target.next_offset;

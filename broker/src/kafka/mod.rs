@@ -24,6 +24,9 @@ use handlers::*;
 pub enum Outcome {
     /// The encoded response frame.
     Send(Bytes),
+    /// The encoded response frame in chunks, written back to back (Fetch: record data is
+    /// written from the buffers it is stored in).
+    SendChunks(Vec<Bytes>),
     /// No response (Produce with acks=0).
     Silent,
     /// The response could not be encoded (a handler bug): close the connection rather than
@@ -261,7 +264,24 @@ pub async fn dispatch(
                 }
             }))
         }
-        ApiKey::Fetch => serve!(fetch, m::FetchRequest),
+        ApiKey::Fetch => {
+            let request: m::FetchRequest = decode(api, version, body)?;
+            Ok(Box::pin(async move {
+                let reply = fetch::handle(&ctx, request).await;
+                match spool_protocol::fetch_frame::encode_fetch_response(
+                    version,
+                    correlation_id,
+                    &reply.response,
+                    &reply.records,
+                ) {
+                    Ok(chunks) => Outcome::SendChunks(chunks),
+                    Err(e) => {
+                        tracing::error!("Fetch v{version}: {e}; closing the connection");
+                        Outcome::Close
+                    }
+                }
+            }))
+        }
         ApiKey::ListOffsets => serve!(list_offsets, m::ListOffsetsRequest),
         ApiKey::Metadata => serve!(metadata, m::MetadataRequest),
         ApiKey::ApiVersions => serve!(api_versions, m::ApiVersionsRequest),

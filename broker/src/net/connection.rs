@@ -146,8 +146,9 @@ async fn write_loop(
     while let Some((task, size)) = inflight.recv().await {
         let response = task.await;
         budget.release(size);
-        let response = match response {
-            Outcome::Send(bytes) => bytes,
+        let chunks = match response {
+            Outcome::Send(bytes) => vec![bytes],
+            Outcome::SendChunks(chunks) => chunks,
             Outcome::Silent => continue,
             Outcome::Close => {
                 // Half-close: the client sees the connection end instead of waiting.
@@ -156,10 +157,12 @@ async fn write_loop(
                 return;
             }
         };
-        if let Err(e) = stream.write_all(&response).await {
-            tracing::debug!("write failed: {e}");
-            budget.close();
-            return;
+        for chunk in &chunks {
+            if let Err(e) = stream.write_all(chunk).await {
+                tracing::debug!("write failed: {e}");
+                budget.close();
+                return;
+            }
         }
     }
 }

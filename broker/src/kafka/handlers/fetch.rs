@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
@@ -28,7 +28,15 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
+/// A Fetch response with its records kept out of it: `records[t][p]` are the batches of
+/// partition `p` of topic `t`, written from their own buffers by
+/// `spool_protocol::fetch_frame` rather than copied into the response.
+pub struct FetchReply {
+    pub response: FetchResponse,
+    pub records: Vec<Vec<Vec<Bytes>>>,
+}
+
+pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
     let shard = &ctx.shard;
     let by_id = ctx.version() >= 13;
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -98,8 +106,10 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
     let mut results = results.into_iter();
     let mut wanted_iter = wanted.iter();
     let mut responses = Vec::with_capacity(topic_order.len());
+    let mut records = Vec::with_capacity(topic_order.len());
     for (name, topic_id, count) in topic_order {
         let mut partitions = Vec::with_capacity(count);
+        let mut topic_records = Vec::with_capacity(count);
         for _ in 0..count {
             let w = wanted_iter.next().expect("one wanted entry per partition");
             let r = results.next().expect("one result per partition");
@@ -108,13 +118,15 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
                 .with_error_code(r.error_code)
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable_offset)
-                .with_records(Some(concat(r.batches)));
+                .with_records(None);
+            topic_records.push(r.batches);
             partitions.push(if ctx.version() >= 5 {
                 data.with_log_start_offset(r.log_start_offset)
             } else {
                 data
             });
         }
+        records.push(topic_records);
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
         responses.push(if by_id {
             topic.with_topic_id(topic_id)
@@ -122,7 +134,10 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchResponse {
             topic.with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
         });
     }
-    FetchResponse::default().with_responses(responses)
+    FetchReply {
+        response: FetchResponse::default().with_responses(responses),
+        records,
+    }
 }
 
 /// Reads every wanted partition once, each on its owning shard, results in request order.
@@ -212,18 +227,4 @@ async fn wait_for_data(ctx: &Ctx, wanted: &[Wanted], results: &[FetchResult], re
         return;
     }
     let _ = runtime::timeout(remaining, futures::future::select_all(waits)).await;
-}
-
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in batches {
-                out.extend_from_slice(&b);
-            }
-            out.freeze()
-        }
-    }
 }
