@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -282,8 +283,11 @@ pub fn run(
     if let Some(e) = first_err {
         return Err(e);
     }
-    // Best effort: free the disk for the next workload; the result does not depend on it.
-    let _ = delete_topics(&mut admin, &topics);
+    // Free the disk for the next workload; the result does not depend on it, so a failure is
+    // only reported.
+    if let Err(e) = delete_topics(&mut admin, &topics) {
+        eprintln!("spool-bench: deleting topics {topics:?}: {e}");
+    }
 
     let broker = match (target_args.broker_pid, measure_start_snapshot, end_snapshot) {
         (Some(pid), Some(a), Some(b)) => Some(machine::usage(pid, &a, &b)),
@@ -439,10 +443,31 @@ fn partitions_answer(
 }
 
 fn delete_topics(admin: &mut Conn, topics: &[String]) -> Result<(), BenchError> {
+    // v6 names topics in `topics`, older versions in `topic_names`; set both, the encoder
+    // writes the one of the negotiated version.
     let req = DeleteTopicsRequest::default()
         .with_timeout_ms(30_000)
-        .with_topic_names(topics.iter().map(|t| topic_name(t)).collect());
-    admin.call(&req).map(|_| ())
+        .with_topic_names(topics.iter().map(|t| topic_name(t)).collect())
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| DeleteTopicState::default().with_name(Some(topic_name(t))))
+                .collect(),
+        );
+    let resp = admin.call(&req)?;
+    match resp.responses.iter().find(|r| r.error_code != 0) {
+        Some(r) => Err(BenchError::Kafka {
+            what: format!("deleting topic {:?}", r.name.as_ref().map(|n| n.as_str())),
+            code: r.error_code,
+            message: r.error_message.as_ref().map(|m| m.to_string()),
+        }),
+        None if resp.responses.len() != topics.len() => Err(BenchError::Protocol(format!(
+            "{} delete results for {} topics",
+            resp.responses.len(),
+            topics.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn topic_config(name: &'static str, value: u64) -> CreatableTopicConfig {

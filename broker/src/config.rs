@@ -53,6 +53,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "queued.max.requests", default: "500", doc: "In-flight requests per connection before the broker stops reading from it." },
     SettingSpec { name: "producer.id.expiration.ms", default: "86400000", doc: "A producer id's idempotence state is forgotten this long after its last append; its next batch is accepted as a new producer's." },
     SettingSpec { name: "spool.tail.cache.bytes", default: "1048576", doc: "Per-partition bytes of recent batches kept in memory for caught-up consumers." },
+    SettingSpec { name: "spool.tail.cache.shard.bytes", default: "67108864", doc: "Bytes of tail cache per shard, shared by its partitions: each keeps at most min(spool.tail.cache.bytes, this / its partition count)." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
     SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
@@ -94,6 +95,7 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub inflight_requests_max: usize,
     pub tail_cache_bytes_max: usize,
+    pub tail_cache_shard_bytes_max: usize,
     pub producer_id_expiration_ms: i64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
@@ -211,6 +213,10 @@ impl BrokerConfig {
             log_flush_interval_ms: parse("log.flush.interval.ms", get("log.flush.interval.ms"))?,
             inflight_requests_max: parse("queued.max.requests", get("queued.max.requests"))?,
             tail_cache_bytes_max: parse("spool.tail.cache.bytes", get("spool.tail.cache.bytes"))?,
+            tail_cache_shard_bytes_max: parse(
+                "spool.tail.cache.shard.bytes",
+                get("spool.tail.cache.shard.bytes"),
+            )?,
             producer_id_expiration_ms: parse(
                 "producer.id.expiration.ms",
                 get("producer.id.expiration.ms"),

@@ -658,6 +658,14 @@ impl PartitionLog {
         state.epochs.end_offset_for(epoch, state.log_end_offset)
     }
 
+    /// Changes only the tail cache bound (the shard shares one budget among its partitions).
+    pub fn set_tail_cache_bytes_max(&self, bytes: usize) {
+        let mut state = self.state.borrow_mut();
+        state.config.tail_cache_bytes_max = bytes;
+        let durable_end = state.durable_end_offset;
+        state.tail.evict(bytes, durable_end);
+    }
+
     pub fn update_config(&self, config: LogConfig) {
         let mut state = self.state.borrow_mut();
         state.config = config;

@@ -568,8 +568,26 @@ impl Shard {
                 "LogAppendTime" => TimestampType::LogAppendTime,
                 _ => TimestampType::CreateTime,
             },
-            tail_cache_bytes_max: c.tail_cache_bytes_max,
+            tail_cache_bytes_max: self.tail_cache_share(),
             producer_id_expiration_ms: c.producer_id_expiration_ms,
+        }
+    }
+
+    /// Each partition's share of the shard's tail cache budget: with 1,000 partitions a fixed
+    /// per-partition cache would hold a gigabyte; the shard bound keeps it at
+    /// `spool.tail.cache.shard.bytes`.
+    fn tail_cache_share(&self) -> usize {
+        let n = self.partitions.borrow().len().max(1);
+        self.config
+            .tail_cache_bytes_max
+            .min(self.config.tail_cache_shard_bytes_max / n)
+    }
+
+    /// Applies the current share to every partition (after partitions come or go).
+    fn share_tail_cache(&self) {
+        let share = self.tail_cache_share();
+        for p in self.partitions.borrow().values() {
+            p.log.set_tail_cache_bytes_max(share);
         }
     }
 
@@ -605,6 +623,7 @@ impl Shard {
             }
         }
         self.topics.borrow_mut().upsert(meta);
+        self.share_tail_cache();
     }
 
     pub async fn drop_topic(&self, name: &str) {
@@ -614,6 +633,7 @@ impl Shard {
             let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
             keys.iter().filter_map(|k| parts.remove(k)).collect()
         };
+        self.share_tail_cache();
         // Out of the flusher's queue, and never flushed again, so no late flush writes by path
         // into a directory a recreated topic of the same name may own.
         self.dirty.borrow_mut().retain(|p| p.topic != name);
