@@ -887,6 +887,29 @@ fn tail_cache_stays_bounded() {
     read_all(&log);
 }
 
+#[test]
+fn tail_cache_bound_can_shrink_at_run_time() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogConfig {
+            tail_cache_bytes_max: 1 << 20,
+            ..config()
+        },
+    );
+    fill(&log, 30, 0);
+    assert!(
+        log.state.borrow().tail.covers(0),
+        "1 MiB holds all 30 batches"
+    );
+    // A shard with more partitions gives each a smaller share: older batches leave the cache
+    // (they are durable, so reads go to the segment files and still return everything).
+    log.set_tail_cache_bytes_max(1_000);
+    assert!(!log.state.borrow().tail.covers(0));
+    assert!(log.state.borrow().tail.covers(log.log_end_offset() - 1));
+    read_all(&log);
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()

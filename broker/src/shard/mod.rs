@@ -375,9 +375,14 @@ impl Shard {
     /// Reads `parts` in request order, spending at most `budget` bytes (the request's
     /// `max_bytes`) beyond the first batch, as Kafka's fetch does: the first partition with data
     /// returns at least one whole batch even past the limits, so consumers always progress.
+    /// When the partitions' own limits add up to no more than the budget (the common case:
+    /// 1 MiB per partition against 50 MiB), the budget cannot bind and the partitions are read
+    /// concurrently, so a fetch of partitions that miss the tail cache waits for one disk read,
+    /// not for one per partition in turn.
     pub async fn fetch_local(&self, parts: &[FetchPart], budget: usize) -> Vec<FetchResult> {
         let mut out = Vec::with_capacity(parts.len());
-        let mut remaining = budget;
+        // (index in `out`, partition, offset, per-partition limit, high watermark)
+        let mut reads = Vec::new();
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 out.push(FetchResult {
@@ -403,18 +408,43 @@ impl Shard {
                 || part.fetch_offset < p.log.log_start_offset()
             {
                 result.error_code = ResponseError::OffsetOutOfRange.code();
-            } else if part.fetch_offset < hw && remaining > 0 {
-                let limit = part.max_bytes.min(remaining).max(1);
-                match p.log.read(part.fetch_offset, limit, hw).await {
+            } else if part.fetch_offset < hw {
+                reads.push((out.len(), p, part.fetch_offset, part.max_bytes.max(1), hw));
+            }
+            out.push(result);
+        }
+        let total: usize = reads
+            .iter()
+            .map(|r| r.3)
+            .fold(0usize, usize::saturating_add);
+        if total <= budget {
+            let done = futures::future::join_all(
+                reads
+                    .iter()
+                    .map(|(_, p, offset, limit, hw)| p.log.read(*offset, *limit, *hw)),
+            )
+            .await;
+            for ((i, ..), read) in reads.iter().zip(done) {
+                match read {
+                    Ok(read) => out[*i].batches = read.batches,
+                    Err(e) => out[*i].error_code = storage_error_code(&e),
+                }
+            }
+        } else {
+            let mut remaining = budget;
+            for (i, p, offset, limit, hw) in &reads {
+                if remaining == 0 {
+                    break;
+                }
+                match p.log.read(*offset, (*limit).min(remaining), *hw).await {
                     Ok(read) => {
                         let size: usize = read.batches.iter().map(bytes::Bytes::len).sum();
                         remaining = remaining.saturating_sub(size);
-                        result.batches = read.batches;
+                        out[*i].batches = read.batches;
                     }
-                    Err(e) => result.error_code = storage_error_code(&e),
+                    Err(e) => out[*i].error_code = storage_error_code(&e),
                 }
             }
-            out.push(result);
         }
         out
     }
