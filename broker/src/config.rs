@@ -52,7 +52,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "log.flush.interval.ms", default: "1000", doc: "Background flush period when log.flush.interval.messages > 1." },
     SettingSpec { name: "queued.max.requests", default: "500", doc: "In-flight requests per connection before the broker stops reading from it." },
     SettingSpec { name: "producer.id.expiration.ms", default: "86400000", doc: "A producer id's idempotence state is forgotten this long after its last append; its next batch is accepted as a new producer's." },
-    SettingSpec { name: "spool.tail.cache.bytes", default: "1048576", doc: "Per-partition bytes of recent batches kept in memory for caught-up consumers." },
+    SettingSpec { name: "spool.tail.cache.bytes", default: "8388608", doc: "Per-partition bytes of recent batches kept in memory, so consumers within this much of the log end never read the disk." },
     SettingSpec { name: "spool.tail.cache.shard.bytes", default: "67108864", doc: "Bytes of tail cache per shard, shared by its partitions: each keeps at most min(spool.tail.cache.bytes, this / its partition count)." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
     SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },

@@ -108,15 +108,18 @@ pub fn encode_response<M: Encodable>(
 #[error("cannot encode response: {0}")]
 pub struct EncodeError(pub String);
 
-/// Splits one complete frame off the front of `buf`, if there is one.
+/// Splits one complete frame (without its size prefix) off the front of `buf`, if the first
+/// `filled` bytes hold one; bytes after `filled` are free space a reader has not filled yet.
 pub fn split_frame(
     buf: &mut BytesMut,
+    filled: usize,
     request_bytes_max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
-    let Some(size) = frame_size(buf, request_bytes_max)? else {
+    assert!(filled <= buf.len(), "filled past the buffer");
+    let Some(size) = frame_size(&buf[..filled], request_bytes_max)? else {
         return Ok(None);
     };
-    if buf.len() < SIZE_PREFIX_BYTES + size {
+    if filled < SIZE_PREFIX_BYTES + size {
         return Ok(None);
     }
     buf.advance(SIZE_PREFIX_BYTES);
@@ -159,13 +162,26 @@ mod tests {
     #[test]
     fn split_waits_for_whole_frame() {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 2][..]);
-        assert_eq!(split_frame(&mut buf, 100), Ok(None));
+        assert_eq!(split_frame(&mut buf, 6, 100), Ok(None));
         buf.extend_from_slice(&[3, 0, 0]);
-        let frame = split_frame(&mut buf, 100)
+        let frame = split_frame(&mut buf, 9, 100)
             .expect("valid")
             .expect("complete");
         assert_eq!(&frame[..], &[1, 2, 3]);
         assert_eq!(&buf[..], &[0, 0]);
+    }
+
+    #[test]
+    fn split_ignores_space_after_the_filled_bytes() {
+        // A complete frame's worth of bytes, but only five filled: the rest is unread space.
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 0, 0, 0, 0][..]);
+        assert_eq!(split_frame(&mut buf, 5, 100), Ok(None));
+        assert_eq!(split_frame(&mut buf, 3, 100), Ok(None));
+        let frame = split_frame(&mut buf, 7, 100)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(&frame[..], &[1, 0, 0]);
+        assert_eq!(buf.len(), 2);
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
+use spool_protocol::frame::{split_frame, FrameError, SIZE_PREFIX_BYTES};
 
 use crate::kafka::{self, Outcome, Pending};
 use crate::runtime::{self, Task};
@@ -92,31 +93,27 @@ async fn read_loop(
     budget: &Budget,
 ) -> Result<(), String> {
     let max = shard.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = ReadBuffer::default();
     loop {
         let frame = loop {
-            match spool_protocol::frame::split_frame(&mut buf, max) {
+            match buf.take_frame(max) {
                 Ok(Some(frame)) => break frame,
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }
             // Size the read to the frame being assembled, already checked against `max`.
-            let want = match spool_protocol::frame::frame_size(&buf, max) {
-                Ok(Some(size)) => (size + 4 - buf.len()).clamp(READ_CHUNK_BYTES, READ_BYTES_MAX),
+            let want = match spool_protocol::frame::frame_size(buf.filled(), max) {
+                Ok(Some(size)) => (size + SIZE_PREFIX_BYTES - buf.filled().len())
+                    .clamp(READ_CHUNK_BYTES, READ_BYTES_MAX),
                 _ => READ_CHUNK_BYTES,
             };
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            let n = match stream.read(&mut buf[start..]).await {
+            let n = match stream.read(buf.space(want)).await {
                 Ok(n) => n,
-                Err(e) => {
-                    buf.truncate(start);
-                    return Err(format!("read failed: {e}"));
-                }
+                Err(e) => return Err(format!("read failed: {e}")),
             };
-            buf.truncate(start + n);
+            buf.fill(n);
             if n == 0 {
-                return if buf.is_empty() {
+                return if buf.filled().is_empty() {
                     Ok(())
                 } else {
                     Err("connection closed mid-frame".into())
@@ -135,6 +132,46 @@ async fn read_loop(
         {
             return Ok(());
         }
+    }
+}
+
+/// Received bytes not yet split into frames, followed by zeroed space the next read fills.
+/// Safe Rust must initialise memory before a read may write it; keeping the zeroed space across
+/// reads (instead of truncating it away) zeroes each byte once rather than once per read, which
+/// for 1 MiB produce requests arriving 64 KiB at a time was 5% of the broker's CPU.
+#[derive(Default)]
+struct ReadBuffer {
+    buf: BytesMut,
+    filled: usize,
+}
+
+impl ReadBuffer {
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    /// Splits one complete frame (without its size prefix) off the front, if there is one.
+    fn take_frame(&mut self, request_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+        let frame = split_frame(&mut self.buf, self.filled, request_bytes_max)?;
+        if let Some(frame) = &frame {
+            self.filled -= SIZE_PREFIX_BYTES + frame.len();
+        }
+        Ok(frame)
+    }
+
+    /// At least `want` bytes of space after the filled bytes.
+    fn space(&mut self, want: usize) -> &mut [u8] {
+        if self.buf.len() < self.filled + want {
+            // Growing may reallocate: carry only the filled bytes, not stale space.
+            self.buf.truncate(self.filled);
+            self.buf.resize(self.filled + want, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    fn fill(&mut self, n: usize) {
+        assert!(self.filled + n <= self.buf.len(), "read past the buffer");
+        self.filled += n;
     }
 }
 
