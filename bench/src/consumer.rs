@@ -264,35 +264,24 @@ fn varint(buf: &[u8]) -> Option<(i64, usize)> {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+    use spool_protocol::record::plain_record;
     use std::sync::atomic::{AtomicBool, AtomicU64};
 
     fn batch(base: i64, values: &[u64], compression: Compression) -> Bytes {
         let records: Vec<Record> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i as i64,
-                sequence: i as i32 - 1,
-                timestamp: 0,
-                key: if i % 2 == 0 {
-                    Some(Bytes::from_static(b"key"))
-                } else {
-                    None
-                },
-                value: Some(Bytes::from(
-                    [v.to_be_bytes().to_vec(), vec![7; 100]].concat(),
-                )),
-                headers: Default::default(),
+            .map(|(i, v)| {
+                plain_record(
+                    base + i as i64,
+                    i as i32,
+                    0,
+                    (i % 2 == 0).then(|| Bytes::from_static(b"key")),
+                    Some(Bytes::from(
+                        [v.to_be_bytes().to_vec(), vec![7; 100]].concat(),
+                    )),
+                )
             })
             .collect();
         let mut buf = BytesMut::new();

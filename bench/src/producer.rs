@@ -24,10 +24,9 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use spool_protocol::murmur2::partition_for_key;
+use spool_protocol::record::plain_record;
 
 use crate::error::BenchError;
 use crate::payload::{now_us, Keys, PayloadPool};
@@ -380,22 +379,14 @@ impl Producer {
                 .records
                 .iter()
                 .enumerate()
-                .map(|(i, (key, from, to, _))| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    // The encoder splits batches wherever offset - sequence changes and takes
-                    // the base sequence from the first record: step with the offset from -1.
-                    sequence: i as i32 - 1,
-                    timestamp: timestamp_ms,
-                    key: key.clone(),
-                    value: Some(arena.slice(*from..*to)),
-                    headers: Default::default(),
+                .map(|(i, (key, from, to, _))| {
+                    plain_record(
+                        i as i64,
+                        i as i32,
+                        timestamp_ms,
+                        key.clone(),
+                        Some(arena.slice(*from..*to)),
+                    )
                 })
                 .collect();
             let mut buf = BytesMut::with_capacity(arena.len() + 64 + records.len() * 16);

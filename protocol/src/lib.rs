@@ -4,3 +4,4 @@ pub mod batch;
 pub mod fetch_frame;
 pub mod frame;
 pub mod murmur2;
+pub mod record;

@@ -388,27 +388,19 @@ impl From<CliError> for FetchError {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+    use spool_protocol::record::plain_record;
 
     fn batch(base: i64, n: i64) -> BytesMut {
         let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i,
-                sequence: i as i32 - 1,
-                timestamp: 0,
-                key: None,
-                value: Some(Bytes::from(format!("v{}", base + i))),
-                headers: IndexMap::new(),
+            .map(|i| {
+                plain_record(
+                    base + i,
+                    i as i32,
+                    0,
+                    None,
+                    Some(Bytes::from(format!("v{}", base + i))),
+                )
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -457,21 +449,7 @@ mod tests {
 
     #[test]
     fn formats_records() {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 7,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from_static(b"hello")),
-            headers: IndexMap::new(),
-        };
+        let record = plain_record(7, 0, 0, None, Some(Bytes::from_static(b"hello")));
         let mut out = Vec::new();
         write_record(&mut out, 2, &record, true, true).expect("write");
         assert_eq!(out, b"2:7\tnull\thello\n");

@@ -18,14 +18,13 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::client::{topic_name, Client, TopicInfo};
 use super::error::{is_retriable, CliError};
 use super::{parse_key_value, Bootstrap, ProduceArgs};
 use spool_protocol::murmur2::partition_for_key;
+use spool_protocol::record::plain_record;
 
 /// Records per batch before it is sent.
 pub const BATCH_RECORDS_MAX: usize = 1000;
@@ -148,24 +147,11 @@ impl Producer {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        // Offsets are relative within the batch; the broker assigns the real ones.
+        let delta = batch.len();
         batch.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            // Offsets are relative within the batch; the broker assigns the real ones.
-            offset: batch.len() as i64,
-            // The encoder derives the batch's base sequence as `sequence - offset delta` and
-            // splits batches where that differs, so step the sequence with the offset from -1:
-            // the batch then carries NO_SEQUENCE (-1), as a non-idempotent producer must.
-            sequence: batch.len() as i32 - 1,
-            timestamp,
-            key,
-            value: Some(value),
             headers,
+            ..plain_record(delta as i64, delta as i32, timestamp, key, Some(value))
         });
         self.pending_records += 1;
         self.pending_bytes += size;
@@ -442,20 +428,14 @@ mod tests {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let compression = parse_compression(codec).expect("codec");
             let records: Vec<Record> = (0..3)
-                .map(|i| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i,
-                    sequence: i as i32 - 1,
-                    timestamp: 1_700_000_000_000,
-                    key: (i == 1).then(|| Bytes::from_static(b"k")),
-                    value: Some(Bytes::from(format!("value-{i}"))),
-                    headers: IndexMap::new(),
+                .map(|i| {
+                    plain_record(
+                        i,
+                        i as i32,
+                        1_700_000_000_000,
+                        (i == 1).then(|| Bytes::from_static(b"k")),
+                        Some(Bytes::from(format!("value-{i}"))),
+                    )
                 })
                 .collect();
             let mut buf = BytesMut::new();

@@ -18,8 +18,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
+use spool_protocol::record::plain_record;
 
 /// A decoded key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,22 +266,14 @@ pub fn encode_batch(entries: &[(Key, Option<Value>)], now_ms: i64) -> Bytes {
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset - sequence is constant; the
-            // batch's base sequence is then -1 (no idempotent producer), as Kafka writes.
-            sequence: i as i32 - 1,
-            timestamp: now_ms,
-            key: Some(encode_key(key)),
-            value: value.as_ref().map(encode_value),
-            headers: Default::default(),
+        .map(|(i, (key, value))| {
+            plain_record(
+                i as i64,
+                i as i32,
+                now_ms,
+                Some(encode_key(key)),
+                value.as_ref().map(encode_value),
+            )
         })
         .collect();
     let mut buf = BytesMut::new();
