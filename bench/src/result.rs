@@ -77,6 +77,10 @@ pub struct Sample {
     pub backlog_records: i64,
     pub broker_cpu_pct: Option<f64>,
     pub broker_rss_bytes: Option<u64>,
+    /// The highest publish latency among records acknowledged in this second, so a stall
+    /// shows when it happened (the histograms have no time axis).
+    #[serde(default)]
+    pub publish_latency_max_ms: f64,
 }
 
 /// The broker process's resource use over the measured part of a run, from /proc.

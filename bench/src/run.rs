@@ -548,6 +548,8 @@ impl Sampler {
             backlog_records: cur.0 as i64 - cur.2 as i64 / self.subscriptions,
             broker_cpu_pct: cpu_pct,
             broker_rss_bytes: proc_now.map(|s| s.rss_bytes),
+            publish_latency_max_ms: c.interval_latency_max_us.swap(0, Ordering::Relaxed) as f64
+                / 1e3,
         };
         self.last = cur;
         if !self.quiet && t_s - self.last_progress >= PROGRESS_EVERY_S {

@@ -27,6 +27,8 @@ pub struct Counters {
     pub latency_sum_us: AtomicU64,
     pub latency_count: AtomicU64,
     pub latency_max_us: AtomicU64,
+    /// Highest publish latency acknowledged since the sampler last took it (per-second max).
+    pub interval_latency_max_us: AtomicU64,
 }
 
 impl Counters {

@@ -18,6 +18,12 @@ pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
+/// Runs a blocking call (a slow file-system operation) on the executor's blocking thread, so
+/// the shard keeps serving meanwhile.
+pub async fn off_thread<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    glommio::executor().spawn_blocking(call).await
+}
+
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await
 }

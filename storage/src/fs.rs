@@ -3,7 +3,11 @@
 //! format, indexes, recovery, retention — is identical for both backends.
 //!
 //! `Backend::Dma` uses glommio `DmaFile` (O_DIRECT, io_uring). Directory operations (create,
-//! list, rename, remove) use blocking std calls: they happen at open, roll and retention only.
+//! list, rename) use blocking std calls: they take microseconds and happen at open and roll
+//! only. Removing files and syncing a directory run on glommio's blocking thread pool instead:
+//! unlinking a 128 MiB segment took 30-70 ms on ext4 (freeing its extents) and a directory
+//! fsync waits for a journal commit, and on the shard thread either stalled every partition
+//! and connection of the shard (retention deleting 8 segments stalled it ~400 ms).
 //!
 //! `Backend::Memory` is an in-memory file system for tests. Fault model:
 //! - every write lands in a file's *live* bytes; only `fdatasync` copies them to its *durable*
@@ -68,6 +72,14 @@ pub mod failpoints {
 pub enum Backend {
     Dma,
     Memory(MemFs),
+}
+
+/// Runs a blocking file-system call on the executor's blocking thread pool, so the shard's
+/// thread keeps serving while the kernel works.
+async fn off_thread<T: Send + 'static>(
+    call: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    glommio::executor().spawn_blocking(call).await
 }
 
 impl Backend {
@@ -157,12 +169,16 @@ impl Backend {
     }
 
     /// Removes a file; a missing file is not an error.
-    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+    pub(crate) async fn remove_file(&self, path: &Path) -> io::Result<()> {
         match self {
-            Backend::Dma => match std::fs::remove_file(path) {
-                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
+            Backend::Dma => {
+                let path = path.to_path_buf();
+                off_thread(move || match std::fs::remove_file(&path) {
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await
+            }
             Backend::Memory(fs) => {
                 fs.check_alive()?;
                 fs.inner.borrow_mut().files.remove(path);
@@ -171,9 +187,12 @@ impl Backend {
         }
     }
 
-    pub(crate) fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+    pub(crate) async fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         match self {
-            Backend::Dma => std::fs::remove_dir_all(dir),
+            Backend::Dma => {
+                let dir = dir.to_path_buf();
+                off_thread(move || std::fs::remove_dir_all(&dir)).await
+            }
             Backend::Memory(fs) => {
                 let mut inner = fs.inner.borrow_mut();
                 inner.files.retain(|path, _| !path.starts_with(dir));
@@ -183,7 +202,7 @@ impl Backend {
         }
     }
 
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match self {
             Backend::Dma => std::fs::rename(from, to),
             Backend::Memory(fs) => {
@@ -199,9 +218,12 @@ impl Backend {
     }
 
     /// Makes creations, renames and removals in `dir` durable.
-    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    pub(crate) async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         match self {
-            Backend::Dma => std::fs::File::open(dir)?.sync_all(),
+            Backend::Dma => {
+                let dir = dir.to_path_buf();
+                off_thread(move || std::fs::File::open(&dir)?.sync_all()).await
+            }
             Backend::Memory(_) => Ok(()),
         }
     }
@@ -214,7 +236,7 @@ impl Backend {
         file.close().await?;
         result?;
         self.rename(&tmp, path)?;
-        self.sync_dir(path.parent().unwrap_or(Path::new(".")))
+        self.sync_dir(path.parent().unwrap_or(Path::new("."))).await
     }
 
     /// The whole content of `path`, or None if it does not exist.

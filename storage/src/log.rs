@@ -232,6 +232,7 @@ impl PartitionLog {
             self.state.borrow_mut().planned_mut(base).file = Some(Rc::new(file));
             self.backend
                 .sync_dir(&self.dir)
+                .await
                 .map_err(io_error(&self.dir))?;
             self.backend
                 .failpoint(failpoints::ROLL_AFTER_CREATE)
@@ -299,7 +300,7 @@ impl PartitionLog {
             .await
             .map_err(io_error(&snapshot))?;
         self.write_epochs(&seal.epochs).await?;
-        self.delete_old_snapshots()
+        self.delete_old_snapshots().await
     }
 
     /// Writes `epochs` as the leader epoch checkpoint.
@@ -311,13 +312,16 @@ impl PartitionLog {
             .map_err(io_error(&path))
     }
 
-    fn delete_old_snapshots(&self) -> Result<(), StorageError> {
+    async fn delete_old_snapshots(&self) -> Result<(), StorageError> {
         let mut offsets = self.snapshot_offsets()?;
         offsets.sort_unstable();
         let excess = offsets.len().saturating_sub(SNAPSHOTS_KEPT_MAX);
         for offset in &offsets[..excess] {
             let path = snapshot_path(&self.dir, *offset);
-            self.backend.remove_file(&path).map_err(io_error(&path))?;
+            self.backend
+                .remove_file(&path)
+                .await
+                .map_err(io_error(&path))?;
         }
         Ok(())
     }
@@ -340,7 +344,7 @@ impl PartitionLog {
             let path = segment::log_path(&self.dir, removed.base_offset);
             if let Some(file) = removed.file {
                 let _ = close_shared(file).await;
-                let _ = self.backend.remove_file(&path);
+                let _ = self.backend.remove_file(&path).await;
             }
         }
         if let Some((file, durable_bytes)) = rollback.trim {

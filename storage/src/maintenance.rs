@@ -2,8 +2,10 @@
 //! segments below an offset (compaction by rewrite), and deleting the partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
 //! and the tail cache consistent with the remaining log.
 //!
-//! All but `delete` hold the log's flush gate for their whole duration (so no flush runs meanwhile) and
-//! follow plan / run / commit without holding a state borrow across I/O (see `log.rs`).
+//! All but `delete` hold the log's flush gate (so no flush runs meanwhile) and follow plan /
+//! run / commit without holding a state borrow across I/O (see `log.rs`). Retention holds it
+//! only to detach segments and rename their log files to `*.deleted`; unlinking them (tens of
+//! milliseconds for a large file) happens after, without the gate.
 //!
 //! Invariants:
 //! - retention and `delete_segments_below` never delete the active segment, nor a segment with data that is not yet
@@ -17,12 +19,14 @@
 //!   cut continue from the new end. Reads never fail because of it, except that offsets
 //!   beyond the new end become out of range.
 
+use std::path::PathBuf;
+
 use crate::epoch::EpochCache;
 use crate::index::OffsetIndex;
 use crate::log::{close_shared, io_error, LogState, PartitionLog};
 use crate::producer::ProducerState;
 use crate::recovery::{read_tail_page, Replay};
-use crate::segment::{self, Indexes, Segment, SegmentView};
+use crate::segment::{self, deleted_path, Indexes, Segment, SegmentView};
 use crate::StorageError;
 
 /// The state of the truncated segment, computed before the cut.
@@ -65,6 +69,7 @@ impl PartitionLog {
         }
         self.backend
             .sync_dir(&self.dir)
+            .await
             .map_err(io_error(&self.dir))?;
         if let Some(epochs) = epochs {
             self.write_epochs(&epochs).await?;
@@ -197,7 +202,10 @@ impl PartitionLog {
             segment::index_path(&self.dir, base),
             segment::time_index_path(&self.dir, base),
         ] {
-            self.backend.remove_file(&path).map_err(io_error(&path))?;
+            self.backend
+                .remove_file(&path)
+                .await
+                .map_err(io_error(&path))?;
         }
         Ok(())
     }
@@ -205,14 +213,17 @@ impl PartitionLog {
     /// Deletes whole old segments past `retention.ms` (by their max timestamp) or beyond
     /// `retention.bytes`, oldest first, never the active one. Returns how many were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        let _gate = self.gate.lock().await;
-        let (detached, epochs) = {
-            let mut state = self.state.borrow_mut();
-            let expiration_ms = state.config.producer_id_expiration_ms;
-            state.producers.expire(now_ms, expiration_ms);
-            state.detach_expired(now_ms)
+        let doomed = {
+            let _gate = self.gate.lock().await;
+            let (detached, epochs) = {
+                let mut state = self.state.borrow_mut();
+                let expiration_ms = state.config.producer_id_expiration_ms;
+                state.producers.expire(now_ms, expiration_ms);
+                state.detach_expired(now_ms)
+            };
+            self.retire_detached(detached, epochs).await?
         };
-        self.remove_detached(detached, epochs).await
+        self.unlink_retired(doomed).await
     }
 
     /// Deletes every whole segment whose records all lie below `offset`, oldest first, under
@@ -220,36 +231,67 @@ impl PartitionLog {
     /// or pending seal work), moving the log start offset. Returns how many were deleted.
     /// Used to compact a log rewritten at or after `offset`.
     pub async fn delete_segments_below(&self, offset: i64) -> Result<usize, StorageError> {
-        let _gate = self.gate.lock().await;
-        let (detached, epochs) = {
-            let mut state = self.state.borrow_mut();
-            let expiration_ms = state.config.producer_id_expiration_ms;
-            state.producers.expire_at_clock(expiration_ms);
-            state.detach_below(offset)
+        let doomed = {
+            let _gate = self.gate.lock().await;
+            let (detached, epochs) = {
+                let mut state = self.state.borrow_mut();
+                let expiration_ms = state.config.producer_id_expiration_ms;
+                state.producers.expire_at_clock(expiration_ms);
+                state.detach_below(offset)
+            };
+            self.retire_detached(detached, epochs).await?
         };
-        self.remove_detached(detached, epochs).await
+        self.unlink_retired(doomed).await
     }
 
-    /// The run step of retention: deletes the files of segments already detached from the
-    /// state, then writes the epoch checkpoint if the cache changed.
-    async fn remove_detached(
+    /// The gated step of retention, as Kafka does it: renames the detached segments' log
+    /// files to `*.deleted` (recovery removes those, so they are gone from the log once the
+    /// directory is synced), then writes the epoch checkpoint if the cache changed. Returns
+    /// the files to unlink. Unlinking a 128 MiB segment takes tens of milliseconds; done under
+    /// the gate it held back this partition's flushes, and so the acks of every produce
+    /// request that touched it.
+    async fn retire_detached(
         &self,
         detached: Vec<Segment>,
         epochs: Option<EpochCache>,
-    ) -> Result<usize, StorageError> {
-        let deleted = detached.len();
+    ) -> Result<Vec<PathBuf>, StorageError> {
+        let mut doomed = Vec::with_capacity(3 * detached.len());
         for segment in detached {
-            self.remove_segment_files(segment).await?;
+            let base = segment.base_offset;
+            let path = segment::log_path(&self.dir, base);
+            if let Some(file) = segment.file {
+                close_shared(file).await.map_err(io_error(&path))?;
+            }
+            let retired = deleted_path(&path);
+            self.backend
+                .rename(&path, &retired)
+                .map_err(io_error(&path))?;
+            // The log file first: index files without it are removed as leftovers on open.
+            doomed.push(retired);
+            doomed.push(segment::index_path(&self.dir, base));
+            doomed.push(segment::time_index_path(&self.dir, base));
         }
-        if deleted > 0 {
+        if !doomed.is_empty() {
             self.backend
                 .sync_dir(&self.dir)
+                .await
                 .map_err(io_error(&self.dir))?;
         }
         if let Some(epochs) = epochs {
             self.write_epochs(&epochs).await?;
         }
-        Ok(deleted)
+        Ok(doomed)
+    }
+
+    /// The ungated step: unlinks retired files. Returns how many segments they were.
+    async fn unlink_retired(&self, doomed: Vec<PathBuf>) -> Result<usize, StorageError> {
+        for path in &doomed {
+            self.backend
+                .remove_file(path)
+                .await
+                .map_err(io_error(path))?;
+        }
+        Ok(doomed.len() / 3)
     }
 
     /// Removes the partition directory and everything in it.
@@ -257,6 +299,7 @@ impl PartitionLog {
         self.close_files().await?;
         self.backend
             .remove_dir_all(&self.dir)
+            .await
             .map_err(io_error(&self.dir))
     }
 }

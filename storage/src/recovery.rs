@@ -111,7 +111,7 @@ impl PartitionLog {
             .filter_map(|name| segment::parse_file_name(name, "log"))
             .collect();
         bases.sort_unstable();
-        remove_leftovers(&backend, &dir, &names, &bases)?;
+        remove_leftovers(&backend, &dir, &names, &bases).await?;
 
         let marker_path = dir.join(CLEAN_SHUTDOWN_FILE);
         let marker = backend
@@ -121,8 +121,9 @@ impl PartitionLog {
         let marker = marker.and_then(|bytes| CleanShutdown::decode(&bytes));
         backend
             .remove_file(&marker_path)
+            .await
             .map_err(io_error(&marker_path))?;
-        backend.sync_dir(&dir).map_err(io_error(&dir))?;
+        backend.sync_dir(&dir).await.map_err(io_error(&dir))?;
 
         let log = PartitionLog {
             dir,
@@ -147,7 +148,10 @@ impl PartitionLog {
                 .open_file(&path)
                 .await
                 .map_err(io_error(&path))?;
-            log.backend.sync_dir(&log.dir).map_err(io_error(&log.dir))?;
+            log.backend
+                .sync_dir(&log.dir)
+                .await
+                .map_err(io_error(&log.dir))?;
             segments.push(Segment::new(0, Some(file)));
         }
         for (k, &base_offset) in bases.iter().enumerate() {
@@ -367,7 +371,10 @@ impl PartitionLog {
         for offset in offsets {
             let path = snapshot_path(&self.dir, offset);
             if offset > log_end {
-                self.backend.remove_file(&path).map_err(io_error(&path))?;
+                self.backend
+                    .remove_file(&path)
+                    .await
+                    .map_err(io_error(&path))?;
                 continue;
             }
             let bytes = self
@@ -567,8 +574,9 @@ pub(crate) async fn read_tail_page(
     Ok(bytes.to_vec())
 }
 
-/// Removes temporary files of interrupted atomic writes and index files without a segment.
-fn remove_leftovers(
+/// Removes temporary files of interrupted atomic writes, segments retention had retired
+/// (`*.deleted`) and index files without a segment.
+async fn remove_leftovers(
     backend: &Backend,
     dir: &std::path::Path,
     names: &[String],
@@ -578,9 +586,9 @@ fn remove_leftovers(
         let orphan_index = ["index", "timeindex"].iter().any(|extension| {
             segment::parse_file_name(name, extension).is_some_and(|base| !bases.contains(&base))
         });
-        if name.ends_with(".tmp") || orphan_index {
+        if name.ends_with(".tmp") || name.ends_with(segment::DELETED_SUFFIX) || orphan_index {
             let path = dir.join(name);
-            backend.remove_file(&path).map_err(io_error(&path))?;
+            backend.remove_file(&path).await.map_err(io_error(&path))?;
         }
     }
     Ok(())

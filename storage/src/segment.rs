@@ -28,6 +28,15 @@ pub(crate) fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.log"))
 }
 
+/// Where retention moves a segment's log file before unlinking it; recovery removes these.
+pub(crate) fn deleted_path(log_path: &Path) -> PathBuf {
+    let mut name = log_path.as_os_str().to_owned();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
 pub(crate) fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.index"))
 }

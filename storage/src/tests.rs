@@ -658,10 +658,54 @@ fn retention_by_time_and_bytes() {
         log.log_end_offset() - log.log_start_offset()
     );
     let start = log.log_start_offset();
+    assert!(
+        segment_files(&fs, "deleted").is_empty(),
+        "retired files are unlinked"
+    );
+    let live: Vec<_> = segment_files(&fs, "log")
+        .iter()
+        .map(|p| p.file_stem().map(|s| s.to_owned()))
+        .collect();
+    assert!(
+        segment_files(&fs, "index")
+            .iter()
+            .all(|p| live.contains(&p.file_stem().map(|s| s.to_owned()))),
+        "with their indexes"
+    );
     block_on(log.close()).unwrap();
     let log = open(&fs, config());
     assert_eq!(log.log_start_offset(), start);
     assert_eq!(log.end_offset_for_epoch(1), (1, log.log_end_offset()));
+}
+
+#[test]
+fn recovery_finishes_a_retention_interrupted_before_its_unlinks() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 40, 1_000);
+    block_on(log.close()).unwrap();
+    let mut logs = segment_files(&fs, "log");
+    logs.sort();
+    assert!(logs.len() >= 3);
+    // Retention renamed the oldest segment and synced the directory, then power was lost.
+    let oldest = &logs[0];
+    Backend::Memory(fs.clone())
+        .rename(oldest, &crate::segment::deleted_path(oldest))
+        .unwrap();
+    let second_base: i64 = logs[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let log = open(&fs, config());
+    assert_eq!(log.log_start_offset(), second_base);
+    assert!(segment_files(&fs, "deleted").is_empty());
+    let indexed: Vec<PathBuf> = segment_files(&fs, "index");
+    assert!(
+        indexed.iter().all(|p| p.file_stem() != oldest.file_stem()),
+        "the retired segment's indexes are removed too: {indexed:?}"
+    );
+    read_all(&log);
 }
 
 #[test]

@@ -686,8 +686,12 @@ impl Shard {
                         dir.display(),
                         uuid::Uuid::new_v4().simple()
                     ));
-                    let removed = std::fs::rename(&dir, &doomed)
-                        .and_then(|()| std::fs::remove_dir_all(&doomed));
+                    let removed = match std::fs::rename(&dir, &doomed) {
+                        Ok(()) => {
+                            runtime::off_thread(move || std::fs::remove_dir_all(&doomed)).await
+                        }
+                        Err(e) => Err(e),
+                    };
                     if let Err(e) = removed {
                         tracing::error!(dir = %dir.display(), "cannot delete partition directory: {e}");
                     }
