@@ -26,16 +26,16 @@ use clap::{Args, Parser, Subcommand};
 use glommio::channels::channel_mesh::MeshBuilder;
 
 use config::BrokerConfig;
+use fatal::fatal;
+use metadata::{MetaStore, TopicMeta};
+use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
+use shard::Shard;
 
 /// mimalloc instead of glibc malloc: request and response buffers of up to a few MiB are
 /// allocated and freed on every shard thread, and glibc's per-thread arenas with its adaptive
 /// mmap threshold keep freed MiB-sized blocks resident; mimalloc returns them to the OS.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use fatal::fatal;
-use metadata::{MetaStore, TopicMeta};
-use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
-use shard::Shard;
 
 #[derive(Parser)]
 #[command(

@@ -102,7 +102,7 @@ pub fn encode_fetch_response(
         c.cur.put_i32(response.session_id);
     }
     c.array_len(response.responses.len(), flexible);
-    let mut scratch = BytesMut::new();
+    let (mut null, mut empty) = (BytesMut::new(), BytesMut::new());
     for (topic, topic_records) in response.responses.iter().zip(records) {
         assert!(topic.unknown_tagged_fields.is_empty());
         assert_eq!(topic_records.len(), topic.partitions.len());
@@ -118,17 +118,15 @@ pub fn encode_fetch_response(
         c.array_len(topic.partitions.len(), flexible);
         for (partition, batches) in topic.partitions.iter().zip(topic_records) {
             assert!(partition.records.is_none(), "records go in `records`");
-            scratch.clear();
-            partition
-                .encode(&mut scratch, version)
-                .map_err(|e| err(&e))?;
-            let null = scratch.split().freeze();
+            // Cleared, not split: the two buffers keep their capacity across partitions.
+            null.clear();
+            partition.encode(&mut null, version).map_err(|e| err(&e))?;
+            empty.clear();
             partition
                 .clone()
                 .with_records(Some(Bytes::new()))
-                .encode(&mut scratch, version)
+                .encode(&mut empty, version)
                 .map_err(|e| err(&e))?;
-            let empty = scratch.split().freeze();
             let at = null
                 .iter()
                 .zip(empty.iter())

@@ -183,8 +183,8 @@ async fn write_loop(
     while let Some((task, size)) = inflight.recv().await {
         let response = task.await;
         budget.release(size);
-        let chunks = match response {
-            Outcome::Send(bytes) => vec![bytes],
+        let chunks: &[Bytes] = match &response {
+            Outcome::Send(bytes) => std::slice::from_ref(bytes),
             Outcome::SendChunks(chunks) => chunks,
             Outcome::Silent => continue,
             Outcome::Close => {
@@ -194,7 +194,7 @@ async fn write_loop(
                 return;
             }
         };
-        for chunk in &chunks {
+        for chunk in chunks {
             if let Err(e) = stream.write_all(chunk).await {
                 tracing::debug!("write failed: {e}");
                 budget.close();
