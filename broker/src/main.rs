@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod fatal;
 mod group;
+mod identity;
 mod kafka;
 mod metadata;
 mod net;
@@ -145,7 +146,10 @@ fn run_broker(args: BrokerArgs) {
         Ok(limit) => tracing::info!("open file limit {limit}"),
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
-    let meta = MetaStore::open(&config.log_dirs).unwrap_or_else(|e| fatal(e));
+    // Lock the log dir before reading or writing anything in it, then check that it belongs to
+    // this node and cluster; every refusal is a one-line fatal error.
+    let dir_lock = identity::lock(&config.log_dirs).unwrap_or_else(|e| fatal(e));
+    let meta = identity::open_checked(&dir_lock, config.node_id).unwrap_or_else(|e| fatal(e));
     let topics = meta.state.topics.clone();
     let cluster_id = meta.state.cluster_id.clone();
 
@@ -180,6 +184,7 @@ fn run_broker(args: BrokerArgs) {
             fatal(format!("shard failed: {e}"));
         }
     }
+    drop(dir_lock);
     tracing::info!("spool stopped");
 }
 

@@ -95,7 +95,12 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    pub fn open(log_dirs: &Path) -> Result<MetaStore, MetadataError> {
+    /// Opens `log_dirs/meta.json`; a new one gets `cluster_id_if_new` (the id the dir was
+    /// formatted with, `identity`) or a fresh cluster id.
+    pub fn open(
+        log_dirs: &Path,
+        cluster_id_if_new: Option<String>,
+    ) -> Result<MetaStore, MetadataError> {
         let path = log_dirs.join("meta.json");
         let io = |e: std::io::Error| MetadataError::Io {
             path: path.clone(),
@@ -108,7 +113,7 @@ impl MetaStore {
                 reason: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedMeta {
-                cluster_id: new_cluster_id(),
+                cluster_id: cluster_id_if_new.unwrap_or_else(new_cluster_id),
                 producer_id_reserved: 0,
                 topics: Vec::new(),
             },
@@ -197,14 +202,14 @@ mod tests {
     #[test]
     fn producer_ids_never_repeat_across_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut a = MetaStore::open(dir.path()).expect("open");
+        let mut a = MetaStore::open(dir.path(), None).expect("open");
         let first: Vec<i64> = (0..3)
             .map(|_| a.allocate_producer_id().expect("id"))
             .collect();
         assert_eq!(first, vec![0, 1, 2]);
         let cluster = a.state.cluster_id.clone();
         drop(a);
-        let mut b = MetaStore::open(dir.path()).expect("reopen");
+        let mut b = MetaStore::open(dir.path(), None).expect("reopen");
         assert_eq!(b.state.cluster_id, cluster);
         assert!(b.allocate_producer_id().expect("id") >= PRODUCER_ID_BLOCK);
     }
