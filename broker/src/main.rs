@@ -17,6 +17,7 @@ mod shard;
 mod topic_config;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use config::BrokerConfig;
 use fatal::fatal;
 use metadata::{MetaStore, TopicMeta};
+use net::exclusive::{self, PortMutex};
+use net::gate::{self, ShardGate, Stage, StartGate};
 use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
 use shard::Shard;
 
@@ -146,8 +149,14 @@ fn run_broker(args: BrokerArgs) {
         Ok(limit) => tracing::info!("open file limit {limit}"),
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
-    // Lock the log dir before reading or writing anything in it, then check that it belongs to
-    // this node and cluster; every refusal is a one-line fatal error.
+    // Start-up order, each step before anything the next one writes or serves: check that no
+    // other process listens on the address, lock the log dir, check (or write) its identity,
+    // recover partitions, check the address again and only then listen. Every refusal is a
+    // one-line fatal error; the first check makes a second broker on the port fail before it
+    // writes into its log dir or spends time recovering partitions.
+    let listen_addr =
+        exclusive::resolve(&config.listen_host, config.listen_port).unwrap_or_else(|e| fatal(e));
+    exclusive::ensure_unused(listen_addr).unwrap_or_else(|e| fatal(e));
     let dir_lock = identity::lock(&config.log_dirs).unwrap_or_else(|e| fatal(e));
     let meta = identity::open_checked(&dir_lock, config.node_id).unwrap_or_else(|e| fatal(e));
     let topics = meta.state.topics.clone();
@@ -161,9 +170,10 @@ fn run_broker(args: BrokerArgs) {
     let cores = config.cores;
     let mesh =
         (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
+    let (start_gate, shard_gates) = gate::start_gate(cores);
     let mut meta = Some(meta);
     let mut handles = Vec::with_capacity(cores);
-    for id in 0..cores {
+    for (id, gate) in shard_gates.into_iter().enumerate() {
         let shard_args = ShardArgs {
             id,
             config: config.clone(),
@@ -172,6 +182,8 @@ fn run_broker(args: BrokerArgs) {
             topics: topics.clone(),
             cluster_id: cluster_id.clone(),
             shutdown: shutdown.clone(),
+            gate,
+            listen_addr,
         };
         let handle = runtime::start_shard(&format!("spool-shard-{id}"), id, move || {
             shard_main(shard_args)
@@ -179,6 +191,7 @@ fn run_broker(args: BrokerArgs) {
         .unwrap_or_else(|e| fatal(format!("cannot start shard {id}: {e}")));
         handles.push(handle);
     }
+    open_listeners(&start_gate, &config, listen_addr, &shutdown);
     for handle in handles {
         if let Err(e) = handle.join() {
             fatal(format!("shard failed: {e}"));
@@ -186,6 +199,31 @@ fn run_broker(args: BrokerArgs) {
     }
     drop(dir_lock);
     tracing::info!("spool stopped");
+}
+
+/// Once every shard is ready, checks again that no other process listens on the address and lets
+/// the shards listen, all under the port mutex (see `net::exclusive`).
+fn open_listeners(
+    gate: &StartGate,
+    config: &BrokerConfig,
+    addr: SocketAddr,
+    shutdown: &AtomicBool,
+) {
+    if !gate.wait_all(Stage::Ready, shutdown) {
+        return;
+    }
+    let mutex = PortMutex::acquire(addr.port()).unwrap_or_else(|e| fatal(e));
+    exclusive::ensure_unused(addr).unwrap_or_else(|e| fatal(e));
+    gate.open();
+    if gate.wait_all(Stage::Listening, shutdown) {
+        tracing::info!(
+            "spool broker {} listening on {addr} with {} shard(s), data in {}",
+            config.node_id,
+            config.cores,
+            config.log_dirs.display()
+        );
+    }
+    drop(mutex);
 }
 
 struct ShardArgs {
@@ -196,6 +234,8 @@ struct ShardArgs {
     topics: Vec<TopicMeta>,
     cluster_id: String,
     shutdown: Arc<AtomicBool>,
+    gate: ShardGate,
+    listen_addr: SocketAddr,
 }
 
 async fn shard_main(args: ShardArgs) {
@@ -230,26 +270,21 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
     runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
-    let listener = net::bind(&shard).unwrap_or_else(|e| {
-        fatal(format!(
-            "cannot listen on {}:{}: {e}",
-            config.listen_host, config.listen_port
-        ))
-    });
-    if args.id == 0 {
-        tracing::info!(
-            "spool broker {} listening on {}:{} with {count} shard(s), data in {}",
-            config.node_id,
-            config.listen_host,
-            config.listen_port,
-            config.log_dirs.display()
-        );
-    }
-    let accept = runtime::spawn(net::accept_loop(shard.clone(), listener));
+    args.gate.report(args.id, Stage::Ready);
+    let accept = if args.gate.wait_open(&args.shutdown).await {
+        let listener = net::bind(args.listen_addr)
+            .unwrap_or_else(|e| fatal(format!("cannot listen on {}: {e}", args.listen_addr)));
+        args.gate.report(args.id, Stage::Listening);
+        Some(runtime::spawn(net::accept_loop(shard.clone(), listener)))
+    } else {
+        None
+    };
     while !args.shutdown.load(Ordering::Relaxed) {
         runtime::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(shard = args.id, "shutting down");
-    shard.close_all().await;
+    // Stop listening first, as Kafka's shutdown does: a connection accepted now would only be
+    // reset when the process exits, while a closed port lets clients go to another broker.
     drop(accept);
+    shard.close_all().await;
 }

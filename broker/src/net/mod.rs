@@ -1,8 +1,12 @@
 //! Sockets: one SO_REUSEPORT listener per shard; each accepted connection lives and dies on the
-//! shard that accepted it.
+//! shard that accepted it. The listeners open together once every shard is ready (`gate`), on an
+//! address no other process listens on (`exclusive`).
 
 pub mod connection;
+pub mod exclusive;
+pub mod gate;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use glommio::net::TcpListener;
@@ -13,11 +17,10 @@ use crate::shard::Shard;
 /// Connections one shard serves at once; beyond this, new ones are closed at accept.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 
-/// Binds this shard's listener (glommio sets SO_REUSEPORT, so every shard binds the same port and
-/// the kernel spreads connections across them).
-pub fn bind(shard: &Shard) -> std::io::Result<TcpListener> {
-    let addr = format!("{}:{}", shard.config.listen_host, shard.config.listen_port);
-    TcpListener::bind(addr.as_str()).map_err(|e| std::io::Error::other(e.to_string()))
+/// Binds and listens on this shard's listener (glommio sets SO_REUSEPORT, so every shard binds
+/// the same address and the kernel spreads connections across them).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
