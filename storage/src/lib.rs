@@ -10,7 +10,8 @@
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
 //! Code map: `log` (append, flush, read), `recovery` (open, close), `maintenance` (truncation,
-//! retention), `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
+//! restart at an offset, retention), `side_file` (small durable files beside the log),
+//! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
 //! `fs` (the I/O seam: O_DIRECT files or an in-memory file system with fault injection).
 
@@ -26,12 +27,14 @@ mod maintenance;
 mod producer;
 mod recovery;
 mod segment;
+mod side_file;
 mod tail;
 #[cfg(test)]
 mod tests;
 
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
+pub use crate::side_file::SIDE_FILE_BYTES_MAX;
 
 /// `message.timestamp.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,12 @@ pub enum StorageError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("segment {path} is corrupt at byte {position}")]
     SegmentCorrupt { path: PathBuf, position: u64 },
+    #[error("side file {path} has {size} bytes, more than {max}")]
+    SideFileTooLarge {
+        path: PathBuf,
+        size: u64,
+        max: usize,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

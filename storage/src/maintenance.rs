@@ -1,5 +1,6 @@
-//! Operations that remove data: suffix truncation (for Raft), retention, deleting the
-//! segments below an offset (compaction by rewrite), and deleting the partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
+//! Operations that remove data: suffix truncation (for Raft), restarting the log empty at an
+//! offset (for Raft), retention, deleting the segments below an offset (compaction by
+//! rewrite), and deleting the partition. Each works on whole batches and keeps indexes, producer state, the epoch cache
 //! and the tail cache consistent with the remaining log.
 //!
 //! All but `delete` hold the log's flush gate (so no flush runs meanwhile) and follow plan /
@@ -20,10 +21,12 @@
 //!   beyond the new end become out of range.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use crate::epoch::EpochCache;
+use crate::fs::SegmentFile;
 use crate::index::OffsetIndex;
-use crate::log::{close_shared, io_error, LogState, PartitionLog};
+use crate::log::{close_shared, io_error, snapshot_path, LogState, PartitionLog};
 use crate::producer::ProducerState;
 use crate::recovery::{read_tail_page, Replay};
 use crate::segment::{self, deleted_path, Indexes, Segment, SegmentView};
@@ -75,6 +78,71 @@ impl PartitionLog {
             self.write_epochs(&epochs).await?;
         }
         tracing::debug!(new_end, "log truncated");
+        Ok(())
+    }
+
+    /// Drops the whole log and restarts it empty at `offset`, as Kafka's
+    /// `truncateFullyAndStartAt`: a Raft follower whose log is entirely below (or replaced by) a
+    /// snapshot continues at the snapshot's next index. Appends made while this runs are
+    /// dropped (their acks must fail); appends after the cut continue at `offset`.
+    ///
+    /// Crash safety: old segments are retired (renamed `*.deleted`) and the directory synced
+    /// before the new segment's file is created, so a crash leaves the old log (possibly only
+    /// its newest segments, as after retention), an empty log at 0, or the new log; never old
+    /// segments beside the new one, which recovery would read as one log with a hole. A caller
+    /// that must not see the old log again records `offset` durably first and re-applies it
+    /// after opening (the Raft log store does, with its purge point).
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        assert!(offset >= 0, "negative start offset {offset}");
+        let doomed = {
+            let _gate = self.gate.lock().await;
+            let detached = self.state.borrow_mut().restart_at(offset);
+            let mut doomed = Vec::with_capacity(3 * detached.len());
+            for segment in detached.into_iter().rev() {
+                let base = segment.base_offset;
+                let path = segment::log_path(&self.dir, base);
+                // A segment without a file was never flushed: nothing of it is on disk.
+                if let Some(file) = segment.file {
+                    close_shared(file).await.map_err(io_error(&path))?;
+                    let retired = deleted_path(&path);
+                    self.backend
+                        .rename(&path, &retired)
+                        .map_err(io_error(&path))?;
+                    doomed.push(retired);
+                }
+                doomed.push(segment::index_path(&self.dir, base));
+                doomed.push(segment::time_index_path(&self.dir, base));
+            }
+            for snapshot in self.snapshot_offsets()? {
+                doomed.push(snapshot_path(&self.dir, snapshot));
+            }
+            self.backend
+                .sync_dir(&self.dir)
+                .await
+                .map_err(io_error(&self.dir))?;
+            self.write_epochs(&EpochCache::default()).await?;
+            let path = segment::log_path(&self.dir, offset);
+            let file = self
+                .backend
+                .open_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+            self.backend
+                .sync_dir(&self.dir)
+                .await
+                .map_err(io_error(&self.dir))?;
+            self.state.borrow_mut().restarted_file(offset, file);
+            doomed
+        };
+        // Producer snapshots are unlinked with the segments: stale ones must not be loaded
+        // for the new log, and nothing below `offset` can be replayed any more.
+        for path in &doomed {
+            self.backend
+                .remove_file(path)
+                .await
+                .map_err(io_error(path))?;
+        }
+        tracing::debug!(offset, "log truncated fully");
         Ok(())
     }
 
@@ -353,6 +421,32 @@ impl LogState {
             .truncate_from_end(cut.new_end)
             .then(|| self.epochs_below(i64::MAX));
         (detached, epochs)
+    }
+
+    /// Replaces every segment by one empty segment at `offset` (its file is created by the
+    /// caller) and resets the state that described the old data. Returns the old segments.
+    fn restart_at(&mut self, offset: i64) -> Vec<Segment> {
+        let detached = std::mem::replace(&mut self.segments, vec![Segment::new(offset, None)]);
+        self.log_end_offset = offset;
+        self.durable_end_offset = offset;
+        self.tail.truncate_from(i64::MIN);
+        let clock_ms = self.producers.clock_ms();
+        self.producers = ProducerState::default();
+        self.producers.observe(clock_ms);
+        self.epochs = EpochCache::default();
+        self.epochs_dirty = false;
+        detached
+    }
+
+    /// Gives the restarted segment its file. Only gate holders remove segments, so the one
+    /// starting at `offset` is still there (appends meanwhile may only have rolled past it).
+    fn restarted_file(&mut self, offset: i64, file: SegmentFile) {
+        let i = self
+            .position_of(offset)
+            .expect("only gate holders remove segments");
+        let segment = &mut self.segments[i];
+        assert!(segment.file.is_none());
+        segment.file = Some(Rc::new(file));
     }
 
     /// Detaches the segments retention deletes, oldest first, and returns them with the epoch

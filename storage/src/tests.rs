@@ -1390,3 +1390,117 @@ fn delete_segments_below_keeps_data_at_and_after_the_offset() {
     assert_eq!(read_all(&log), kept);
     assert_eq!(log.end_offset_for_epoch(1), (1, log.log_end_offset()));
 }
+
+#[test]
+fn truncate_fully_and_start_at_restarts_the_log_durably() {
+    for clean in [true, false] {
+        let fs = MemFs::new();
+        let log = open(&fs, config());
+        fill(&log, 30, 1_000);
+        // An idempotent producer, so rolls leave producer snapshots behind.
+        for i in 0..10 {
+            log.append(batch_of(1, 7, 0, i, 2_000 + i64::from(i)), 2, 2_000)
+                .unwrap();
+        }
+        block_on(log.flush()).unwrap();
+        assert!(segment_files(&fs, "log").len() > 3);
+        assert!(!segment_files(&fs, "snapshot").is_empty());
+        // Not yet durable: dropped with the rest.
+        log.append(plain(3, 3_000), 2, 3_000).unwrap();
+
+        block_on(log.truncate_fully_and_start_at(1_000)).unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (1_000, 1_000)
+        );
+        assert_eq!(log.durable_end_offset(), 1_000);
+        assert_eq!(
+            segment_files(&fs, "log"),
+            vec![dir().join("00000000000000001000.log")]
+        );
+        assert!(segment_files(&fs, "snapshot").is_empty());
+        assert!(segment_files(&fs, "deleted").is_empty());
+        assert!(segment_files(&fs, "index").is_empty());
+        assert!(matches!(
+            block_on(log.read(999, 1, i64::MAX)),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(log.end_offset_for_epoch(2), (-1, -1));
+        // The producer is unknown in the new log: any sequence starts it.
+        let info = log.append(batch_of(1, 7, 0, 500, 4_000), 3, 4_000).unwrap();
+        assert_eq!(info.base_offset, 1_000);
+        log.append(plain(2, 4_001), 3, 4_001).unwrap();
+        block_on(log.flush()).unwrap();
+        assert_eq!(log.end_offset_for_epoch(3), (3, 1_003));
+        let kept = read_all(&log);
+        if clean {
+            block_on(log.close()).unwrap();
+        } else {
+            drop(log);
+            fs.crash();
+        }
+        let log = open(&fs, config());
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (1_000, 1_003)
+        );
+        assert_eq!(read_all(&log), kept);
+        assert_eq!(log.end_offset_for_epoch(3), (3, 1_003));
+    }
+}
+
+#[test]
+fn truncate_fully_and_start_at_an_empty_log_before_any_flush_survives_a_crash() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    block_on(log.truncate_fully_and_start_at(42)).unwrap();
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (42, 42));
+    assert_eq!(log.append(plain(1, 1), 1, 1).unwrap().base_offset, 42);
+}
+
+#[test]
+fn side_files_are_replaced_atomically_and_bounded() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    assert_eq!(block_on(log.read_side_file("raft-state")).unwrap(), None);
+    block_on(log.write_side_file("raft-state", b"first")).unwrap();
+    block_on(log.write_side_file("raft-state", b"second, longer")).unwrap();
+    fs.crash_torn(3);
+    assert_eq!(
+        block_on(log.read_side_file("raft-state"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"second, longer"[..])
+    );
+    // Segments and side files do not mistake each other for their own.
+    fill(&log, 3, 0);
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!(read_all(&log).len(), 3);
+    assert_eq!(
+        block_on(log.read_side_file("raft-state"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"second, longer"[..])
+    );
+    // A size no side file has is refused before it is read.
+    let big = vec![0u8; crate::SIDE_FILE_BYTES_MAX + 1];
+    let backend = Backend::Memory(fs.clone());
+    block_on(backend.write_file_atomic(&dir().join("huge"), &big)).unwrap();
+    assert!(matches!(
+        block_on(log.read_side_file("huge")),
+        Err(StorageError::SideFileTooLarge { .. })
+    ));
+}
+
+#[test]
+#[should_panic(expected = "invalid side file name")]
+fn side_file_names_cannot_be_log_files() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    let _ = block_on(log.write_side_file("00000000000000000000.log", b"x"));
+}
