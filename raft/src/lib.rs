@@ -10,6 +10,7 @@
 //! metadata. A group's state machine (the metadata image, later a partition) is the broker's.
 
 pub mod rt;
+pub mod store;
 mod types;
 
 pub use types::{Command, NodeId, NodeInfo, TypeConfig};
