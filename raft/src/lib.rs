@@ -11,6 +11,8 @@
 
 pub mod rt;
 pub mod store;
+pub mod transport;
 mod types;
+pub mod wire;
 
 pub use types::{Command, NodeId, NodeInfo, TypeConfig};

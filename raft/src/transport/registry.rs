@@ -1,0 +1,110 @@
+//! The Raft groups of one shard, by group id: where every inbound request is dispatched.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use openraft::storage::RaftStateMachine;
+use openraft::Raft;
+
+use super::TransportError;
+use crate::wire::{Failure, GroupId, Request, Response};
+use crate::TypeConfig;
+
+/// A group as the transport sees it: something that answers Raft requests. Object-safe, so
+/// groups with different state machines share one registry; implemented for every
+/// `Raft<TypeConfig, SM>` whose snapshots are `Bytes`.
+pub trait RaftGroup {
+    /// Answers `request`; a stopped Raft answers [`Failure::GroupStopped`].
+    fn handle(&self, request: Request) -> LocalBoxFuture<'static, Response>;
+}
+
+impl<SM> RaftGroup for Raft<TypeConfig, SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = Bytes>,
+{
+    fn handle(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+        let raft = self.clone();
+        Box::pin(async move {
+            let answered = match request {
+                Request::AppendEntries(r) => raft
+                    .append_entries(r)
+                    .await
+                    .map(Response::AppendEntries)
+                    .map_err(|e| e.to_string()),
+                Request::Vote(r) => raft
+                    .vote(r)
+                    .await
+                    .map(Response::Vote)
+                    .map_err(|e| e.to_string()),
+                Request::PreVote(r) => raft
+                    .pre_vote(r)
+                    .await
+                    .map(Response::Vote)
+                    .map_err(|e| e.to_string()),
+                Request::FullSnapshot { vote, snapshot } => raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map(Response::FullSnapshot)
+                    .map_err(|e| e.to_string()),
+                Request::TransferLeader(r) => raft
+                    .handle_transfer_leader(r)
+                    .await
+                    .map(Response::TransferLeader)
+                    .map_err(|e| e.to_string()),
+            };
+            answered.unwrap_or_else(|reason| {
+                tracing::debug!("raft group stopped, cannot answer: {reason}");
+                Response::Failed(Failure::GroupStopped)
+            })
+        })
+    }
+}
+
+/// Owned by: the shard. Cloning shares the same registry (the server holds one clone, the code
+/// that creates groups another).
+#[derive(Clone, Default)]
+pub struct GroupRegistry {
+    groups: Rc<RefCell<HashMap<GroupId, Rc<dyn RaftGroup>>>>,
+}
+
+impl GroupRegistry {
+    pub fn new() -> GroupRegistry {
+        GroupRegistry::default()
+    }
+
+    /// Makes `group` reachable by peers. A group id is registered at most once per shard.
+    pub fn register(
+        &self,
+        group_id: GroupId,
+        group: impl RaftGroup + 'static,
+    ) -> Result<(), TransportError> {
+        let mut groups = self.groups.borrow_mut();
+        if groups.contains_key(&group_id) {
+            return Err(TransportError::GroupAlreadyRegistered { group: group_id });
+        }
+        groups.insert(group_id, Rc::new(group));
+        Ok(())
+    }
+
+    /// Stops routing to the group; requests already dispatched still complete.
+    pub fn deregister(&self, group_id: GroupId) -> bool {
+        self.groups.borrow_mut().remove(&group_id).is_some()
+    }
+
+    pub fn contains(&self, group_id: GroupId) -> bool {
+        self.groups.borrow().contains_key(&group_id)
+    }
+
+    /// Answers one request for `group_id`; an unknown group answers [`Failure::UnknownGroup`].
+    pub async fn dispatch(&self, group_id: GroupId, request: Request) -> Response {
+        // Clone the handle out so no borrow spans the await (a group may (de)register meanwhile).
+        let group = self.groups.borrow().get(&group_id).cloned();
+        match group {
+            Some(group) => group.handle(request).await,
+            None => Response::Failed(Failure::UnknownGroup),
+        }
+    }
+}
