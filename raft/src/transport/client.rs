@@ -505,6 +505,32 @@ fn mismatched(target: NodeId) -> RPCError<TypeConfig> {
     }))
 }
 
+impl Router {
+    /// Sends an application message to the node at `addr` (known as `target`) and waits at most
+    /// `ttl` for its answer.
+    pub async fn call_app(
+        &self,
+        target: NodeId,
+        addr: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Bytes, CallError> {
+        self.add_node(
+            target,
+            &NodeInfo {
+                rpc_addr: addr.to_string(),
+            },
+        );
+        let request = Request::App(Bytes::from(payload));
+        match self.call(target, super::APP_GROUP, request, ttl).await? {
+            Response::App(answer) => Ok(answer),
+            _ => Err(CallError::Unreachable(TransportError::MismatchedResponse {
+                node: target,
+            })),
+        }
+    }
+}
+
 impl RaftTransport for Router {
     fn add_node(&self, target: NodeId, node: &NodeInfo) {
         let mut addrs = self.inner.addrs.borrow_mut();

@@ -54,12 +54,33 @@ where
                     .await
                     .map(Response::TransferLeader)
                     .map_err(|e| e.to_string()),
+                // Application messages go to the app handler's group, never to a Raft group.
+                Request::App(_) => return Response::Failed(Failure::UnknownGroup),
             };
             answered.unwrap_or_else(|reason| {
                 tracing::debug!("raft group stopped, cannot answer: {reason}");
                 Response::Failed(Failure::GroupStopped)
             })
         })
+    }
+}
+
+/// The group id application messages are addressed to (no Raft group uses it).
+pub const APP_GROUP: GroupId = u64::MAX;
+
+/// Answers application messages ([`Request::App`]): the broker's controller RPCs. Register it
+/// under [`APP_GROUP`].
+pub struct AppHandler(pub Rc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Vec<u8>>>);
+
+impl RaftGroup for AppHandler {
+    fn handle(&self, request: Request) -> LocalBoxFuture<'static, Response> {
+        match request {
+            Request::App(payload) => {
+                let answer = (self.0)(payload);
+                Box::pin(async move { Response::App(Bytes::from(answer.await)) })
+            }
+            _ => Box::pin(async { Response::Failed(Failure::UnknownGroup) }),
+        }
     }
 }
 

@@ -77,7 +77,7 @@ impl RpcServer {
         self.local_addr
     }
 
-    /// Connections accepted since bind (including refused ones' predecessors: every served one).
+    /// Connections accepted and served since bind (those refused at the bound not counted).
     pub fn connections_accepted(&self) -> u64 {
         self.stats.accepted.get()
     }

@@ -1,10 +1,13 @@
 //! Raft groups over the real TCP transport on 127.0.0.1, all nodes in one glommio executor
-//! (each with its own router, registry and listener, so every message crosses a socket).
+//! (each with its own router, registry and listener, so every message crosses a socket). The
+//! replication tests run on Spool's `LogStore` (over the in-memory file system), the others on
+//! the test's `MemLog`; every group's state machine is `MemSm`.
 
 mod mem;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +17,11 @@ use glommio::net::TcpStream;
 use openraft::raft::VoteRequest;
 use openraft::{Config, Raft, ServerState};
 
+use spool_storage::{Backend, MemFs};
+
 use self::mem::{MemLog, MemSm};
 use super::*;
+use crate::store::{LogStore, StoreConfig};
 use crate::wire::{self, Failure, RPC_FRAME_BYTES_MAX};
 use crate::{Command, NodeId, NodeInfo, TypeConfig};
 
@@ -25,6 +31,14 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Group = Raft<TypeConfig, MemSm>;
+
+/// Which Raft log a group runs on: Spool's `LogStore` (over the in-memory file system) or the
+/// test's own `MemLog`.
+#[derive(Clone, Copy)]
+enum Log {
+    Store,
+    Memory,
+}
 
 struct Node {
     id: NodeId,
@@ -103,14 +117,25 @@ impl Cluster {
     }
 
     /// Starts `group` on the nodes `ids`, registered with their servers.
-    async fn start_group(&mut self, group: GroupId, ids: &[NodeId]) {
+    async fn start_group(&mut self, group: GroupId, ids: &[NodeId], log: Log) {
         for &id in ids {
             let node = &mut self.nodes[id as usize - 1];
             let sm = MemSm::default();
             let network = network_factory(node.router.clone(), group);
-            let raft = Raft::new(id, config(), network, MemLog::default(), sm.clone())
-                .await
-                .expect("raft starts");
+            let raft = match log {
+                Log::Memory => {
+                    Raft::new(id, config(), network, MemLog::default(), sm.clone()).await
+                }
+                Log::Store => {
+                    let dir = PathBuf::from(format!("/node-{id}/group-{group}"));
+                    let backend = Backend::Memory(MemFs::new());
+                    let store = LogStore::open(dir, backend, StoreConfig::default())
+                        .await
+                        .expect("log store opens");
+                    Raft::new(id, config(), network, store, sm.clone()).await
+                }
+            };
+            let raft = raft.expect("raft starts");
             node.registry
                 .register(group, raft.clone())
                 .expect("register");
@@ -211,7 +236,7 @@ fn commands(tag: &str, count: usize) -> Vec<Bytes> {
 fn three_nodes_elect_replicate_and_apply() {
     run_test(|| async {
         let mut cluster = Cluster::bind(3);
-        cluster.start_group(1, &[1, 2, 3]).await;
+        cluster.start_group(1, &[1, 2, 3], Log::Store).await;
         let leader = cluster.initialize(1, 1, &[1, 2, 3]).await;
         for id in [1, 2, 3] {
             assert_eq!(
@@ -231,8 +256,8 @@ fn three_nodes_elect_replicate_and_apply() {
 fn groups_share_one_connection_per_node_pair() {
     run_test(|| async {
         let mut cluster = Cluster::bind(3);
-        cluster.start_group(1, &[1, 2, 3]).await;
-        cluster.start_group(2, &[1, 2, 3]).await;
+        cluster.start_group(1, &[1, 2, 3], Log::Store).await;
+        cluster.start_group(2, &[1, 2, 3], Log::Memory).await;
         let leader_1 = cluster.initialize(1, 1, &[1, 2, 3]).await;
         let mut leader_2 = cluster.initialize(2, 1, &[1, 2, 3]).await;
         // Make one node lead both groups, so its router carries both groups' traffic to every
@@ -293,7 +318,7 @@ fn groups_share_one_connection_per_node_pair() {
 fn lagging_learner_catches_up_by_snapshot() {
     run_test(|| async {
         let mut cluster = Cluster::bind(4);
-        cluster.start_group(1, &[1, 2, 3, 4]).await;
+        cluster.start_group(1, &[1, 2, 3, 4], Log::Memory).await;
         let leader = cluster.initialize(1, 1, &[1, 2, 3]).await;
         let last = cluster.write(1, "s", 30).await;
         cluster.assert_applied(1, &[1, 2, 3], last).await;
@@ -331,7 +356,7 @@ fn lagging_learner_catches_up_by_snapshot() {
 fn bad_frames_close_only_their_connection() {
     run_test(|| async {
         let mut cluster = Cluster::bind(3);
-        cluster.start_group(1, &[1, 2, 3]).await;
+        cluster.start_group(1, &[1, 2, 3], Log::Memory).await;
         let leader = cluster.initialize(1, 1, &[1, 2, 3]).await;
         let last = cluster.write(1, "before", 5).await;
         cluster.assert_applied(1, &[1, 2, 3], last).await;
