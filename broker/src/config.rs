@@ -32,8 +32,19 @@ pub struct SettingSpec {
 /// Every broker setting Spool understands. DescribeConfigs lists these with their sources.
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "node.id", default: "0", doc: "This broker's id." },
-    SettingSpec { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "Address the broker listens on (one SO_REUSEPORT socket per shard)." },
+    SettingSpec { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "NAME://HOST:PORT,...: the client listener (one SO_REUSEPORT socket per shard) and, in a cluster, the controller listener named by controller.listener.names (inter-node RPC)." },
     SettingSpec { name: "advertised.listeners", default: "", doc: "Address handed to clients in Metadata; defaults to listeners." },
+    SettingSpec { name: "process.roles", default: "broker,controller", doc: "broker, controller, or both. With no controller.quorum.voters a broker,controller node is a one-node cluster, its own only voter." },
+    SettingSpec { name: "controller.quorum.voters", default: "", doc: "id@host:port,... of the metadata quorum's voters (their controller listeners). Empty: a one-node cluster." },
+    SettingSpec { name: "controller.quorum.bootstrap.servers", default: "", doc: "host:port,... of controllers a broker-only node contacts to find the quorum (instead of controller.quorum.voters)." },
+    SettingSpec { name: "controller.listener.names", default: "CONTROLLER", doc: "The listener (in listeners) that carries inter-node RPC. Every node of a cluster has it: brokers are learners of the metadata quorum." },
+    SettingSpec { name: "controller.quorum.election.timeout.ms", default: "1000", doc: "A follower that hears no leader for this long (randomized up to twice) starts an election." },
+    SettingSpec { name: "controller.quorum.request.timeout.ms", default: "2000", doc: "Deadline of one inter-node RPC." },
+    SettingSpec { name: "broker.rack", default: "", doc: "The broker's rack; placement spreads a partition's replicas over racks." },
+    SettingSpec { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the active controller." },
+    SettingSpec { name: "broker.session.timeout.ms", default: "9000", doc: "A broker with no heartbeat for this long is fenced: it leads nothing and is not listed in Metadata." },
+    SettingSpec { name: "metadata.log.max.record.bytes.between.snapshots", default: "20971520", doc: "Bytes of metadata log after which a node snapshots its metadata image and purges the log below it." },
+    SettingSpec { name: "cluster.id", default: "", doc: "The cluster id a new cluster takes; empty: the first quorum leader picks a random one." },
     SettingSpec { name: "log.dirs", default: "./spool-data", doc: "Directory holding partition logs and broker metadata." },
     SettingSpec { name: "cores", default: "0", doc: "Shards (one pinned executor each); 0 = every online CPU." },
     SettingSpec { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic." },
@@ -69,10 +80,52 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "group.consumer.max.size", default: "2147483647", doc: "KIP-848 consumer groups: most members of one group." },
 ];
 
+/// The node's place in the cluster (KRaft's settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub broker: bool,
+    pub controller: bool,
+    /// The metadata quorum's voters: node id → controller listener `host:port`. For a one-node
+    /// cluster, just this node with no address (no RPC listener is opened).
+    pub voters: BTreeMap<i32, String>,
+    pub bootstrap_servers: Vec<String>,
+    /// The name of the RPC listener (`controller.listener.names`' first).
+    pub controller_listener: String,
+    /// This node's RPC listener (`controller.listener.names` in `listeners`), if it has one.
+    pub rpc_listen: Option<(String, u16)>,
+    pub rack: Option<String>,
+    pub election_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    pub snapshot_bytes: u64,
+    pub cluster_id: Option<String>,
+}
+
+impl BrokerConfig {
+    pub fn controller_listener_name(&self) -> String {
+        self.cluster.controller_listener.clone()
+    }
+
+    pub fn listener_name(&self) -> String {
+        self.listener.clone()
+    }
+}
+
+impl ClusterConfig {
+    /// A one-node cluster: no peers, no RPC listener.
+    pub fn single_node(&self) -> bool {
+        self.rpc_listen.is_none()
+    }
+}
+
 /// The broker's resolved configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    pub cluster: ClusterConfig,
+    /// The client listener's name (`PLAINTEXT`), as brokers register it.
+    pub listener: String,
     pub listen_host: String,
     pub listen_port: u16,
     pub advertised_host: String,
@@ -146,13 +199,23 @@ impl BrokerConfig {
     ) -> Result<BrokerConfig, ConfigError> {
         let get =
             |name: &'static str| -> &str { values.get(name).map(|v| v.0.as_str()).unwrap_or("") };
-        let (listen_host, listen_port) = parse_listener(get("listeners"))?;
+        let node_id: i32 = parse("node.id", get("node.id"))?;
+        let controller_listener = get("controller.listener.names")
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let (listener, listen_host, listen_port) =
+            client_listener(get("listeners"), &controller_listener)?;
         let advertised = get("advertised.listeners");
         let (advertised_host, advertised_port) = if advertised.is_empty() {
             (listen_host.clone(), listen_port)
         } else {
-            parse_listener(advertised)?
+            let (_, host, port) = client_listener(advertised, &controller_listener)?;
+            (host, port)
         };
+        let cluster = cluster_config(node_id, &controller_listener, &values)?;
         let cores_setting: usize = parse("cores", get("cores"))?;
         let cores = if cores_setting == 0 {
             online_cpus()
@@ -171,7 +234,9 @@ impl BrokerConfig {
             });
         }
         let config = BrokerConfig {
-            node_id: parse("node.id", get("node.id"))?,
+            node_id,
+            cluster,
+            listener,
             listen_host,
             listen_port,
             advertised_host,
@@ -342,19 +407,215 @@ impl BrokerConfig {
     }
 }
 
-/// Parses `PLAINTEXT://host:port` (the only security protocol Spool serves yet).
-fn parse_listener(text: &str) -> Result<(String, u16), ConfigError> {
+/// Parses a listener list, `NAME://host:port,...` (a bare `host:port` is PLAINTEXT), into
+/// (name, host, port) entries.
+fn parse_listeners(text: &str) -> Result<Vec<(String, String, u16)>, ConfigError> {
     let invalid = || ConfigError::Invalid {
         name: "listeners".into(),
         value: text.to_string(),
     };
-    let first = text.split(',').next().unwrap_or("").trim();
-    let rest = first.strip_prefix("PLAINTEXT://").unwrap_or(first);
-    let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
-    let port: u16 = port.parse().map_err(|_| invalid())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Ok((host.to_string(), port))
+    let mut out = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, rest) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+        let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        out.push((name.to_string(), host.to_string(), port));
+    }
+    Ok(out)
+}
+
+/// The Kafka (client) listener: the first one that is not the controller listener.
+fn client_listener(
+    text: &str,
+    controller_listener: &str,
+) -> Result<(String, String, u16), ConfigError> {
+    parse_listeners(text)?
+        .into_iter()
+        .find(|(name, _, _)| name != controller_listener)
+        .ok_or_else(|| {
+            ConfigError::Cluster(
+                "There must be at least one broker advertised listener. Perhaps all listeners appear in controller.listener.names?".into(),
+            )
+        })
+}
+
+/// KRaft's settings, checked as Kafka checks them (its messages), with one difference: a
+/// broker-only node also needs the controller listener, because brokers are Raft learners and
+/// receive replication RPCs there.
+fn cluster_config(
+    node_id: i32,
+    controller_listener: &str,
+    values: &BTreeMap<&'static str, (String, ConfigSource)>,
+) -> Result<ClusterConfig, ConfigError> {
+    let get = |name: &'static str| -> &str { values.get(name).map(|v| v.0.as_str()).unwrap_or("") };
+    let fail = |m: String| Err(ConfigError::Cluster(m));
+    if node_id < 0 {
+        return fail(format!("node.id must be non-negative, got {node_id}"));
+    }
+    let mut broker = false;
+    let mut controller = false;
+    for role in get("process.roles").split(',').map(str::trim) {
+        match role {
+            "broker" if !broker => broker = true,
+            "controller" if !controller => controller = true,
+            "broker" | "controller" => {
+                return fail(format!(
+                    "Duplicate role names found in `process.roles`: {}",
+                    get("process.roles")
+                ))
+            }
+            other => {
+                return fail(format!(
+                "Unknown process role '{other}' (only 'broker' and 'controller' are allowed roles)"
+            ))
+            }
+        }
+    }
+    let mut voters = BTreeMap::new();
+    for entry in get("controller.quorum.voters")
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let Some((id, addr)) = entry.split_once('@') else {
+            return fail("Invalid configuration value for controller.quorum.voters. Each entry should be in the form `{id}@{host}:{port}`.".into());
+        };
+        let Ok(id) = id.trim().parse::<i32>() else {
+            return fail(format!("Failed to parse voter ID as an integer from {id}"));
+        };
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return fail(format!("Failed to parse host port from entry {entry} for the configuration controller.quorum.voters. Each entry should be in the form `{{id}}@{{host}}:{{port}}`."))
+            }
+        }
+        voters.insert(id, addr.to_string());
+    }
+    let bootstrap_servers: Vec<String> = get("controller.quorum.bootstrap.servers")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let listeners = parse_listeners(get("listeners"))?;
+    let rpc_listen = listeners
+        .iter()
+        .find(|(name, _, _)| name == controller_listener)
+        .map(|(_, host, port)| (host.clone(), *port));
+    let voters_list = || {
+        format!(
+            "Set({})",
+            voters
+                .keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if voters.is_empty() && bootstrap_servers.is_empty() {
+        // The embedded default: a one-node cluster, its own only voter.
+        if !(broker && controller) {
+            return fail("If using process.roles, either controller.quorum.bootstrap.servers must contain the set of bootstrap controllers or controller.quorum.voters must contain a parseable set of controllers.".into());
+        }
+        voters.insert(node_id, String::new());
+        return Ok(ClusterConfig {
+            broker,
+            controller,
+            voters,
+            bootstrap_servers,
+            controller_listener: controller_listener.to_string(),
+            rpc_listen: None,
+            rack: None,
+            election_timeout_ms: parse(
+                "controller.quorum.election.timeout.ms",
+                get("controller.quorum.election.timeout.ms"),
+            )?,
+            request_timeout_ms: parse(
+                "controller.quorum.request.timeout.ms",
+                get("controller.quorum.request.timeout.ms"),
+            )?,
+            heartbeat_interval_ms: parse(
+                "broker.heartbeat.interval.ms",
+                get("broker.heartbeat.interval.ms"),
+            )?,
+            session_timeout_ms: parse(
+                "broker.session.timeout.ms",
+                get("broker.session.timeout.ms"),
+            )?,
+            snapshot_bytes: parse(
+                "metadata.log.max.record.bytes.between.snapshots",
+                get("metadata.log.max.record.bytes.between.snapshots"),
+            )?,
+            cluster_id: Some(get("cluster.id"))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        }
+        .with_rack(get("broker.rack")));
+    }
+    if controller && !voters.is_empty() && !voters.contains_key(&node_id) {
+        return fail(format!("If process.roles contains the 'controller' role, the node id {node_id} must be included in the set of voters controller.quorum.voters={}", voters_list()));
+    }
+    if !controller && voters.contains_key(&node_id) {
+        return fail(format!("If process.roles contains just the 'broker' role, the node id {node_id} must not be included in the set of voters controller.quorum.voters={}", voters_list()));
+    }
+    if controller && voters.is_empty() {
+        return fail("A controller needs controller.quorum.voters: Spool's metadata quorum is static (controller.quorum.bootstrap.servers is for broker-only nodes).".into());
+    }
+    if rpc_listen.is_none() {
+        return fail(format!("controller.listener.names must contain at least one value appearing in the 'listeners' configuration: {controller_listener} is not in listeners (every Spool node of a multi-node cluster receives inter-node RPC on it)"));
+    }
+    let heartbeat_interval_ms: u64 = parse(
+        "broker.heartbeat.interval.ms",
+        get("broker.heartbeat.interval.ms"),
+    )?;
+    let session_timeout_ms: u64 = parse(
+        "broker.session.timeout.ms",
+        get("broker.session.timeout.ms"),
+    )?;
+    if heartbeat_interval_ms == 0 || heartbeat_interval_ms >= session_timeout_ms {
+        return fail(format!("broker.heartbeat.interval.ms ({heartbeat_interval_ms}) must be positive and below broker.session.timeout.ms ({session_timeout_ms})"));
+    }
+    let election_timeout_ms: u64 = parse(
+        "controller.quorum.election.timeout.ms",
+        get("controller.quorum.election.timeout.ms"),
+    )?;
+    if election_timeout_ms < 10 {
+        return fail(format!(
+            "controller.quorum.election.timeout.ms must be at least 10, got {election_timeout_ms}"
+        ));
+    }
+    Ok(ClusterConfig {
+        broker,
+        controller,
+        voters,
+        bootstrap_servers,
+        controller_listener: controller_listener.to_string(),
+        rpc_listen,
+        rack: None,
+        election_timeout_ms,
+        request_timeout_ms: parse(
+            "controller.quorum.request.timeout.ms",
+            get("controller.quorum.request.timeout.ms"),
+        )?,
+        heartbeat_interval_ms,
+        session_timeout_ms,
+        snapshot_bytes: parse(
+            "metadata.log.max.record.bytes.between.snapshots",
+            get("metadata.log.max.record.bytes.between.snapshots"),
+        )?,
+        cluster_id: Some(get("cluster.id"))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    }
+    .with_rack(get("broker.rack")))
+}
+
+impl ClusterConfig {
+    fn with_rack(mut self, rack: &str) -> ClusterConfig {
+        self.rack = Some(rack.trim().to_string()).filter(|r| !r.is_empty());
+        self
+    }
 }
 
 fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
@@ -472,6 +733,80 @@ mod tests {
             BrokerConfig::resolve(&[layer(&[("num.partitions", "zero")])]),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn one_node_cluster_by_default() {
+        let c = BrokerConfig::resolve(&[layer(&[("node.id", "7")])]).expect("defaults");
+        assert!(c.cluster.broker && c.cluster.controller);
+        assert!(c.cluster.single_node());
+        assert_eq!(
+            c.cluster.voters.keys().copied().collect::<Vec<_>>(),
+            vec![7]
+        );
+        assert_eq!(c.cluster.session_timeout_ms, 9000);
+    }
+
+    #[test]
+    fn cluster_settings_as_kafka_checks_them() {
+        let three = "1@127.0.0.1:9193,2@127.0.0.1:9293,3@127.0.0.1:9393";
+        let c = BrokerConfig::resolve(&[layer(&[
+            ("node.id", "2"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9292,CONTROLLER://127.0.0.1:9293",
+            ),
+            ("controller.quorum.voters", three),
+            ("broker.rack", "r2"),
+        ])])
+        .expect("combined node");
+        assert_eq!((c.listen_host.as_str(), c.listen_port), ("127.0.0.1", 9292));
+        assert_eq!(c.cluster.rpc_listen, Some(("127.0.0.1".to_string(), 9293)));
+        assert_eq!(c.cluster.voters.len(), 3);
+        assert_eq!(c.cluster.rack.as_deref(), Some("r2"));
+        let err = |pairs: &[(&str, &str)]| match BrokerConfig::resolve(&[layer(pairs)]) {
+            Err(ConfigError::Cluster(m)) => m,
+            other => panic!("expected a cluster error, got {other:?}"),
+        };
+        let m = err(&[
+            ("node.id", "4"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9492,CONTROLLER://127.0.0.1:9493",
+            ),
+            ("controller.quorum.voters", three),
+        ]);
+        assert!(
+            m.contains("the node id 4 must be included in the set of voters"),
+            "{m}"
+        );
+        let m = err(&[
+            ("node.id", "1"),
+            ("process.roles", "broker"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9492,CONTROLLER://127.0.0.1:9493",
+            ),
+            ("controller.quorum.voters", three),
+        ]);
+        assert!(
+            m.contains("must not be included in the set of voters"),
+            "{m}"
+        );
+        let m = err(&[("process.roles", "broker")]);
+        assert!(m.contains("controller.quorum.voters must contain"), "{m}");
+        let m = err(&[("process.roles", "broker,nope")]);
+        assert!(m.contains("Unknown process role 'nope'"), "{m}");
+        let m = err(&[
+            ("node.id", "1"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9192"),
+            ("controller.quorum.voters", three),
+        ]);
+        assert!(m.contains("controller.listener.names"), "{m}");
+        let m = err(&[("controller.quorum.voters", "1@nohostport")]);
+        assert!(m.contains("{host}:{port}"), "{m}");
+        let m = err(&[("listeners", "CONTROLLER://127.0.0.1:9093")]);
+        assert!(m.contains("at least one broker advertised listener"), "{m}");
     }
 
     #[test]

@@ -10,10 +10,7 @@ pub enum ConfigError {
     Invalid { name: String, value: String },
     #[error("cannot read config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    #[error("cannot read or write broker metadata at {path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    /// A combination of cluster settings Kafka rejects; the message is Kafka's.
+    #[error("{0}")]
+    Cluster(String),
 }

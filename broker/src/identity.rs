@@ -7,17 +7,15 @@
 //!
 //! `meta.properties` is Kafka 4's (`version=1`, `node.id`, `cluster.id`, `directory.id`): a dir
 //! formatted for another node id or another cluster is refused with Kafka's messages, since
-//! serving it would hand clients another node's partitions under this node's name. The cluster id
-//! of record is `meta.json`'s (`metadata::MetaStore`) and `meta.properties` must agree with it. A
-//! new dir takes its cluster id from a `meta.properties` written beforehand, as after
-//! `kafka-storage.sh format`; a dir of an older Spool without the file gets one.
+//! serving it would hand clients another node's partitions under this node's name. The node id
+//! is checked before anything else is read; the cluster id of record is the metadata log's
+//! (`cluster::image`), checked once the node has caught up with it. A new cluster takes its id
+//! from a `meta.properties` written beforehand, as after `kafka-storage.sh format`; a dir
+//! without the file gets one.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use crate::error::MetadataError;
-use crate::metadata::MetaStore;
 
 pub const LOCK_FILE: &str = ".lock";
 pub const META_PROPERTIES: &str = "meta.properties";
@@ -61,8 +59,6 @@ pub enum IdentityError {
         expected: String,
         stored: String,
     },
-    #[error(transparent)]
-    Metadata(#[from] MetadataError),
 }
 
 /// Proof that this process holds a log dir's `.lock`; dropping it releases the dir.
@@ -98,48 +94,52 @@ pub fn lock(dir: &Path) -> Result<DirLock, IdentityError> {
     }
 }
 
-/// Opens the metadata store of a locked log dir once its `meta.properties` shows it belongs to
-/// this node and to the cluster of its `meta.json`; writes `meta.properties` if it is missing.
-pub fn open_checked(lock: &DirLock, node_id: i32) -> Result<MetaStore, IdentityError> {
+/// Checks that a locked log dir belongs to this node (`meta.properties`' node.id), before
+/// anything is read from it. Its cluster id is checked once the cluster's is known
+/// ([`ensure_cluster_id`]).
+pub fn check_node(lock: &DirLock, node_id: i32) -> Result<Option<MetaProperties>, IdentityError> {
     let dir = lock.dir.as_path();
-    let path = dir.join(META_PROPERTIES);
     let stored = read(dir)?;
     if let Some(props) = &stored {
         if props.node_id != node_id {
             return Err(IdentityError::NodeId {
-                path,
+                path: dir.join(META_PROPERTIES),
                 stored: props.node_id,
                 configured: node_id,
             });
         }
     }
-    let meta = MetaStore::open(dir, stored.as_ref().map(|p| p.cluster_id.clone()))?;
-    let cluster_id = &meta.state.cluster_id;
-    match stored {
-        Some(props) if props.cluster_id != *cluster_id => Err(IdentityError::ClusterId {
+    Ok(stored)
+}
+
+/// Once the node knows the cluster's id (from the metadata log): a dir formatted for another
+/// cluster is refused; a dir without `meta.properties` (or without a directory id) gets one.
+pub fn ensure_cluster_id(dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), IdentityError> {
+    let path = dir.join(META_PROPERTIES);
+    match read(dir)? {
+        Some(props) if props.cluster_id != cluster_id => Err(IdentityError::ClusterId {
             path,
-            expected: cluster_id.clone(),
+            expected: cluster_id.to_string(),
             stored: props.cluster_id,
         }),
-        Some(props) if props.directory_id.is_some() => Ok(meta),
+        Some(props) if props.directory_id.is_some() => Ok(()),
         Some(props) => {
             // Kafka gives a dir without an id one and keeps it from then on.
             let props = MetaProperties {
                 directory_id: Some(new_directory_id()),
                 ..props
             };
-            write(dir, &props)?;
-            Ok(meta)
+            write(dir, &props)
         }
         None => {
             let props = MetaProperties {
                 node_id,
-                cluster_id: cluster_id.clone(),
+                cluster_id: cluster_id.to_string(),
                 directory_id: Some(new_directory_id()),
             };
             write(dir, &props)?;
             tracing::info!(dir = %dir.display(), "wrote {META_PROPERTIES}");
-            Ok(meta)
+            Ok(())
         }
     }
 }
@@ -278,13 +278,6 @@ mod tests {
         MetaProperties::parse(text, Path::new("/d/meta.properties"))
     }
 
-    fn refusal(lock: &DirLock, node_id: i32) -> String {
-        match open_checked(lock, node_id) {
-            Ok(_) => panic!("node {node_id}: opened"),
-            Err(e) => e.to_string(),
-        }
-    }
-
     #[test]
     fn parses_what_kafka_writes() {
         let kafka =
@@ -358,30 +351,19 @@ mod tests {
     fn a_new_dir_gets_meta_properties_and_keeps_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lock = lock(dir.path()).expect("lock");
-        let meta = open_checked(&lock, 5).expect("open");
+        assert_eq!(check_node(&lock, 5).expect("check"), None);
+        ensure_cluster_id(dir.path(), 5, "clusterOfTheLog0000000").expect("write");
         let written = read(dir.path()).expect("read").expect("written");
         assert_eq!(written.node_id, 5);
-        assert_eq!(written.cluster_id, meta.state.cluster_id);
-        drop(meta);
-        open_checked(&lock, 5).expect("reopen");
+        assert_eq!(written.cluster_id, "clusterOfTheLog0000000");
+        assert!(written.directory_id.is_some());
+        assert_eq!(check_node(&lock, 5).expect("check"), Some(written.clone()));
+        ensure_cluster_id(dir.path(), 5, "clusterOfTheLog0000000").expect("again");
         assert_eq!(read(dir.path()).expect("read"), Some(written));
     }
 
     #[test]
-    fn an_older_spool_dir_gets_meta_properties_for_its_cluster() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster_id = MetaStore::open(dir.path(), None)
-            .expect("meta.json")
-            .state
-            .cluster_id;
-        let lock = lock(dir.path()).expect("lock");
-        open_checked(&lock, 0).expect("open");
-        let written = read(dir.path()).expect("read").expect("written");
-        assert_eq!((written.node_id, written.cluster_id), (0, cluster_id));
-    }
-
-    #[test]
-    fn a_formatted_dir_gives_its_cluster_id() {
+    fn a_formatted_dir_without_directory_id_gets_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let formatted = MetaProperties {
             node_id: 2,
@@ -390,8 +372,11 @@ mod tests {
         };
         write(dir.path(), &formatted).expect("write");
         let lock = lock(dir.path()).expect("lock");
-        let meta = open_checked(&lock, 2).expect("open");
-        assert_eq!(meta.state.cluster_id, "formattedClusterId0000");
+        assert_eq!(
+            check_node(&lock, 2).expect("check"),
+            Some(formatted.clone())
+        );
+        ensure_cluster_id(dir.path(), 2, "formattedClusterId0000").expect("same cluster");
         let now = read(dir.path()).expect("read").expect("kept");
         assert!(now.directory_id.is_some(), "a directory id is added");
         assert_eq!(now.cluster_id, formatted.cluster_id);
@@ -401,11 +386,10 @@ mod tests {
     fn another_nodes_or_clusters_dir_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lock = lock(dir.path()).expect("lock");
-        let meta = open_checked(&lock, 1).expect("open");
+        ensure_cluster_id(dir.path(), 1, "ourClusterId0000000000").expect("write");
         let ours = read(dir.path()).expect("read").expect("written");
-        drop(meta);
 
-        let err = refusal(&lock, 2);
+        let err = check_node(&lock, 2).expect_err("another node").to_string();
         assert!(
             err.starts_with("Stored node id 1 doesn't match previous node id 2 in "),
             "{err}"
@@ -416,7 +400,10 @@ mod tests {
             ..ours.clone()
         };
         write(dir.path(), &foreign).expect("write");
-        let err = refusal(&lock, 1);
+        check_node(&lock, 1).expect("same node");
+        let err = ensure_cluster_id(dir.path(), 1, &ours.cluster_id)
+            .expect_err("another cluster")
+            .to_string();
         assert!(err.starts_with("Invalid cluster.id in: "), "{err}");
         assert!(err.contains(&ours.cluster_id), "{err}");
         assert!(err.contains("but read anotherClusterId000000"), "{err}");

@@ -4,6 +4,7 @@
 //! the request path. The other subcommands are Kafka clients usable against Spool or Apache Kafka.
 
 mod cli;
+mod cluster;
 mod config;
 mod error;
 mod fatal;
@@ -29,7 +30,6 @@ use glommio::channels::channel_mesh::MeshBuilder;
 
 use config::BrokerConfig;
 use fatal::fatal;
-use metadata::{MetaStore, TopicMeta};
 use net::exclusive::{self, PortMutex};
 use net::gate::{self, ShardGate, Stage, StartGate};
 use shard::mesh::{Envelope, Mesh, MESH_CHANNEL_MESSAGES_MAX};
@@ -60,6 +60,8 @@ enum Command {
     Topic(cli::TopicArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     Group(cli::GroupArgs),
+    /// The cluster's brokers, controller and metadata quorum.
+    Cluster(cli::ClusterArgs),
     /// Produce stdin lines as records to a topic.
     Produce(cli::ProduceArgs),
     /// Print records of a topic to stdout.
@@ -99,6 +101,7 @@ fn main() {
         Command::Broker(args) => run_broker(args),
         Command::Topic(args) => std::process::exit(cli::topic(args)),
         Command::Group(args) => std::process::exit(cli::group(args)),
+        Command::Cluster(args) => std::process::exit(cli::cluster(args)),
         Command::Produce(args) => std::process::exit(cli::produce(args)),
         Command::Consume(args) => std::process::exit(cli::consume(args)),
     }
@@ -137,7 +140,7 @@ fn run_broker(args: BrokerArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -158,9 +161,7 @@ fn run_broker(args: BrokerArgs) {
         exclusive::resolve(&config.listen_host, config.listen_port).unwrap_or_else(|e| fatal(e));
     exclusive::ensure_unused(listen_addr).unwrap_or_else(|e| fatal(e));
     let dir_lock = identity::lock(&config.log_dirs).unwrap_or_else(|e| fatal(e));
-    let meta = identity::open_checked(&dir_lock, config.node_id).unwrap_or_else(|e| fatal(e));
-    let topics = meta.state.topics.clone();
-    let cluster_id = meta.state.cluster_id.clone();
+    identity::check_node(&dir_lock, config.node_id).unwrap_or_else(|e| fatal(e));
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -171,16 +172,12 @@ fn run_broker(args: BrokerArgs) {
     let mesh =
         (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
     let (start_gate, shard_gates) = gate::start_gate(cores);
-    let mut meta = Some(meta);
     let mut handles = Vec::with_capacity(cores);
     for (id, gate) in shard_gates.into_iter().enumerate() {
         let shard_args = ShardArgs {
             id,
             config: config.clone(),
             mesh: mesh.clone(),
-            meta: if id == 0 { meta.take() } else { None },
-            topics: topics.clone(),
-            cluster_id: cluster_id.clone(),
             shutdown: shutdown.clone(),
             gate,
             listen_addr,
@@ -230,9 +227,6 @@ struct ShardArgs {
     id: usize,
     config: BrokerConfig,
     mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
-    meta: Option<MetaStore>,
-    topics: Vec<TopicMeta>,
-    cluster_id: String,
     shutdown: Arc<AtomicBool>,
     gate: ShardGate,
     listen_addr: SocketAddr,
@@ -248,17 +242,7 @@ async fn shard_main(args: ShardArgs) {
         None => (None, None),
     };
     let config = Rc::new(args.config);
-    let shard = Shard::new(
-        args.id,
-        count,
-        args.cluster_id,
-        config.clone(),
-        Mesh::new(args.id, senders),
-        args.meta,
-    );
-    for topic in args.topics {
-        shard.apply_topic(topic).await;
-    }
+    let shard = Shard::new(args.id, count, config.clone(), Mesh::new(args.id, senders));
     if let Some(mut receivers) = receivers {
         for (_, receiver) in receivers.streams() {
             runtime::spawn_detached(shard.clone().receive_loop(receiver));
@@ -270,6 +254,26 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
     runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
+    // Shard 0 joins the cluster: it replays the metadata log (opening every shard's partitions
+    // as topics are applied) and waits until the controller unfences this broker, so the node
+    // is caught up before any shard listens.
+    let node = if args.id == 0 {
+        let node = cluster::start(shard.clone(), args.shutdown.clone()).await;
+        if cluster::wait_ready(&node, &shard, &args.shutdown).await {
+            let cluster_id = shard.cluster_id();
+            identity::ensure_cluster_id(&config.log_dirs, config.node_id, &cluster_id)
+                .unwrap_or_else(|e| fatal(e));
+            // A one-node cluster creates the offsets topic at once, as Spool always has; a
+            // multi-node one at the first FindCoordinator, when more brokers are live to
+            // spread it over (Kafka's way).
+            if config.cluster.single_node() {
+                group::ensure_offsets_topic(&shard).await;
+            }
+        }
+        Some(node)
+    } else {
+        None
+    };
     args.gate.report(args.id, Stage::Ready);
     let accept = if args.gate.wait_open(&args.shutdown).await {
         let listener = net::bind(args.listen_addr)
@@ -287,4 +291,9 @@ async fn shard_main(args: ShardArgs) {
     // reset when the process exits, while a closed port lets clients go to another broker.
     drop(accept);
     shard.close_all().await;
+    if let Some(node) = node {
+        if let Err(e) = node.raft.shutdown().await {
+            tracing::warn!("metadata quorum did not stop cleanly: {e}");
+        }
+    }
 }

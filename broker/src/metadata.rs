@@ -1,23 +1,16 @@
-//! Cluster metadata of a single node: the topic table, the cluster id and the producer-id
-//! allocator.
+//! The shard-side topic table, topic name rules, and the reader of the legacy single-node
+//! `meta.json`.
 //!
-//! Owned by: shard 0 (the metadata shard) for every change; each shard holds a read-only copy of
-//! the topic table, updated by messages from shard 0 (`shard::mesh::Control`). Shard 0 persists the
-//! table with write-temp, fsync, rename, fsync-dir, so a crash leaves the old or the new file.
-//! Admin operations are rare, so the blocking std::fs calls here are deliberate and stay off the
-//! produce/fetch path.
+//! Owned by: every shard holds its own read-only copy of the topic table, changed only by
+//! messages from shard 0 (`Request::TopicUpsert`/`TopicDelete`), which sends them as it
+//! applies the cluster metadata log (`cluster::state_machine`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
-
-use crate::error::MetadataError;
-
-/// How many producer ids are reserved on disk at a time, so a restart never reissues one.
-pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Topic names Kafka accepts: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn topic_name_valid(name: &str) -> bool {
@@ -44,6 +37,10 @@ pub struct TopicMeta {
     pub replication_factor: i16,
     /// Topic-level overrides by Kafka name (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas (broker ids, leader first), as the controller placed them.
+    /// Empty in a creation request: the controller places.
+    #[serde(default)]
+    pub replicas: Vec<Vec<i32>>,
 }
 
 /// Every shard's view of the topics.
@@ -78,102 +75,34 @@ impl TopicTable {
     }
 }
 
-/// What shard 0 keeps on disk.
+/// What a single-node Spool before the metadata quorum kept in `log.dirs/meta.json`. A node
+/// that finds one when it bootstraps a new cluster imports it into the metadata log
+/// (`cluster::bootstrap`), then renames it `meta.json.imported`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PersistedMeta {
+pub struct LegacyMeta {
     pub cluster_id: String,
     /// Producer ids below this may have been handed out.
     pub producer_id_reserved: i64,
     pub topics: Vec<TopicMeta>,
 }
 
-/// Shard 0's durable metadata store.
-pub struct MetaStore {
-    path: PathBuf,
-    pub state: PersistedMeta,
-    next_producer_id: i64,
-}
+pub const LEGACY_META_FILE: &str = "meta.json";
 
-impl MetaStore {
-    /// Opens `log_dirs/meta.json`; a new one gets `cluster_id_if_new` (the id the dir was
-    /// formatted with, `identity`) or a fresh cluster id.
-    pub fn open(
-        log_dirs: &Path,
-        cluster_id_if_new: Option<String>,
-    ) -> Result<MetaStore, MetadataError> {
-        let path = log_dirs.join("meta.json");
-        let io = |e: std::io::Error| MetadataError::Io {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        std::fs::create_dir_all(log_dirs).map_err(io)?;
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Io {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedMeta {
-                cluster_id: cluster_id_if_new.unwrap_or_else(new_cluster_id),
-                producer_id_reserved: 0,
-                topics: Vec::new(),
-            },
-            Err(e) => return Err(io(e)),
-        };
-        let next_producer_id = state.producer_id_reserved;
-        let mut store = MetaStore {
-            path,
-            state,
-            next_producer_id,
-        };
-        store.persist()?;
-        Ok(store)
-    }
-
-    /// A producer id never handed out before, even across restarts.
-    pub fn allocate_producer_id(&mut self) -> Result<i64, MetadataError> {
-        if self.next_producer_id >= self.state.producer_id_reserved {
-            let before = self.state.producer_id_reserved;
-            self.state.producer_id_reserved = self.next_producer_id + PRODUCER_ID_BLOCK;
-            if let Err(e) = self.persist() {
-                // Never hand out an id whose reservation is not on disk.
-                self.state.producer_id_reserved = before;
-                return Err(e);
-            }
+/// The legacy `meta.json` of `log_dirs`, if there is a readable one.
+pub fn read_legacy(log_dirs: &Path) -> Option<LegacyMeta> {
+    let path = log_dirs.join(LEGACY_META_FILE);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(meta) => Some(meta),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring unreadable legacy metadata: {e}");
+            None
         }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        assert!(id < self.state.producer_id_reserved);
-        Ok(id)
-    }
-
-    pub fn persist(&mut self) -> Result<(), MetadataError> {
-        let io = |e: std::io::Error| MetadataError::Io {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
-        let bytes = serde_json::to_vec_pretty(&self.state).map_err(|e| MetadataError::Io {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_data().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
     }
 }
 
 /// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 characters).
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits: u128 = u128::from_be_bytes(bytes);
@@ -200,17 +129,18 @@ mod tests {
     }
 
     #[test]
-    fn producer_ids_never_repeat_across_restart() {
+    fn legacy_meta_json_is_read() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut a = MetaStore::open(dir.path(), None).expect("open");
-        let first: Vec<i64> = (0..3)
-            .map(|_| a.allocate_producer_id().expect("id"))
-            .collect();
-        assert_eq!(first, vec![0, 1, 2]);
-        let cluster = a.state.cluster_id.clone();
-        drop(a);
-        let mut b = MetaStore::open(dir.path(), None).expect("reopen");
-        assert_eq!(b.state.cluster_id, cluster);
-        assert!(b.allocate_producer_id().expect("id") >= PRODUCER_ID_BLOCK);
+        assert!(read_legacy(dir.path()).is_none());
+        std::fs::write(
+            dir.path().join(LEGACY_META_FILE),
+            r#"{"cluster_id":"c","producer_id_reserved":2000,"topics":[{"name":"t","id":"00000000-0000-0000-0000-000000000001","partitions":2,"replication_factor":1,"configs":{}}]}"#,
+        )
+        .expect("write");
+        let legacy = read_legacy(dir.path()).expect("read");
+        assert_eq!(legacy.topics[0].partitions, 2);
+        assert!(legacy.topics[0].replicas.is_empty());
+        std::fs::write(dir.path().join(LEGACY_META_FILE), "{").expect("write");
+        assert!(read_legacy(dir.path()).is_none());
     }
 }

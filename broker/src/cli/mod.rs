@@ -1,5 +1,5 @@
-//! The admin and data command line: `spool topic ...`, `spool group ...`, `spool produce`,
-//! `spool consume`.
+//! The admin and data command line: `spool topic ...`, `spool group ...`, `spool cluster
+//! status`, `spool produce`, `spool consume`.
 //!
 //! A small blocking Kafka client (std `TcpStream`, no runtime) speaking the wire protocol through
 //! the `kafka-protocol` codec, so the same commands work against Spool and Apache Kafka. Boundary:
@@ -9,6 +9,7 @@
 //! message on stderr), 2 for usage errors (from clap).
 
 mod client;
+mod cluster;
 mod conn;
 mod consume;
 mod error;
@@ -63,6 +64,24 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic (DeleteTopics).
     Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers (live or fenced), the active controller and the metadata quorum's lag.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +207,16 @@ pub fn topic(args: TopicArgs) -> i32 {
     report(
         client::Client::connect(&args.conn.bootstrap_server)
             .and_then(|mut c| topic::run(&mut c, args.command, &mut out)),
+    )
+}
+
+/// `spool cluster ...`; returns the process exit code.
+pub fn cluster(args: ClusterArgs) -> i32 {
+    let mut out = std::io::stdout();
+    report(
+        client::Client::connect(&args.conn.bootstrap_server).and_then(|mut c| match args.command {
+            ClusterCommand::Status { json } => cluster::status(&mut c, json, &mut out),
+        }),
     )
 }
 

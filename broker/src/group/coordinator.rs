@@ -46,9 +46,7 @@ use super::consumer::{self, ConsumerGroup, HeartbeatIn};
 use super::records::{self, ConsumerGroupValue, GroupValue, Key, OffsetValue, Value};
 use super::{FetchedOffset, FetchedOffsets, GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::config::{BrokerConfig, FlushMode};
-use crate::metadata::TopicMeta;
 use crate::runtime::{self, LocalReceiver, LocalSender};
-use crate::shard::mesh::AdminRequest;
 use crate::shard::{now_ms, storage_error_code, Shard};
 
 /// How often group timers (session expiry, rebalance timeouts, initial delay) are checked.
@@ -1190,39 +1188,11 @@ impl GroupCoordinator {
 
     // ---- start-up and expiry ----------------------------------------------------------------
 
-    /// Creates `__consumer_offsets` (shard 0) or waits for it, then loads this shard's offsets
-    /// partitions. Group requests are answered only afterwards.
+    /// Loads this shard's `__consumer_offsets` partitions once the node has caught up with the
+    /// cluster metadata (so it knows which partitions it holds); group requests are answered
+    /// only afterwards. Partitions assigned to it later are new, hence empty.
     pub async fn load(shard: Rc<Shard>) {
-        if shard.id == 0 && shard.topics.borrow().get(OFFSETS_TOPIC).is_none() {
-            let meta = TopicMeta {
-                name: OFFSETS_TOPIC.to_string(),
-                id: uuid::Uuid::new_v4(),
-                partitions: shard.config.offsets_topic_num_partitions,
-                replication_factor: 1,
-                configs: [
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    ("retention.ms".to_string(), "-1".to_string()),
-                    (
-                        "segment.bytes".to_string(),
-                        shard.config.offsets_topic_segment_bytes.to_string(),
-                    ),
-                ]
-                .into_iter()
-                .collect(),
-            };
-            let (code, message, _) = shard
-                .admin_call(AdminRequest::CreateTopic {
-                    meta,
-                    validate_only: false,
-                })
-                .await;
-            if code != 0 && code != ResponseError::TopicAlreadyExists.code() {
-                crate::fatal::fatal(format!(
-                    "cannot create {OFFSETS_TOPIC}: error {code} {message:?}"
-                ));
-            }
-        }
-        while shard.topics.borrow().get(OFFSETS_TOPIC).is_none() {
+        while !shard.view.borrow().ready {
             if shard.shutting_down.get() {
                 return;
             }

@@ -159,8 +159,58 @@ pub fn owner(shard: &Shard, group: &str) -> usize {
     routing::group_shard(group, offsets_partitions(shard), shard.count)
 }
 
-/// Serves `call` on the group's shard; `None` when that shard is gone (shutdown).
+/// Asks the controller for `__consumer_offsets` (Kafka creates it at the first FindCoordinator,
+/// so it spreads over the brokers live by then). Already existing is success.
+pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
+    use kafka_protocol::error::ResponseError;
+    let meta = crate::metadata::TopicMeta {
+        name: OFFSETS_TOPIC.to_string(),
+        id: uuid::Uuid::new_v4(),
+        partitions: shard.config.offsets_topic_num_partitions,
+        replication_factor: 1,
+        configs: [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("retention.ms".to_string(), "-1".to_string()),
+            (
+                "segment.bytes".to_string(),
+                shard.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        replicas: Vec::new(),
+    };
+    let (code, message, _) = shard
+        .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {
+            meta,
+            validate_only: false,
+            timeout_ms: 0,
+        })
+        .await;
+    if code != 0 && code != ResponseError::TopicAlreadyExists.code() {
+        tracing::warn!("cannot create {OFFSETS_TOPIC} yet: error {code} {message:?}");
+    }
+}
+
+/// Whether this node holds the group's `__consumer_offsets` partition, i.e. coordinates it.
+pub fn coordinated_here(shard: &Shard, group: &str) -> bool {
+    let topics = shard.topics.borrow();
+    let Some(meta) = topics.get(OFFSETS_TOPIC) else {
+        return false;
+    };
+    let index = routing::group_partition(group, meta.partitions);
+    shard.hosts(meta, index)
+}
+
+/// Serves `call` on the group's shard; `None` when that shard is gone (shutdown). A group this
+/// node does not coordinate is NOT_COORDINATOR: its client looks the coordinator up again.
 pub async fn call(shard: &Rc<Shard>, group: &str, call: GroupCall) -> Option<GroupReply> {
+    if !coordinated_here(shard, group) {
+        return Some(coordinator::error_reply(
+            call,
+            kafka_protocol::error::ResponseError::NotCoordinator.code(),
+        ));
+    }
     let to = owner(shard, group);
     call_shard(shard, to, call).await
 }

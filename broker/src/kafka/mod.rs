@@ -102,6 +102,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         ApiKey::DescribeCluster,
         describe_cluster::VERSIONS,
         describe_cluster::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeQuorum,
+        describe_quorum::VERSIONS,
+        describe_quorum::VERSIONS,
     ), // Consumer groups (group/): forwarded to the group's shard.
     (
         ApiKey::FindCoordinator,
@@ -294,6 +299,7 @@ pub async fn dispatch(
         ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
         ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
+        ApiKey::DescribeQuorum => serve!(describe_quorum, m::DescribeQuorumRequest),
         ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),
         ApiKey::JoinGroup => serve!(join_group, m::JoinGroupRequest),
         ApiKey::SyncGroup => serve!(sync_group, m::SyncGroupRequest),

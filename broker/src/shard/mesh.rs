@@ -122,24 +122,38 @@ pub enum Request {
     TopicDelete {
         name: String,
     },
+    /// From shard 0: the cluster as it now is.
+    ClusterView {
+        view: crate::cluster::view::ClusterView,
+    },
+    /// To shard 0: the metadata quorum (DescribeQuorum).
+    Quorum,
     /// To shard 0: metadata changes.
     Admin(AdminRequest),
     /// To a group's shard (`routing::group_shard`): a consumer-group request.
     Group(crate::group::GroupCall),
 }
 
+/// A metadata change, for the active controller. `timeout_ms` is the request's own (0: the
+/// default), how long the broker looks for a controller before REQUEST_TIMED_OUT.
 pub enum AdminRequest {
+    /// `meta.replicas` empty: the controller places the partitions.
     CreateTopic {
         meta: TopicMeta,
         validate_only: bool,
+        timeout_ms: i32,
     },
     DeleteTopic {
         name: String,
+        timeout_ms: i32,
     },
     CreatePartitions {
         name: String,
         count: i32,
+        /// Replicas of each new partition; empty: the controller places them.
+        assignments: Vec<Vec<i32>>,
         validate_only: bool,
+        timeout_ms: i32,
     },
     AllocateProducerId,
 }
@@ -158,6 +172,7 @@ pub enum Reply {
         value: i64,
     },
     Group(crate::group::GroupReply),
+    Quorum(Result<crate::cluster::rpc::QuorumState, i16>),
 }
 
 /// This shard's end of the mesh.

@@ -20,8 +20,10 @@ use ahash::AHashMap;
 use kafka_protocol::error::ResponseError;
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
+use crate::cluster::node::ClusterNode;
+use crate::cluster::view::ClusterView;
 use crate::config::{BrokerConfig, FlushMode};
-use crate::metadata::{MetaStore, TopicMeta, TopicTable};
+use crate::metadata::{TopicMeta, TopicTable};
 use crate::runtime::{self, LocalReceiver, LocalSender};
 use mesh::{
     AdminRequest, EpochAnswer, EpochQuery, FetchPart, FetchResult, Mesh, OffsetAnswer, OffsetQuery,
@@ -32,18 +34,24 @@ use partition::Partition;
 /// Partitions one group commit flushes at once.
 pub const FLUSH_PARTITIONS_MAX: usize = 1024;
 
+/// How long a metadata write without a timeout of its own (auto-creation, producer ids) waits
+/// for the controller (the Java client's request.timeout.ms).
+pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
+
+/// How long DescribeQuorum looks for the quorum's leader.
+pub const QUORUM_TIMEOUT_MS: u64 = 20_000;
+
 pub struct Shard {
     pub id: usize,
     pub count: usize,
-    pub cluster_id: String,
     pub config: Rc<BrokerConfig>,
+    /// The cluster as shard 0 last described it.
+    pub view: RefCell<Rc<ClusterView>>,
+    /// Shard 0 only: this node's place in the cluster (the metadata Raft group).
+    pub cluster: RefCell<Option<Rc<ClusterNode>>>,
     pub topics: RefCell<TopicTable>,
     partitions: RefCell<AHashMap<(String, i32), Rc<Partition>>>,
     pub mesh: Mesh,
-    /// Only on shard 0.
-    meta: Option<RefCell<MetaStore>>,
-    /// Serializes metadata changes on shard 0.
-    admin_lock: glommio::sync::Semaphore,
     dirty: RefCell<Vec<Rc<Partition>>>,
     flush_wake: LocalSender<()>,
     flush_wake_rx: RefCell<Option<LocalReceiver<()>>>,
@@ -100,31 +108,45 @@ async fn first_record_at_or_after(
 }
 
 impl Shard {
-    pub fn new(
-        id: usize,
-        count: usize,
-        cluster_id: String,
-        config: Rc<BrokerConfig>,
-        mesh: Mesh,
-        meta: Option<MetaStore>,
-    ) -> Rc<Shard> {
+    pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, mesh: Mesh) -> Rc<Shard> {
         let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
         Rc::new(Shard {
             groups: crate::group::GroupCoordinator::new(&config),
             id,
             count,
-            cluster_id,
             config,
+            view: RefCell::new(Rc::new(ClusterView::default())),
+            cluster: RefCell::new(None),
             topics: RefCell::new(TopicTable::default()),
             partitions: RefCell::new(AHashMap::new()),
             mesh,
-            meta: meta.map(RefCell::new),
-            admin_lock: glommio::sync::Semaphore::new(1),
             dirty: RefCell::new(Vec::new()),
             flush_wake,
             flush_wake_rx: RefCell::new(Some(flush_wake_rx)),
             shutting_down: Cell::new(false),
         })
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.view.borrow().cluster_id.clone()
+    }
+
+    /// The error for a partition this shard does not hold: NOT_LEADER_OR_FOLLOWER if the topic
+    /// has it (another broker holds it; the client refreshes Metadata), else unknown.
+    pub fn missing_partition_code(&self, topic: &str, partition: i32) -> i16 {
+        match self.topics.borrow().get(topic) {
+            Some(meta) if (0..meta.partitions).contains(&partition) => {
+                ResponseError::NotLeaderOrFollower.code()
+            }
+            _ => ResponseError::UnknownTopicOrPartition.code(),
+        }
+    }
+
+    /// Whether this node holds `partition` of `meta` (it is among its replicas).
+    pub fn hosts(&self, meta: &TopicMeta, partition: i32) -> bool {
+        meta.replicas
+            .get(partition as usize)
+            .is_some_and(|r| r.contains(&self.config.node_id))
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
@@ -175,6 +197,11 @@ impl Shard {
                 self.drop_topic(&name).await;
                 Reply::Done
             }
+            Request::ClusterView { view } => {
+                *self.view.borrow_mut() = Rc::new(view);
+                Reply::Done
+            }
+            Request::Quorum => Reply::Quorum(self.quorum_local().await),
             Request::Admin(admin) => self.admin(admin).await,
             Request::Group(call) => Reply::Group(self.groups.serve(self, call).await),
         }
@@ -225,7 +252,7 @@ impl Shard {
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 let result = ProduceResult {
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    error_code: self.missing_partition_code(&part.topic, part.partition),
                     base_offset: -1,
                     log_append_time_ms: -1,
                     log_start_offset: -1,
@@ -386,7 +413,7 @@ impl Shard {
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 out.push(FetchResult {
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    error_code: self.missing_partition_code(&part.topic, part.partition),
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
@@ -474,7 +501,7 @@ impl Shard {
         for q in parts {
             let Some(p) = self.partition(&q.topic, q.partition) else {
                 out.push(OffsetAnswer {
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    error_code: self.missing_partition_code(&q.topic, q.partition),
                     timestamp: -1,
                     offset: -1,
                     leader_epoch: -1,
@@ -557,7 +584,7 @@ impl Shard {
             .iter()
             .map(|q| match self.partition(&q.topic, q.partition) {
                 None => EpochAnswer {
-                    error_code: ResponseError::UnknownTopicOrPartition.code(),
+                    error_code: self.missing_partition_code(&q.topic, q.partition),
                     leader_epoch: -1,
                     end_offset: -1,
                 },
@@ -629,7 +656,7 @@ impl Shard {
     pub async fn apply_topic(&self, meta: TopicMeta) {
         let config = self.log_config(&meta);
         for index in 0..meta.partitions {
-            if self.owner(&meta.name, index) != self.id {
+            if self.owner(&meta.name, index) != self.id || !self.hosts(&meta, index) {
                 continue;
             }
             if let Some(p) = self.partition(&meta.name, index) {
@@ -752,123 +779,198 @@ impl Shard {
         }
     }
 
-    // ---- admin (shard 0) --------------------------------------------------------------------
+    // ---- admin and cluster (shard 0) --------------------------------------------------------
 
-    /// Broadcasts a topic change to every shard and waits until all applied it.
+    /// Broadcasts a change to every shard and waits until all applied it.
     async fn broadcast(self: &Rc<Self>, make: impl Fn() -> Request) {
         let calls = (0..self.count).map(|to| self.call(to, make()));
         futures::future::join_all(calls).await;
     }
 
+    fn cluster_node(&self) -> Option<Rc<ClusterNode>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// A metadata change: submitted to the active controller, answered once this node applied it.
     async fn admin(self: &Rc<Self>, request: AdminRequest) -> Reply {
-        assert_eq!(self.id, 0, "metadata changes run on shard 0");
-        let _guard = self.admin_lock.acquire_permit(1).await;
-        let meta = self.meta.as_ref().expect("shard 0 owns the metadata store");
-        let ok = Reply::Admin {
-            error_code: 0,
-            message: None,
-            value: 0,
+        assert_eq!(self.id, 0, "the cluster node runs on shard 0");
+        let Some(node) = self.cluster_node() else {
+            return Reply::Admin {
+                error_code: ResponseError::NotController.code(),
+                message: Some("the broker is starting".into()),
+                value: 0,
+            };
         };
-        let fail = |e: ResponseError, message: String| Reply::Admin {
-            error_code: e.code(),
-            message: Some(message),
-            value: 0,
-        };
-        match request {
-            AdminRequest::AllocateProducerId => match meta.borrow_mut().allocate_producer_id() {
-                Ok(id) => Reply::Admin {
-                    error_code: 0,
-                    message: None,
-                    value: id,
-                },
-                Err(e) => fail(ResponseError::KafkaStorageError, e.to_string()),
-            },
-            AdminRequest::CreateTopic {
-                meta: topic,
-                validate_only,
-            } => {
-                if self.topics.borrow().get(&topic.name).is_some() {
-                    return fail(
-                        ResponseError::TopicAlreadyExists,
-                        format!("Topic '{}' already exists.", topic.name),
-                    );
-                }
-                if validate_only {
-                    return ok;
-                }
+        use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
+        let timeout =
+            |ms: i32| Duration::from_millis(if ms > 0 { ms as u64 } else { ADMIN_TIMEOUT_MS });
+        let (request, timeout) = match request {
+            AdminRequest::AllocateProducerId => {
+                return match node
+                    .producer_id(Duration::from_millis(ADMIN_TIMEOUT_MS))
+                    .await
                 {
-                    let mut store = meta.borrow_mut();
-                    store.state.topics.push(topic.clone());
-                    if let Err(e) = store.persist() {
-                        store.state.topics.retain(|t| t.name != topic.name);
-                        return fail(ResponseError::KafkaStorageError, e.to_string());
-                    }
-                }
-                self.broadcast(|| Request::TopicUpsert {
-                    meta: topic.clone(),
-                })
-                .await;
-                ok
+                    Ok(id) => Reply::Admin {
+                        error_code: 0,
+                        message: None,
+                        value: id,
+                    },
+                    Err((error_code, message)) => Reply::Admin {
+                        error_code,
+                        message: Some(message),
+                        value: 0,
+                    },
+                };
             }
-            AdminRequest::DeleteTopic { name } => {
-                if self.topics.borrow().get(&name).is_none() {
-                    return fail(
-                        ResponseError::UnknownTopicOrPartition,
-                        "This server does not host this topic-partition.".into(),
-                    );
-                }
-                {
-                    let mut store = meta.borrow_mut();
-                    let before = store.state.topics.clone();
-                    store.state.topics.retain(|t| t.name != name);
-                    if let Err(e) = store.persist() {
-                        store.state.topics = before;
-                        return fail(ResponseError::KafkaStorageError, e.to_string());
-                    }
-                }
-                self.broadcast(|| Request::TopicDelete { name: name.clone() })
-                    .await;
-                ok
+            AdminRequest::CreateTopic {
+                meta,
+                validate_only,
+                timeout_ms,
+            } => (
+                ControllerRequest::CreateTopic {
+                    name: meta.name,
+                    id: meta.id.into_bytes(),
+                    partitions: meta.partitions,
+                    replication: meta.replication_factor,
+                    assignments: meta.replicas,
+                    configs: meta.configs.into_iter().collect(),
+                    validate_only,
+                },
+                timeout(timeout_ms),
+            ),
+            AdminRequest::DeleteTopic { name, timeout_ms } => {
+                (ControllerRequest::DeleteTopic { name }, timeout(timeout_ms))
             }
             AdminRequest::CreatePartitions {
                 name,
                 count,
+                assignments,
                 validate_only,
-            } => {
-                let Some(current) = self.topics.borrow().get(&name).cloned() else {
-                    return fail(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("The topic '{name}' does not exist."),
-                    );
-                };
-                if count <= current.partitions {
-                    return fail(
-                        ResponseError::InvalidPartitions,
-                        format!("Topic currently has {} partitions, which is higher than the requested {count}.", current.partitions),
-                    );
-                }
-                if validate_only {
-                    return ok;
-                }
-                let mut updated = (*current).clone();
-                updated.partitions = count;
-                {
-                    let mut store = meta.borrow_mut();
-                    let before = store.state.topics.clone();
-                    for t in store.state.topics.iter_mut().filter(|t| t.name == name) {
-                        t.partitions = count;
-                    }
-                    if let Err(e) = store.persist() {
-                        store.state.topics = before;
-                        return fail(ResponseError::KafkaStorageError, e.to_string());
-                    }
-                }
-                self.broadcast(|| Request::TopicUpsert {
-                    meta: updated.clone(),
-                })
-                .await;
-                ok
+                timeout_ms,
+            } => (
+                ControllerRequest::CreatePartitions {
+                    name,
+                    count,
+                    assignments,
+                    validate_only,
+                },
+                timeout(timeout_ms),
+            ),
+        };
+        match node.submit(request, timeout).await {
+            ControllerResponse::Done {
+                error_code,
+                message,
+                value,
+                ..
+            } => Reply::Admin {
+                error_code,
+                message,
+                value,
+            },
+            other => Reply::Admin {
+                error_code: ResponseError::UnknownServerError.code(),
+                message: Some(format!("unexpected controller answer {other:?}")),
+                value: 0,
+            },
+        }
+    }
+
+    /// Shard 0: passes what an applied metadata entry changed on to every shard, before the
+    /// entry counts as applied.
+    pub async fn apply_cluster_changes(
+        self: &Rc<Self>,
+        image: &RefCell<crate::cluster::image::MetadataImage>,
+        changes: Vec<crate::cluster::state_machine::Change>,
+    ) {
+        use crate::cluster::state_machine::Change;
+        use crate::cluster::view::topic_meta;
+        if changes.is_empty() {
+            return;
+        }
+        let everything = changes.contains(&Change::Everything);
+        let mut view_changed = everything;
+        let mut upserts: Vec<TopicMeta> = Vec::new();
+        let mut deletes: Vec<String> = Vec::new();
+        {
+            let image = image.borrow();
+            if everything {
+                upserts.extend(image.topics.values().map(topic_meta));
+                let known: Vec<String> = self
+                    .topics
+                    .borrow()
+                    .all()
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .collect();
+                deletes.extend(known.into_iter().filter(|n| !image.topics.contains_key(n)));
             }
+            for change in &changes {
+                match change {
+                    Change::Topic(name) => {
+                        if let Some(t) = image.topics.get(name) {
+                            upserts.push(topic_meta(t));
+                        }
+                    }
+                    Change::TopicDeleted(name) => deletes.push(name.clone()),
+                    Change::Brokers | Change::ClusterId => view_changed = true,
+                    Change::Everything => {}
+                }
+            }
+        }
+        if view_changed {
+            self.publish_view().await;
+        }
+        for name in deletes {
+            self.broadcast(|| Request::TopicDelete { name: name.clone() })
+                .await;
+        }
+        for meta in upserts {
+            self.broadcast(|| Request::TopicUpsert { meta: meta.clone() })
+                .await;
+        }
+    }
+
+    /// Shard 0: sends every shard the cluster view as the image and the quorum now say.
+    pub async fn publish_view(self: &Rc<Self>) {
+        let Some(node) = self.cluster_node() else {
+            return;
+        };
+        let view = ClusterView::from_image(
+            &node.image.borrow(),
+            node.leader(),
+            &self.config.listener_name(),
+            node.ready.get(),
+        );
+        if *self.view.borrow().as_ref() == view {
+            return;
+        }
+        self.broadcast(|| Request::ClusterView { view: view.clone() })
+            .await;
+    }
+
+    /// Shard 0: the metadata quorum from its leader.
+    async fn quorum_local(self: &Rc<Self>) -> Result<crate::cluster::rpc::QuorumState, i16> {
+        match self.cluster_node() {
+            Some(node) => node
+                .describe_quorum(Duration::from_millis(QUORUM_TIMEOUT_MS))
+                .await
+                .map_err(|e| e.code()),
+            None => Err(ResponseError::RequestTimedOut.code()),
+        }
+    }
+
+    /// The metadata quorum, for DescribeQuorum on any shard.
+    pub async fn describe_quorum(
+        self: &Rc<Self>,
+        _timeout: Duration,
+    ) -> Result<crate::cluster::rpc::QuorumState, ResponseError> {
+        match self.call(0, Request::Quorum).await {
+            Some(Reply::Quorum(Ok(q))) => Ok(q),
+            Some(Reply::Quorum(Err(code))) => {
+                Err(ResponseError::try_from_code(code).unwrap_or(ResponseError::RequestTimedOut))
+            }
+            _ => Err(ResponseError::RequestTimedOut),
         }
     }
 
@@ -894,13 +996,15 @@ impl Shard {
             name: name.to_string(),
             id: uuid::Uuid::new_v4(),
             partitions: self.config.num_partitions,
-            replication_factor: 1,
+            replication_factor: self.config.default_replication_factor,
             configs: Default::default(),
+            replicas: Vec::new(),
         };
         let (code, _, _) = self
             .admin_call(AdminRequest::CreateTopic {
                 meta,
                 validate_only: false,
+                timeout_ms: 0,
             })
             .await;
         if code == ResponseError::TopicAlreadyExists.code() {

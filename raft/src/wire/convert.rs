@@ -46,6 +46,7 @@ pub(super) fn request_to_wire(request: &Request) -> m::RequestBody {
             to_node_id: *r.to_node_id(),
             last_log_id: r.last_log_id().map(log_id_to_wire),
         }),
+        Request::App(b) => m::RequestBody::App(b.clone()),
     }
 }
 
@@ -85,6 +86,7 @@ pub(super) fn response_to_wire(response: &Response) -> m::ResponseBody {
             }
         }),
         Response::Failed(f) => m::ResponseBody::Failed(*f),
+        Response::App(b) => m::ResponseBody::App(b.clone()),
     }
 }
 
@@ -154,7 +156,16 @@ fn membership_to_wire(mem: &RaftMembership) -> m::Membership {
     }
 }
 
-fn snapshot_meta_to_wire(meta: &SnapshotMetaOf<TypeConfig>) -> m::SnapshotMeta {
+pub(super) fn snapshot_meta_from_wire(
+    meta: &m::ArchivedSnapshotMeta,
+) -> Result<SnapshotMetaOf<TypeConfig>, WireError> {
+    Ok(SnapshotMetaOf::<TypeConfig> {
+        last_log_id: opt_log_id_from_wire(&meta.last_log_id),
+        last_membership: stored_membership_from_wire(&meta.last_membership)?,
+    })
+}
+
+pub(super) fn snapshot_meta_to_wire(meta: &SnapshotMetaOf<TypeConfig>) -> m::SnapshotMeta {
     m::SnapshotMeta {
         last_log_id: meta.last_log_id.as_ref().map(log_id_to_wire),
         last_membership: m::StoredMembership {
@@ -201,6 +212,7 @@ pub(super) fn request_from_wire(
                 opt_log_id_from_wire(&r.last_log_id),
             ))
         }
+        m::ArchivedRequestBody::App(b) => Request::App(frame.slice_ref(b.as_slice())),
     })
 }
 
@@ -231,6 +243,7 @@ pub(super) fn response_from_wire(body: &m::ArchivedResponseBody) -> Response {
             ArchivedFailure::UnknownGroup => Failure::UnknownGroup,
             ArchivedFailure::GroupStopped => Failure::GroupStopped,
         }),
+        m::ArchivedResponseBody::App(b) => Response::App(Bytes::copy_from_slice(b.as_slice())),
     }
 }
 

@@ -142,6 +142,8 @@ pub enum RequestBody {
     PreVote(VoteRequest),
     FullSnapshot(FullSnapshotRequest),
     TransferLeader(TransferLeaderRequest),
+    /// An application message (the broker's controller RPCs), opaque to this crate.
+    App(Bytes),
 }
 
 /// One request frame. The correlation id is the sender's, unique per connection; the response
@@ -171,6 +173,7 @@ pub enum ResponseBody {
     FullSnapshot(SnapshotResponse),
     TransferLeader(TransferLeaderResponse),
     Failed(Failure),
+    App(Bytes),
 }
 
 #[derive(Archive, Serialize, Debug, Clone, PartialEq, Eq)]

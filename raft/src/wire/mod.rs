@@ -44,6 +44,8 @@ pub enum Request {
         snapshot: SnapshotOf<TypeConfig, Bytes>,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// An application message, for the group registered to answer them (the controller).
+    App(Bytes),
 }
 
 /// A response in openraft's types.
@@ -55,6 +57,7 @@ pub enum Response {
     FullSnapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Failed(Failure),
+    App(Bytes),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,27 @@ pub enum WireError {
     Membership(#[from] openraft::error::MembershipError<crate::NodeId>),
     #[error("message cannot be encoded: {0}")]
     Encode(#[source] rancor::Error),
+}
+
+/// A snapshot's meta (last log id, membership) as bytes, for snapshot files.
+pub fn encode_snapshot_meta(
+    meta: &openraft::type_config::alias::SnapshotMetaOf<TypeConfig>,
+) -> Result<Vec<u8>, WireError> {
+    let wire = convert::snapshot_meta_to_wire(meta);
+    rkyv::to_bytes::<rancor::Error>(&wire)
+        .map(|b| b.into_vec())
+        .map_err(WireError::Encode)
+}
+
+/// The snapshot meta [`encode_snapshot_meta`] wrote, validated before use.
+pub fn decode_snapshot_meta(
+    bytes: &[u8],
+) -> Result<openraft::type_config::alias::SnapshotMetaOf<TypeConfig>, WireError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let archived = rkyv::access::<messages::ArchivedSnapshotMeta, rancor::Error>(&aligned)
+        .map_err(WireError::Invalid)?;
+    convert::snapshot_meta_from_wire(archived)
 }
 
 /// A whole request frame, length prefix included, ready to write.

@@ -1,5 +1,6 @@
 //! CreatePartitions, versions 0–3: grows a topic's partition count (never shrinks), with
-//! `validate_only`.
+//! `validate_only` and optional explicit assignments of the new partitions; the controller
+//! places them otherwise.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -56,7 +57,14 @@ pub async fn handle(ctx: &Ctx, request: CreatePartitionsRequest) -> CreatePartit
             .admin_call(AdminRequest::CreatePartitions {
                 name,
                 count: topic.count,
+                assignments: topic
+                    .assignments
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
+                    .collect(),
                 validate_only: request.validate_only,
+                timeout_ms: request.timeout_ms,
             })
             .await;
         results.push(

@@ -1,6 +1,8 @@
-//! CreateTopics, versions 2–7: validates names, partition counts, the replication factor (one
-//! broker: only 1) and configs, then creates through shard 0. `validate_only` checks without
-//! creating. From v5 the result carries the topic's configs with their sources.
+//! CreateTopics, versions 2–7: validates names, partition counts and configs here, then sends
+//! the topic to the active controller (through shard 0), which checks the replication factor
+//! against the live brokers and places the partitions (or takes explicit assignments).
+//! `validate_only` checks without creating. From v5 the result carries the topic's configs
+//! with their sources.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -74,15 +76,17 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
             ));
             continue;
         }
-        let replication = if topic.replication_factor == -1 {
+        let replication = if !topic.assignments.is_empty() {
+            topic.assignments[0].broker_ids.len() as i16
+        } else if topic.replication_factor == -1 {
             shard.config.default_replication_factor
         } else {
             topic.replication_factor
         };
-        if replication != 1 {
+        if replication < 1 && topic.assignments.is_empty() {
             results.push(fail(
                 ResponseError::InvalidReplicationFactor,
-                format!("Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered."),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
             continue;
         }
@@ -104,14 +108,20 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
             name: name.clone(),
             id: uuid::Uuid::new_v4(),
             partitions,
-            replication_factor: 1,
+            replication_factor: replication,
             configs,
+            replicas: topic
+                .assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect(),
         };
         let described = describe_configs(ctx, &meta);
         let (code, message, _) = shard
             .admin_call(AdminRequest::CreateTopic {
                 meta: meta.clone(),
                 validate_only: request.validate_only,
+                timeout_ms: request.timeout_ms,
             })
             .await;
         if code != 0 {
@@ -128,7 +138,7 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
         results.push(if ctx.version() >= 5 {
             result
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)
+                .with_replication_factor(replication)
                 .with_configs(Some(described))
         } else {
             result

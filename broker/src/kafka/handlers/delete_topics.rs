@@ -12,6 +12,7 @@ use crate::shard::mesh::AdminRequest;
 pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
 
 pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let timeout_ms = request.timeout_ms;
     let shard = &ctx.shard;
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.version() >= 6 {
         request
@@ -72,7 +73,10 @@ pub async fn handle(ctx: &Ctx, request: DeleteTopicsRequest) -> DeleteTopicsResp
             }
             Some((name, topic_id)) => {
                 let (code, message, _) = shard
-                    .admin_call(AdminRequest::DeleteTopic { name: name.clone() })
+                    .admin_call(AdminRequest::DeleteTopic {
+                        name: name.clone(),
+                        timeout_ms,
+                    })
                     .await;
                 result = result
                     .with_name(Some(TopicName(StrBytes::from_string(name))))

@@ -1,5 +1,8 @@
-//! FindCoordinator, versions 0–6: this broker coordinates every consumer group (the group's state
-//! lives on one of its shards, `routing::group_shard`; handlers forward to it). Transactions do not
+//! FindCoordinator, versions 0–6: a group's coordinator is the leader of its
+//! `__consumer_offsets` partition (`abs(hashCode) % partitions`), on whichever broker that is;
+//! on that broker the group lives on the partition's shard. With no offsets topic yet, the
+//! first lookup asks the controller to create it (spread over the brokers live then) and
+//! answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client asks again. Transactions do not
 //! exist yet, so transaction coordinators are COORDINATOR_NOT_AVAILABLE. Batched keys from v4.
 
 use kafka_protocol::error::ResponseError;
@@ -7,7 +10,10 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::group::OFFSETS_TOPIC;
 use crate::kafka::Ctx;
+use crate::runtime;
+use crate::shard::routing;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
@@ -21,6 +27,13 @@ pub async fn handle(ctx: &Ctx, request: FindCoordinatorRequest) -> FindCoordinat
     } else {
         vec![request.key]
     };
+    if request.key_type == KEY_TYPE_GROUP && ctx.shard.topics.borrow().get(OFFSETS_TOPIC).is_none()
+    {
+        let shard = ctx.shard.clone();
+        runtime::spawn_detached(async move {
+            crate::group::ensure_offsets_topic(&shard).await;
+        });
+    }
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| coordinator(ctx, key, request.key_type))
@@ -54,12 +67,22 @@ fn coordinator(ctx: &Ctx, key: StrBytes, key_type: i8) -> Coordinator {
     match key_type {
         KEY_TYPE_GROUP if key.is_empty() => fail(ResponseError::InvalidRequest, key),
         KEY_TYPE_GROUP => {
-            let config = &ctx.shard.config;
-            Coordinator::default()
-                .with_key(key)
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(StrBytes::from_string(config.advertised_host.clone()))
-                .with_port(i32::from(config.advertised_port))
+            let leader = {
+                let topics = ctx.shard.topics.borrow();
+                topics.get(OFFSETS_TOPIC).and_then(|meta| {
+                    let index = routing::group_partition(&key, meta.partitions);
+                    let replicas = meta.replicas.get(index as usize)?;
+                    ctx.shard.view.borrow().leader(replicas).cloned()
+                })
+            };
+            match leader {
+                Some(b) => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(i32::from(b.port)),
+                None => fail(ResponseError::CoordinatorNotAvailable, key),
+            }
         }
         KEY_TYPE_TRANSACTION => fail(ResponseError::CoordinatorNotAvailable, key),
         _ => fail(ResponseError::InvalidRequest, key),

@@ -1,5 +1,8 @@
-//! Metadata, versions 0–13: brokers (this one), topics and partitions. Unknown topics are created
-//! when `auto.create.topics.enable` and the request allow it (Kafka's defaults: both true).
+//! Metadata, versions 0–13: the live (unfenced) brokers, topics and partitions with their
+//! leaders. Unknown topics are created when `auto.create.topics.enable` and the request allow
+//! it (Kafka's defaults: both true). `controller_id` is the quorum leader when it is a live
+//! broker, else this broker: any broker forwards admin writes to the quorum leader, which is
+//! why Kafka's brokers name a random live broker there.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -8,6 +11,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::cluster::view::ClusterView;
 use crate::kafka::Ctx;
 use crate::metadata::{topic_name_valid, TopicMeta};
 
@@ -16,6 +20,7 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
 pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
     let shard = &ctx.shard;
     let node_id = shard.config.node_id;
+    let view = shard.view.borrow().clone();
     // v0 has no null topic list: an empty list means all topics there.
     let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
         Some(t) if !(ctx.version() == 0 && t.is_empty()) => Some(
@@ -33,7 +38,7 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
         None => {
             let all = shard.topics.borrow().all();
             for meta in all {
-                topics.push(describe(&meta, node_id, ctx.version()));
+                topics.push(describe(&meta, &view, ctx.version()));
             }
         }
         Some(list) => {
@@ -57,20 +62,34 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
             }
         }
     }
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node_id))
-        .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-        .with_port(i32::from(shard.config.advertised_port));
+    let brokers = view
+        .live()
+        .map(|b| {
+            let broker = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port));
+            if ctx.version() >= 1 {
+                broker.with_rack(b.rack.clone().map(StrBytes::from_string))
+            } else {
+                broker
+            }
+        })
+        .collect();
     let response = MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_topics(topics);
+    let controller = view
+        .controller
+        .filter(|c| view.live().any(|b| b.id == *c))
+        .unwrap_or(node_id);
     let response = if ctx.version() >= 1 {
-        response.with_controller_id(BrokerId(node_id))
+        response.with_controller_id(BrokerId(controller))
     } else {
         response
     };
     if ctx.version() >= 2 {
-        response.with_cluster_id(Some(StrBytes::from_string(shard.cluster_id.clone())))
+        response.with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
     } else {
         response
     }
@@ -88,7 +107,7 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     let existing = shard.topics.borrow().get(name).cloned();
     if let Some(meta) = existing {
-        return describe(&meta, shard.config.node_id, version);
+        return describe(&meta, &shard.view.borrow(), version);
     }
     if !auto_create {
         return named().with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -99,20 +118,46 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     // Kafka answers the creating request with LEADER_NOT_AVAILABLE; the client asks again.
     match shard.topics.borrow().get(name) {
-        Some(meta) => describe(meta, shard.config.node_id, version),
+        Some(meta) => describe(meta, &shard.view.borrow(), version),
         None => named().with_error_code(ResponseError::LeaderNotAvailable.code()),
     }
 }
 
-fn describe(meta: &TopicMeta, node_id: i32, version: i16) -> MetadataResponseTopic {
+fn describe(meta: &TopicMeta, view: &ClusterView, version: i16) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|index| {
-            MetadataResponsePartition::default()
+            let replicas = meta
+                .replicas
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_default();
+            let leader = view.leader(&replicas).map(|b| b.id);
+            let offline: Vec<BrokerId> = replicas
+                .iter()
+                .filter(|r| view.broker(**r).is_none_or(|b| b.fenced))
+                .map(|r| BrokerId(*r))
+                .collect();
+            let in_sync: Vec<BrokerId> = replicas
+                .iter()
+                .filter(|r| !offline.contains(&BrokerId(**r)))
+                .map(|r| BrokerId(*r))
+                .collect();
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(BrokerId(node_id))
+                .with_leader_id(BrokerId(leader.unwrap_or(-1)))
                 .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+                .with_replica_nodes(replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(in_sync);
+            let partition = if version >= 5 {
+                partition.with_offline_replicas(offline)
+            } else {
+                partition
+            };
+            if leader.is_none() {
+                partition.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                partition
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -1,0 +1,395 @@
+//! The active controller's decisions: a request is checked against the current image and turned
+//! into the metadata records to propose ([`plan`]); once committed, the apply outcomes become
+//! the answer ([`answer`]). Pure, so every rule here is unit-tested without a quorum; the
+//! proposing, liveness and fencing live in `node.rs`.
+//!
+//! The controller serializes its writes (one proposal in flight, planned against an image that
+//! has applied everything before it), as KRaft's single controller thread does, so a plan never
+//! races another plan. Races with nothing else exist: only the leader proposes.
+
+use kafka_protocol::error::ResponseError;
+
+use super::image::{ApplyOutcome, MetadataImage};
+use super::placement::{self, Candidate};
+use super::records::{MetadataRecord, PartitionAssignment};
+use super::rpc::ControllerRequest;
+
+/// Producer ids handed to a broker per `AllocateProducerIds` (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Until partitions replicate (issue 10) each has one replica.
+pub const REPLICATION_FACTOR_MAX: i16 = 1;
+
+/// Why a request is refused before anything is proposed: a Kafka error and its message.
+pub type Refusal = (ResponseError, String);
+
+/// What to propose for a request, or nothing to propose (validate-only or a no-op).
+#[derive(Debug, PartialEq)]
+pub enum Plan {
+    Propose(Vec<MetadataRecord>),
+    Nothing,
+}
+
+fn refuse(e: ResponseError, message: impl Into<String>) -> Refusal {
+    (e, message.into())
+}
+
+fn candidates(image: &MetadataImage) -> Vec<Candidate> {
+    image
+        .live_brokers()
+        .map(|b| Candidate {
+            id: b.registration.id,
+            rack: b.registration.rack.clone(),
+        })
+        .collect()
+}
+
+/// Checks explicit assignments (`replicas` per partition, as `kafka-topics.sh
+/// --replica-assignment` sends them) against the registered brokers.
+fn explicit(
+    image: &MetadataImage,
+    assignments: &[Vec<i32>],
+) -> Result<Vec<PartitionAssignment>, Refusal> {
+    let mut out = Vec::with_capacity(assignments.len());
+    for (p, replicas) in assignments.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!("The manual partition assignment includes an empty replica list for partition {p}."),
+            ));
+        }
+        let mut seen = replicas.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != replicas.len() {
+            return Err(refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!("The manual partition assignment includes the partition {p} with duplicate replicas."),
+            ));
+        }
+        if let Some(unknown) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
+            return Err(refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!("The manual partition assignment includes broker {unknown}, but no such broker is registered."),
+            ));
+        }
+        if replicas.len() > REPLICATION_FACTOR_MAX as usize {
+            return Err(not_yet_replicated(replicas.len() as i16));
+        }
+        out.push(PartitionAssignment {
+            replicas: replicas.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn not_yet_replicated(rf: i16) -> Refusal {
+    refuse(
+        ResponseError::InvalidReplicationFactor,
+        format!("Replication factor {rf} is not supported yet: Spool partitions have one replica until replication lands."),
+    )
+}
+
+/// Turns a request into records, checked against `image`. `start` is the placement stripe's
+/// starting point (random per request, as Kafka's placer).
+pub fn plan(
+    image: &MetadataImage,
+    request: &ControllerRequest,
+    start: usize,
+) -> Result<Plan, Refusal> {
+    match request {
+        ControllerRequest::CreateTopic {
+            name,
+            id,
+            partitions,
+            replication,
+            assignments,
+            configs,
+            validate_only,
+        } => {
+            if image.topics.contains_key(name) {
+                return Err(refuse(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ));
+            }
+            let placed = if assignments.is_empty() {
+                let live = candidates(image);
+                let rf = (*replication).max(0) as usize;
+                if rf > live.len() || rf == 0 {
+                    let e = placement::PlacementError::NotEnoughBrokers {
+                        rf,
+                        live: live.len(),
+                    };
+                    return Err(refuse(
+                        ResponseError::InvalidReplicationFactor,
+                        e.to_string(),
+                    ));
+                }
+                if *replication > REPLICATION_FACTOR_MAX {
+                    return Err(not_yet_replicated(*replication));
+                }
+                placement::place(&live, 0, (*partitions).max(0) as usize, rf, start)
+                    .map_err(|e| refuse(ResponseError::InvalidReplicationFactor, e.to_string()))?
+            } else {
+                explicit(image, assignments)?
+            };
+            if *validate_only {
+                return Ok(Plan::Nothing);
+            }
+            Ok(Plan::Propose(vec![MetadataRecord::CreateTopic {
+                name: name.clone(),
+                id: *id,
+                configs: configs.clone(),
+                partitions: placed,
+            }]))
+        }
+        ControllerRequest::DeleteTopic { name } => match image.topics.get(name) {
+            Some(topic) => Ok(Plan::Propose(vec![MetadataRecord::DeleteTopic {
+                id: topic.id,
+            }])),
+            None => Err(refuse(
+                ResponseError::UnknownTopicOrPartition,
+                "This server does not host this topic-partition.",
+            )),
+        },
+        ControllerRequest::CreatePartitions {
+            name,
+            count,
+            assignments,
+            validate_only,
+        } => {
+            let Some(topic) = image.topics.get(name) else {
+                return Err(refuse(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{name}' does not exist."),
+                ));
+            };
+            let current = topic.partitions.len() as i32;
+            if *count <= current {
+                return Err(refuse(
+                    ResponseError::InvalidPartitions,
+                    format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+                ));
+            }
+            let added = (*count - current) as usize;
+            let placed = if assignments.is_empty() {
+                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                placement::place(&candidates(image), current as usize, added, rf, start)
+                    .map_err(|e| refuse(ResponseError::InvalidReplicationFactor, e.to_string()))?
+            } else {
+                if assignments.len() != added {
+                    return Err(refuse(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("Increasing the number of partitions by {added} but {} assignments provided.", assignments.len()),
+                    ));
+                }
+                explicit(image, assignments)?
+            };
+            if *validate_only {
+                return Ok(Plan::Nothing);
+            }
+            Ok(Plan::Propose(vec![MetadataRecord::CreatePartitions {
+                id: topic.id,
+                added: placed,
+            }]))
+        }
+        ControllerRequest::AlterTopicConfigs { name, changes } => match image.topics.get(name) {
+            Some(topic) => Ok(Plan::Propose(vec![MetadataRecord::AlterTopicConfigs {
+                id: topic.id,
+                changes: changes.clone(),
+            }])),
+            None => Err(refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{name}' does not exist."),
+            )),
+        },
+        ControllerRequest::AllocateProducerIds { broker } => {
+            Ok(Plan::Propose(vec![MetadataRecord::ProducerIds {
+                broker: *broker,
+                count: PRODUCER_ID_BLOCK_SIZE,
+            }]))
+        }
+        ControllerRequest::Register(registration) => {
+            Ok(Plan::Propose(vec![MetadataRecord::RegisterBroker(
+                registration.clone(),
+            )]))
+        }
+        // Answered by the liveness tracker and the quorum's metrics, never planned.
+        ControllerRequest::Heartbeat { .. } | ControllerRequest::DescribeQuorum => {
+            Ok(Plan::Nothing)
+        }
+    }
+}
+
+/// The Kafka error code, message and value for a committed request's outcomes.
+pub fn answer(
+    request: &ControllerRequest,
+    outcomes: &[ApplyOutcome],
+) -> (i16, Option<String>, i64) {
+    for outcome in outcomes {
+        match outcome {
+            ApplyOutcome::Applied | ApplyOutcome::StaleIncarnation | ApplyOutcome::ClusterIdSet => {
+            }
+            ApplyOutcome::ProducerIdBlock { first } => return (0, None, *first),
+            ApplyOutcome::TopicExists => {
+                let name = match request {
+                    ControllerRequest::CreateTopic { name, .. } => name.as_str(),
+                    _ => "",
+                };
+                return (
+                    ResponseError::TopicAlreadyExists.code(),
+                    Some(format!("Topic '{name}' already exists.")),
+                    0,
+                );
+            }
+            ApplyOutcome::UnknownTopic => {
+                return (
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    Some("This server does not host this topic-partition.".into()),
+                    0,
+                )
+            }
+        }
+    }
+    (0, None, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::records::{BrokerRegistration, RecordBatch};
+
+    fn image_with(brokers: &[(i32, bool)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let mut index = 0;
+        for (id, fenced) in brokers {
+            index += 1;
+            let incarnation = [*id as u8; 16];
+            image.apply(
+                index,
+                &RecordBatch::new(vec![MetadataRecord::RegisterBroker(BrokerRegistration {
+                    id: *id,
+                    incarnation,
+                    listeners: vec![],
+                    rack: None,
+                    rpc_addr: String::new(),
+                    controller: false,
+                })]),
+            );
+            if !fenced {
+                index += 1;
+                image.apply(
+                    index,
+                    &RecordBatch::new(vec![MetadataRecord::UnfenceBroker {
+                        id: *id,
+                        incarnation,
+                    }]),
+                );
+            }
+        }
+        image
+    }
+
+    fn create(name: &str, partitions: i32, replication: i16) -> ControllerRequest {
+        ControllerRequest::CreateTopic {
+            name: name.into(),
+            id: [1; 16],
+            partitions,
+            replication,
+            assignments: vec![],
+            configs: vec![],
+            validate_only: false,
+        }
+    }
+
+    #[test]
+    fn create_places_over_live_brokers_only() {
+        let image = image_with(&[(1, false), (2, true), (3, false)]);
+        let Ok(Plan::Propose(records)) = plan(&image, &create("t", 4, 1), 0) else {
+            panic!("planned");
+        };
+        let MetadataRecord::CreateTopic { partitions, .. } = &records[0] else {
+            panic!("a CreateTopic");
+        };
+        let leaders: Vec<i32> = partitions.iter().map(|p| p.replicas[0]).collect();
+        assert!(leaders.iter().all(|l| *l == 1 || *l == 3), "{leaders:?}");
+        assert!(leaders.contains(&1) && leaders.contains(&3));
+    }
+
+    #[test]
+    fn create_refusals() {
+        let image = image_with(&[(1, false)]);
+        let (e, msg) = plan(&image, &create("t", 1, 3), 0).expect_err("rf 3");
+        assert_eq!(e, ResponseError::InvalidReplicationFactor);
+        assert!(msg.contains("only 1 broker(s) are registered"), "{msg}");
+        let none = image_with(&[(1, true)]);
+        assert_eq!(
+            plan(&none, &create("t", 1, 1), 0).expect_err("no live").0,
+            ResponseError::InvalidReplicationFactor
+        );
+        let three = image_with(&[(1, false), (2, false), (3, false)]);
+        assert_eq!(
+            plan(&three, &create("t", 1, 3), 0).expect_err("rf>1").0,
+            ResponseError::InvalidReplicationFactor
+        );
+        let bad = ControllerRequest::CreateTopic {
+            name: "t".into(),
+            id: [1; 16],
+            partitions: -1,
+            replication: -1,
+            assignments: vec![vec![9]],
+            configs: vec![],
+            validate_only: false,
+        };
+        assert_eq!(
+            plan(&image, &bad, 0).expect_err("unknown broker").0,
+            ResponseError::InvalidReplicaAssignment
+        );
+    }
+
+    #[test]
+    fn validate_only_proposes_nothing_and_existing_topics_are_refused() {
+        let mut image = image_with(&[(1, false)]);
+        let mut req = create("t", 2, 1);
+        if let ControllerRequest::CreateTopic { validate_only, .. } = &mut req {
+            *validate_only = true;
+        }
+        assert_eq!(plan(&image, &req, 0), Ok(Plan::Nothing));
+        let Ok(Plan::Propose(records)) = plan(&image, &create("t", 2, 1), 0) else {
+            panic!("planned");
+        };
+        image.apply(99, &RecordBatch::new(records));
+        assert_eq!(
+            plan(&image, &create("t", 2, 1), 0).expect_err("exists").0,
+            ResponseError::TopicAlreadyExists
+        );
+        let grow = ControllerRequest::CreatePartitions {
+            name: "t".into(),
+            count: 2,
+            assignments: vec![],
+            validate_only: false,
+        };
+        assert_eq!(
+            plan(&image, &grow, 0).expect_err("not more").0,
+            ResponseError::InvalidPartitions
+        );
+    }
+
+    #[test]
+    fn answers_from_outcomes() {
+        let req = create("t", 1, 1);
+        assert_eq!(answer(&req, &[ApplyOutcome::Applied]).0, 0);
+        assert_eq!(
+            answer(&req, &[ApplyOutcome::TopicExists]).0,
+            ResponseError::TopicAlreadyExists.code()
+        );
+        assert_eq!(
+            answer(
+                &ControllerRequest::AllocateProducerIds { broker: 1 },
+                &[ApplyOutcome::ProducerIdBlock { first: 5000 }]
+            ),
+            (0, None, 5000)
+        );
+    }
+}

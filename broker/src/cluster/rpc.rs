@@ -1,0 +1,145 @@
+//! Requests a broker sends to the active controller (Kafka's forwarded admin writes,
+//! BrokerRegistration and BrokerHeartbeat), carried as opaque application RPCs over the Raft
+//! transport and encoded with rkyv.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::records::{decode_aligned, BrokerRegistration, RecordError};
+
+/// Bytes in one controller RPC at most (a CreateTopics with explicit assignments of many
+/// partitions fits).
+pub const CONTROLLER_RPC_BYTES_MAX: usize = 8 << 20;
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ControllerRequest {
+    /// `assignments` empty: the controller places `partitions` × `replication`.
+    CreateTopic {
+        name: String,
+        id: [u8; 16],
+        partitions: i32,
+        replication: i16,
+        assignments: Vec<Vec<i32>>,
+        configs: Vec<(String, String)>,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        assignments: Vec<Vec<i32>>,
+        validate_only: bool,
+    },
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
+    AllocateProducerIds {
+        broker: i32,
+    },
+    Register(BrokerRegistration),
+    Heartbeat {
+        id: i32,
+        incarnation: [u8; 16],
+        /// The metadata log index the broker has applied: it is unfenced only once caught up
+        /// with its own registration.
+        applied: u64,
+    },
+    /// The quorum's state as its leader sees it (DescribeQuorum, `spool cluster status`).
+    DescribeQuorum,
+}
+
+/// One replica of the metadata log as the leader sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub id: i32,
+    /// -1: unknown.
+    pub log_end_offset: i64,
+    /// Wall-clock ms of the replica's last acknowledged request; -1 unknown.
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+/// The metadata quorum, from its leader.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: i32,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaProgress>,
+    pub observers: Vec<ReplicaProgress>,
+    /// Voters' RPC endpoints: (id, host, port).
+    pub endpoints: Vec<(i32, String, u16)>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ControllerResponse {
+    /// A Kafka error code (0 = success) and message; `value` carries a request's number (the
+    /// first producer id of a block); `index` is the metadata log index that holds the change,
+    /// which the forwarding broker waits to have applied before it answers its client.
+    Done {
+        error_code: i16,
+        message: Option<String>,
+        value: i64,
+        index: u64,
+    },
+    /// This node does not lead the metadata quorum; `leader` is who does, if known.
+    NotController {
+        leader: Option<u64>,
+    },
+    Heartbeat {
+        fenced: bool,
+    },
+    Quorum(QuorumState),
+}
+
+impl ControllerRequest {
+    pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        Ok(bytes.into_vec())
+    }
+    pub fn decode(bytes: &[u8]) -> Result<ControllerRequest, RecordError> {
+        if bytes.len() > CONTROLLER_RPC_BYTES_MAX {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        decode_aligned(bytes)
+    }
+}
+
+impl ControllerResponse {
+    pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        Ok(bytes.into_vec())
+    }
+    pub fn decode(bytes: &[u8]) -> Result<ControllerResponse, RecordError> {
+        if bytes.len() > CONTROLLER_RPC_BYTES_MAX {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        decode_aligned(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let req = ControllerRequest::CreatePartitions {
+            name: "t".into(),
+            count: 4,
+            assignments: vec![vec![1], vec![2]],
+            validate_only: false,
+        };
+        let bytes = req.encode().expect("encode");
+        assert_eq!(ControllerRequest::decode(&bytes).expect("decode"), req);
+        assert!(ControllerRequest::decode(&bytes[..bytes.len() / 2]).is_err());
+        let resp = ControllerResponse::NotController { leader: Some(3) };
+        let bytes = resp.encode().expect("encode");
+        assert_eq!(ControllerResponse::decode(&bytes).expect("decode"), resp);
+        assert!(ControllerResponse::decode(&[0xff; 3]).is_err());
+    }
+}
