@@ -382,6 +382,9 @@ impl ClusterNode {
                     None,
                 )
                 .await;
+            // The broker waited on this write: it was alive all along, however long the
+            // commit took.
+            self.liveness.borrow_mut().insert(id, Instant::now());
             if let ControllerResponse::Done { error_code: 0, .. } = answer {
                 return ControllerResponse::Heartbeat { fenced: false };
             }
@@ -469,6 +472,9 @@ impl ClusterNode {
             }
             self.start_term_if_new();
             let now = Instant::now();
+            // The active controller never fences its own broker: they are one process, so
+            // the broker is alive while the controller runs (a one-node cluster under load
+            // once fenced itself while its own unfencing write was committing).
             let stale: Option<(i32, [u8; 16])> = {
                 let image = self.image.borrow();
                 let liveness = self.liveness.borrow();
@@ -476,9 +482,10 @@ impl ClusterNode {
                     .live_brokers()
                     .map(|b| (b.registration.id, b.registration.incarnation))
                     .find(|(id, _)| {
-                        liveness
-                            .get(id)
-                            .is_none_or(|seen| now.duration_since(*seen) > self.session_timeout)
+                        *id != self.node_id
+                            && liveness
+                                .get(id)
+                                .is_none_or(|seen| now.duration_since(*seen) > self.session_timeout)
                     });
                 found
             };
