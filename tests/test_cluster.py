@@ -426,8 +426,9 @@ def test_minority_down_writable_majority_down_times_out(cluster):
                                   request_timeout=20)
     with pytest.raises(Exception) as err:
         futures["majority-down"].result(timeout=30)
-    assert time.monotonic() - started < 25
-    assert "REQUEST_TIMED_OUT" in str(err.value) or "timed out" in str(err.value).lower(), err.value
+    # The broker's answer, after the request's own 3 s: not the client giving up at 20 s.
+    assert time.monotonic() - started < 12
+    assert "REQUEST_TIMED_OUT" in str(err.value), err.value
     for node in others:
         node.start()
     for node in others:

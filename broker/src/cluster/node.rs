@@ -71,7 +71,13 @@ impl Applied {
             return true;
         }
         let (wake, woken) = futures::channel::oneshot::channel();
-        self.waiters.borrow_mut().push((index, wake));
+        {
+            let mut waiters = self.waiters.borrow_mut();
+            // Waiters that timed out while nothing was applied (no quorum) are dropped here,
+            // so the list stays bounded by the requests actually waiting.
+            waiters.retain(|(_, w)| !w.is_canceled());
+            waiters.push((index, wake));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         futures::future::select(woken, Box::pin(runtime::sleep(left))).await;
         self.index.get() >= index
@@ -198,7 +204,17 @@ impl ClusterNode {
         let mut tried_bootstrap = 0usize;
         loop {
             let answer = match self.leader() {
-                Some(leader) if leader == self.node_id => Some(self.handle(request.clone()).await),
+                // Without a quorum the write never commits: answer at the request's deadline
+                // (the entry may still commit later, as a timed-out Kafka request may).
+                Some(leader) if leader == self.node_id => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match runtime::timeout(left, self.handle(request.clone())).await {
+                        Some(answer) => Some(answer),
+                        None => {
+                            return done(ResponseError::RequestTimedOut, "The request timed out.")
+                        }
+                    }
+                }
                 Some(leader) => match self.rpc_addr(leader) {
                     Some(addr) => {
                         self.forward(leader as NodeId, &addr, &request, deadline)
@@ -299,8 +315,11 @@ impl ClusterNode {
 
     /// Serves a controller request arriving over RPC (another node forwarding to us).
     pub async fn handle_rpc(self: Rc<Self>, payload: bytes::Bytes) -> Vec<u8> {
+        // The forwarder gave up by FORWARD_TIMEOUT_MAX; do not hold the write turn longer.
         let answer = match ControllerRequest::decode(&payload) {
-            Ok(request) => self.handle(request).await,
+            Ok(request) => runtime::timeout(FORWARD_TIMEOUT_MAX, self.handle(request))
+                .await
+                .unwrap_or_else(|| done(ResponseError::RequestTimedOut, "The request timed out.")),
             Err(e) => done(ResponseError::InvalidRequest, e.to_string()),
         };
         answer.encode().unwrap_or_default()

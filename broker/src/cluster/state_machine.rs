@@ -82,23 +82,26 @@ pub fn decode_outcomes(command: &Command) -> Vec<ApplyOutcome> {
 fn changes_of(records: &[MetadataRecord], before: &MetadataImage) -> Vec<Change> {
     records
         .iter()
-        .map(|r| match r {
-            MetadataRecord::ClusterId { .. } => Change::ClusterId,
-            MetadataRecord::RegisterBroker(_)
-            | MetadataRecord::FenceBroker { .. }
-            | MetadataRecord::UnfenceBroker { .. } => Change::Brokers,
-            MetadataRecord::CreateTopic { name, .. } => Change::Topic(name.clone()),
-            MetadataRecord::DeleteTopic { id }
-            | MetadataRecord::CreatePartitions { id, .. }
-            | MetadataRecord::AlterTopicConfigs { id, .. } => {
-                let name = before.topic_name_by_id(id).unwrap_or_default();
-                if matches!(r, MetadataRecord::DeleteTopic { .. }) {
-                    Change::TopicDeleted(name)
-                } else {
-                    Change::Topic(name)
+        .filter_map(|r| {
+            Some(match r {
+                MetadataRecord::ClusterId { .. } => Change::ClusterId,
+                MetadataRecord::RegisterBroker(_)
+                | MetadataRecord::FenceBroker { .. }
+                | MetadataRecord::UnfenceBroker { .. } => Change::Brokers,
+                MetadataRecord::CreateTopic { name, .. } => Change::Topic(name.clone()),
+                MetadataRecord::DeleteTopic { id }
+                | MetadataRecord::CreatePartitions { id, .. }
+                | MetadataRecord::AlterTopicConfigs { id, .. } => {
+                    let name = before.topic_name_by_id(id).unwrap_or_default();
+                    if matches!(r, MetadataRecord::DeleteTopic { .. }) {
+                        Change::TopicDeleted(name)
+                    } else {
+                        Change::Topic(name)
+                    }
                 }
-            }
-            MetadataRecord::ProducerIds { .. } => Change::Brokers,
+                // A producer-id block changes nothing any shard serves from.
+                MetadataRecord::ProducerIds { .. } => return None,
+            })
         })
         .collect()
 }
@@ -269,8 +272,8 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
                             "committed metadata entry {index} is undecodable: {e}"
                         ))
                     })?;
-                    let before = self.image.borrow().clone();
-                    changes = changes_of(&batch.records, &before);
+                    // Names come from the image before the batch (a deleted topic's name).
+                    changes = changes_of(&batch.records, &self.image.borrow());
                     outcomes = self.image.borrow_mut().apply(index, &batch);
                 }
                 EntryPayload::Membership(m) => {

@@ -38,7 +38,9 @@ pub const FLUSH_PARTITIONS_MAX: usize = 1024;
 /// for the controller (the Java client's request.timeout.ms).
 pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
 
-/// How long DescribeQuorum looks for the quorum's leader.
+/// How long DescribeQuorum looks for the quorum's leader before REQUEST_TIMED_OUT (the request
+/// has no timeout of its own; Kafka's forwarding uses 60 s, the Java admin's request timeout is
+/// 30 s).
 pub const QUORUM_TIMEOUT_MS: u64 = 20_000;
 
 pub struct Shard {
@@ -963,7 +965,6 @@ impl Shard {
     /// The metadata quorum, for DescribeQuorum on any shard.
     pub async fn describe_quorum(
         self: &Rc<Self>,
-        _timeout: Duration,
     ) -> Result<crate::cluster::rpc::QuorumState, ResponseError> {
         match self.call(0, Request::Quorum).await {
             Some(Reply::Quorum(Ok(q))) => Ok(q),

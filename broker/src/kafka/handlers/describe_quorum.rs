@@ -4,8 +4,6 @@
 //! forward this request to the active controller. No leader within the request's time is
 //! REQUEST_TIMED_OUT, as Kafka's forwarding answers.
 
-use std::time::Duration;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
@@ -21,11 +19,6 @@ use crate::kafka::Ctx;
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
-
-/// How long a broker looks for the quorum leader before answering REQUEST_TIMED_OUT (the
-/// request has no timeout of its own; Kafka's forwarding uses 60 s, the Java admin's request
-/// timeout is 30 s).
-const QUORUM_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub async fn handle(ctx: &Ctx, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let version = ctx.version();
@@ -54,7 +47,7 @@ pub async fn handle(ctx: &Ctx, request: DescribeQuorumRequest) -> DescribeQuorum
             .collect();
         return DescribeQuorumResponse::default().with_topics(topics);
     }
-    let quorum = match ctx.shard.describe_quorum(QUORUM_TIMEOUT).await {
+    let quorum = match ctx.shard.describe_quorum().await {
         Ok(q) => q,
         Err(e) => {
             let response = DescribeQuorumResponse::default().with_error_code(e.code());
