@@ -25,11 +25,14 @@ impl fmt::Display for Command {
 }
 
 openraft::declare_raft_types!(
-    /// Spool's Raft types: u64 node ids, commands as bytes, on glommio.
+    /// Spool's Raft types: u64 node ids, commands as bytes, on glommio. Standard Raft's
+    /// leader id (at most one leader per term): a term is a Kafka leader epoch, which names
+    /// one leader. openraft's default (`leader_id_adv`) lets two candidates lead one term.
     pub TypeConfig:
         D = Command,
         R = Command,
         NodeId = NodeId,
         Node = NodeInfo,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
         AsyncRuntime = crate::rt::GlommioRuntime,
 );

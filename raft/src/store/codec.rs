@@ -3,8 +3,8 @@
 //!
 //! An entry is a magic-2 batch of one record, so the Raft log is an ordinary Spool partition
 //! log that Kafka tooling could read: base offset = Raft index, partition leader epoch = term
-//! (both stamped by `PartitionLog::append`), record key = `[KEY_VERSION, kind, leader node id
-//! u64]`, record value = the payload (the command's bytes, an encoded membership, or null for a
+//! (both stamped by `PartitionLog::append`), record key = `[KEY_VERSION, kind]` (with one
+//! leader per term, the term alone names the entry's leader), record value = the payload (the command's bytes, an encoded membership, or null for a
 //! blank entry).
 //!
 //! Fault model: everything decoded here may be damaged. Every length and count is checked
@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use openraft::impls::leader_id_adv::LeaderId;
+use openraft::impls::leader_id_std::LeaderId;
 use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::{EntryPayload, LogId, Membership};
 use spool_protocol::batch::{self, HEADER_BYTES, MAGIC_V2, NO_PRODUCER_ID};
@@ -28,10 +28,11 @@ pub(crate) type RaftLogId = LogIdOf<TypeConfig>;
 pub(crate) type Vote = VoteOf<TypeConfig>;
 pub(crate) type RaftMembership = Membership<NodeId, NodeInfo>;
 
-/// Version of the record key layout.
-const KEY_VERSION: u8 = 1;
-/// `[version u8][kind u8][leader node id u64]`.
-const KEY_BYTES: usize = 10;
+/// Version of the record key layout (1 also held the leader's node id, for openraft's
+/// advanced leader ids).
+const KEY_VERSION: u8 = 2;
+/// `[version u8][kind u8]`.
+const KEY_BYTES: usize = 2;
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
@@ -49,9 +50,10 @@ pub(crate) const RPC_ADDR_BYTES_MAX: usize = 1024;
 const VARINT_BYTES_MAX: usize = 10;
 
 const STATE_MAGIC: &[u8; 4] = b"SPRS";
-const STATE_VERSION: u8 = 1;
-/// flags u8, vote (term, node), committed (term, node, index), purged (term, node, index).
-const STATE_BODY_BYTES: usize = 1 + 16 + 24 + 24;
+/// 1 held a leader node id in the committed and purged log ids too.
+const STATE_VERSION: u8 = 2;
+/// flags u8, vote (term, voted for), committed (term, index), purged (term, index).
+const STATE_BODY_BYTES: usize = 1 + 16 + 16 + 16;
 /// magic, version, body length u32, body, crc32c u32.
 const STATE_FILE_BYTES: usize = 4 + 1 + 4 + STATE_BODY_BYTES + 4;
 const FLAG_VOTE: u8 = 1;
@@ -77,7 +79,6 @@ pub(crate) fn encode_entry(entry: &Entry, now_ms: i64) -> Result<(Bytes, i32), S
     let mut key = [0u8; KEY_BYTES];
     key[0] = KEY_VERSION;
     key[1] = kind;
-    key[2..].copy_from_slice(&entry.log_id.leader_id.node_id.to_be_bytes());
     Ok((encode_batch(&key, value.as_deref(), epoch, now_ms), epoch))
 }
 
@@ -142,7 +143,6 @@ pub(crate) fn decode_entry(batch_bytes: &Bytes, index: u64) -> Result<Entry, Sto
     if key.len() != KEY_BYTES || key[0] != KEY_VERSION {
         return Err(corrupt("unknown record key version"));
     }
-    let node_id = NodeId::from_be_bytes(key[2..].try_into().map_err(|_| corrupt("key"))?);
     let payload = match (key[1], value) {
         (KIND_BLANK, None) => EntryPayload::Blank,
         (KIND_NORMAL, Some(value)) => EntryPayload::Normal(Command(value)),
@@ -152,7 +152,7 @@ pub(crate) fn decode_entry(batch_bytes: &Bytes, index: u64) -> Result<Entry, Sto
         _ => return Err(corrupt("unknown entry kind or missing value")),
     };
     Ok(Entry {
-        log_id: LogId::new(LeaderId { term, node_id }, index),
+        log_id: LogId::new_term_index(term, index),
         payload,
     })
 }
@@ -321,14 +321,14 @@ impl PersistentState {
         let (term, node) = self
             .vote
             .as_ref()
-            .map_or((0, 0), |v| (v.leader_id.term, v.leader_id.node_id));
+            .map_or((0, 0), |v| (v.leader_id.term, v.leader_id.voted_for));
         out.extend_from_slice(&term.to_be_bytes());
         out.extend_from_slice(&node.to_be_bytes());
         for log_id in [&self.committed, &self.purged] {
-            let (term, node, index) = log_id.as_ref().map_or((0, 0, 0), |l| {
-                (l.leader_id.term, l.leader_id.node_id, l.index)
-            });
-            for value in [term, node, index] {
+            let (term, index) = log_id
+                .as_ref()
+                .map_or((0, 0), |l| (l.leader_id.term, l.index));
+            for value in [term, index] {
                 out.extend_from_slice(&value.to_be_bytes());
             }
         }
@@ -367,13 +367,13 @@ impl PersistentState {
         let vote = (flags & FLAG_VOTE != 0).then_some(Vote {
             leader_id: LeaderId {
                 term,
-                node_id: node,
+                voted_for: node,
             },
             committed: flags & FLAG_VOTE_COMMITTED != 0,
         });
         let mut log_id = |present: bool| -> Result<Option<RaftLogId>, &'static str> {
-            let (term, node_id, index) = (r.u64()?, r.u64()?, r.u64()?);
-            Ok(present.then(|| LogId::new(LeaderId { term, node_id }, index)))
+            let (term, index) = (r.u64()?, r.u64()?);
+            Ok(present.then(|| LogId::new_term_index(term, index)))
         };
         let committed = log_id(flags & FLAG_COMMITTED != 0)?;
         let purged = log_id(flags & FLAG_PURGED != 0)?;

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures_lite::future::poll_once;
-use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::{
     EntryResponder, IOFlushed, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder,
     RaftStateMachine, Snapshot, SnapshotMeta,
@@ -55,13 +54,13 @@ async fn open_mem(fs: &MemFs) -> Result<LogStore, StoreError> {
     LogStore::open(group_dir(), Backend::Memory(fs.clone()), small_config()).await
 }
 
-fn log_id(term: u64, node_id: u64, index: u64) -> RaftLogId {
-    LogId::new(LeaderId { term, node_id }, index)
+fn log_id(term: u64, index: u64) -> RaftLogId {
+    LogId::new_term_index(term, index)
 }
 
 fn normal(term: u64, index: u64, data: &str) -> Entry {
     Entry {
-        log_id: log_id(term, 1, index),
+        log_id: log_id(term, index),
         payload: EntryPayload::Normal(Command(Bytes::from(data.to_owned()))),
     }
 }
@@ -250,16 +249,16 @@ fn reopen_keeps_entries_vote_committed_and_log_state() {
         let vote = Vote::new_committed(3, 1);
         store.save_vote(&vote).await.unwrap();
         let mut entries = vec![Entry {
-            log_id: log_id(1, 1, 0),
+            log_id: log_id(1, 0),
             payload: EntryPayload::Membership(membership()),
         }];
         entries.push(Entry {
-            log_id: log_id(2, 2, 1),
+            log_id: log_id(2, 1),
             payload: EntryPayload::Blank,
         });
         entries.extend((2..30).map(|i| normal(3, i, &format!("command-{i}"))));
         append_acked(&mut store, entries.clone()).await.unwrap();
-        store.save_committed(Some(log_id(3, 1, 20))).await.unwrap();
+        store.save_committed(Some(log_id(3, 20))).await.unwrap();
         drop(store);
 
         fs.crash();
@@ -268,13 +267,10 @@ fn reopen_keeps_entries_vote_committed_and_log_state() {
             store.get_log_reader().await.read_vote().await.unwrap(),
             Some(vote)
         );
-        assert_eq!(
-            store.read_committed().await.unwrap(),
-            Some(log_id(3, 1, 20))
-        );
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 20)));
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, None);
-        assert_eq!(state.last_log_id, Some(log_id(3, 1, 29)));
+        assert_eq!(state.last_log_id, Some(log_id(3, 29)));
         assert_eq!(all_entries(&mut store).await, entries);
     });
 }
@@ -313,7 +309,7 @@ fn crash_keeps_every_acknowledged_entry_and_drops_the_unsynced_rest() {
             (0..12).collect::<Vec<_>>()
         );
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(5, 1, 11)));
+        assert_eq!(state.last_log_id, Some(log_id(5, 11)));
         let vote = store.get_log_reader().await.read_vote().await.unwrap();
         assert_eq!(vote, Some(Vote::new(5, 2)));
         // The log continues where the durable entries end.
@@ -381,14 +377,14 @@ fn purge_deletes_whole_segments_and_survives_reopen() {
         let segments_before = segment_count(&fs);
         assert!(segments_before > 3, "small segments roll");
 
-        store.purge(log_id(1, 1, 30)).await.unwrap();
+        store.purge(log_id(1, 30)).await.unwrap();
         assert!(
             segment_count(&fs) < segments_before,
             "whole segments deleted"
         );
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 30)));
-        assert_eq!(state.last_log_id, Some(log_id(1, 1, 59)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 30)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 59)));
         assert_eq!(
             indexes(&all_entries(&mut store).await),
             (31..60).collect::<Vec<_>>()
@@ -398,15 +394,15 @@ fn purge_deletes_whole_segments_and_survives_reopen() {
         fs.crash();
         let mut store = open_mem(&fs).await.unwrap();
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 30)));
-        assert_eq!(state.last_log_id, Some(log_id(1, 1, 59)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 30)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 59)));
         assert_eq!(
             indexes(&all_entries(&mut store).await),
             (31..60).collect::<Vec<_>>()
         );
 
         // Past the end (a snapshot beyond the log): the log restarts after the purge point.
-        store.purge(log_id(4, 2, 100)).await.unwrap();
+        store.purge(log_id(4, 100)).await.unwrap();
         append_acked(&mut store, vec![normal(4, 101, "after snapshot")])
             .await
             .unwrap();
@@ -414,8 +410,8 @@ fn purge_deletes_whole_segments_and_survives_reopen() {
         fs.crash();
         let mut store = open_mem(&fs).await.unwrap();
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(4, 2, 100)));
-        assert_eq!(state.last_log_id, Some(log_id(4, 1, 101)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(4, 100)));
+        assert_eq!(state.last_log_id, Some(log_id(4, 101)));
         assert_eq!(indexes(&all_entries(&mut store).await), vec![101]);
     });
 }
@@ -437,7 +433,7 @@ fn a_purge_interrupted_before_the_log_restart_is_finished_on_open() {
             .unwrap();
         // The purge point is durable; the crash comes before the log restarts past it.
         let purged = PersistentState {
-            purged: Some(log_id(2, 1, 50)),
+            purged: Some(log_id(2, 50)),
             ..PersistentState::default()
         };
         store.shared.write_state(purged).await.unwrap();
@@ -446,8 +442,8 @@ fn a_purge_interrupted_before_the_log_restart_is_finished_on_open() {
 
         let mut store = open_mem(&fs).await.unwrap();
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 50)));
-        assert_eq!(state.last_log_id, Some(log_id(2, 1, 50)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 50)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 50)));
         assert!(all_entries(&mut store).await.is_empty());
         append_acked(&mut store, vec![normal(2, 51, "next")])
             .await
@@ -492,7 +488,7 @@ fn a_failed_fdatasync_is_reported_to_the_callback_and_loses_the_entry() {
         let result = append_acked(&mut store, vec![normal(1, 1, "fails")]).await;
         assert!(result.is_err());
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(1, 1, 0)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 0)));
     });
 }
 
@@ -507,7 +503,7 @@ fn dma_store_reopens_with_its_entries_and_vote() {
         store.save_vote(&Vote::new_committed(2, 3)).await.unwrap();
         let entries: Vec<Entry> = (0..40).map(|i| normal(2, i, &"d".repeat(50))).collect();
         append_acked(&mut store, entries.clone()).await.unwrap();
-        store.purge(log_id(2, 1, 9)).await.unwrap();
+        store.purge(log_id(2, 9)).await.unwrap();
         drop(store);
 
         let mut store = LogStore::open(dir.clone(), Backend::Dma, small_config())
@@ -516,8 +512,8 @@ fn dma_store_reopens_with_its_entries_and_vote() {
         let vote = store.get_log_reader().await.read_vote().await.unwrap();
         assert_eq!(vote, Some(Vote::new_committed(2, 3)));
         let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 9)));
-        assert_eq!(state.last_log_id, Some(log_id(2, 1, 39)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 9)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 39)));
         assert_eq!(all_entries(&mut store).await, entries[10..].to_vec());
     });
 }
@@ -537,7 +533,7 @@ fn a_damaged_state_file_is_a_clear_error() {
         (4, 0x07),
         (9, 0x80),
         (20, 0x01),
-        (73, 0x10),
+        (60, 0x10),
     ];
     for (position, mask) in cases {
         run(async {
@@ -559,8 +555,8 @@ fn a_damaged_state_file_is_a_clear_error() {
 fn state_decoding_checks_the_length_before_trusting_it() {
     let state = PersistentState {
         vote: Some(Vote::new_committed(9, 4)),
-        committed: Some(log_id(9, 4, 100)),
-        purged: Some(log_id(8, 3, 50)),
+        committed: Some(log_id(9, 100)),
+        purged: Some(log_id(8, 50)),
     };
     let bytes = state.encode();
     assert_eq!(PersistentState::decode(&bytes), Ok(state));
@@ -616,7 +612,7 @@ fn reseal(batch: &mut [u8]) {
 #[test]
 fn record_decoding_checks_every_length() {
     let entry = Entry {
-        log_id: log_id(4, 2, 0),
+        log_id: log_id(4, 0),
         payload: EntryPayload::Membership(membership()),
     };
     let (batch, epoch) = encode_entry(&entry, 1_000).unwrap();
@@ -679,7 +675,7 @@ fn entry_batches_are_what_kafka_decodes() {
         ),
         (
             Entry {
-                log_id: log_id(3, 9, 0),
+                log_id: log_id(3, 0),
                 payload: EntryPayload::Blank,
             },
             None,
@@ -693,8 +689,7 @@ fn entry_batches_are_what_kafka_decodes() {
         assert_eq!(record.value, value);
         assert_eq!(record.timestamp, 1_234);
         let key = record.key.clone().unwrap();
-        assert_eq!(key.len(), 10);
-        assert_eq!(&key[2..], &entry.log_id.leader_id.node_id.to_be_bytes());
+        assert_eq!(key.len(), 2);
         spool_protocol::batch::validate(&batch).unwrap();
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use openraft::impls::leader_id_adv;
+use openraft::impls::leader_id_std;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -24,7 +24,7 @@ use super::messages::{self as m, ArchivedFailure};
 use super::{Failure, Request, Response, WireError};
 use crate::{Command, NodeId, NodeInfo, TypeConfig};
 
-type RaftLeaderId = leader_id_adv::LeaderId<u64, NodeId>;
+type RaftLeaderId = leader_id_std::LeaderId<u64, NodeId>;
 type RaftMembership = Membership<NodeId, NodeInfo>;
 
 // ---- openraft → mirror ----------------------------------------------------------------------
@@ -110,7 +110,7 @@ fn vote_req_to_wire(r: &VoteRequest<TypeConfig>) -> m::VoteRequest {
 fn leader_id_to_wire(l: &RaftLeaderId) -> m::LeaderId {
     m::LeaderId {
         term: l.term,
-        node_id: l.node_id,
+        voted_for: l.voted_for,
     }
 }
 
@@ -123,7 +123,7 @@ fn vote_to_wire(v: &VoteOf<TypeConfig>) -> m::Vote {
 
 fn log_id_to_wire(l: &LogIdOf<TypeConfig>) -> m::LogId {
     m::LogId {
-        leader_id: leader_id_to_wire(&l.leader_id),
+        term: l.leader_id.term,
         index: l.index,
     }
 }
@@ -276,7 +276,7 @@ fn vote_req_from_wire(r: &m::ArchivedVoteRequest) -> VoteRequest<TypeConfig> {
 fn leader_id_from_wire(l: &m::ArchivedLeaderId) -> RaftLeaderId {
     RaftLeaderId {
         term: l.term.to_native(),
-        node_id: l.node_id.to_native(),
+        voted_for: l.voted_for.to_native(),
     }
 }
 
@@ -288,10 +288,7 @@ fn vote_from_wire(v: &m::ArchivedVote) -> VoteOf<TypeConfig> {
 }
 
 fn log_id_from_wire(l: &m::ArchivedLogId) -> LogIdOf<TypeConfig> {
-    openraft::LogId {
-        leader_id: leader_id_from_wire(&l.leader_id),
-        index: l.index.to_native(),
-    }
+    openraft::LogId::new_term_index(l.term.to_native(), l.index.to_native())
 }
 
 fn opt_log_id_from_wire(l: &ArchivedOption<m::ArchivedLogId>) -> Option<LogIdOf<TypeConfig>> {

@@ -12,11 +12,11 @@
 use bytes::Bytes;
 use rkyv::{Archive, Serialize};
 
-/// openraft's advanced leader id: several candidates may hold one term.
+/// Standard Raft's leader id: a term and the candidate voted for in it.
 #[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderId {
     pub term: u64,
-    pub node_id: u64,
+    pub voted_for: u64,
 }
 
 #[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,10 @@ pub struct Vote {
     pub committed: bool,
 }
 
-/// A log id; the committed leader id is the leader id itself with the advanced leader id.
+/// A log id; with one leader per term the committed leader id is the term alone.
 #[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogId {
-    pub leader_id: LeaderId,
+    pub term: u64,
     pub index: u64,
 }
 

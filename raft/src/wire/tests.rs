@@ -20,14 +20,8 @@ fn vote(term: u64, node: u64, committed: bool) -> VoteOf<TypeConfig> {
     v
 }
 
-fn log_id(term: u64, node: u64, index: u64) -> LogIdOf<TypeConfig> {
-    openraft::LogId::new(
-        openraft::impls::leader_id_adv::LeaderId {
-            term,
-            node_id: node,
-        },
-        index,
-    )
+fn log_id(term: u64, index: u64) -> LogIdOf<TypeConfig> {
+    openraft::LogId::new_term_index(term, index)
 }
 
 fn node(port: u16) -> NodeInfo {
@@ -48,19 +42,19 @@ fn joint_membership() -> Membership<u64, NodeInfo> {
 fn entries() -> Vec<EntryOf<TypeConfig>> {
     vec![
         openraft::Entry {
-            log_id: log_id(3, 1, 10),
+            log_id: log_id(3, 10),
             payload: EntryPayload::Blank,
         },
         openraft::Entry {
-            log_id: log_id(3, 1, 11),
+            log_id: log_id(3, 11),
             payload: EntryPayload::Normal(Command(Bytes::from_static(b"record batch"))),
         },
         openraft::Entry {
-            log_id: log_id(3, 1, 12),
+            log_id: log_id(3, 12),
             payload: EntryPayload::Normal(Command(Bytes::new())),
         },
         openraft::Entry {
-            log_id: log_id(3, 1, 13),
+            log_id: log_id(3, 13),
             payload: EntryPayload::Membership(joint_membership()),
         },
     ]
@@ -105,9 +99,9 @@ fn append_entries_round_trip() {
     let cases = [
         AppendEntriesRequest {
             vote: vote(3, 1, true),
-            prev_log_id: Some(log_id(2, 2, 9)),
+            prev_log_id: Some(log_id(2, 9)),
             entries: entries(),
-            leader_commit: Some(log_id(3, 1, 10)),
+            leader_commit: Some(log_id(3, 10)),
         },
         // A heartbeat from a fresh leader: nothing before it, nothing committed.
         AppendEntriesRequest {
@@ -130,7 +124,7 @@ fn vote_and_pre_vote_round_trip() {
     let cases = [
         VoteRequest {
             vote: vote(5, 2, false),
-            last_log_id: Some(log_id(4, 1, 100)),
+            last_log_id: Some(log_id(4, 100)),
             leadership_transfer: true,
         },
         VoteRequest::new(vote(1, 3, false), None),
@@ -152,8 +146,8 @@ fn full_snapshot_round_trip() {
     let cases = [
         SnapshotOf::<TypeConfig, Bytes> {
             meta: SnapshotMeta {
-                last_log_id: Some(log_id(3, 1, 13)),
-                last_membership: StoredMembership::new(Some(log_id(3, 1, 13)), joint_membership()),
+                last_log_id: Some(log_id(3, 13)),
+                last_membership: StoredMembership::new(Some(log_id(3, 13)), joint_membership()),
             },
             snapshot: Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<_>>()),
         },
@@ -182,7 +176,7 @@ fn full_snapshot_round_trip() {
 #[test]
 fn transfer_leader_round_trip() {
     let cases = [
-        TransferLeaderRequest::new(vote(7, 1, true), 3, Some(log_id(7, 1, 42))),
+        TransferLeaderRequest::new(vote(7, 1, true), 3, Some(log_id(7, 42))),
         TransferLeaderRequest::new(vote(1, 2, true), 1, None),
     ];
     for want in cases {
@@ -197,13 +191,13 @@ fn transfer_leader_round_trip() {
 fn responses_round_trip() {
     let cases = [
         Response::AppendEntries(AppendEntriesResponse::Success),
-        Response::AppendEntries(AppendEntriesResponse::PartialSuccess(Some(log_id(2, 1, 5)))),
+        Response::AppendEntries(AppendEntriesResponse::PartialSuccess(Some(log_id(2, 5)))),
         Response::AppendEntries(AppendEntriesResponse::PartialSuccess(None)),
         Response::AppendEntries(AppendEntriesResponse::Conflict),
         Response::AppendEntries(AppendEntriesResponse::HigherVote(vote(9, 3, false))),
         Response::Vote(VoteResponse::new(
             vote(4, 2, false),
-            Some(log_id(3, 2, 8)),
+            Some(log_id(3, 8)),
             true,
         )),
         Response::Vote(VoteResponse::new(vote(4, 2, true), None, false)),
@@ -214,7 +208,7 @@ fn responses_round_trip() {
             actual: vote(3, 2, true),
         })),
         Response::TransferLeader(Err(TransferLeaderError::LogNotFlushed {
-            expected: Some(log_id(2, 1, 10)),
+            expected: Some(log_id(2, 10)),
             actual: None,
         })),
         Response::Failed(Failure::UnknownGroup),
@@ -274,19 +268,13 @@ fn invalid_membership_is_refused() {
             vote: messages::Vote {
                 leader_id: messages::LeaderId {
                     term: 1,
-                    node_id: 1,
+                    voted_for: 1,
                 },
                 committed: true,
             },
             prev_log_id: None,
             entries: vec![messages::Entry {
-                log_id: messages::LogId {
-                    leader_id: messages::LeaderId {
-                        term: 1,
-                        node_id: 1,
-                    },
-                    index: 1,
-                },
+                log_id: messages::LogId { term: 1, index: 1 },
                 payload: messages::Payload::Membership(messages::Membership {
                     configs: vec![vec![1, 4]],
                     nodes: vec![messages::Node {
