@@ -55,15 +55,20 @@ def kafka_tool(main_class, *args, timeout=120, check=True):
     return out
 
 
+# Logged by a node that installs a metadata snapshot sent by the quorum leader.
+SNAPSHOT_INSTALLED = "installed a metadata snapshot from the quorum leader"
+
+
 class Node:
     """One `spool broker` process of a cluster."""
 
-    def __init__(self, workdir, node_id, roles, voters, kafka_port, rpc_port, rack=None,
+    def __init__(self, workdir, node_id, roles, quorum, kafka_port, rpc_port, rack=None,
                  extra=()):
         self.workdir = Path(workdir)
         self.node_id = node_id
         self.roles = roles
-        self.voters = voters
+        # "controller.quorum.voters=..." or "controller.quorum.bootstrap.servers=...".
+        self.quorum = quorum
         self.kafka_port = kafka_port
         self.rpc_port = rpc_port
         self.rack = rack
@@ -85,7 +90,7 @@ class Node:
                "--log-dirs", str(self.data_dir), "--node-id", str(self.node_id),
                "--cores", os.environ.get("SPOOL_TEST_CORES", "2"),
                "--set", f"process.roles={self.roles}",
-               "--set", f"controller.quorum.voters={self.voters}",
+               "--set", self.quorum,
                # Faster than Kafka's defaults so the fault tests stay short.
                "--set", "broker.heartbeat.interval.ms=500",
                "--set", "broker.session.timeout.ms=3000",
@@ -137,6 +142,12 @@ class Node:
                 self.proc.wait(timeout=10)
         self.proc = None
 
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, n=40):
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -145,16 +156,23 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, controllers=3, brokers_only=0, racks=None, extra=()):
+    def __init__(self, controllers=3, brokers_only=0, racks=None, extra=(),
+                 bootstrap_only=()):
+        """Nodes in `bootstrap_only` (broker-only ids) know the quorum only by
+        controller.quorum.bootstrap.servers; the others by controller.quorum.voters."""
         self.workdir = tempfile.mkdtemp(prefix="spool-cluster-")
         ids = list(range(1, controllers + brokers_only + 1))
         ports = {i: (free_port(), free_port()) for i in ids}
         voters = ",".join(f"{i}@127.0.0.1:{ports[i][1]}" for i in ids[:controllers])
+        bootstrap = ",".join(f"127.0.0.1:{ports[i][1]}" for i in ids[:controllers])
         self.nodes = {}
         for n, i in enumerate(ids):
             roles = "broker,controller" if n < controllers else "broker"
+            assert i not in bootstrap_only or n >= controllers
+            quorum = (f"controller.quorum.bootstrap.servers={bootstrap}" if i in bootstrap_only
+                      else f"controller.quorum.voters={voters}")
             rack = racks[n] if racks else None
-            self.nodes[i] = Node(self.workdir, i, roles, voters, ports[i][0], ports[i][1],
+            self.nodes[i] = Node(self.workdir, i, roles, quorum, ports[i][0], ports[i][1],
                                  rack=rack, extra=extra)
 
     def start(self):
@@ -401,11 +419,14 @@ def test_quorum_leader_kill9_elects_new_leader_and_keeps_metadata(cluster):
         # catches up from a snapshot.
         for i in range(20):
             create_topic(c.admin(), f"r{round_}-{i}", 1)
+        installed_before = victim.log_text().count(SNAPSHOT_INSTALLED)
         victim.start()
         victim.wait_listening()
         c.wait_brokers(3)
         names = set(c.admin(victim).list_topics(timeout=10).topics)
         assert {f"r{round_}-{i}" for i in range(20)} <= names
+        assert victim.log_text().count(SNAPSHOT_INSTALLED) > installed_before, \
+            f"node {victim.node_id} caught up without the leader's snapshot:\n{victim.log_tail()}"
     sys.stderr.write(f"[quorum leader election after kill -9: "
                      f"{', '.join(f'{e:.2f}' for e in elections)} s; "
                      f"median {statistics.median(elections):.2f} s]\n")
@@ -437,8 +458,34 @@ def test_minority_down_writable_majority_down_times_out(cluster):
     create_topic(c.admin(), "majority-back", 1)
 
 
+def produce_and_count(c, topic):
+    """One record to every partition of `topic` (acks=all), then all of them read back: every
+    partition's broker serves produce and fetch."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    partitions = sorted(partition_leaders(c.admin(), topic))
+    errors = []
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in partitions:
+        p.produce(topic, value=f"after-{i}".encode(), partition=i,
+                  on_delivery=lambda err, _msg: err and errors.append(err))
+    assert p.flush(30) == 0 and not errors, errors
+    consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": f"count-{topic}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, i, 0) for i in partitions])
+    seen = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not {f"after-{i}" for i in partitions} <= seen:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            seen.add(m.value().decode())
+    consumer.close()
+    assert {f"after-{i}" for i in partitions} <= seen, seen
+
+
 def test_three_controllers_and_two_brokers(cluster):
-    c = cluster(controllers=3, brokers_only=2, racks=["a", "b", "c", "a", "b"])
+    # Broker 5 knows the controllers only by controller.quorum.bootstrap.servers (KIP-853).
+    c = cluster(controllers=3, brokers_only=2, racks=["a", "b", "c", "a", "b"],
+                bootstrap_only=(5,))
     create_topic(c.admin(), "five", 10)
     leaders = partition_leaders(c.admin(c.nodes[5]), "five")
     assert set(leaders.values()) == {1, 2, 3, 4, 5}
@@ -447,6 +494,11 @@ def test_three_controllers_and_two_brokers(cluster):
     status = c.quorum(c.nodes[5])
     assert sorted(v["id"] for v in json.loads(status["CurrentVoters"])) == [1, 2, 3]
     assert sorted(o["id"] for o in json.loads(status["CurrentObservers"])) == [4, 5]
-    # A broker-only node that dies is fenced: Metadata stops listing it.
+    # A broker-only node that dies is fenced: Metadata stops listing it; restarted, it
+    # finds the quorum again through the bootstrap servers and serves its partitions.
     c.nodes[5].kill9()
     c.wait_brokers(4, timeout=30)
+    c.nodes[5].start()
+    c.nodes[5].wait_listening()
+    c.wait_brokers(5)
+    produce_and_count(c, "five")

@@ -315,6 +315,12 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
             let on_disk = self.snapshot.borrow().as_ref().map(|s| s.meta.clone());
             if on_disk.as_ref() != Some(meta) {
                 persist(dir.clone(), &stored).await?;
+                // Not our own snapshot reloaded at start: the leader sent it because our log
+                // was behind its purge point.
+                tracing::info!(
+                    "installed a metadata snapshot from the quorum leader up to index {}",
+                    meta.last_log_id.map_or(0, |l| l.index)
+                );
             }
         }
         *self.snapshot.borrow_mut() = Some(stored);
