@@ -292,8 +292,6 @@ async fn shard_main(args: ShardArgs) {
     drop(accept);
     shard.close_all().await;
     if let Some(node) = node {
-        if let Err(e) = node.raft.shutdown().await {
-            tracing::warn!("metadata quorum did not stop cleanly: {e}");
-        }
+        node.shutdown().await;
     }
 }

@@ -74,6 +74,7 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
             dir.display()
         ))
     });
+    let store_closer = log_store.closer();
     let router = spool_raft::transport::Router::new(config.node_id as NodeId);
     let network = spool_raft::transport::network_factory(router.clone(), METADATA_GROUP);
     let raft_config = node::raft_config(cluster).unwrap_or_else(|e| fatal(e));
@@ -105,12 +106,9 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
         if let Err(e) = raft.initialize(members).await {
             tracing::debug!("metadata quorum already initialized: {e}");
         }
-        if cluster.single_node() {
-            // Its own only voter: no need to wait out an election timeout at every start.
-            if let Err(e) = raft.trigger().elect(false).await {
-                tracing::debug!("cannot trigger an election: {e}");
-            }
-        }
+        // A one-node cluster needs no trigger: openraft elects a sole voter at its first tick
+        // without waiting out an election timeout (a trigger of our own raced that election
+        // and logged a warning at every start).
     }
 
     let incarnation = uuid::Uuid::new_v4().into_bytes();
@@ -139,6 +137,7 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
         &config,
         registration,
     );
+    *node.store_closer.borrow_mut() = Some(store_closer);
     *shard.cluster.borrow_mut() = Some(node.clone());
 
     if let Some((host, port)) = &cluster.rpc_listen {

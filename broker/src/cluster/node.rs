@@ -112,6 +112,8 @@ pub struct ClusterNode {
     producer_ids: Cell<(i64, i64)>,
     /// The RPC listener, kept for the node's life (a one-node cluster has none).
     pub rpc_server: RefCell<Option<spool_raft::transport::RpcServer>>,
+    /// Closes the metadata log after the group stops (see [`ClusterNode::shutdown`]).
+    pub store_closer: RefCell<Option<spool_raft::store::StoreCloser>>,
 }
 
 fn done(error: ResponseError, message: impl Into<String>) -> ControllerResponse {
@@ -153,7 +155,25 @@ impl ClusterNode {
             led_term: Cell::new(None),
             producer_ids: Cell::new((0, 0)),
             rpc_server: RefCell::new(None),
+            store_closer: RefCell::new(None),
         })
+    }
+
+    /// Stops the metadata group, then closes its log cleanly so the next start does not have
+    /// to recover the log's tail.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("metadata quorum did not stop cleanly: {e}");
+            return;
+        }
+        let closer = self.store_closer.borrow_mut().take();
+        if let Some(closer) = closer {
+            match closer.close().await {
+                Ok(true) => {}
+                Ok(false) => tracing::info!("metadata log still in use at shutdown"),
+                Err(e) => tracing::warn!("metadata log did not close cleanly: {e}"),
+            }
+        }
     }
 
     /// The current leader of the metadata quorum, as this node knows it.

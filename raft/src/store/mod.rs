@@ -115,6 +115,28 @@ pub struct LogStore {
     shared: Rc<Shared>,
 }
 
+/// Closes a store's log cleanly once openraft has let go of it (after `Raft::shutdown`), so
+/// the next open finds a clean-shutdown marker instead of recovering the log's tail.
+///
+/// Owned by: whoever shuts the group down.
+pub struct StoreCloser {
+    shared: Rc<Shared>,
+}
+
+impl StoreCloser {
+    /// Closes the log if nothing else holds the store: true if it did. A store still held
+    /// (a task openraft has not dropped yet) is left to recovery at the next open.
+    pub async fn close(self) -> Result<bool, StoreError> {
+        match Rc::try_unwrap(self.shared) {
+            Ok(shared) => {
+                shared.log.close().await?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
 /// A reader of the store's log and vote, for openraft's replication tasks.
 ///
 /// Owned by: the group's shard.
@@ -161,6 +183,15 @@ impl LogStore {
         Ok(LogStore {
             shared: Rc::new(shared),
         })
+    }
+}
+
+impl LogStore {
+    /// The handle that closes the log after openraft is done with it.
+    pub fn closer(&self) -> StoreCloser {
+        StoreCloser {
+            shared: self.shared.clone(),
+        }
     }
 }
 
