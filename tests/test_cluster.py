@@ -10,7 +10,9 @@ Checked with real clients and Kafka's own tools (Maven Central jars, deploy/kafk
   REQUEST_TIMED_OUT within the request's timeout, not a hang;
 - every client produces to and consumes from the cluster; consumer groups work with
   coordinators on different brokers;
-- three controllers plus two broker-only nodes.
+- three controllers plus two broker-only nodes, one knowing the quorum only by
+  controller.quorum.bootstrap.servers;
+- deploy/cluster.sh starts a working 3-node cluster and stops it.
 Every wait is bounded; processes are signalled only by their own PID.
 """
 import json
@@ -502,3 +504,48 @@ def test_three_controllers_and_two_brokers(cluster):
     c.nodes[5].wait_listening()
     c.wait_brokers(5)
     produce_and_count(c, "five")
+
+
+def test_deploy_cluster_script_starts_a_working_three_node_cluster(tmp_path):
+    """deploy/cluster.sh, as the README shows it, run from a copy of deploy/ so its
+    ./spool-cluster data stays out of the checkout (it uses its fixed ports 19092-39093)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    shutil.copytree(ROOT / "deploy" / "cluster", tmp_path / "deploy" / "cluster")
+    shutil.copy(ROOT / "deploy" / "cluster.sh", tmp_path / "deploy" / "cluster.sh")
+    env = dict(os.environ, SPOOL_BIN=str(spool_bin()))
+    script = [str(tmp_path / "deploy" / "cluster.sh")]
+    pids = []
+    try:
+        out = subprocess.run(["bash", *script, "start"], capture_output=True, text=True,
+                             timeout=180, env=env)
+        pids = [int(p.read_text()) for p in (tmp_path / "spool-cluster").glob("node-*.pid")]
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert len(pids) == 3
+        status = json.loads(subprocess.run(
+            [str(spool_bin()), "cluster", "status", "--bootstrap-server", "127.0.0.1:29092",
+             "--json"], capture_output=True, text=True, timeout=30, check=True).stdout)
+        assert status["leader"] in (1, 2, 3), status
+        bootstrap = "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        for i in range(30):
+            p.produce("deploy-script", value=f"v{i}".encode())
+        assert p.flush(60) == 0
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "deploy-script",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["deploy-script"])
+        got = set()
+        deadline = time.monotonic() + 60
+        while len(got) < 30 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.add(m.value().decode())
+        c.close()
+        assert got == {f"v{i}" for i in range(30)}
+    finally:
+        out = subprocess.run(["bash", *script, "stop"], capture_output=True, text=True,
+                             timeout=120, env=env)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not any(pid_alive(pid) for pid in pids)
