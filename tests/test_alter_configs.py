@@ -39,13 +39,16 @@ def raw_admin(c):
 
 
 def describe_on(admin, node_id, topic):
-    """The topic's configs as broker `node_id` itself serves them: name -> (value, source)."""
+    """The topic's configs as broker `node_id` itself serves them: name -> (value, source);
+    None while that broker does not know the topic yet."""
     from kafka.protocol.admin import DescribeConfigsRequest_v2
     response = admin.send_request(
         DescribeConfigsRequest_v2(resources=[(RESOURCE_TOPIC, topic, None)],
                                   include_synonyms=False),
         node_id=node_id)
     (error_code, error_message, _, _, entries), = response.resources
+    if error_code == UNKNOWN_TOPIC_OR_PARTITION:
+        return None
     assert error_code == 0, (node_id, error_code, error_message)
     return {e[0]: (e[1], e[3]) for e in entries}
 
@@ -61,7 +64,7 @@ def wait_every_broker(c, topic, check, timeout=APPLY_TIMEOUT):
         while pending and time.monotonic() < deadline:
             for node_id in sorted(pending):
                 seen[node_id] = describe_on(admin, node_id, topic)
-                if check(seen[node_id]):
+                if seen[node_id] is not None and check(seen[node_id]):
                     pending.discard(node_id)
             if pending:
                 time.sleep(0.1)
@@ -70,6 +73,19 @@ def wait_every_broker(c, topic, check, timeout=APPLY_TIMEOUT):
         return seen
     finally:
         admin.close()
+
+
+def leader_of(c, topic, partition=0, timeout=APPLY_TIMEOUT):
+    """The partition's leader once the client's metadata has it (a broker other than the one
+    that created the topic may answer Metadata before it applied the creation)."""
+    deadline = time.monotonic() + timeout
+    leaders = {}
+    while time.monotonic() < deadline:
+        leaders = partition_leaders(c.admin(), topic)
+        if leaders.get(partition, -1) in c.nodes:
+            return leaders[partition]
+        time.sleep(0.1)
+    pytest.fail(f"no leader for {topic}-{partition}: {leaders}", pytrace=False)
 
 
 def configs_tool(c, node, *args, check=True):
@@ -231,7 +247,7 @@ def test_max_message_bytes_override_is_enforced_by_the_leader_live(cluster):
     from confluent_kafka import KafkaError, Producer
     c = cluster(controllers=3)
     create_topic(c.admin(), "small", 1)
-    leader = partition_leaders(c.admin(), "small")[0]
+    leader = leader_of(c, "small")
     elsewhere = next(n for i, n in c.nodes.items() if i != leader)
 
     def produce(size):
