@@ -7,12 +7,15 @@
 //! has applied everything before it), as KRaft's single controller thread does, so a plan never
 //! races another plan. Races with nothing else exist: only the leader proposes.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::error::ResponseError;
 
 use super::image::{ApplyOutcome, MetadataImage};
 use super::placement::{self, Candidate};
 use super::records::{MetadataRecord, PartitionAssignment};
-use super::rpc::ControllerRequest;
+use super::rpc::{ConfigChange, ConfigOp, ControllerRequest};
+use crate::topic_config;
 
 /// Producer ids handed to a broker per `AllocateProducerIds` (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -194,16 +197,37 @@ pub fn plan(
                 added: placed,
             }]))
         }
-        ControllerRequest::AlterTopicConfigs { name, changes } => match image.topics.get(name) {
-            Some(topic) => Ok(Plan::Propose(vec![MetadataRecord::AlterTopicConfigs {
+        ControllerRequest::AlterTopicConfigs {
+            name,
+            changes,
+            replace,
+            validate_only,
+        } => {
+            let topic = image.topics.get(name);
+            let none = BTreeMap::new();
+            let current = topic.map_or(&none, |t| &t.configs);
+            let altered = altered_configs(current, changes, *replace)?;
+            // Kafka validates the whole resulting set, then that the topic exists, in that order.
+            let mut after = current.clone();
+            apply_altered(&mut after, &altered);
+            for (key, value) in &after {
+                topic_config::validate(key, value)
+                    .map_err(|message| refuse(ResponseError::InvalidConfig, message))?;
+            }
+            let Some(topic) = topic else {
+                return Err(refuse(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{name}' does not exist."),
+                ));
+            };
+            if *validate_only || altered.is_empty() {
+                return Ok(Plan::Nothing);
+            }
+            Ok(Plan::Propose(vec![MetadataRecord::AlterTopicConfigs {
                 id: topic.id,
-                changes: changes.clone(),
-            }])),
-            None => Err(refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("The topic '{name}' does not exist."),
-            )),
-        },
+                changes: altered,
+            }]))
+        }
         ControllerRequest::AllocateProducerIds { broker } => {
             Ok(Plan::Propose(vec![MetadataRecord::ProducerIds {
                 broker: *broker,
@@ -219,6 +243,95 @@ pub fn plan(
         ControllerRequest::Heartbeat { .. } | ControllerRequest::DescribeQuorum => {
             Ok(Plan::Nothing)
         }
+    }
+}
+
+/// The overrides that change when `changes` apply to `current` (`None`: removed), as Kafka's
+/// `ConfigurationControlManager` computes them: every operation starts from the current value
+/// (a request names a config at most once), and a value that stays the same is not written.
+/// `replace` (AlterConfigs): overrides the request does not name are removed.
+fn altered_configs(
+    current: &BTreeMap<String, String>,
+    changes: &[ConfigChange],
+    replace: bool,
+) -> Result<Vec<(String, Option<String>)>, Refusal> {
+    // The forwarding broker refuses these already; a request from elsewhere gets the same answer.
+    let mut names = std::collections::HashSet::with_capacity(changes.len());
+    if !changes.iter().all(|c| names.insert(c.name.as_str())) {
+        return Err(refuse(
+            ResponseError::InvalidRequest,
+            "Error due to duplicate config keys",
+        ));
+    }
+    let mut altered = Vec::with_capacity(changes.len());
+    for change in changes {
+        let now = current.get(&change.name).map(String::as_str);
+        let next = match change.op {
+            ConfigOp::Set => Some(change.value.clone()),
+            ConfigOp::Delete => None,
+            ConfigOp::Append | ConfigOp::Subtract => {
+                let Some(spec) = topic_config::find(&change.name)
+                    .filter(|s| s.config_type == topic_config::TYPE_LIST)
+                else {
+                    return Err(refuse(
+                        ResponseError::InvalidConfig,
+                        format!(
+                            "Can't {} to key {} because its type is not LIST.",
+                            change.op.name(),
+                            change.name
+                        ),
+                    ));
+                };
+                let mut items: Vec<&str> = now
+                    .unwrap_or(spec.default)
+                    .split(',')
+                    .filter(|i| !i.is_empty())
+                    .collect();
+                for item in java_split(&change.value) {
+                    if change.op == ConfigOp::Append {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    } else if let Some(at) = items.iter().position(|i| *i == item) {
+                        items.remove(at);
+                    }
+                }
+                Some(items.join(","))
+            }
+        };
+        if next.as_deref() != now {
+            altered.push((change.name.clone(), next));
+        }
+    }
+    if replace {
+        for name in current.keys() {
+            if !changes.iter().any(|c| c.name == *name) {
+                altered.push((name.clone(), None));
+            }
+        }
+    }
+    Ok(altered)
+}
+
+/// Java's `String.split(",")`, whose results the list operations are defined by: trailing
+/// empty items are dropped, but an empty string is one empty item.
+fn java_split(value: &str) -> Vec<&str> {
+    if value.is_empty() {
+        return vec![""];
+    }
+    let mut items: Vec<&str> = value.split(',').collect();
+    while items.last() == Some(&"") {
+        items.pop();
+    }
+    items
+}
+
+fn apply_altered(configs: &mut BTreeMap<String, String>, altered: &[(String, Option<String>)]) {
+    for (name, value) in altered {
+        match value {
+            Some(v) => configs.insert(name.clone(), v.clone()),
+            None => configs.remove(name),
+        };
     }
 }
 
@@ -374,6 +487,229 @@ mod tests {
             plan(&image, &grow, 0).expect_err("not more").0,
             ResponseError::InvalidPartitions
         );
+    }
+
+    fn image_with_topic(configs: &[(&str, &str)]) -> MetadataImage {
+        let mut image = image_with(&[(1, false)]);
+        let index = image.applied + 1;
+        image.apply(
+            index,
+            &RecordBatch::new(vec![MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: [7; 16],
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                partitions: vec![PartitionAssignment { replicas: vec![1] }],
+            }]),
+        );
+        image
+    }
+
+    fn alter(name: &str, ops: &[(&str, ConfigOp, &str)], replace: bool) -> ControllerRequest {
+        ControllerRequest::AlterTopicConfigs {
+            name: name.into(),
+            changes: ops
+                .iter()
+                .map(|(k, op, v)| ConfigChange {
+                    name: k.to_string(),
+                    op: *op,
+                    value: v.to_string(),
+                })
+                .collect(),
+            replace,
+            validate_only: false,
+        }
+    }
+
+    /// The changes the controller proposes for `request`, or its refusal.
+    fn altered(
+        image: &MetadataImage,
+        request: &ControllerRequest,
+    ) -> Result<Vec<(String, Option<String>)>, Refusal> {
+        match plan(image, request, 0)? {
+            Plan::Nothing => Ok(vec![]),
+            Plan::Propose(records) => match records.as_slice() {
+                [MetadataRecord::AlterTopicConfigs { id, changes }] => {
+                    assert_eq!(*id, [7; 16]);
+                    Ok(changes.clone())
+                }
+                other => panic!("unexpected records {other:?}"),
+            },
+        }
+    }
+
+    /// Operations, `replace`, and the changes the controller proposes for them.
+    type AlterCase = (
+        &'static [(&'static str, ConfigOp, &'static str)],
+        bool,
+        Vec<(String, Option<String>)>,
+    );
+
+    fn set(k: &str, v: &str) -> (String, Option<String>) {
+        (k.into(), Some(v.into()))
+    }
+
+    fn unset(k: &str) -> (String, Option<String>) {
+        (k.into(), None)
+    }
+
+    #[test]
+    fn alter_configs_set_delete_and_replace() {
+        use ConfigOp::*;
+        let image = image_with_topic(&[("retention.ms", "1000"), ("segment.ms", "60000")]);
+        let cases: &[AlterCase] = &[
+            (
+                &[("max.message.bytes", Set, "512")],
+                false,
+                vec![set("max.message.bytes", "512")],
+            ),
+            (
+                &[("retention.ms", Set, "2000")],
+                false,
+                vec![set("retention.ms", "2000")],
+            ),
+            // An unchanged value and the deletion of an absent override write nothing.
+            (&[("retention.ms", Set, "1000")], false, vec![]),
+            (&[("retention.bytes", Delete, "")], false, vec![]),
+            (&[("no.such.config", Delete, "")], false, vec![]),
+            (
+                &[("retention.ms", Delete, "")],
+                false,
+                vec![unset("retention.ms")],
+            ),
+            // AlterConfigs: what the request does not name is removed.
+            (
+                &[
+                    ("max.message.bytes", Set, "512"),
+                    ("segment.ms", Set, "60000"),
+                ],
+                true,
+                vec![set("max.message.bytes", "512"), unset("retention.ms")],
+            ),
+            (&[], true, vec![unset("retention.ms"), unset("segment.ms")]),
+            // List configs: items start from the override, else the default (`delete`).
+            (
+                &[("cleanup.policy", Append, "compact")],
+                false,
+                vec![set("cleanup.policy", "delete,compact")],
+            ),
+            (
+                &[("cleanup.policy", Append, "delete")],
+                false,
+                vec![set("cleanup.policy", "delete")],
+            ),
+        ];
+        for (ops, replace, want) in cases {
+            let request = alter("t", ops, *replace);
+            assert_eq!(
+                altered(&image, &request).as_ref(),
+                Ok(want),
+                "{ops:?} replace={replace}"
+            );
+        }
+        let listed = image_with_topic(&[("cleanup.policy", "compact,delete")]);
+        assert_eq!(
+            altered(
+                &listed,
+                &alter("t", &[("cleanup.policy", Subtract, "compact")], false)
+            ),
+            Ok(vec![set("cleanup.policy", "delete")])
+        );
+    }
+
+    #[test]
+    fn alter_configs_applies_as_planned() {
+        let mut image = image_with_topic(&[("retention.ms", "1000")]);
+        let request = alter("t", &[("segment.ms", ConfigOp::Set, "5000")], true);
+        let Ok(Plan::Propose(records)) = plan(&image, &request, 0) else {
+            panic!("planned");
+        };
+        let index = image.applied + 1;
+        assert_eq!(
+            image.apply(index, &RecordBatch::new(records)),
+            vec![ApplyOutcome::Applied]
+        );
+        let configs: Vec<_> = image.topics["t"].configs.iter().collect();
+        assert_eq!(
+            configs,
+            vec![(&"segment.ms".to_string(), &"5000".to_string())]
+        );
+    }
+
+    #[test]
+    fn alter_configs_refusals() {
+        use ConfigOp::*;
+        let image = image_with_topic(&[("retention.ms", "1000")]);
+        let refused = |request: ControllerRequest| altered(&image, &request).expect_err("refused");
+        assert_eq!(
+            refused(alter("nope", &[("retention.ms", Set, "5")], false)),
+            (
+                ResponseError::UnknownTopicOrPartition,
+                "The topic 'nope' does not exist.".into()
+            )
+        );
+        assert_eq!(
+            refused(alter("t", &[("no.such.config", Set, "1")], false)),
+            (
+                ResponseError::InvalidConfig,
+                "Unknown topic config name: no.such.config".into()
+            )
+        );
+        assert_eq!(
+            refused(alter("t", &[("retention.ms", Set, "soon")], true)).0,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            refused(alter("t", &[("retention.ms", Append, "5")], false)),
+            (
+                ResponseError::InvalidConfig,
+                "Can't APPEND to key retention.ms because its type is not LIST.".into()
+            )
+        );
+        assert_eq!(
+            refused(alter("t", &[("cleanup.policy", Append, "forever")], false)).0,
+            ResponseError::InvalidConfig
+        );
+        assert_eq!(
+            refused(alter(
+                "t",
+                &[("segment.ms", Set, "9"), ("segment.ms", Delete, "")],
+                false
+            ))
+            .0,
+            ResponseError::InvalidRequest
+        );
+        // Kafka checks the values before the topic: an invalid value on a missing topic.
+        assert_eq!(
+            refused(alter("nope", &[("retention.ms", Set, "-5")], false)).0,
+            ResponseError::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn alter_configs_validate_only_proposes_nothing() {
+        let image = image_with_topic(&[]);
+        let mut request = alter("t", &[("retention.ms", ConfigOp::Set, "5")], false);
+        if let ControllerRequest::AlterTopicConfigs { validate_only, .. } = &mut request {
+            *validate_only = true;
+        }
+        assert_eq!(plan(&image, &request, 0), Ok(Plan::Nothing));
+        if let ControllerRequest::AlterTopicConfigs { changes, .. } = &mut request {
+            changes[0].value = "-5".into();
+        }
+        assert_eq!(
+            plan(&image, &request, 0).expect_err("invalid").0,
+            ResponseError::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn java_split_matches_string_split() {
+        assert_eq!(java_split(""), vec![""]);
+        assert_eq!(java_split("a,,b,,"), vec!["a", "", "b"]);
+        assert_eq!(java_split(",,"), Vec::<&str>::new());
     }
 
     #[test]

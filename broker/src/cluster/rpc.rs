@@ -31,9 +31,15 @@ pub enum ControllerRequest {
         assignments: Vec<Vec<i32>>,
         validate_only: bool,
     },
+    /// IncrementalAlterConfigs (`replace` false) or AlterConfigs (`replace` true: the changes
+    /// are all `Set` and name the topic's whole set of overrides; the others are removed). The
+    /// controller applies the operations to its own image, so an append or a replacement never
+    /// builds on a broker's stale copy.
     AlterTopicConfigs {
         name: String,
-        changes: Vec<(String, Option<String>)>,
+        changes: Vec<ConfigChange>,
+        replace: bool,
+        validate_only: bool,
     },
     AllocateProducerIds {
         broker: i32,
@@ -48,6 +54,47 @@ pub enum ControllerRequest {
     },
     /// The quorum's state as its leader sees it (DescribeQuorum, `spool cluster status`).
     DescribeQuorum,
+}
+
+/// IncrementalAlterConfigs' operations (Kafka's `AlterConfigOp.OpType`, codes 0–3).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set,
+    Delete,
+    /// Adds list items not present yet (list-type configs only).
+    Append,
+    /// Removes list items (list-type configs only).
+    Subtract,
+}
+
+impl ConfigOp {
+    pub fn from_code(code: i8) -> Option<ConfigOp> {
+        match code {
+            0 => Some(ConfigOp::Set),
+            1 => Some(ConfigOp::Delete),
+            2 => Some(ConfigOp::Append),
+            3 => Some(ConfigOp::Subtract),
+            _ => None,
+        }
+    }
+
+    /// Kafka's name of the operation, as its error messages spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigOp::Set => "SET",
+            ConfigOp::Delete => "DELETE",
+            ConfigOp::Append => "APPEND",
+            ConfigOp::Subtract => "SUBTRACT",
+        }
+    }
+}
+
+/// One config operation of an alter request; `value` is empty for `Delete`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub name: String,
+    pub op: ConfigOp,
+    pub value: String,
 }
 
 /// One replica of the metadata log as the leader sees it.
@@ -137,6 +184,23 @@ mod tests {
         let bytes = req.encode().expect("encode");
         assert_eq!(ControllerRequest::decode(&bytes).expect("decode"), req);
         assert!(ControllerRequest::decode(&bytes[..bytes.len() / 2]).is_err());
+        let req = ControllerRequest::AlterTopicConfigs {
+            name: "t".into(),
+            changes: vec![ConfigChange {
+                name: "cleanup.policy".into(),
+                op: ConfigOp::Append,
+                value: "compact".into(),
+            }],
+            replace: false,
+            validate_only: true,
+        };
+        let bytes = req.encode().expect("encode");
+        assert_eq!(ControllerRequest::decode(&bytes).expect("decode"), req);
+        for code in 0..4 {
+            let op = ConfigOp::from_code(code).expect("known op");
+            assert_eq!(op as i8, code, "{}", op.name());
+        }
+        assert_eq!(ConfigOp::from_code(4), None);
         let resp = ControllerResponse::NotController { leader: Some(3) };
         let bytes = resp.encode().expect("encode");
         assert_eq!(ControllerResponse::decode(&bytes).expect("decode"), resp);

@@ -94,9 +94,19 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         describe_configs::VERSIONS,
     ),
     (
+        ApiKey::AlterConfigs,
+        alter_configs::VERSIONS,
+        alter_configs::VERSIONS,
+    ),
+    (
         ApiKey::CreatePartitions,
         create_partitions::VERSIONS,
         create_partitions::VERSIONS,
+    ),
+    (
+        ApiKey::IncrementalAlterConfigs,
+        incremental_alter_configs::VERSIONS,
+        incremental_alter_configs::VERSIONS,
     ),
     (
         ApiKey::DescribeCluster,
@@ -297,7 +307,11 @@ pub async fn dispatch(
             serve!(offset_for_leader_epoch, m::OffsetForLeaderEpochRequest)
         }
         ApiKey::DescribeConfigs => serve!(describe_configs, m::DescribeConfigsRequest),
+        ApiKey::AlterConfigs => serve!(alter_configs, m::AlterConfigsRequest),
         ApiKey::CreatePartitions => serve!(create_partitions, m::CreatePartitionsRequest),
+        ApiKey::IncrementalAlterConfigs => {
+            serve!(incremental_alter_configs, m::IncrementalAlterConfigsRequest)
+        }
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
         ApiKey::DescribeQuorum => serve!(describe_quorum, m::DescribeQuorumRequest),
         ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),

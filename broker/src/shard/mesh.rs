@@ -155,6 +155,14 @@ pub enum AdminRequest {
         validate_only: bool,
         timeout_ms: i32,
     },
+    /// One topic's configs (IncrementalAlterConfigs; AlterConfigs with `replace`). The requests
+    /// carry no timeout: the broker's default applies.
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<crate::cluster::rpc::ConfigChange>,
+        replace: bool,
+        validate_only: bool,
+    },
     AllocateProducerId,
 }
 

@@ -858,6 +858,20 @@ impl Shard {
                 },
                 timeout(timeout_ms),
             ),
+            AdminRequest::AlterTopicConfigs {
+                name,
+                changes,
+                replace,
+                validate_only,
+            } => (
+                ControllerRequest::AlterTopicConfigs {
+                    name,
+                    changes,
+                    replace,
+                    validate_only,
+                },
+                timeout(0),
+            ),
         };
         match node.submit(request, timeout).await {
             ControllerResponse::Done {

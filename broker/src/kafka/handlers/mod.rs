@@ -1,5 +1,6 @@
 //! One file per Kafka API, named after it; each states the versions it serves.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -14,6 +15,7 @@ pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
