@@ -25,6 +25,7 @@ use crate::runtime;
 use crate::shard::Shard;
 use image::MetadataImage;
 use node::{Applied, ClusterNode, METADATA_GROUP};
+use openraft::async_runtime::WatchReceiver;
 use records::{BrokerRegistration, Endpoint};
 use state_machine::{ApplyListener, MetadataStateMachine};
 
@@ -254,6 +255,15 @@ async fn bootstrap(node: Rc<ClusterNode>, shard: Rc<Shard>, shutdown: Arc<Atomic
 async fn watch_leader(node: Rc<ClusterNode>, shard: Rc<Shard>, shutdown: Arc<AtomicBool>) {
     let mut last = None;
     while !shutdown.load(Ordering::Relaxed) {
+        // openraft stops a group whose storage failed; a broker without its metadata log
+        // would serve a frozen image forever, so the node exits (a supervisor restarts it
+        // and recovery repairs the log).
+        let running = node.raft.metrics().borrow_watched().running_state.clone();
+        if let Err(e) = running {
+            if !shutdown.load(Ordering::Relaxed) {
+                fatal(format!("the metadata quorum stopped: {e}"));
+            }
+        }
         let leader = node.leader();
         if leader != last {
             last = leader;

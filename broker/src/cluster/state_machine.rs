@@ -141,6 +141,12 @@ impl MetadataStateMachine {
             for name in names.iter().rev().skip(1) {
                 let _ = std::fs::remove_file(dir.join(name));
             }
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".checkpoint.tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
         Ok(MetadataStateMachine {
             image,
@@ -180,6 +186,11 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Stored, String> {
     Ok(Stored { meta, data })
 }
 
+/// A snapshot checkpoint or one left half-written (`<index>-<term>.checkpoint[.tmp]`).
+fn is_checkpoint_file(name: &str) -> bool {
+    name.ends_with(".checkpoint") || name.ends_with(".checkpoint.tmp")
+}
+
 /// Writes a checkpoint durably (temp, fsync, rename, fsync dir) off the shard thread and
 /// removes older ones.
 async fn persist(dir: PathBuf, stored: &Stored) -> io::Result<()> {
@@ -193,9 +204,12 @@ async fn persist(dir: PathBuf, stored: &Stored) -> io::Result<()> {
         f.sync_data()?;
         std::fs::rename(&tmp, dir.join(&name))?;
         std::fs::File::open(&dir)?.sync_all()?;
+        // Only checkpoint files: the Raft log store shares this directory and may be
+        // between writing and renaming its own `raft-state.tmp` right now (removing it made
+        // that write fail with ENOENT and stopped the node's metadata quorum).
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let other = entry.file_name().to_string_lossy().into_owned();
-            if other != name && (other.ends_with(".checkpoint") || other.ends_with(".tmp")) {
+            if other != name && is_checkpoint_file(&other) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -343,5 +357,62 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
                 meta: s.meta.clone(),
                 snapshot: s.data.clone(),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(index: u64) -> Stored {
+        Stored {
+            meta: SnapshotMetaOf::<TypeConfig> {
+                last_log_id: Some(openraft::LogId::new_term_index(1, index)),
+                last_membership: Default::default(),
+            },
+            data: Bytes::from(MetadataImage::default().encode().expect("encode")),
+        }
+    }
+
+    #[test]
+    fn a_new_checkpoint_removes_only_older_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        // The Raft log store's files share the directory; its state file may be mid-replace.
+        for name in ["raft-state", "raft-state.tmp", "00000000000000000000.log"] {
+            std::fs::write(path.join(name), b"x").expect("write");
+        }
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                persist(path.clone(), &stored(5)).await.expect("persist 5");
+                std::fs::write(
+                    path.join("00000000000000000007-0000000001.checkpoint.tmp"),
+                    b"",
+                )
+                .expect("write");
+                persist(path, &stored(9)).await.expect("persist 9");
+            })
+            .expect("executor");
+        handle.join().expect("join");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "00000000000000000000.log",
+                "00000000000000000009-0000000001.checkpoint",
+                "raft-state",
+                "raft-state.tmp",
+            ]
+        );
+        let stored_9 = stored(9);
+        let bytes = std::fs::read(dir.path().join(checkpoint_name(&stored_9.meta))).expect("read");
+        assert_eq!(
+            decode_checkpoint(&bytes).expect("decode").meta,
+            stored_9.meta
+        );
     }
 }
