@@ -432,7 +432,12 @@ def test_quorum_leader_kill9_elects_new_leader_and_keeps_metadata(cluster):
     sys.stderr.write(f"[quorum leader election after kill -9: "
                      f"{', '.join(f'{e:.2f}' for e in elections)} s; "
                      f"median {statistics.median(elections):.2f} s]\n")
-    assert statistics.median(elections) < 10
+    # openraft's followers wait out the leader's lease (election_timeout_max = 2 x 500 ms) and
+    # then a randomized election timeout (500-1000 ms): 1.5-2 s, plus slack for a busy
+    # 2-core machine. (KRaft's defaults: controller.quorum.fetch.timeout.ms 2 s, then an
+    # election of 1-2 s.)
+    assert statistics.median(elections) < 3, elections
+    assert max(elections) < 5, elections
 
 
 def test_minority_down_writable_majority_down_times_out(cluster):
