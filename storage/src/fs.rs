@@ -636,6 +636,18 @@ impl MemFs {
         }
     }
 
+    /// Replaces a file's bytes, live and durable, creating it if absent (damage or a bug).
+    pub fn overwrite(&self, path: &Path, bytes: &[u8]) {
+        let state = MemFileState {
+            live: bytes.to_vec(),
+            durable: bytes.to_vec(),
+        };
+        self.inner
+            .borrow_mut()
+            .files
+            .insert(path.to_path_buf(), Rc::new(RefCell::new(state)));
+    }
+
     /// Removes a file, as an operator or a bug might.
     pub fn remove(&self, path: &Path) {
         self.inner.borrow_mut().files.remove(path);

@@ -13,12 +13,15 @@
 //! restart at an offset, retention), `side_file` (small durable files beside the log),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
-//! `fs` (the I/O seam: O_DIRECT files or an in-memory file system with fault injection).
+//! `entry_index` (Raft entry index sidecars), `entries` (the entry API of a log used as a
+//! Raft log), `fs` (the I/O seam: O_DIRECT files or an in-memory file system with fault injection).
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 
+mod entries;
+mod entry_index;
 mod epoch;
 mod fs;
 mod index;
@@ -32,6 +35,7 @@ mod tail;
 #[cfg(test)]
 mod tests;
 
+pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
 pub use crate::side_file::SIDE_FILE_BYTES_MAX;
@@ -100,6 +104,14 @@ pub enum StorageError {
         size: u64,
         max: usize,
     },
+    #[error("entry index {path} is corrupt: {reason}")]
+    CorruptEntryIndex { path: PathBuf, reason: &'static str },
+    #[error("entry index {index} is out of range [{first}, {next}]")]
+    EntryOutOfRange { index: u64, first: u64, next: u64 },
+    #[error("an entry must be exactly one record batch")]
+    NotOneBatch,
+    #[error("the batch repeats offsets {base_offset}..={last_offset} of the producer; an entry must be new")]
+    DuplicateEntry { base_offset: i64, last_offset: i64 },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -45,6 +45,7 @@ use std::task::{Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use spool_protocol::batch::{self, BatchError, BatchHeader};
 
+use crate::entry_index::{self, EntryInfo, EntryWindow, SegmentEntries};
 use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{OffsetIndex, TimeIndex};
@@ -101,6 +102,11 @@ pub(crate) struct LogState {
     pub(crate) producers: ProducerState,
     pub(crate) epochs: EpochCache,
     pub(crate) epochs_dirty: bool,
+    /// Whether every batch is also a numbered Raft entry (`open_entry_indexed`); then every
+    /// segment has `entries`.
+    pub(crate) entry_index: bool,
+    /// The most recent entries' locations (empty without an entry index).
+    pub(crate) entry_window: EntryWindow,
 }
 
 /// An async mutex without data: at most one holder, the others wait (woken on release).
@@ -163,6 +169,8 @@ struct SealPlan {
     indexes: Option<Indexes>,
     work: SealWork,
     epochs: EpochCache,
+    /// The sealed entry index sidecar, when the log is entry-indexed.
+    entries: Option<Vec<u8>>,
 }
 
 /// After a failed flush: files to remove and the active file to trim.
@@ -224,6 +232,18 @@ impl PartitionLog {
         let base = plan.base_offset;
         let path = segment::log_path(&self.dir, base);
         if plan.create_file {
+            // The sidecar before the log file: a segment's first index must never be lost
+            // (see `entry_index.rs`).
+            let sidecar = self
+                .state
+                .borrow()
+                .planned(base)
+                .entries
+                .as_ref()
+                .map(|entries| entry_index::encode(entries.first, 0, false, &Default::default()));
+            if let Some(sidecar) = sidecar {
+                self.write_sidecar(base, &sidecar).await?;
+            }
             let file = self
                 .backend
                 .open_file(&path)
@@ -291,6 +311,9 @@ impl PartitionLog {
         if let Some(indexes) = &seal.indexes {
             write_indexes_of(&self.backend, &self.dir, base_offset, indexes).await?;
         }
+        if let Some(sidecar) = &seal.entries {
+            self.write_sidecar(base_offset, sidecar).await?;
+        }
         self.backend
             .failpoint(failpoints::ROLL_BEFORE_SNAPSHOT)
             .map_err(io_error(&path))?;
@@ -301,6 +324,19 @@ impl PartitionLog {
             .map_err(io_error(&snapshot))?;
         self.write_epochs(&seal.epochs).await?;
         self.delete_old_snapshots().await
+    }
+
+    /// Replaces a segment's entry index sidecar, durably.
+    pub(crate) async fn write_sidecar(
+        &self,
+        base_offset: i64,
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
+        let path = entry_index::raft_index_path(&self.dir, base_offset);
+        self.backend
+            .write_file_atomic(&path, bytes)
+            .await
+            .map_err(io_error(&path))
     }
 
     /// Writes `epochs` as the leader epoch checkpoint.
@@ -852,7 +888,12 @@ impl LogState {
         active.finish_time_index();
         active.sealed = true;
         active.seal_pending = Some(SealWork { producer_snapshot });
-        self.segments.push(Segment::new(self.log_end_offset, None));
+        let next_entry = active.entries.as_ref().map(SegmentEntries::end);
+        let mut next = Segment::new(self.log_end_offset, None);
+        if let Some(first) = next_entry {
+            next = next.with_entries(first);
+        }
+        self.segments.push(next);
     }
 
     fn append_stamped(
@@ -879,6 +920,17 @@ impl LogState {
         for (position, header) in stamped {
             let bytes = buffer.slice(*position..*position + header.total_bytes());
             debug_assert!(batch::validate(&bytes).is_ok());
+            let entry = active.entries.as_ref().map(|entries| EntryInfo {
+                index: entries.end(),
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                segment_base_offset: active.base_offset,
+                position: active.size_bytes,
+                epoch: header.partition_leader_epoch,
+            });
+            if let Some(entry) = entry {
+                self.entry_window.push(entry, self.durable_end_offset);
+            }
             active.track_batch(header, index_interval_bytes);
             active.pending.push(bytes.clone());
             self.tail.push(CachedBatch {
@@ -923,6 +975,10 @@ impl LogState {
             indexes: segment.indexes.borrow().clone(),
             work: work.clone(),
             epochs: self.epochs_below(segment.next_offset),
+            entries: segment.entries.as_ref().map(|entries| {
+                let sparse = entries.sparse.borrow().clone().unwrap_or_default();
+                entry_index::encode(entries.first, entries.count, true, &sparse)
+            }),
         });
         SegmentFlush {
             base_offset: segment.base_offset,
@@ -948,6 +1004,7 @@ impl LogState {
         self.producers.commit_below(plan.end_offset);
         self.tail
             .evict(self.config.tail_cache_bytes_max, self.durable_end_offset);
+        self.entry_window.evict(self.durable_end_offset);
     }
 
     /// Forgets every non-durable append (also those made during the failed flush) and returns
@@ -974,6 +1031,7 @@ impl LogState {
         // The planned checkpoint may not have been written.
         self.epochs_dirty = true;
         self.tail.truncate_from(self.log_end_offset);
+        self.entry_window.truncate_from_offset(self.log_end_offset);
         Rollback { removed, trim }
     }
 }

@@ -23,6 +23,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use crate::entry_index::{self, EntrySparse, SegmentEntries};
 use crate::epoch::EpochCache;
 use crate::fs::SegmentFile;
 use crate::index::OffsetIndex;
@@ -31,6 +32,10 @@ use crate::producer::ProducerState;
 use crate::recovery::{read_tail_page, Replay};
 use crate::segment::{self, deleted_path, Indexes, Segment, SegmentView};
 use crate::StorageError;
+
+/// Files `retire_detached` lists per segment: log, offset index, time index, entry index
+/// (unlinking a file that does not exist is not an error).
+const RETIRED_FILES_PER_SEGMENT: usize = 4;
 
 /// The state of the truncated segment, computed before the cut.
 struct Cut {
@@ -42,6 +47,8 @@ struct Cut {
     bytes_since_index: u64,
     tail_page: Vec<u8>,
     producers: ProducerState,
+    /// The cut segment's entry count and sparse entries, when entry-indexed.
+    entries: Option<(u64, EntrySparse)>,
 }
 
 impl PartitionLog {
@@ -92,12 +99,24 @@ impl PartitionLog {
     /// segments beside the new one, which recovery would read as one log with a hole. A caller
     /// that must not see the old log again records `offset` durably first and re-applies it
     /// after opening (the Raft log store does, with its purge point).
+    ///
+    /// On an entry-indexed log the numbering goes on: the first entry appended afterwards
+    /// gets the index the next entry had (`truncate_fully_and_start_at_entry` chooses it).
     pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.restart(offset, None).await
+    }
+
+    /// `truncate_fully_and_start_at`, restarting the entry numbering at `index` when given.
+    pub(crate) async fn restart(
+        &self,
+        offset: i64,
+        index: Option<u64>,
+    ) -> Result<(), StorageError> {
         assert!(offset >= 0, "negative start offset {offset}");
         let doomed = {
             let _gate = self.gate.lock().await;
-            let detached = self.state.borrow_mut().restart_at(offset);
-            let mut doomed = Vec::with_capacity(3 * detached.len());
+            let detached = self.state.borrow_mut().restart_at(offset, index);
+            let mut doomed = Vec::with_capacity(RETIRED_FILES_PER_SEGMENT * detached.len());
             for segment in detached.into_iter().rev() {
                 let base = segment.base_offset;
                 let path = segment::log_path(&self.dir, base);
@@ -112,6 +131,7 @@ impl PartitionLog {
                 }
                 doomed.push(segment::index_path(&self.dir, base));
                 doomed.push(segment::time_index_path(&self.dir, base));
+                doomed.push(entry_index::raft_index_path(&self.dir, base));
             }
             for snapshot in self.snapshot_offsets()? {
                 doomed.push(snapshot_path(&self.dir, snapshot));
@@ -121,6 +141,17 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&self.dir))?;
             self.write_epochs(&EpochCache::default()).await?;
+            let first_entry = self.state.borrow().segments[0]
+                .entries
+                .as_ref()
+                .map(|entries| entries.first);
+            if let Some(first) = first_entry {
+                // Before the log file, as at every segment's creation. Written after the
+                // directory sync that retired the old segments, so a crash never pairs it
+                // with them.
+                let sidecar = entry_index::encode(first, 0, false, &Default::default());
+                self.write_sidecar(offset, &sidecar).await?;
+            }
             let path = segment::log_path(&self.dir, offset);
             let file = self
                 .backend
@@ -171,6 +202,10 @@ impl PartitionLog {
         };
         let mut unused = EpochCache::default();
         self.replay(replay, &mut producers, &mut unused).await?;
+        let entries = match &view.entries {
+            Some(_) => Some(self.entries_below(view, position).await?),
+            None => None,
+        };
         Ok(Cut {
             base_offset: view.base_offset,
             position,
@@ -180,7 +215,44 @@ impl PartitionLog {
             bytes_since_index: position - last_index_position.min(position),
             tail_page,
             producers,
+            entries,
         })
+    }
+
+    /// The entry count and sparse entries of the segment's batches below `position`: the
+    /// sparse entries below it, then a scan from the last of them (the scan stays within
+    /// `index.interval.bytes` plus one batch).
+    async fn entries_below(
+        &self,
+        view: &SegmentView,
+        position: u64,
+    ) -> Result<(u64, EntrySparse), StorageError> {
+        let mut sparse = self.entry_sparse_of(view).await?;
+        sparse.truncate_to_position(position);
+        let (mut count, from) = sparse.lookup_position(position);
+        if let Some(file) = view.file.as_ref() {
+            let path = segment::log_path(&self.dir, view.base_offset);
+            let scan = segment::scan_batches(
+                file,
+                from,
+                position,
+                None,
+                segment::SCAN_CHUNK_BYTES,
+                |_, _, _| {
+                    count += 1;
+                    true
+                },
+            )
+            .await
+            .map_err(io_error(&path))?;
+            if scan.valid_bytes != position {
+                return Err(StorageError::CorruptEntryIndex {
+                    path: entry_index::raft_index_path(&self.dir, view.base_offset),
+                    reason: "sparse position is not a batch boundary",
+                });
+            }
+        }
+        Ok((count, sparse))
     }
 
     /// Position and base offset of the batch containing `offset` in the segment.
@@ -269,6 +341,7 @@ impl PartitionLog {
             segment::log_path(&self.dir, base),
             segment::index_path(&self.dir, base),
             segment::time_index_path(&self.dir, base),
+            entry_index::raft_index_path(&self.dir, base),
         ] {
             self.backend
                 .remove_file(&path)
@@ -323,7 +396,7 @@ impl PartitionLog {
         detached: Vec<Segment>,
         epochs: Option<EpochCache>,
     ) -> Result<Vec<PathBuf>, StorageError> {
-        let mut doomed = Vec::with_capacity(3 * detached.len());
+        let mut doomed = Vec::with_capacity(RETIRED_FILES_PER_SEGMENT * detached.len());
         for segment in detached {
             let base = segment.base_offset;
             let path = segment::log_path(&self.dir, base);
@@ -338,6 +411,7 @@ impl PartitionLog {
             doomed.push(retired);
             doomed.push(segment::index_path(&self.dir, base));
             doomed.push(segment::time_index_path(&self.dir, base));
+            doomed.push(entry_index::raft_index_path(&self.dir, base));
         }
         if !doomed.is_empty() {
             self.backend
@@ -359,7 +433,7 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(path))?;
         }
-        Ok(doomed.len() / 3)
+        Ok(doomed.len() / RETIRED_FILES_PER_SEGMENT)
     }
 
     /// Removes the partition directory and everything in it.
@@ -410,9 +484,17 @@ impl LogState {
             segment.rolling_ms = None;
         }
         *segment.indexes.borrow_mut() = Some(cut.indexes);
+        if let Some(entries) = segment.entries.as_mut() {
+            let (count, sparse) = cut.entries.expect("planned for an entry-indexed segment");
+            assert!(count <= entries.count);
+            entries.count = count;
+            entries.durable_count = count;
+            *entries.sparse.borrow_mut() = Some(sparse);
+        }
         self.log_end_offset = cut.new_end;
         self.durable_end_offset = cut.new_end;
         self.tail.truncate_from(cut.new_end);
+        self.entry_window.truncate_from_offset(cut.new_end);
         let clock_ms = self.producers.clock_ms();
         self.producers = cut.producers;
         self.producers.observe(clock_ms);
@@ -425,8 +507,19 @@ impl LogState {
 
     /// Replaces every segment by one empty segment at `offset` (its file is created by the
     /// caller) and resets the state that described the old data. Returns the old segments.
-    fn restart_at(&mut self, offset: i64) -> Vec<Segment> {
-        let detached = std::mem::replace(&mut self.segments, vec![Segment::new(offset, None)]);
+    /// An entry-indexed log restarts its numbering at `index`, or goes on from its end.
+    fn restart_at(&mut self, offset: i64, index: Option<u64>) -> Vec<Segment> {
+        let mut restarted = Segment::new(offset, None);
+        if self.entry_index {
+            let next = self
+                .active()
+                .entries
+                .as_ref()
+                .map_or(0, SegmentEntries::end);
+            restarted = restarted.with_entries(index.unwrap_or(next));
+        }
+        let detached = std::mem::replace(&mut self.segments, vec![restarted]);
+        self.entry_window.clear();
         self.log_end_offset = offset;
         self.durable_end_offset = offset;
         self.tail.truncate_from(i64::MIN);
@@ -513,6 +606,7 @@ impl LogState {
         }
         let log_start = self.log_start_offset();
         self.tail.drop_before(log_start);
+        self.entry_window.drop_before_offset(log_start);
         if !self.epochs.truncate_from_start(log_start) {
             return (detached, None);
         }

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use spool_protocol::batch::BatchHeader;
 
+use crate::entry_index::{self, EntryWindow};
 use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{decode_time_entry, TIME_ENTRY_BYTES};
@@ -100,6 +101,16 @@ impl PartitionLog {
         config: LogConfig,
         backend: Backend,
     ) -> Result<PartitionLog, StorageError> {
+        Self::open_with(dir, config, backend, false).await
+    }
+
+    /// `open`, with the Raft entry index maintained when `entry_index` (see `entries.rs`).
+    pub(crate) async fn open_with(
+        dir: PathBuf,
+        config: LogConfig,
+        backend: Backend,
+        entry_index: bool,
+    ) -> Result<PartitionLog, StorageError> {
         backend.create_dir_all(&dir).map_err(io_error(&dir))?;
         backend
             .prime_iopoll_probe(&dir)
@@ -137,11 +148,18 @@ impl PartitionLog {
                 producers: ProducerState::default(),
                 epochs: EpochCache::default(),
                 epochs_dirty: false,
+                entry_index,
+                entry_window: EntryWindow::default(),
             }),
             gate: Gate::default(),
         };
         let mut segments = Vec::new();
         if bases.is_empty() {
+            if entry_index {
+                // Before the log file, as at every segment's creation.
+                let sidecar = entry_index::encode(0, 0, false, &Default::default());
+                log.write_sidecar(0, &sidecar).await?;
+            }
             let path = segment::log_path(&log.dir, 0);
             let file = log
                 .backend
@@ -166,6 +184,9 @@ impl PartitionLog {
                 None => log.recover_active(base_offset, file, marker).await?,
             };
             segments.push(segment);
+        }
+        if entry_index {
+            log.resolve_entries(&mut segments).await?;
         }
         {
             let mut state = log.state.borrow_mut();
@@ -284,6 +305,10 @@ impl PartitionLog {
         let path = segment::log_path(&self.dir, segment.base_offset);
         let file = segment.file.expect("the active segment was opened");
         let mut tracker = Segment::new(segment.base_offset, None);
+        if self.state.borrow().entry_index {
+            // Counted from 0 here; `resolve_entries` sets the first index.
+            tracker = tracker.with_entries(0);
+        }
         let interval = u64::from(self.state.borrow().config.index_interval_bytes);
         let mut first_timestamp = None;
         let scan = segment::scan_batches(
@@ -462,7 +487,7 @@ impl PartitionLog {
     /// cache, then write the clean-shutdown marker so the next open skips scanning.
     pub async fn close(self) -> Result<(), StorageError> {
         self.flush().await?;
-        let (base_offset, indexes, producers, epochs, marker) = {
+        let (base_offset, indexes, producers, epochs, marker, sidecar) = {
             let mut state = self.state.borrow_mut();
             let expiration_ms = state.config.producer_id_expiration_ms;
             state.producers.expire_at_clock(expiration_ms);
@@ -482,6 +507,10 @@ impl PartitionLog {
                 max_timestamp: active.max_timestamp,
                 bytes_since_index: active.size_bytes - last_index_position,
             };
+            let sidecar = active.entries.as_ref().map(|entries| {
+                let sparse = entries.sparse.borrow().clone().unwrap_or_default();
+                entry_index::encode(entries.first, entries.count, false, &sparse)
+            });
             let epochs = state.epochs_below(i64::MAX);
             (
                 active.base_offset,
@@ -489,10 +518,14 @@ impl PartitionLog {
                 state.producers.encode(),
                 epochs,
                 marker,
+                sidecar,
             )
         };
         if let Some(indexes) = &indexes {
             write_indexes_of(&self.backend, &self.dir, base_offset, indexes).await?;
+        }
+        if let Some(sidecar) = &sidecar {
+            self.write_sidecar(base_offset, sidecar).await?;
         }
         let snapshot = snapshot_path(&self.dir, marker.next_offset);
         self.backend
@@ -583,7 +616,7 @@ async fn remove_leftovers(
     bases: &[i64],
 ) -> Result<(), StorageError> {
     for name in names {
-        let orphan_index = ["index", "timeindex"].iter().any(|extension| {
+        let orphan_index = ["index", "timeindex", "raftindex"].iter().any(|extension| {
             segment::parse_file_name(name, extension).is_some_and(|base| !bases.contains(&base))
         });
         if name.ends_with(".tmp") || name.ends_with(segment::DELETED_SUFFIX) || orphan_index {

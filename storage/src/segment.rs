@@ -1,4 +1,5 @@
-//! One segment of a partition log: `<base offset, 20 digits>.log` plus its `.index` and
+//! One segment of a partition log: `<base offset, 20 digits>.log` plus its `.index`, (when the
+//! log is entry-indexed) `.raftindex`, and
 //! `.timeindex`, and the in-memory state needed to append to it with O_DIRECT.
 //!
 //! Invariants:
@@ -18,6 +19,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use spool_protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
+use crate::entry_index::{EntriesView, SegmentEntries};
 use crate::fs::SegmentFile;
 use crate::index::{OffsetIndex, TimeIndex};
 
@@ -88,6 +90,8 @@ pub(crate) struct Segment {
     pub sealed: bool,
     /// A sealed segment whose index files and producer snapshot are still to be written.
     pub seal_pending: Option<SealWork>,
+    /// Some when the log is entry-indexed (see `entry_index.rs`).
+    pub entries: Option<SegmentEntries>,
 }
 
 /// What a roll leaves for the next flush to persist about the sealed segment.
@@ -106,6 +110,7 @@ pub(crate) struct SegmentView {
     pub durable_bytes: u64,
     pub durable_next_offset: i64,
     pub indexes: Option<Indexes>,
+    pub entries: Option<EntriesView>,
 }
 
 impl SegmentView {
@@ -123,6 +128,8 @@ pub(crate) struct FlushTarget {
     pub size_bytes: u64,
     pub next_offset: i64,
     pub max_timestamp: (i64, i64),
+    /// The segment's entry count (0 without an entry index).
+    pub entry_count: u64,
 }
 
 fn relative(base_offset: i64, offset: i64) -> u32 {
@@ -152,7 +159,15 @@ impl Segment {
             tail_page: Vec::new(),
             sealed: false,
             seal_pending: None,
+            entries: None,
         }
+    }
+
+    /// Makes the segment entry-indexed from `first` (it must hold no batch yet).
+    pub(crate) fn with_entries(mut self, first: u64) -> Segment {
+        assert!(self.is_empty());
+        self.entries = Some(SegmentEntries::new(first));
+        self
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -171,6 +186,7 @@ impl Segment {
             durable_bytes: self.durable_bytes,
             durable_next_offset: self.durable_next_offset,
             indexes: self.indexes.borrow().clone(),
+            entries: self.entries.as_ref().map(SegmentEntries::view),
         }
     }
 
@@ -186,6 +202,7 @@ impl Segment {
             size_bytes: self.size_bytes,
             next_offset: self.next_offset,
             max_timestamp: self.max_timestamp,
+            entry_count: self.entries.as_ref().map_or(0, |entries| entries.count),
         }
     }
 
@@ -208,6 +225,19 @@ impl Segment {
                 .times
                 .maybe_push(max_ts, self.relative(max_ts_offset));
             self.bytes_since_index = 0;
+            // The entry index samples the same batches as the offset index.
+            if let Some(entries) = &self.entries {
+                let relative_index =
+                    u32::try_from(entries.count).expect("entries per segment fit u32");
+                entries
+                    .sparse
+                    .borrow_mut()
+                    .get_or_insert_with(Default::default)
+                    .push(relative_index, position);
+            }
+        }
+        if let Some(entries) = &mut self.entries {
+            entries.count += 1;
         }
         self.bytes_since_index += batch_bytes;
         self.size_bytes += batch_bytes;
@@ -280,6 +310,10 @@ impl Segment {
         self.durable_bytes = target.size_bytes;
         self.durable_next_offset = target.next_offset;
         self.durable_max_timestamp = target.max_timestamp;
+        if let Some(entries) = &mut self.entries {
+            assert!(target.entry_count <= entries.count);
+            entries.durable_count = target.entry_count;
+        }
     }
 
     /// Forgets everything appended after the durable point (a failed flush).
@@ -292,6 +326,12 @@ impl Segment {
         if let Some(indexes) = self.indexes.borrow_mut().as_mut() {
             indexes.offsets.truncate_to_position(self.durable_bytes);
             indexes.times.truncate_to_offset(relative_end);
+        }
+        if let Some(entries) = &mut self.entries {
+            entries.count = entries.durable_count;
+            if let Some(sparse) = entries.sparse.borrow_mut().as_mut() {
+                sparse.truncate_to_position(self.durable_bytes);
+            }
         }
         if self.size_bytes == 0 {
             self.rolling_ms = None;

@@ -1504,3 +1504,417 @@ fn side_file_names_cannot_be_log_files() {
     let log = open(&fs, config());
     let _ = block_on(log.write_side_file("00000000000000000000.log", b"x"));
 }
+
+// ---- Entry index (Raft entry index ↔ batch) ----
+
+fn open_entries(fs: &MemFs, config: LogConfig) -> PartitionLog {
+    block_on(PartitionLog::open_entry_indexed(
+        dir(),
+        config,
+        Backend::Memory(fs.clone()),
+    ))
+    .unwrap()
+}
+
+/// Appends `n` entries of 1..=4 records each (so offsets and indexes diverge), flushing
+/// every `flush_every`; returns each entry's (index, base offset, last offset).
+fn append_entries(log: &PartitionLog, n: u64, flush_every: u64) -> Vec<(u64, i64, i64)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let records = 1 + (log.next_entry_index() % 4) as i64;
+        let (index, info) = log
+            .append_entry(plain(records, 1_000 + i as i64), 3, 1_000)
+            .unwrap();
+        assert_eq!(info.last_offset - info.base_offset + 1, records);
+        out.push((index, info.base_offset, info.last_offset));
+        if (i + 1) % flush_every == 0 {
+            block_on(log.flush()).unwrap();
+        }
+    }
+    block_on(log.flush()).unwrap();
+    out
+}
+
+/// Checks every entry by index and by offset, and a full read by index.
+fn check_entries(log: &PartitionLog, expected: &[(u64, i64, i64)]) {
+    let (first, next) = (log.first_entry_index(), log.next_entry_index());
+    let held: Vec<_> = expected
+        .iter()
+        .filter(|(index, _, _)| (first..next).contains(index))
+        .copied()
+        .collect();
+    assert_eq!(held.len() as u64, next - first, "indexes contiguous");
+    for &(index, base, last) in &held {
+        assert_eq!(
+            block_on(log.offset_of_index(index)).unwrap(),
+            Some((base, last)),
+            "index {index}"
+        );
+        for offset in [base, last] {
+            assert_eq!(
+                block_on(log.index_of_offset(offset)).unwrap(),
+                Some(index),
+                "offset {offset}"
+            );
+        }
+    }
+    assert_eq!(block_on(log.offset_of_index(next)).unwrap(), None);
+    assert_eq!(
+        block_on(log.index_of_offset(log.log_end_offset())).unwrap(),
+        None
+    );
+    let mut read = Vec::new();
+    let mut from = first;
+    while from < next {
+        let batch = block_on(log.read_entries(from, next, 700)).unwrap();
+        assert!(!batch.is_empty());
+        for (index, bytes) in batch {
+            assert_eq!(index, from);
+            let header = batch::validate(&bytes).unwrap();
+            read.push((index, header.base_offset, header.last_offset()));
+            from += 1;
+        }
+    }
+    assert_eq!(read, held);
+}
+
+#[test]
+fn entries_across_segments_sealed_and_tail() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    assert_eq!((log.first_entry_index(), log.next_entry_index()), (0, 0));
+    let expected = append_entries(&log, 60, 1);
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.next_entry_index(), 60);
+    assert!(log.log_end_offset() > 100, "batches span several offsets");
+    check_entries(&log, &expected);
+    // Every sealed segment has a sidecar.
+    assert_eq!(
+        segment_files(&fs, "raftindex").len(),
+        segment_files(&fs, "log").len()
+    );
+    // Reads are clipped to the log and bounded in bytes; one entry always comes back.
+    let one = block_on(log.read_entries(5, 1_000, 1)).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].0, 5);
+    assert!(block_on(log.read_entries(70, 80, 1_000))
+        .unwrap()
+        .is_empty());
+    let last = block_on(log.read_entries(58, 1_000, 1 << 20)).unwrap();
+    assert_eq!(
+        last.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![58, 59]
+    );
+    // An entry is one batch; a producer's duplicate cannot be an entry.
+    let mut two = BytesMut::from(&plain(1, 1)[..]);
+    two.extend_from_slice(&plain(1, 2));
+    assert!(matches!(
+        log.append_entry(two.freeze(), 3, 1),
+        Err(StorageError::NotOneBatch)
+    ));
+    log.append_entry(batch_of(1, 9, 0, 0, 1), 3, 1).unwrap();
+    assert!(matches!(
+        log.append_entry(batch_of(1, 9, 0, 0, 1), 3, 1),
+        Err(StorageError::DuplicateEntry { .. })
+    ));
+    assert_eq!(log.next_entry_index(), 61);
+}
+
+#[test]
+fn entries_survive_clean_restart_and_sealed_lookups_after_reopen() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    let expected = append_entries(&log, 40, 3);
+    block_on(log.close()).unwrap();
+    let log = open_entries(&fs, config());
+    // Nothing in the window now: every lookup goes to sidecars and scans.
+    check_entries(&log, &expected);
+    let more = append_entries(&log, 10, 1);
+    assert_eq!(more[0].0, 40);
+    assert_eq!(more[0].1, expected[39].2 + 1);
+    let all: Vec<_> = expected.iter().chain(&more).copied().collect();
+    check_entries(&log, &all);
+}
+
+#[test]
+fn crash_drops_unflushed_entries_and_keeps_indexes_contiguous() {
+    for torn in [None, Some(100)] {
+        let fs = MemFs::new();
+        let log = open_entries(&fs, config());
+        let durable = append_entries(&log, 25, 1);
+        for i in 0..3 {
+            log.append_entry(plain(2, 5_000 + i), 3, 5_000).unwrap();
+        }
+        drop(log);
+        match torn {
+            None => fs.crash(),
+            Some(bytes) => fs.crash_torn(bytes),
+        }
+        let log = open_entries(&fs, config());
+        assert_eq!(log.next_entry_index(), 25, "torn: {torn:?}");
+        check_entries(&log, &durable);
+        let (index, info) = log.append_entry(plain(1, 9_000), 4, 9_000).unwrap();
+        assert_eq!((index, info.base_offset), (25, durable[24].2 + 1));
+    }
+}
+
+#[test]
+fn truncate_entries_in_sealed_and_active_segments_then_append() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    let expected = append_entries(&log, 50, 1);
+    let first_sealed_end = {
+        // An index in the middle of the second segment (sealed).
+        let second_base = segment_files(&fs, "log")[1].clone();
+        let base: i64 = second_base
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        block_on(log.index_of_offset(base)).unwrap().unwrap()
+    };
+    for keep in [48, first_sealed_end + 2] {
+        block_on(log.truncate_entries_after(Some(keep))).unwrap();
+        assert_eq!(log.next_entry_index(), keep + 1);
+        assert_eq!(log.log_end_offset(), expected[keep as usize].2 + 1);
+        check_entries(&log, &expected[..=keep as usize]);
+    }
+    // New entries continue from the cut, also after a crash and a clean restart.
+    let keep = first_sealed_end + 2;
+    let (index, info) = log.append_entry(plain(2, 7_000), 5, 7_000).unwrap();
+    assert_eq!(
+        (index, info.base_offset),
+        (keep + 1, expected[keep as usize].2 + 1)
+    );
+    block_on(log.flush()).unwrap();
+    let mut now: Vec<_> = expected[..=keep as usize].to_vec();
+    now.push((index, info.base_offset, info.last_offset));
+    drop(log);
+    fs.crash();
+    let log = open_entries(&fs, config());
+    check_entries(&log, &now);
+    block_on(log.truncate_entries_after(None)).unwrap();
+    assert_eq!((log.first_entry_index(), log.next_entry_index()), (0, 0));
+    assert_eq!(log.log_end_offset(), 0);
+    block_on(log.close()).unwrap();
+    let log = open_entries(&fs, config());
+    assert_eq!(log.next_entry_index(), 0);
+    assert_eq!(log.append_entry(plain(1, 1), 6, 1).unwrap().0, 0);
+}
+
+#[test]
+fn purge_and_restart_at_an_entry() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    let expected = append_entries(&log, 50, 1);
+    let deleted = block_on(log.purge_entries_through(20)).unwrap();
+    assert!(deleted > 0);
+    let first = log.first_entry_index();
+    assert!(first > 0 && first <= 21, "first {first}");
+    assert_eq!(
+        block_on(log.offset_of_index(first)).unwrap().map(|o| o.0),
+        Some(log.log_start_offset())
+    );
+    check_entries(&log, &expected);
+    assert_eq!(block_on(log.offset_of_index(first - 1)).unwrap(), None);
+    block_on(log.close()).unwrap();
+    let log = open_entries(&fs, config());
+    assert_eq!(log.first_entry_index(), first);
+    check_entries(&log, &expected);
+
+    block_on(log.truncate_fully_and_start_at_entry(1_000, 5_000)).unwrap();
+    assert_eq!(
+        (log.first_entry_index(), log.next_entry_index()),
+        (1_000, 1_000)
+    );
+    assert_eq!(segment_files(&fs, "raftindex").len(), 1);
+    let (index, info) = log.append_entry(plain(3, 1), 7, 1).unwrap();
+    assert_eq!((index, info.base_offset), (1_000, 5_000));
+    block_on(log.flush()).unwrap();
+    drop(log);
+    fs.crash();
+    let log = open_entries(&fs, config());
+    assert_eq!(
+        (log.first_entry_index(), log.next_entry_index()),
+        (1_000, 1_001)
+    );
+    assert_eq!(block_on(log.index_of_offset(5_002)).unwrap(), Some(1_000));
+    // The offset-only restart keeps numbering where it was.
+    block_on(log.truncate_fully_and_start_at(9_000)).unwrap();
+    assert_eq!(log.next_entry_index(), 1_001);
+    drop(log);
+    fs.crash();
+    let log = open_entries(&fs, config());
+    assert_eq!(
+        (log.first_entry_index(), log.log_start_offset()),
+        (1_001, 9_000)
+    );
+}
+
+fn raftindex_of(fs: &MemFs, k: usize) -> PathBuf {
+    segment_files(fs, "raftindex")[k].clone()
+}
+
+#[test]
+fn deleted_or_damaged_sealed_sidecar_is_rebuilt() {
+    for damage in ["delete", "header", "entries"] {
+        let fs = MemFs::new();
+        let log = open_entries(&fs, config());
+        let expected = append_entries(&log, 40, 1);
+        block_on(log.close()).unwrap();
+        let path = raftindex_of(&fs, 1);
+        let original = fs.read(&path).unwrap();
+        match damage {
+            "delete" => fs.remove(&path),
+            "header" => fs.corrupt(&path, 9, 0xff),
+            _ => fs.corrupt(&path, original.len() - 6, 0xff),
+        }
+        let log = open_entries(&fs, config());
+        check_entries(&log, &expected);
+        assert_eq!(
+            fs.read(&path).unwrap(),
+            original,
+            "{damage}: rebuilt identically"
+        );
+    }
+}
+
+#[test]
+fn first_sidecar_lost_is_anchored_on_the_next_one() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    let expected = append_entries(&log, 40, 1);
+    block_on(log.purge_entries_through(10)).unwrap();
+    let first = log.first_entry_index();
+    block_on(log.close()).unwrap();
+    fs.remove(&raftindex_of(&fs, 0));
+    let log = open_entries(&fs, config());
+    assert_eq!(log.first_entry_index(), first);
+    check_entries(&log, &expected);
+    block_on(log.close()).unwrap();
+    // Both the first and the second lost, with other sidecars present: a clear error.
+    fs.corrupt(&raftindex_of(&fs, 0), 2, 0xff);
+    fs.corrupt(&raftindex_of(&fs, 1), 2, 0xff);
+    let result = block_on(PartitionLog::open_entry_indexed(
+        dir(),
+        config(),
+        Backend::Memory(fs.clone()),
+    ));
+    assert!(matches!(
+        result,
+        Err(StorageError::CorruptEntryIndex { .. })
+    ));
+}
+
+#[test]
+fn sidecar_that_does_not_continue_its_predecessor_is_an_error() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    append_entries(&log, 40, 1);
+    block_on(log.close()).unwrap();
+    // A CRC-valid sidecar for segment 2 claiming another first index.
+    let path = raftindex_of(&fs, 2);
+    let mut bytes = fs.read(&path).unwrap();
+    bytes[15] ^= 1;
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_be_bytes());
+    fs.overwrite(&path, &bytes);
+    match block_on(PartitionLog::open_entry_indexed(
+        dir(),
+        config(),
+        Backend::Memory(fs.clone()),
+    )) {
+        Err(StorageError::CorruptEntryIndex { path: at, reason }) => {
+            assert_eq!(at, path);
+            assert!(reason.contains("continue"), "{reason}");
+        }
+        other => panic!("expected a corrupt entry index, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn hostile_sidecar_bytes_never_panic() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, config());
+    let expected = append_entries(&log, 40, 1);
+    block_on(log.close()).unwrap();
+    let path = raftindex_of(&fs, 1);
+    let original = fs.read(&path).unwrap();
+    let variants: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0xff; 7],
+        vec![0; 32],
+        original[..original.len() - 1].to_vec(),
+        [original.clone(), vec![0; 9]].concat(),
+        vec![0xab; 4096],
+    ];
+    for bytes in variants {
+        fs.overwrite(&path, &bytes);
+        let log = open_entries(&fs, config());
+        check_entries(&log, &expected);
+        block_on(log.close()).unwrap();
+    }
+}
+
+#[test]
+fn log_without_entry_index_writes_no_sidecar_and_upgrades_from_zero() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 30, 0);
+    let headers = read_all(&log);
+    block_on(log.truncate_fully_and_start_at(headers[5].base_offset)).unwrap();
+    fill(&log, 30, 0);
+    let headers = read_all(&log);
+    block_on(log.close()).unwrap();
+    assert!(segment_files(&fs, "raftindex").is_empty());
+    // The first entry-indexed open numbers the existing batches from 0.
+    let log = open_entries(&fs, config());
+    assert_eq!(log.next_entry_index(), headers.len() as u64);
+    let expected: Vec<_> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (i as u64, h.base_offset, h.last_offset()))
+        .collect();
+    check_entries(&log, &expected);
+    assert_eq!(
+        segment_files(&fs, "raftindex").len(),
+        segment_files(&fs, "log").len() - 1,
+        "sealed sidecars rebuilt at open; the active one is written at close"
+    );
+}
+
+#[test]
+fn entries_on_dma_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("topic-0");
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let log = PartitionLog::open_entry_indexed(path.clone(), config(), Backend::Dma)
+                .await
+                .unwrap();
+            let mut expected = Vec::new();
+            for i in 0..30 {
+                let (index, info) = log.append_entry(plain(2, i), 1, i).unwrap();
+                expected.push((index, info.base_offset));
+                log.flush().await.unwrap();
+            }
+            log.close().await.unwrap();
+            let log = PartitionLog::open_entry_indexed(path, config(), Backend::Dma)
+                .await
+                .unwrap();
+            assert_eq!(log.next_entry_index(), 30);
+            for (index, base) in expected {
+                assert_eq!(
+                    log.offset_of_index(index).await.unwrap().map(|o| o.0),
+                    Some(base)
+                );
+            }
+            let read = log.read_entries(0, 30, 1 << 20).await.unwrap();
+            assert_eq!(read.len(), 30);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
