@@ -1,6 +1,6 @@
-//! One segment of a partition log: `<base offset, 20 digits>.log` plus its `.index`, (when the
-//! log is entry-indexed) `.raftindex`, and
-//! `.timeindex`, and the in-memory state needed to append to it with O_DIRECT.
+//! One segment of a partition log: `<base offset, 20 digits>.log` plus its `.index`,
+//! `.timeindex` and (when the log is entry-indexed) `.raftindex`, and the in-memory state
+//! needed to append to it with O_DIRECT.
 //!
 //! Invariants:
 //! - `durable_bytes <= size_bytes`; bytes below `durable_bytes` are written and fdatasynced,
