@@ -396,26 +396,7 @@ impl PartitionLog {
         };
         let path = segment::log_path(&self.dir, view.base_offset);
         let mut tracker = Segment::new(view.base_offset, None).with_entries(0);
-        let interval = u64::from(self.state.borrow().config.index_interval_bytes);
-        let scan = segment::scan_batches(
-            file,
-            0,
-            view.durable_bytes,
-            Some(view.base_offset),
-            segment::SCAN_CHUNK_BYTES,
-            |_, header, _| {
-                tracker.track_batch(header, interval);
-                true
-            },
-        )
-        .await
-        .map_err(io_error(&path))?;
-        if scan.valid_bytes != view.durable_bytes {
-            return Err(StorageError::SegmentCorrupt {
-                path,
-                position: scan.valid_bytes,
-            });
-        }
+        self.retrack_segment(view, file, &mut tracker).await?;
         tracing::info!(path = %path.display(), "entry index rebuilt from the segment");
         let entries = tracker.entries.expect("tracker has entries");
         let sparse = entries.sparse.into_inner().unwrap_or_default();

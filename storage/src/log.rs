@@ -546,16 +546,15 @@ impl PartitionLog {
             .map(|(offsets, times)| Indexes { offsets, times }))
     }
 
-    /// Rebuilds a segment's indexes by scanning it; also returns its max timestamp entry.
-    pub(crate) async fn rebuild_indexes(
+    /// Feeds every durable batch of a sealed segment to `tracker.track_batch`, as the appends
+    /// did: the one scan behind rebuilding its offset/time indexes and its entry index.
+    pub(crate) async fn retrack_segment(
         &self,
         view: &SegmentView,
-    ) -> Result<(Indexes, (i64, i64)), StorageError> {
+        file: &SegmentFile,
+        tracker: &mut Segment,
+    ) -> Result<(), StorageError> {
         let path = segment::log_path(&self.dir, view.base_offset);
-        let Some(file) = view.file.as_ref() else {
-            return Ok((Indexes::default(), (-1, -1)));
-        };
-        let mut rebuilt = Segment::new(view.base_offset, None);
         let interval = u64::from(self.state.borrow().config.index_interval_bytes);
         let scan = segment::scan_batches(
             file,
@@ -564,7 +563,7 @@ impl PartitionLog {
             Some(view.base_offset),
             segment::SCAN_CHUNK_BYTES,
             |_, header, _| {
-                rebuilt.track_batch(header, interval);
+                tracker.track_batch(header, interval);
                 true
             },
         )
@@ -576,6 +575,19 @@ impl PartitionLog {
                 position: scan.valid_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// Rebuilds a segment's indexes by scanning it; also returns its max timestamp entry.
+    pub(crate) async fn rebuild_indexes(
+        &self,
+        view: &SegmentView,
+    ) -> Result<(Indexes, (i64, i64)), StorageError> {
+        let Some(file) = view.file.as_ref() else {
+            return Ok((Indexes::default(), (-1, -1)));
+        };
+        let mut rebuilt = Segment::new(view.base_offset, None);
+        self.retrack_segment(view, file, &mut rebuilt).await?;
         rebuilt.finish_time_index();
         let indexes = rebuilt.indexes.borrow().clone().unwrap_or_default();
         Ok((indexes, rebuilt.max_timestamp))
