@@ -41,6 +41,17 @@ const ENTRY_SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
 type Sidecar = Option<Result<(SidecarHeader, EntrySparse), &'static str>>;
 
+/// How a Raft entry's batch gets its offsets and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStamp {
+    /// A leader's proposal: validated against the topic's limits, then stamped with the log
+    /// end offset, the epoch and (LogAppendTime topics) the append time.
+    Propose,
+    /// A copy read from the leader's log: already stamped, so it must start at this log's end
+    /// and carry the entry's epoch, and its bytes are kept exactly.
+    Replicated,
+}
+
 impl PartitionLog {
     /// Opens the log as a Raft log: every batch is an entry, and the entry index is kept
     /// (and built, for a log that had none). Always open such a log this way.
@@ -78,6 +89,39 @@ impl PartitionLog {
         }
         assert_eq!(self.next_entry_index(), index + 1);
         Ok((index, info))
+    }
+
+    /// Appends one Raft entry (see [`EntryStamp`]); never refused for producer state.
+    /// Returns its index and offsets.
+    pub fn append_raft_entry(
+        &self,
+        batch: Bytes,
+        epoch: i32,
+        now_ms: i64,
+        stamp: EntryStamp,
+    ) -> Result<(u64, AppendInfo), StorageError> {
+        assert!(
+            self.state.borrow().entry_index,
+            "log opened without entries"
+        );
+        let index = self.next_entry_index();
+        let info = self
+            .state
+            .borrow_mut()
+            .append_raft_entry(batch, epoch, now_ms, stamp)?;
+        assert_eq!(self.next_entry_index(), index + 1);
+        Ok((index, info))
+    }
+
+    /// Whether `records` (one batch) continues its producer's sequence, repeats one of its
+    /// recent batches (with the original offsets), or is refused: what a partition leader
+    /// asks before it proposes a batch, since the entry cannot be refused once proposed.
+    pub fn check_producer(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<crate::SequenceCheck, StorageError> {
+        self.state.borrow().check_producer(records, now_ms)
     }
 
     /// The oldest entry the log holds (== `next_entry_index` when empty); moves with

@@ -35,9 +35,11 @@ mod tail;
 #[cfg(test)]
 mod tests;
 
+pub use crate::entries::EntryStamp;
 pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
+pub use crate::producer::SequenceCheck;
 pub use crate::side_file::SIDE_FILE_BYTES_MAX;
 
 /// `message.timestamp.type`.
@@ -110,6 +112,13 @@ pub enum StorageError {
     EntryOutOfRange { index: u64, first: u64, next: u64 },
     #[error("an entry must be exactly one record batch")]
     NotOneBatch,
+    #[error("a replicated entry at offset {base_offset} epoch {epoch} where the log expects offset {expected_offset} epoch {expected_epoch}")]
+    MisplacedEntry {
+        base_offset: i64,
+        epoch: i32,
+        expected_offset: i64,
+        expected_epoch: i32,
+    },
     #[error("the batch repeats offsets {base_offset}..={last_offset} of the producer; an entry must be new")]
     DuplicateEntry { base_offset: i64, last_offset: i64 },
     #[error("I/O error on {path}: {source}")]

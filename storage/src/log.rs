@@ -844,6 +844,83 @@ impl LogState {
         })
     }
 
+    /// A Raft entry's append (see `entries.rs`): never refused for producer state, which the
+    /// leader's Kafka layer checked before proposing (a Raft store cannot drop an entry), and
+    /// updated as an ordinary append so a failed flush rolls it back.
+    pub(crate) fn append_raft_entry(
+        &mut self,
+        batch: Bytes,
+        epoch: i32,
+        now_ms: i64,
+        stamp: crate::entries::EntryStamp,
+    ) -> Result<AppendInfo, StorageError> {
+        use crate::entries::EntryStamp;
+        let (position, header) = match stamp {
+            EntryStamp::Propose => {
+                let mut frames = self.validate_batches(&batch)?;
+                if frames.len() != 1 {
+                    return Err(StorageError::NotOneBatch);
+                }
+                frames.pop().expect("one frame")
+            }
+            EntryStamp::Replicated => {
+                // The leader validated it against the topic's limits; a follower checks only
+                // that the bytes are intact and continue its log (its config may lag).
+                let header = batch::validate(&batch).map_err(|error| corrupt(0, &error))?;
+                if header.total_bytes() != batch.len() {
+                    return Err(StorageError::NotOneBatch);
+                }
+                if header.base_offset != self.log_end_offset
+                    || header.partition_leader_epoch != epoch
+                {
+                    return Err(StorageError::MisplacedEntry {
+                        base_offset: header.base_offset,
+                        epoch: header.partition_leader_epoch,
+                        expected_offset: self.log_end_offset,
+                        expected_epoch: epoch,
+                    });
+                }
+                (0, header)
+            }
+        };
+        let log_append_time = matches!(stamp, EntryStamp::Propose)
+            && self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mark = self.producers.undo_mark();
+        let mut header = header;
+        header.base_offset = self.log_end_offset;
+        header.partition_leader_epoch = epoch;
+        if log_append_time {
+            header.max_timestamp = now_ms;
+        }
+        self.producers.apply(&header, now_ms);
+        let next_offset = header.last_offset() + 1;
+        self.maybe_roll(batch.len() as u64, next_offset, now_ms, mark);
+        let base_offset = self.log_end_offset;
+        self.append_stamped(&batch, &[(position, header)], log_append_time, now_ms);
+        self.epochs_dirty |= self.epochs.assign(epoch, base_offset);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            duplicate: false,
+        })
+    }
+
+    /// What appending `records` would do to the producer state, without appending: the
+    /// leader's check before it proposes a batch.
+    pub(crate) fn check_producer(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<SequenceCheck, StorageError> {
+        let frames = self.validate_batches(records)?;
+        if frames.len() != 1 {
+            return Err(StorageError::NotOneBatch);
+        }
+        self.producers
+            .check(&frames[0].1, now_ms, self.config.producer_id_expiration_ms)
+    }
+
     fn validate_batches(&self, records: &Bytes) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
         let mut frames = Vec::new();
         for frame in batch::batches(records.clone()) {

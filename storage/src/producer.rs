@@ -73,7 +73,7 @@ impl ProducerEntry {
 
 /// What an append of one batch must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SequenceCheck {
+pub enum SequenceCheck {
     Append,
     Duplicate { base_offset: i64, last_offset: i64 },
 }

@@ -79,11 +79,24 @@ pub(crate) fn encode_entry(entry: &Entry, now_ms: i64) -> Result<(Bytes, i32), S
     let mut key = [0u8; KEY_BYTES];
     key[0] = KEY_VERSION;
     key[1] = kind;
-    Ok((encode_batch(&key, value.as_deref(), epoch, now_ms), epoch))
+    Ok((
+        encode_batch(&key, value.as_deref(), epoch, now_ms, 0),
+        epoch,
+    ))
 }
 
-/// A magic-2 batch holding one uncompressed record, as a non-idempotent producer writes it.
-fn encode_batch(key: &[u8], value: Option<&[u8]>, epoch: i32, now_ms: i64) -> Bytes {
+/// Attribute bit of a control batch.
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+
+/// A magic-2 batch holding one uncompressed record, as a non-idempotent producer writes it
+/// (with `attributes`: 0, or a control batch).
+pub(crate) fn encode_batch(
+    key: &[u8],
+    value: Option<&[u8]>,
+    epoch: i32,
+    now_ms: i64,
+    attributes: i16,
+) -> Bytes {
     let mut record = BytesMut::with_capacity(32 + key.len() + value.map_or(0, <[u8]>::len));
     record.put_i8(0); // attributes
     put_varint(&mut record, 0); // timestamp delta
@@ -105,7 +118,7 @@ fn encode_batch(key: &[u8], value: Option<&[u8]>, epoch: i32, now_ms: i64) -> By
     out.put_i32(epoch);
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // crc, set below
-    out.put_i16(0); // attributes: no compression, CreateTime
+    out.put_i16(attributes); // no compression, CreateTime
     out.put_i32(0); // last offset delta
     out.put_i64(now_ms);
     out.put_i64(now_ms);
@@ -158,7 +171,7 @@ pub(crate) fn decode_entry(batch_bytes: &Bytes, index: u64) -> Result<Entry, Sto
 }
 
 /// Key and value of the one record after a batch header; None if malformed.
-fn decode_record(records: Bytes) -> Option<(Option<Bytes>, Option<Bytes>)> {
+pub(crate) fn decode_record(records: Bytes) -> Option<(Option<Bytes>, Option<Bytes>)> {
     let mut at = 0;
     let length = usize::try_from(get_varint(&records, &mut at)?).ok()?;
     if length != records.len() - at {
@@ -433,4 +446,86 @@ impl<'a> Reader<'a> {
         }
         Ok(count)
     }
+}
+
+// ---- Partition groups: the entries of a data partition's Raft log ----------------------------
+
+/// Control type of a new leader's blank entry: KRaft's LEADER_CHANGE.
+pub(crate) const CONTROL_LEADER_CHANGE: i16 = 2;
+/// Control type of a membership entry: private to Spool. Negative, so no future Kafka type
+/// collides with it; clients map unknown types to "ignore" (Java `UNKNOWN`, librdkafka
+/// "unsupported ctrl message type").
+pub(crate) const CONTROL_SPOOL_MEMBERSHIP: i16 = -0x5350;
+/// Version of a control record key; librdkafka fails a fetch whose control key is not
+/// version 0 and exactly 4 bytes.
+const CONTROL_KEY_VERSION: i16 = 0;
+
+/// A partition entry that is not client data, as the control batch every replica writes for
+/// it. Deterministic (no clock, no node id: with standard leader ids a log id names only the
+/// term), so every replica re-encoding the entry it received stores the same bytes.
+pub(crate) fn encode_partition_control(entry: &Entry) -> Result<Option<Bytes>, StoreError> {
+    let term = entry.log_id.leader_id.term;
+    let epoch = i32::try_from(term).map_err(|_| StoreError::TermTooLarge { term })?;
+    let (control_type, value) = match &entry.payload {
+        EntryPayload::Normal(_) => return Ok(None),
+        EntryPayload::Blank => (CONTROL_LEADER_CHANGE, leader_change_value()),
+        EntryPayload::Membership(membership) => {
+            (CONTROL_SPOOL_MEMBERSHIP, encode_membership(membership)?)
+        }
+    };
+    let mut key = [0u8; 4];
+    key[..2].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+    key[2..].copy_from_slice(&control_type.to_be_bytes());
+    Ok(Some(encode_batch(
+        &key,
+        Some(&value),
+        epoch,
+        NO_TIMESTAMP,
+        ATTRIBUTE_CONTROL,
+    )))
+}
+
+/// Kafka's "no timestamp".
+const NO_TIMESTAMP: i64 = -1;
+
+/// A `LeaderChangeMessage` v0 (flexible) naming no leader and no voters: Version 0,
+/// LeaderId -1, empty compact arrays Voters and GrantingVoters, no tagged fields. The entry's
+/// epoch names the term; which node leads it is not in the log id openraft hands the store.
+/// (The tests check these bytes against Kafka's own decoder.)
+pub(crate) const LEADER_CHANGE_VALUE: [u8; 9] = [0, 0, 0xff, 0xff, 0xff, 0xff, 1, 1, 0];
+
+fn leader_change_value() -> Bytes {
+    Bytes::from_static(&LEADER_CHANGE_VALUE)
+}
+
+/// The entry a partition log's batch holds: its control batches are the blank and membership
+/// entries, every other batch is client data (`Normal`, the batch's bytes). `index` is where
+/// the log says it is; the term is the batch's partition leader epoch.
+pub(crate) fn decode_partition_entry(batch_bytes: &Bytes, index: u64) -> Result<Entry, StoreError> {
+    let corrupt = |reason: &'static str| StoreError::CorruptEntry { index, reason };
+    let header =
+        batch::BatchHeader::parse(batch_bytes).map_err(|_| corrupt("invalid record batch"))?;
+    let term = u64::try_from(header.partition_leader_epoch).map_err(|_| corrupt("no term"))?;
+    let payload = if header.is_control() && !header.has_producer_id() {
+        let (key, value) = decode_record(batch_bytes.slice(HEADER_BYTES..))
+            .ok_or(corrupt("undecodable control record"))?;
+        let key = key.ok_or(corrupt("control record without a key"))?;
+        if key.len() != 4 || key[..2] != CONTROL_KEY_VERSION.to_be_bytes() {
+            return Err(corrupt("unknown control key version"));
+        }
+        match i16::from_be_bytes([key[2], key[3]]) {
+            CONTROL_LEADER_CHANGE => EntryPayload::Blank,
+            CONTROL_SPOOL_MEMBERSHIP => {
+                let value = value.ok_or(corrupt("membership entry without a value"))?;
+                EntryPayload::Membership(decode_membership(&value).map_err(corrupt)?)
+            }
+            _ => return Err(corrupt("unknown control type in a partition log")),
+        }
+    } else {
+        EntryPayload::Normal(Command(batch_bytes.clone()))
+    };
+    Ok(Entry {
+        log_id: LogId::new_term_index(term, index),
+        payload,
+    })
 }

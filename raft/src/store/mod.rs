@@ -27,6 +27,9 @@
 //! one `PartitionLog`, whose methods are safe to interleave (see `storage/src/log.rs`).
 
 mod codec;
+mod partition;
+#[cfg(test)]
+mod partition_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +45,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
 use self::codec::{decode_entry, encode_entry, Entry, PersistentState, RaftLogId, Vote};
+pub use self::partition::{PartitionLogReader, PartitionStore, PROPOSAL_BASE_OFFSET};
 use crate::TypeConfig;
 
 /// Name of the state file beside the segments.

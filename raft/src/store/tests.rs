@@ -46,7 +46,7 @@ fn group_dir() -> PathBuf {
     PathBuf::from("/raft/group-0")
 }
 
-fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+pub(super) fn run<T>(future: impl std::future::Future<Output = T>) -> T {
     GlommioRuntime::new(1).block_on(future)
 }
 
@@ -54,7 +54,7 @@ async fn open_mem(fs: &MemFs) -> Result<LogStore, StoreError> {
     LogStore::open(group_dir(), Backend::Memory(fs.clone()), small_config()).await
 }
 
-fn log_id(term: u64, index: u64) -> RaftLogId {
+pub(super) fn log_id(term: u64, index: u64) -> RaftLogId {
     LogId::new_term_index(term, index)
 }
 
@@ -65,7 +65,7 @@ fn normal(term: u64, index: u64, data: &str) -> Entry {
     }
 }
 
-fn membership() -> RaftMembership {
+pub(super) fn membership() -> RaftMembership {
     let nodes: BTreeMap<u64, NodeInfo> = [1, 2, 3, 4]
         .into_iter()
         .map(|id| {
@@ -101,7 +101,7 @@ fn indexes(entries: &[Entry]) -> Vec<u64> {
 
 /// A minimal in-memory state machine: the suite needs one beside the log store.
 #[derive(Clone, Default)]
-struct MemStateMachine {
+pub(super) struct MemStateMachine {
     inner: Rc<RefCell<MemSmState>>,
 }
 
@@ -186,7 +186,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
     }
 }
 
-fn suite_error(error: StoreError) -> openraft::StorageError<TypeConfig> {
+pub(super) fn suite_error(error: StoreError) -> openraft::StorageError<TypeConfig> {
     openraft::StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Read, error.into())
 }
 
