@@ -13,6 +13,7 @@ mod identity;
 mod kafka;
 mod metadata;
 mod net;
+mod replication;
 mod runtime;
 mod shard;
 mod topic_config;

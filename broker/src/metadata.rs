@@ -41,6 +41,10 @@ pub struct TopicMeta {
     /// Empty in a creation request: the controller places.
     #[serde(default)]
     pub replicas: Vec<Vec<i32>>,
+    /// Each partition's Raft group leader and leader epoch as last reported to the
+    /// controller ((-1, 0): none yet). Empty for topics whose partitions are not Raft groups.
+    #[serde(default)]
+    pub leaders: Vec<(i32, i32)>,
 }
 
 /// Every shard's view of the topics.

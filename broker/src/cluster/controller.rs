@@ -20,8 +20,10 @@ use crate::topic_config;
 /// Producer ids handed to a broker per `AllocateProducerIds` (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// Until partitions replicate (issue 10) each has one replica.
-pub const REPLICATION_FACTOR_MAX: i16 = 1;
+/// Replicas of one partition at most: each is a voter of the partition's Raft group, and
+/// every voter costs the leader a replication stream (Kafka has no bound; RF above 5 is
+/// rare).
+pub const REPLICATION_FACTOR_MAX: i16 = 16;
 
 /// Why a request is refused before anything is proposed: a Kafka error and its message.
 pub type Refusal = (ResponseError, String);
@@ -77,7 +79,7 @@ fn explicit(
             ));
         }
         if replicas.len() > REPLICATION_FACTOR_MAX as usize {
-            return Err(not_yet_replicated(replicas.len() as i16));
+            return Err(too_many_replicas(replicas.len() as i16));
         }
         out.push(PartitionAssignment {
             replicas: replicas.clone(),
@@ -86,10 +88,10 @@ fn explicit(
     Ok(out)
 }
 
-fn not_yet_replicated(rf: i16) -> Refusal {
+fn too_many_replicas(rf: i16) -> Refusal {
     refuse(
         ResponseError::InvalidReplicationFactor,
-        format!("Replication factor {rf} is not supported yet: Spool partitions have one replica until replication lands."),
+        format!("Replication factor {rf} is above Spool's maximum of {REPLICATION_FACTOR_MAX}."),
     )
 }
 
@@ -130,7 +132,7 @@ pub fn plan(
                     ));
                 }
                 if *replication > REPLICATION_FACTOR_MAX {
-                    return Err(not_yet_replicated(*replication));
+                    return Err(too_many_replicas(*replication));
                 }
                 placement::place(&live, 0, (*partitions).max(0) as usize, rf, start)
                     .map_err(|e| refuse(ResponseError::InvalidReplicationFactor, e.to_string()))?
@@ -227,6 +229,37 @@ pub fn plan(
                 id: topic.id,
                 changes: altered,
             }]))
+        }
+        ControllerRequest::ReportLeader {
+            topic,
+            partition,
+            leader,
+            epoch,
+        } => {
+            let Some(image_topic) = image.topics.get(topic) else {
+                return Err(refuse(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{topic}' does not exist."),
+                ));
+            };
+            let current = usize::try_from(*partition)
+                .ok()
+                .and_then(|p| image_topic.partitions.get(p));
+            match current {
+                None => Err(refuse(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The partition {topic}-{partition} does not exist."),
+                )),
+                Some(state) if state.leader >= 0 && state.leader_epoch >= *epoch => {
+                    Ok(Plan::Nothing)
+                }
+                Some(_) => Ok(Plan::Propose(vec![MetadataRecord::PartitionLeader {
+                    id: image_topic.id,
+                    partition: *partition,
+                    leader: *leader,
+                    epoch: *epoch,
+                }])),
+            }
         }
         ControllerRequest::AllocateProducerIds { broker } => {
             Ok(Plan::Propose(vec![MetadataRecord::ProducerIds {

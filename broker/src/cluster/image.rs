@@ -47,6 +47,8 @@ pub struct BrokerState {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     pub replicas: Vec<i32>,
+    /// The Raft group's leader as last reported (-1: none reported yet).
+    pub leader: i32,
     pub leader_epoch: i32,
 }
 
@@ -78,6 +80,7 @@ fn partition_state(assignment: PartitionAssignment) -> PartitionState {
     );
     PartitionState {
         replicas: assignment.replicas,
+        leader: -1,
         leader_epoch: 0,
     }
 }
@@ -177,6 +180,26 @@ impl MetadataImage {
                             Some(v) => topic.configs.insert(name, v),
                             None => topic.configs.remove(&name),
                         };
+                    }
+                    ApplyOutcome::Applied
+                }
+                None => ApplyOutcome::UnknownTopic,
+            },
+            MetadataRecord::PartitionLeader {
+                id,
+                partition,
+                leader,
+                epoch,
+            } => match self.topic_by_id_mut(&id) {
+                Some(topic) => {
+                    if let Some(state) = usize::try_from(partition)
+                        .ok()
+                        .and_then(|p| topic.partitions.get_mut(p))
+                    {
+                        if epoch > state.leader_epoch || state.leader < 0 {
+                            state.leader = leader;
+                            state.leader_epoch = epoch;
+                        }
                     }
                     ApplyOutcome::Applied
                 }

@@ -98,6 +98,14 @@ pub enum MetadataRecord {
         broker: i32,
         count: i64,
     },
+    /// A partition's Raft group elected `leader` in term `epoch` (its leader epoch), as its
+    /// leader reported; older epochs than the image's are ignored at apply.
+    PartitionLeader {
+        id: [u8; 16],
+        partition: i32,
+        leader: i32,
+        epoch: i32,
+    },
 }
 
 /// What one Raft entry of the metadata group carries.

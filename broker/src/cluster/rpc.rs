@@ -44,6 +44,13 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: i32,
     },
+    /// A partition leader reports its election (see `MetadataRecord::PartitionLeader`).
+    ReportLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        epoch: i32,
+    },
     Register(BrokerRegistration),
     Heartbeat {
         id: i32,

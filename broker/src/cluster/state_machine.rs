@@ -91,7 +91,8 @@ fn changes_of(records: &[MetadataRecord], before: &MetadataImage) -> Vec<Change>
                 MetadataRecord::CreateTopic { name, .. } => Change::Topic(name.clone()),
                 MetadataRecord::DeleteTopic { id }
                 | MetadataRecord::CreatePartitions { id, .. }
-                | MetadataRecord::AlterTopicConfigs { id, .. } => {
+                | MetadataRecord::AlterTopicConfigs { id, .. }
+                | MetadataRecord::PartitionLeader { id, .. } => {
                     let name = before.topic_name_by_id(id).unwrap_or_default();
                     if matches!(r, MetadataRecord::DeleteTopic { .. }) {
                         Change::TopicDeleted(name)

@@ -93,5 +93,10 @@ pub fn topic_meta(topic: &TopicImage) -> TopicMeta {
             .iter()
             .map(|p| p.replicas.clone())
             .collect(),
+        leaders: topic
+            .partitions
+            .iter()
+            .map(|p| (p.leader, p.leader_epoch))
+            .collect(),
     }
 }

@@ -179,6 +179,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
         .into_iter()
         .collect(),
         replicas: Vec::new(),
+        leaders: Vec::new(),
     };
     let (code, message, _) = shard
         .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {

@@ -164,6 +164,12 @@ pub enum AdminRequest {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// This node leads a partition's Raft group in `epoch`: tell the controller.
+    ReportLeader {
+        topic: String,
+        partition: i32,
+        epoch: i32,
+    },
 }
 
 pub enum Reply {

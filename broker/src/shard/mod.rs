@@ -840,6 +840,19 @@ impl Shard {
                 },
                 timeout(timeout_ms),
             ),
+            AdminRequest::ReportLeader {
+                topic,
+                partition,
+                epoch,
+            } => (
+                ControllerRequest::ReportLeader {
+                    topic,
+                    partition,
+                    leader: self.config.node_id,
+                    epoch,
+                },
+                timeout(0),
+            ),
             AdminRequest::DeleteTopic { name, timeout_ms } => {
                 (ControllerRequest::DeleteTopic { name }, timeout(timeout_ms))
             }
@@ -1014,6 +1027,7 @@ impl Shard {
             replication_factor: self.config.default_replication_factor,
             configs: Default::default(),
             replicas: Vec::new(),
+            leaders: Vec::new(),
         };
         let (code, _, _) = self
             .admin_call(AdminRequest::CreateTopic {

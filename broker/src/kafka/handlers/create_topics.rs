@@ -115,6 +115,7 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
                 .iter()
                 .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                 .collect(),
+            leaders: Vec::new(),
         };
         let described = describe_configs(ctx, &meta);
         let (code, message, _) = shard
