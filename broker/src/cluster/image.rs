@@ -47,7 +47,7 @@ pub struct BrokerState {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     pub replicas: Vec<i32>,
-    /// The Raft group's leader as last reported (-1: none reported yet).
+    /// The Raft group's leader as last reported (at creation: the first replica, epoch 0).
     pub leader: i32,
     pub leader_epoch: i32,
 }
@@ -78,9 +78,11 @@ fn partition_state(assignment: PartitionAssignment) -> PartitionState {
         !assignment.replicas.is_empty(),
         "a committed assignment names at least one replica"
     );
+    // The preferred replica leads until the group reports its first election (which it
+    // starts at once: see `ReplicaGroup::start`).
     PartitionState {
+        leader: assignment.replicas[0],
         replicas: assignment.replicas,
-        leader: -1,
         leader_epoch: 0,
     }
 }

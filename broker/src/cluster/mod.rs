@@ -76,7 +76,9 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
         ))
     });
     let store_closer = log_store.closer();
-    let router = spool_raft::transport::Router::new(config.node_id as NodeId);
+    // Shard 0's router: the metadata group shares its connections with the shard's partition
+    // groups.
+    let router = shard.raft_router.clone();
     let network = spool_raft::transport::network_factory(router.clone(), METADATA_GROUP);
     let raft_config = node::raft_config(cluster).unwrap_or_else(|e| fatal(e));
     let raft = openraft::Raft::new(
@@ -144,7 +146,16 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
     if let Some((host, port)) = &cluster.rpc_listen {
         use spool_raft::transport::{AppHandler, GroupRegistry, RpcServer, APP_GROUP};
         let addr = format!("{host}:{port}");
-        let registry = GroupRegistry::new();
+        // Shard 0's registry: the metadata group, the controller RPCs and shard 0's partition
+        // groups; requests for another shard's groups are forwarded to it.
+        let registry: GroupRegistry = shard.raft_groups.clone();
+        {
+            let shard = shard.clone();
+            registry.set_fallback(Rc::new(move |group, request| {
+                let shard = shard.clone();
+                Box::pin(async move { shard.forward_raft(group, request).await })
+            }));
+        }
         let handler_node = node.clone();
         let registered = registry
             .register(METADATA_GROUP, raft.clone())

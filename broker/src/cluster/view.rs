@@ -12,6 +12,8 @@ pub struct BrokerView {
     pub port: u16,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Where its peers' Raft RPCs reach it (empty: a node without a listener).
+    pub rpc_addr: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +51,7 @@ impl ClusterView {
                     port: endpoint.map_or(0, |e| e.port),
                     rack: b.registration.rack.clone(),
                     fenced: b.fenced,
+                    rpc_addr: b.registration.rpc_addr.clone(),
                 }
             })
             .collect();

@@ -164,8 +164,8 @@ impl ReplicaGroup {
                 (*r as NodeId, NodeInfo { rpc_addr })
             })
             .collect();
-        let membership = Membership::new(vec![voters], nodes)
-            .map_err(|e| GroupError::Start(e.to_string()))?;
+        let membership =
+            Membership::new(vec![voters], nodes).map_err(|e| GroupError::Start(e.to_string()))?;
         let sm = PartitionStateMachine::new(
             log.clone(),
             committed,
@@ -177,6 +177,19 @@ impl ReplicaGroup {
         let raft = Raft::new(spec.node_id as NodeId, config, network, store, sm)
             .await
             .map_err(|e| GroupError::Start(e.to_string()))?;
+        // The preferred replica of a new group stands at once instead of waiting out an
+        // election timeout, so the leader Metadata named at creation is soon the real one.
+        let fresh = committed.is_none() && log.log_end_offset() == 0;
+        // (A sole voter is elected at the first tick anyway.)
+        if fresh && spec.replicas.len() > 1 && spec.replicas.first() == Some(&spec.node_id) {
+            if let Err(e) = raft.trigger().elect(false).await {
+                tracing::debug!(
+                    topic = spec.topic,
+                    partition = spec.partition,
+                    "no election: {e}"
+                );
+            }
+        }
         let (proposals, queue) = runtime::new_bounded(PROPOSALS_QUEUED_MAX);
         let group = Rc::new(ReplicaGroup {
             id,
@@ -187,7 +200,7 @@ impl ReplicaGroup {
             log,
             proposals,
         });
-        runtime::spawn_detached(proposer(group.clone(), queue));
+        runtime::spawn_detached(proposer(Rc::downgrade(&group), queue));
         Ok(group)
     }
 
@@ -342,9 +355,13 @@ impl Pending {
 
 /// The leader's proposer: takes produce requests in arrival order, checks each batch, proposes
 /// it in that order, and answers each request when its batch commits.
-async fn proposer(group: Rc<ReplicaGroup>, queue: LocalReceiver<Proposal>) {
+async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Proposal>) {
     let pending = Rc::new(RefCell::new(Pending::default()));
+    // The queue closes when the group is dropped; the task holds it only while proposing.
     while let Some(proposal) = queue.recv().await {
+        let Some(group) = group.upgrade() else {
+            return;
+        };
         let Some(term) = group.leadership() else {
             let _ = proposal
                 .reply
@@ -406,7 +423,6 @@ async fn proposer(group: Rc<ReplicaGroup>, queue: LocalReceiver<Proposal>) {
                 }
             }
         }
-        let group = group.clone();
         let pending = pending.clone();
         runtime::spawn_detached(async move {
             let mut first: Option<ProduceResult> = None;

@@ -125,9 +125,8 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: futures::Stream<
-                Item = Result<openraft::storage::EntryResponder<TypeConfig>, io::Error>,
-            > + Unpin,
+        Strm: futures::Stream<Item = Result<openraft::storage::EntryResponder<TypeConfig>, io::Error>>
+            + Unpin,
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
@@ -144,8 +143,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     .encode()
                 }
                 EntryPayload::Membership(membership) => {
-                    self.membership =
-                        StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership.clone());
+                    self.membership = StoredMembershipOf::<TypeConfig>::new(
+                        Some(entry.log_id),
+                        membership.clone(),
+                    );
                     let end = self.end_of(entry.log_id.index).await?;
                     self.hw.advance(end);
                     Command::default()
@@ -199,10 +200,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Bytes>>, io::Error> {
-        Ok(self.snapshot.clone().map(|(meta, snapshot)| openraft::storage::Snapshot {
-            meta,
-            snapshot,
-        }))
+        Ok(self
+            .snapshot
+            .clone()
+            .map(|(meta, snapshot)| openraft::storage::Snapshot { meta, snapshot }))
     }
 }
 

@@ -132,6 +132,11 @@ pub enum Request {
     Admin(AdminRequest),
     /// To a group's shard (`routing::group_shard`): a consumer-group request.
     Group(crate::group::GroupCall),
+    /// From shard 0's RPC listener to the shard running a partition's Raft group.
+    Raft {
+        group: spool_raft::transport::GroupId,
+        request: spool_raft::transport::Request,
+    },
 }
 
 /// A metadata change, for the active controller. `timeout_ms` is the request's own (0: the
@@ -187,6 +192,7 @@ pub enum Reply {
     },
     Group(crate::group::GroupReply),
     Quorum(Result<crate::cluster::rpc::QuorumState, i16>),
+    Raft(spool_raft::transport::Response),
 }
 
 /// This shard's end of the mesh.

@@ -43,6 +43,15 @@ pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
 /// 30 s).
 pub const QUORUM_TIMEOUT_MS: u64 = 20_000;
 
+/// What a produce answer still waits for.
+pub enum Wait {
+    None,
+    /// The partition's group commit round (error code, 0 = durable).
+    Durable(LocalReceiver<i16>),
+    /// A replicated partition's commit, with the offsets the leader stamped.
+    Replicated(LocalReceiver<ProduceResult>),
+}
+
 pub struct Shard {
     pub id: usize,
     pub count: usize,
@@ -60,6 +69,14 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::GroupCoordinator,
+    /// This shard's Raft groups as peers' RPCs reach them (shard 0: also the metadata group
+    /// and the controller RPCs).
+    pub raft_groups: spool_raft::transport::GroupRegistry,
+    /// This shard's connections to peer nodes, shared by all of its groups.
+    pub raft_router: spool_raft::transport::Router,
+    /// The shard running each partition group this node hosts: shard 0's RPC listener forwards
+    /// a peer's request for a group on another shard by it.
+    group_owners: RefCell<AHashMap<u64, usize>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -112,6 +129,7 @@ async fn first_record_at_or_after(
 impl Shard {
     pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, mesh: Mesh) -> Rc<Shard> {
         let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
+        let config_node_id = config.node_id.max(0);
         Rc::new(Shard {
             groups: crate::group::GroupCoordinator::new(&config),
             id,
@@ -126,6 +144,9 @@ impl Shard {
             flush_wake,
             flush_wake_rx: RefCell::new(Some(flush_wake_rx)),
             shutting_down: Cell::new(false),
+            raft_groups: spool_raft::transport::GroupRegistry::new(),
+            raft_router: spool_raft::transport::Router::new(config_node_id as u64),
+            group_owners: RefCell::new(AHashMap::new()),
         })
     }
 
@@ -200,8 +221,12 @@ impl Shard {
                 Reply::Done
             }
             Request::ClusterView { view } => {
+                self.learn_rpc_addrs(&view);
                 *self.view.borrow_mut() = Rc::new(view);
                 Reply::Done
+            }
+            Request::Raft { group, request } => {
+                Reply::Raft(self.raft_groups.dispatch(group, request).await)
             }
             Request::Quorum => Reply::Quorum(self.quorum_local().await),
             Request::Admin(admin) => self.admin(admin).await,
@@ -244,11 +269,7 @@ impl Shard {
     // ---- produce ----------------------------------------------------------------------------
 
     /// Appends synchronously, in order, and returns what each part still waits for.
-    pub fn produce_local(
-        &self,
-        acks: i16,
-        parts: Vec<ProducePart>,
-    ) -> Vec<(ProduceResult, Option<LocalReceiver<i16>>)> {
+    pub fn produce_local(&self, acks: i16, parts: Vec<ProducePart>) -> Vec<(ProduceResult, Wait)> {
         let now = now_ms();
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
@@ -259,9 +280,35 @@ impl Shard {
                     log_append_time_ms: -1,
                     log_start_offset: -1,
                 };
-                out.push((result, None));
+                out.push((result, Wait::None));
                 continue;
             };
+            if let Some(group) = p.replicated() {
+                if group.leadership().is_none() {
+                    let result = ProduceResult {
+                        error_code: ResponseError::NotLeaderOrFollower.code(),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: p.log.log_start_offset(),
+                    };
+                    out.push((result, Wait::None));
+                    continue;
+                }
+                let answer = group.propose(part.records, acks);
+                let pending = ProduceResult {
+                    error_code: 0,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: p.log.log_start_offset(),
+                };
+                let wait = if acks == 0 {
+                    Wait::None
+                } else {
+                    Wait::Replicated(answer)
+                };
+                out.push((pending, wait));
+                continue;
+            }
             if p.offline.get() {
                 let result = ProduceResult {
                     error_code: ResponseError::KafkaStorageError.code(),
@@ -269,7 +316,7 @@ impl Shard {
                     log_append_time_ms: -1,
                     log_start_offset: p.log.log_start_offset(),
                 };
-                out.push((result, None));
+                out.push((result, Wait::None));
                 continue;
             }
             match p.log.append(part.records, 0, now) {
@@ -281,8 +328,10 @@ impl Shard {
                         log_start_offset: p.log.log_start_offset(),
                     };
                     let wait = match self.config.flush_mode {
-                        FlushMode::Sync if acks != 0 => Some(p.wait_durable(info.last_offset)),
-                        _ => None,
+                        FlushMode::Sync if acks != 0 => {
+                            Wait::Durable(p.wait_durable(info.last_offset))
+                        }
+                        _ => Wait::None,
                     };
                     if !info.duplicate {
                         self.mark_dirty(&p);
@@ -300,26 +349,36 @@ impl Shard {
                         log_append_time_ms: -1,
                         log_start_offset: p.log.log_start_offset(),
                     };
-                    out.push((result, None));
+                    out.push((result, Wait::None));
                 }
             }
         }
         out
     }
 
-    pub async fn finish_produce(
-        pending: Vec<(ProduceResult, Option<LocalReceiver<i16>>)>,
-    ) -> Vec<ProduceResult> {
+    pub async fn finish_produce(pending: Vec<(ProduceResult, Wait)>) -> Vec<ProduceResult> {
         let mut results = Vec::with_capacity(pending.len());
         for (mut result, wait) in pending {
-            if let Some(rx) = wait {
-                let code = rx
-                    .recv()
-                    .await
-                    .unwrap_or(ResponseError::KafkaStorageError.code());
-                if code != 0 {
-                    result.error_code = code;
-                    result.base_offset = -1;
+            match wait {
+                Wait::None => {}
+                Wait::Durable(rx) => {
+                    let code = rx
+                        .recv()
+                        .await
+                        .unwrap_or(ResponseError::KafkaStorageError.code());
+                    if code != 0 {
+                        result.error_code = code;
+                        result.base_offset = -1;
+                    }
+                }
+                // A dropped answer is a proposal its group could not queue or a group that
+                // stopped: retriable.
+                Wait::Replicated(rx) => {
+                    result = rx.recv().await.unwrap_or(ProduceResult {
+                        error_code: ResponseError::RequestTimedOut.code(),
+                        base_offset: -1,
+                        ..result
+                    });
                 }
             }
             results.push(result);
@@ -423,6 +482,16 @@ impl Shard {
                 });
                 continue;
             };
+            if p.follows() {
+                out.push(FetchResult {
+                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    batches: Vec::new(),
+                });
+                continue;
+            }
             let hw = p.high_watermark();
             let mut result = FetchResult {
                 error_code: 0,
@@ -510,8 +579,22 @@ impl Shard {
                 });
                 continue;
             };
+            if p.follows() {
+                out.push(OffsetAnswer {
+                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    timestamp: -1,
+                    offset: -1,
+                    leader_epoch: -1,
+                });
+                continue;
+            }
             // A single node's only epoch is 0; a log that never held a record has none (-1).
-            let known_epoch = if p.log.log_end_offset() > 0 { 0 } else { -1 };
+            // A replicated partition's is its leader's term.
+            let known_epoch = match p.replicated().and_then(|g| g.leadership()) {
+                Some(term) => i32::try_from(term).unwrap_or(i32::MAX),
+                None if p.log.log_end_offset() > 0 => 0,
+                None => -1,
+            };
             let hw = p.high_watermark();
             let none = OffsetAnswer {
                 error_code: 0,
@@ -590,6 +673,11 @@ impl Shard {
                     leader_epoch: -1,
                     end_offset: -1,
                 },
+                Some(p) if p.follows() => EpochAnswer {
+                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    leader_epoch: -1,
+                    end_offset: -1,
+                },
                 Some(p) => {
                     let (epoch, end) = p.log.end_offset_for_epoch(q.leader_epoch);
                     EpochAnswer {
@@ -654,11 +742,29 @@ impl Shard {
         self.config.log_dirs.join(format!("{topic}-{partition}"))
     }
 
-    /// Installs a topic in this shard's table and opens the logs of the partitions it owns.
-    pub async fn apply_topic(&self, meta: TopicMeta) {
+    /// Whether `topic`'s partitions are Raft groups: every data partition of a node that talks
+    /// to peers (`controller.listener` / RPC set). `__consumer_offsets` is still written by its
+    /// coordinator directly and stays unreplicated for now.
+    pub fn replicates(&self, topic: &str) -> bool {
+        self.config.cluster.rpc_listen.is_some() && !crate::metadata::topic_is_internal(topic)
+    }
+
+    /// Installs a topic in this shard's table and opens the logs of the partitions it owns
+    /// (and starts their Raft groups when the topic replicates).
+    pub async fn apply_topic(self: &Rc<Self>, meta: TopicMeta) {
         let config = self.log_config(&meta);
+        let replicated = self.replicates(&meta.name);
         for index in 0..meta.partitions {
-            if self.owner(&meta.name, index) != self.id || !self.hosts(&meta, index) {
+            if !self.hosts(&meta, index) {
+                continue;
+            }
+            if replicated {
+                let owner = self.owner(&meta.name, index);
+                self.group_owners
+                    .borrow_mut()
+                    .insert(crate::replication::group_id(&meta.id, index), owner);
+            }
+            if self.owner(&meta.name, index) != self.id {
                 continue;
             }
             if let Some(p) = self.partition(&meta.name, index) {
@@ -666,9 +772,29 @@ impl Shard {
                 continue;
             }
             let dir = self.partition_dir(&meta.name, index);
-            match PartitionLog::open(dir.clone(), config.clone(), Backend::Dma).await {
+            let opened = if replicated {
+                PartitionLog::open_entry_indexed(dir.clone(), config.clone(), Backend::Dma).await
+            } else {
+                PartitionLog::open(dir.clone(), config.clone(), Backend::Dma).await
+            };
+            match opened {
                 Ok(log) => {
-                    let p = Partition::new(meta.name.clone(), index, log, self.config.flush_mode);
+                    let log = Rc::new(log);
+                    let p = Partition::new(
+                        meta.name.clone(),
+                        index,
+                        log.clone(),
+                        self.config.flush_mode,
+                    );
+                    if replicated {
+                        if let Err(e) = self.start_group(&meta, index, &p).await {
+                            tracing::error!(
+                                dir = %dir.display(),
+                                "cannot start the partition's Raft group; partition offline: {e}"
+                            );
+                            continue;
+                        }
+                    }
                     self.partitions
                         .borrow_mut()
                         .insert((meta.name.clone(), index), p);
@@ -685,6 +811,112 @@ impl Shard {
         self.share_tail_cache();
     }
 
+    /// Starts partition `index`'s Raft group on this shard, makes it reachable by peers and
+    /// reports its leaderships to the controller.
+    async fn start_group(
+        self: &Rc<Self>,
+        meta: &TopicMeta,
+        index: i32,
+        p: &Rc<Partition>,
+    ) -> Result<(), String> {
+        use crate::replication::{GroupSpec, ReplicaGroup};
+        let replicas = meta
+            .replicas
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_default();
+        let rpc_addrs: AHashMap<i32, String> = self
+            .view
+            .borrow()
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.rpc_addr.clone()))
+            .collect();
+        let config = crate::replication::raft_config(&self.config.cluster)?;
+        let group = ReplicaGroup::start(
+            GroupSpec {
+                node_id: self.config.node_id,
+                topic: &meta.name,
+                topic_id: meta.id,
+                partition: index,
+                replicas: &replicas,
+                rpc_addrs: &rpc_addrs,
+            },
+            p.log.clone(),
+            self.raft_router.clone(),
+            config,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        self.raft_groups
+            .register(group.id, group.raft.clone())
+            .map_err(|e| e.to_string())?;
+        {
+            let p = Rc::downgrade(p);
+            *group.hw.on_advance.borrow_mut() = Some(Box::new(move || {
+                if let Some(p) = p.upgrade() {
+                    p.wake_fetchers();
+                }
+            }));
+        }
+        *p.group.borrow_mut() = Some(group.clone());
+        let shard = self.clone();
+        let (topic, partition) = (meta.name.clone(), index);
+        runtime::spawn_detached(crate::replication::report_leadership(group, move |epoch| {
+            let shard = shard.clone();
+            let topic = topic.clone();
+            async move {
+                let (code, message, _) = shard
+                    .admin_call(AdminRequest::ReportLeader {
+                        topic: topic.clone(),
+                        partition,
+                        epoch,
+                    })
+                    .await;
+                if code != 0 {
+                    tracing::debug!(%topic, partition, epoch, "leadership report failed: {code} {message:?}");
+                }
+                code == 0
+            }
+        }));
+        Ok(())
+    }
+
+    /// Keeps this shard's router pointed at every broker's RPC listener.
+    fn learn_rpc_addrs(&self, view: &ClusterView) {
+        use spool_raft::transport::RaftTransport;
+        for broker in &view.brokers {
+            if !broker.rpc_addr.is_empty() {
+                self.raft_router.add_node(
+                    broker.id as u64,
+                    &spool_raft::NodeInfo {
+                        rpc_addr: broker.rpc_addr.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Shard 0's RPC listener: a peer's request for a partition group on another shard.
+    pub async fn forward_raft(
+        self: &Rc<Self>,
+        group: spool_raft::transport::GroupId,
+        request: spool_raft::transport::Request,
+    ) -> spool_raft::transport::Response {
+        use spool_raft::transport::Response;
+        use spool_raft::wire::Failure;
+        let owner = self.group_owners.borrow().get(&group).copied();
+        match owner {
+            Some(owner) if owner != self.id => {
+                match self.call(owner, Request::Raft { group, request }).await {
+                    Some(Reply::Raft(response)) => response,
+                    _ => Response::Failed(Failure::GroupStopped),
+                }
+            }
+            _ => Response::Failed(Failure::UnknownGroup),
+        }
+    }
+
     pub async fn drop_topic(&self, name: &str) {
         self.topics.borrow_mut().remove(name);
         let owned: Vec<Rc<Partition>> = {
@@ -699,17 +931,20 @@ impl Shard {
         for p in owned {
             p.deleted.set(true);
             p.flushed(ResponseError::UnknownTopicOrPartition.code());
-            match Rc::try_unwrap(p) {
-                Ok(p) => {
-                    if let Err(e) = p.log.delete().await {
+            self.stop_group(&p).await;
+            let dir = self.partition_dir(&p.topic, p.index);
+            match Rc::try_unwrap(p)
+                .ok()
+                .and_then(|p| Rc::try_unwrap(p.log).ok())
+            {
+                Some(log) => {
+                    if let Err(e) = log.delete().await {
                         tracing::error!(topic = name, "cannot delete partition log: {e}");
                     }
                 }
-                Err(p) => {
+                None => {
                     // A read or flush still holds the partition (its open files stay readable).
                     // Move the directory aside first, as Kafka does, so the name is free at once.
-                    let dir = self.partition_dir(&p.topic, p.index);
-                    drop(p);
                     let doomed = std::path::PathBuf::from(format!(
                         "{}.{}-delete",
                         dir.display(),
@@ -729,6 +964,16 @@ impl Shard {
         }
     }
 
+    /// Stops a replicated partition's group: no peer reaches it any more and it writes nothing.
+    async fn stop_group(&self, p: &Partition) {
+        let group = p.group.borrow_mut().take();
+        if let Some(group) = group {
+            self.raft_groups.deregister(group.id);
+            self.group_owners.borrow_mut().remove(&group.id);
+            group.shutdown().await;
+        }
+    }
+
     /// Every shard's retention pass, every `log.retention.check.interval.ms`.
     pub async fn retention_loop(self: Rc<Self>) {
         loop {
@@ -739,7 +984,16 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
-            let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+            // A replicated partition's log is its Raft log: deleting segments behind openraft
+            // would leave a follower a hole. Its retention goes through openraft's snapshots
+            // and purge (not built yet), so it keeps everything for now.
+            let parts: Vec<Rc<Partition>> = self
+                .partitions
+                .borrow()
+                .values()
+                .filter(|p| p.group.borrow().is_none())
+                .cloned()
+                .collect();
             for p in parts {
                 match p.log.enforce_retention(now_ms()).await {
                     Ok(0) => {}
@@ -766,14 +1020,19 @@ impl Shard {
             .collect();
         for p in parts {
             p.flushed(ResponseError::KafkaStorageError.code());
-            match Rc::try_unwrap(p) {
-                Ok(p) => {
-                    if let Err(e) = p.log.close().await {
+            self.stop_group(&p).await;
+            let log = match Rc::try_unwrap(p) {
+                Ok(p) => p.log,
+                Err(p) => p.log.clone(),
+            };
+            match Rc::try_unwrap(log) {
+                Ok(log) => {
+                    if let Err(e) = log.close().await {
                         tracing::error!("close failed: {e}");
                     }
                 }
-                Err(p) => {
-                    if let Err(e) = p.log.flush().await {
+                Err(log) => {
+                    if let Err(e) = log.flush().await {
                         tracing::error!("flush at shutdown failed: {e}");
                     }
                 }

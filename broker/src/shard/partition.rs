@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 use spool_storage::PartitionLog;
 
 use crate::config::FlushMode;
+use crate::replication::ReplicaGroup;
 use crate::runtime::{self, LocalReceiver, LocalSender};
 
 /// Long-poll fetchers parked on one partition. Beyond this the oldest waiter is woken early
@@ -18,7 +19,11 @@ pub const DATA_WAITERS_MAX: usize = 4096;
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub log: PartitionLog,
+    /// Shared with the partition's Raft store when the partition is replicated.
+    pub log: Rc<PartitionLog>,
+    /// The partition's Raft group, when it is replicated (a multi-node cluster's data
+    /// partitions): it owns appends and the high watermark.
+    pub group: RefCell<Option<Rc<ReplicaGroup>>>,
     flush_mode: FlushMode,
     /// Produce acks waiting for their last offset to become durable, in offset order.
     durable_waiters: RefCell<VecDeque<(i64, LocalSender<i16>)>>,
@@ -36,13 +41,14 @@ impl Partition {
     pub fn new(
         topic: String,
         index: i32,
-        log: PartitionLog,
+        log: Rc<PartitionLog>,
         flush_mode: FlushMode,
     ) -> Rc<Partition> {
         Rc::new(Partition {
             topic,
             index,
             log,
+            group: RefCell::new(None),
             flush_mode,
             durable_waiters: RefCell::new(VecDeque::new()),
             data_waiters: RefCell::new(VecDeque::new()),
@@ -53,8 +59,12 @@ impl Partition {
     }
 
     /// Offsets below this are visible to consumers. With fsync-before-ack it is the durable end,
-    /// so a consumer never sees a record that a crash could take back.
+    /// so a consumer never sees a record that a crash could take back; a replicated partition's
+    /// is its group's commit point, so no failover takes it back either.
     pub fn high_watermark(&self) -> i64 {
+        if let Some(group) = self.group.borrow().as_ref() {
+            return group.hw.offset.get();
+        }
         match self.flush_mode {
             FlushMode::Sync => self.log.durable_end_offset(),
             FlushMode::Interval => self.log.log_end_offset(),
@@ -105,6 +115,19 @@ impl Partition {
         }
         waiters.push_back(Rc::downgrade(&wait));
         wait
+    }
+
+    /// The partition's Raft group, if it is replicated.
+    pub fn replicated(&self) -> Option<Rc<ReplicaGroup>> {
+        self.group.borrow().clone()
+    }
+
+    /// A replicated partition this replica does not lead: clients are sent to the leader.
+    pub fn follows(&self) -> bool {
+        self.group
+            .borrow()
+            .as_ref()
+            .is_some_and(|g| g.leadership().is_none())
     }
 
     pub fn wake_fetchers(&self) {

@@ -89,7 +89,12 @@ impl RaftGroup for AppHandler {
 #[derive(Clone, Default)]
 pub struct GroupRegistry {
     groups: Rc<RefCell<HashMap<GroupId, Rc<dyn RaftGroup>>>>,
+    fallback: Rc<RefCell<Option<Fallback>>>,
 }
+
+/// Where a request for a group this registry does not hold goes (a node whose groups live
+/// on several shards forwards it to the group's shard).
+pub type Fallback = Rc<dyn Fn(GroupId, Request) -> LocalBoxFuture<'static, Response>>;
 
 impl GroupRegistry {
     pub fn new() -> GroupRegistry {
@@ -119,13 +124,25 @@ impl GroupRegistry {
         self.groups.borrow().contains_key(&group_id)
     }
 
-    /// Answers one request for `group_id`; an unknown group answers [`Failure::UnknownGroup`].
+    /// Sends requests for groups not registered here to `fallback`.
+    pub fn set_fallback(&self, fallback: Fallback) {
+        *self.fallback.borrow_mut() = Some(fallback);
+    }
+
+    /// Answers one request for `group_id`; an unknown group goes to the fallback, or answers
+    /// [`Failure::UnknownGroup`].
     pub async fn dispatch(&self, group_id: GroupId, request: Request) -> Response {
         // Clone the handle out so no borrow spans the await (a group may (de)register meanwhile).
         let group = self.groups.borrow().get(&group_id).cloned();
         match group {
             Some(group) => group.handle(request).await,
-            None => Response::Failed(Failure::UnknownGroup),
+            None => {
+                let fallback = self.fallback.borrow().clone();
+                match fallback {
+                    Some(fallback) => fallback(group_id, request).await,
+                    None => Response::Failed(Failure::UnknownGroup),
+                }
+            }
         }
     }
 }

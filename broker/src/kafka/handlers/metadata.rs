@@ -38,7 +38,12 @@ pub async fn handle(ctx: &Ctx, request: MetadataRequest) -> MetadataResponse {
         None => {
             let all = shard.topics.borrow().all();
             for meta in all {
-                topics.push(describe(&meta, &view, ctx.version()));
+                topics.push(describe(
+                    &meta,
+                    &view,
+                    ctx.version(),
+                    ctx.shard.replicates(&meta.name),
+                ));
             }
         }
         Some(list) => {
@@ -107,7 +112,7 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     let existing = shard.topics.borrow().get(name).cloned();
     if let Some(meta) = existing {
-        return describe(&meta, &shard.view.borrow(), version);
+        return describe(&meta, &shard.view.borrow(), version, shard.replicates(name));
     }
     if !auto_create {
         return named().with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -118,12 +123,20 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
     }
     // Kafka answers the creating request with LEADER_NOT_AVAILABLE; the client asks again.
     match shard.topics.borrow().get(name) {
-        Some(meta) => describe(meta, &shard.view.borrow(), version),
+        Some(meta) => describe(meta, &shard.view.borrow(), version, shard.replicates(name)),
         None => named().with_error_code(ResponseError::LeaderNotAvailable.code()),
     }
 }
 
-fn describe(meta: &TopicMeta, view: &ClusterView, version: i16) -> MetadataResponseTopic {
+/// A replicated partition's leader is its Raft group's, as last reported to the controller
+/// (none until the first report: LEADER_NOT_AVAILABLE, and the client asks again); an
+/// unreplicated one's is its first replica.
+fn describe(
+    meta: &TopicMeta,
+    view: &ClusterView,
+    version: i16,
+    replicated: bool,
+) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|index| {
             let replicas = meta
@@ -131,7 +144,18 @@ fn describe(meta: &TopicMeta, view: &ClusterView, version: i16) -> MetadataRespo
                 .get(index as usize)
                 .cloned()
                 .unwrap_or_default();
-            let leader = view.leader(&replicas).map(|b| b.id);
+            let (leader, epoch) = if replicated {
+                match meta.leaders.get(index as usize) {
+                    Some(&(leader, epoch))
+                        if leader >= 0 && view.broker(leader).is_some_and(|b| !b.fenced) =>
+                    {
+                        (Some(leader), epoch)
+                    }
+                    _ => (None, -1),
+                }
+            } else {
+                (view.leader(&replicas).map(|b| b.id), 0)
+            };
             let offline: Vec<BrokerId> = replicas
                 .iter()
                 .filter(|r| view.broker(**r).is_none_or(|b| b.fenced))
@@ -145,7 +169,7 @@ fn describe(meta: &TopicMeta, view: &ClusterView, version: i16) -> MetadataRespo
             let partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
-                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_leader_epoch(if version >= 7 { epoch } else { -1 })
                 .with_replica_nodes(replicas.iter().map(|r| BrokerId(*r)).collect())
                 .with_isr_nodes(in_sync);
             let partition = if version >= 5 {
