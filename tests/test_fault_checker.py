@@ -72,6 +72,26 @@ def test_lost_ack(tmp_path):
     assert kinds(r) == {"lost-ack"}, r.summary()
 
 
+def test_ack_without_offset(tmp_path):
+    h = clean_history(tmp_path)
+    h.acks_no_offset.append(("c0", "c0-0", 0))  # stored (p0@3): fine
+    assert check(h).ok
+    h.acks_no_offset.append(("c0", "c0-6", 1))  # never stored: lost
+    h.sent["c0"] = 7
+    r = check(h)
+    assert kinds(r) == {"lost-ack"}, r.summary()
+    h = clean_history(tmp_path)
+    h.acks_no_offset.append(("c0", "c0-0", 1))  # stored in p0, acknowledged for p1
+    assert kinds(check(h)) == {"ack-moved"}
+
+
+def test_unparsable_client_line_is_reported(tmp_path):
+    h = clean_history(tmp_path)
+    h.add_line("ack j0 7 0 notanumber\n")
+    r = check(h)
+    assert kinds(r) == {"harness-error"}, r.summary()
+
+
 def test_duplicate(tmp_path):
     h = clean_history(tmp_path)
     h.final[1].append((4, "j0-0"))  # stored a second time, in another partition

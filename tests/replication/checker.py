@@ -23,13 +23,18 @@ Properties (each violation kind names one):
   final-not-on-disk   the final read served an offset the leader's log does not hold
   unavailable         not writable (acks=all) within the bound after a heal
   not-converged       replicas did not get back in sync within the bound (liveness)
+  harness-error       a client line the harness could not parse (the history is incomplete)
+Acks without an offset (librdkafka reports a retried batch that the broker answered with
+DUPLICATE_SEQUENCE_NUMBER as delivered, offset unknown) are checked to be stored exactly once in
+their partition.
 """
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 KINDS = ["lost-ack", "ack-moved", "duplicate", "offset-two-values", "vanished-read",
          "non-monotonic", "phantom", "replica-missing", "replica-mismatch", "replica-order",
-         "replica-crc", "final-incomplete", "final-not-on-disk", "unavailable", "not-converged"]
+         "replica-crc", "final-incomplete", "final-not-on-disk", "unavailable", "not-converged",
+         "harness-error"]
 
 # Fields of a record batch, by byte position, to name where two replicas' batches differ.
 _FIELDS = [(0, "baseOffset"), (8, "batchLength"), (12, "partitionLeaderEpoch"), (16, "magic"),
@@ -204,6 +209,15 @@ def check(h, unavailable_bound=None):
                               f"{hw.get(p)}; neither read back nor in the leader's log")
         # else: another value at that offset (reported as offset-two-values)
 
+    no_offset = set()
+    for label, v, p in h.acks_no_offset:
+        no_offset.add(v)
+        if not where.get(v):
+            r.add("lost-ack", f"{v} acknowledged (no offset given, p{p}, {label}); "
+                              f"neither read back nor in the leader's log")
+        elif any(loc[0] != p for loc in where[v]):
+            r.add("ack-moved", f"{v} acknowledged in p{p}, stored at {sorted(where[v])}")
+
     for v, locs in where.items():
         if len(locs) > 1:
             r.add("duplicate", f"{v} stored at {sorted(locs)}")
@@ -221,10 +235,13 @@ def check(h, unavailable_bound=None):
 
     # -- phantoms ----------------------------------------------------------------------
     stored = set(final.values()) | set(disk.values())
+    known = set(h.sent) | {a[0] for a in h.acks} | {e[0] for e in h.errors} | \
+        {a[0] for a in h.acks_no_offset}
     for v in stored:
         label, seq = _value_label_seq(v)
-        if label is None or label not in h.sent or seq >= h.sent[label]:
-            if v not in acked_values:
+        # A producer killed before reporting how many it sent: only its label is checked.
+        if label is None or label not in known or (label in h.sent and seq >= h.sent[label]):
+            if v not in acked_values and v not in no_offset:
                 r.add("phantom", f"{v!r} stored but never sent (sent: {h.sent.get(label)})")
 
     # -- final read complete and backed by the log ------------------------------------
@@ -252,12 +269,17 @@ def check(h, unavailable_bound=None):
                 r.add("unavailable", f"cycle {c.get('cycle')}: writable only after {t:.1f}s")
     for note in h.notes:
         r.add("not-converged", note)
+    for label, msg in h.client_errors:
+        if label == "harness":
+            r.add("harness-error", msg)
 
     # -- statistics --------------------------------------------------------------------
-    errored = {v for _l, v, _m in h.errors}
+    errored = {v for _l, v, _m in h.errors} - no_offset
     r.stats = {
-        "acked": len(acked_values),
+        "acked": len(acked_values | no_offset),
+        "acked_without_offset": len(no_offset),
         "errored": len(errored - acked_values),
+        "unparsable_client_lines": sum(1 for l, _m in h.client_errors if l == "harness"),
         "errored_but_stored": len((errored - acked_values) & stored),
         "stored_records": len(stored),
         "consumer_reads": {k: len(v) for k, v in h.reads.items()},

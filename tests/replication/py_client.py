@@ -94,7 +94,10 @@ def produce(bootstrap, topic, partitions, labels, rate):
 
         def report(err, msg, label=label, seq=seq):
             if err is None:
-                line(f"ack {label} {seq} {msg.partition()} {msg.offset()}")
+                # offset() is None when librdkafka acknowledges without one (a retried batch
+                # the broker answered as a duplicate): reported as -1.
+                o = msg.offset()
+                line(f"ack {label} {seq} {msg.partition()} {-1 if o is None else o}")
             else:
                 line(f"err {label} {seq} {one_line(err)}")
 

@@ -10,7 +10,8 @@ at most one replica of any partition is ever missing data it acknowledged):
                 the topic's partitions on the node (cluster.torn_restart); started at heal
   isolate       iptables drops between the node and the other nodes; clients still reach it
   isolate-all   the same, and clients cut off from it too
-Targets: half the time the leader of a random partition, else a random node.
+Targets: half the time the leader of a random partition, else a random node. Each fault stays
+in place a random time in [hold/2, 2*hold] (seconds; default hold 2).
 """
 import json
 import os
@@ -30,8 +31,12 @@ class Settings:
         self.cycles = int(kw.get("cycles", 20))
         self.seed = kw.get("seed")
         self.partitions = int(kw.get("partitions", 3))
-        self.hold = float(kw.get("hold", 2.0))           # fault in place, workload running
-        self.fault_probe = float(kw.get("fault_probe", self.hold))  # probe bound during fault
+        # Seconds a fault stays in place (the workload running): uniform in [hold/2, 2*hold].
+        self.hold = float(kw.get("hold", 2.0))
+        # Bound of the writability probe with the fault in place (default: the cycle's hold;
+        # a longer one measures failover times, and makes the hold that long when needed).
+        fp = kw.get("fault_probe")
+        self.fault_probe = None if fp is None else float(fp)
         self.heal_bound = float(kw.get("heal_bound", 30.0))  # writable after heal within
         self.converge_bound = float(kw.get("converge_bound", 90.0))
         self.rate = float(kw.get("rate", 50.0))          # records/s per producer
@@ -124,11 +129,14 @@ def run(cluster, settings, history=None):
             rec = {"cycle": cycle, "fault": fault, "node": node, "target": why,
                    "leaders": leaders}
             t0 = time.monotonic()
+            hold = rng.uniform(0.5 * s.hold, 2.0 * s.hold)
+            rec["hold_s"] = round(hold, 2)
             rec.update(inject(cluster, fault, node, rng, topic))
             # The workload runs with the fault in place; meanwhile, how long until every
             # partition takes an acks=all write again (bounded by the hold)?
-            rec["writable_during_fault_s"] = w.probe_writable(s.fault_probe)
-            rest = s.hold - (time.monotonic() - t0)
+            rec["writable_during_fault_s"] = w.probe_writable(
+                s.fault_probe if s.fault_probe is not None else hold)
+            rest = hold - (time.monotonic() - t0)
             if rest > 0:
                 time.sleep(rest)
             t1 = time.monotonic()
@@ -203,6 +211,7 @@ def save(h, report, workdir):
     with open(workdir / "history.json", "w") as f:
         json.dump({"seed": getattr(h, "seed", None), "topic": h.topic,
                    "partitions": h.partitions, "acks": h.acks, "errors": h.errors,
+                   "acks_no_offset": h.acks_no_offset,
                    "sent": h.sent, "reads": dict(h.reads), "client_errors": h.client_errors,
                    "final": h.final, "final_info": h.final_info, "hw": h.hw,
                    "leaders": h.leaders, "cycles": h.cycles, "notes": h.notes,

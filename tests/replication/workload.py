@@ -40,6 +40,7 @@ class History:
     topic: str = ""
     partitions: int = 0
     acks: list = field(default_factory=list)      # (label, value, partition, offset)
+    acks_no_offset: list = field(default_factory=list)  # (label, value, partition)
     errors: list = field(default_factory=list)    # (label, value, message)
     sent: dict = field(default_factory=dict)      # label -> values handed to the client
     reads: dict = field(default_factory=lambda: defaultdict(list))  # consumer -> [(p, o, v)]
@@ -55,12 +56,26 @@ class History:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_line(self, line):
+        """One line of a client program. Never raises: the reader thread must keep draining
+        the pipe (a dead reader blocks the client on a full pipe)."""
+        try:
+            self._add_line(line)
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.client_errors.append(("harness", f"unparsable line {line!r}: {e}"))
+
+    def _add_line(self, line):
         parts = line.rstrip("\n").split(" ", 4)
         kind = parts[0]
         with self.lock:
             if kind == "ack" and len(parts) == 5:
-                label, seq, p, o = parts[1], parts[2], int(parts[3]), int(parts[4])
-                self.acks.append((label, f"{label}-{seq}", p, o))
+                label, seq, p = parts[1], parts[2], int(parts[3])
+                if parts[4] in ("None", "-1", "-1001"):
+                    # Acknowledged without an offset (librdkafka does this for a retried
+                    # batch the broker answers as a duplicate): stored once, somewhere.
+                    self.acks_no_offset.append((label, f"{label}-{seq}", p))
+                else:
+                    self.acks.append((label, f"{label}-{seq}", p, int(parts[4])))
             elif kind == "err" and len(parts) >= 4:
                 label, seq = parts[1], parts[2]
                 self.errors.append((label, f"{label}-{seq}", " ".join(parts[3:])))
