@@ -99,6 +99,43 @@ def test_duplicate(tmp_path):
     assert "duplicate" in kinds(r), r.summary()
 
 
+def with_p0_tail(tmp_path, tail):
+    """clean_history whose p0 replicas all end with the batches `tail` (high watermark moved
+    past them, final read extended), as if appended by the leader and replicated."""
+    h = clean_history(tmp_path)
+    for n in (1, 2, 3):
+        h.replicas[0][n] = h.replicas[0][n] + [parse_segment_bytes(t).batches[0] for t in tail]
+    for t in tail:
+        for o, _k, v in parse_segment_bytes(t).batches[0].records():
+            h.final[0].append((o, v.decode()))
+    h.hw[0] = parse_segment_bytes(tail[-1]).batches[0].next_offset
+    return h
+
+
+def test_duplicate_in_one_producer_session_is_a_violation(tmp_path):
+    # c0-5 stored twice by the same producer id and epoch: the broker failed to deduplicate.
+    h = with_p0_tail(tmp_path, [
+        build_batch(5, ["c0-5"], producer_id=7, producer_epoch=0, base_sequence=9),
+        build_batch(6, ["c0-5"], producer_id=7, producer_epoch=0, base_sequence=10)])
+    h.sent["c0"] = 6
+    r = check(h)
+    assert kinds(r) == {"duplicate"}, r.summary()
+    assert not r.warnings
+
+
+def test_duplicate_resent_in_a_new_producer_epoch_is_a_warning(tmp_path):
+    # What librdkafka did against Kafka: the same value under epoch 0 and again, after its
+    # epoch bump, under epoch 1 at sequence 0.
+    h = with_p0_tail(tmp_path, [
+        build_batch(5, ["c0-5"], producer_id=2, producer_epoch=0, base_sequence=9),
+        build_batch(6, ["c0-5"], producer_id=2, producer_epoch=1, base_sequence=0)])
+    h.sent["c0"] = 6
+    h.acks.append(("c0", "c0-5", 0, 6))
+    r = check(h)
+    assert r.ok, r.summary()
+    assert list(r.warnings) == ["duplicate-client-resend"], r.summary()
+
+
 def test_offset_holding_two_values(tmp_path):
     h = clean_history(tmp_path)
     h.reads["jr"].append((1, 3, "c0-9"))  # a consumer saw another value at p1@3

@@ -7,7 +7,13 @@ Output: a Report listing violations by kind, with statistics.
 Properties (each violation kind names one):
   lost-ack            an acknowledged record is not in the final read at its acknowledged offset
   ack-moved           ... it is there, but at another partition/offset
-  duplicate           a value is stored at more than one offset (idempotence broken)
+  duplicate           a value is stored at more than one offset, two of the copies under the
+                      same producer id and epoch (the broker's deduplication failed). Copies
+                      each under another producer id/epoch are a warning instead
+                      (duplicate-client-resend): the client re-sent the record in a new
+                      idempotence session (librdkafka bumps the epoch after a "possibly
+                      persisted" failure and re-sends; confluentinc/librdkafka#4953), which
+                      no broker can deduplicate
   offset-two-values   one (partition, offset) holds two different values across everything
                       observed: acks, every consumer's reads, the final read, every replica's
                       records below the high watermark
@@ -54,11 +60,16 @@ def _field_at(pos):
 @dataclass
 class Report:
     violations: dict = field(default_factory=lambda: defaultdict(list))
+    # Findings that are not the broker's fault (client behaviour), reported but not failing.
+    warnings: dict = field(default_factory=lambda: defaultdict(list))
     stats: dict = field(default_factory=dict)
 
     def add(self, kind, detail):
         assert kind in KINDS, kind
         self.violations[kind].append(detail)
+
+    def warn(self, kind, detail):
+        self.warnings[kind].append(detail)
 
     @property
     def ok(self):
@@ -77,6 +88,11 @@ class Report:
                 lines.append(f"  [{kind}] {len(found)}:")
                 for d in found[:per_kind]:
                     lines.append(f"    {d}")
+        for kind, found in self.warnings.items():
+            lines.append(f"  warning [{kind}] {len(found)} (client behaviour, not a broker "
+                         f"violation):")
+            for d in found[:per_kind]:
+                lines.append(f"    {d}")
         return "\n".join(lines)
 
 
@@ -103,6 +119,7 @@ def check(h, unavailable_bound=None):
     # -- replicas: order, completeness, byte identity, CRC; the reference is the leader's ------
     disk = {}  # (p, o) -> value, from the reference replica below hw (uncompressed batches)
     disk_data_offsets = set()
+    disk_producer = {}  # (p, o) -> (producer id, producer epoch, sequence)
     for p in parts:
         reps = h.replicas.get(p, {})
         if not reps:
@@ -132,10 +149,13 @@ def check(h, unavailable_bound=None):
             recs = b.records()
             if recs is None or b.is_control:
                 continue
+            pepoch = int.from_bytes(b.raw[51:53], "big", signed=True)
             for o, _k, v in recs:
                 value = "<null>" if v is None else v.decode("utf-8", "replace")
                 disk[(p, o)] = value
                 disk_data_offsets.add((p, o))
+                seq = b.base_sequence + (o - b.base_offset) if b.base_sequence >= 0 else -1
+                disk_producer[(p, o)] = (b.producer_id, pepoch, seq)
         for n, mine in below.items():
             if n == ref_node:
                 continue
@@ -220,7 +240,16 @@ def check(h, unavailable_bound=None):
 
     for v, locs in where.items():
         if len(locs) > 1:
-            r.add("duplicate", f"{v} stored at {sorted(locs)}")
+            ids = [disk_producer.get(loc) for loc in sorted(locs)]
+            detail = (f"{v} stored at {sorted(locs)} (producer id, epoch, sequence: "
+                      f"{ids})")
+            sessions = [i[:2] for i in ids if i is not None]
+            if None not in ids and len(set(sessions)) == len(sessions):
+                # Every copy under another producer id or epoch: the client sent the record
+                # again in a new idempotence session, which no broker can recognise.
+                r.warn("duplicate-client-resend", detail)
+            else:
+                r.add("duplicate", detail)
 
     # -- reads -------------------------------------------------------------------------
     for consumer, recs in h.reads.items():
