@@ -29,7 +29,8 @@ Properties (each violation kind names one):
   final-not-on-disk   the final read served an offset the leader's log does not hold
   unavailable         not writable (acks=all) within the bound after a heal
   not-converged       replicas did not get back in sync within the bound (liveness)
-  harness-error       a client line the harness could not parse (the history is incomplete)
+  harness-error       a client line the harness could not parse, or a client program crashed
+                      (the history is incomplete)
 Acks without an offset (librdkafka reports a retried batch that the broker answered with
 DUPLICATE_SEQUENCE_NUMBER as delivered, offset unknown) are checked to be stored exactly once in
 their partition.
@@ -299,8 +300,8 @@ def check(h, unavailable_bound=None):
     for note in h.notes:
         r.add("not-converged", note)
     for label, msg in h.client_errors:
-        if label == "harness":
-            r.add("harness-error", msg)
+        if label == "harness" or "client crashed" in msg:
+            r.add("harness-error", f"{label}: {msg}")
 
     # -- statistics --------------------------------------------------------------------
     errored = {v for _l, v, _m in h.errors} - no_offset

@@ -16,7 +16,9 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+import os
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 STOP = threading.Event()
 OUT_LOCK = threading.Lock()
@@ -74,6 +76,16 @@ def produce(bootstrap, topic, partitions, labels, rate):
     for label in labels:
         p, fatal = new_producer(bootstrap, label)
         state.append({"label": label, "p": p, "fatal": fatal, "seq": 0, "old": []})
+    def poll(s, timeout=0):
+        """poll() raises a fatal idempotence error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER): the
+        instance is then retired (its unresolved records stay unresolved) and replaced."""
+        try:
+            s["p"].poll(timeout)
+        except KafkaException as e:
+            line(f"cerr {s['label']} {one_line(e)}")
+            if not s["fatal"]:
+                s["fatal"].append(e)
+
     start = time.monotonic()
     i = 0
     while not STOP.is_set():
@@ -81,7 +93,7 @@ def produce(bootstrap, topic, partitions, labels, rate):
         wait = due - time.monotonic()
         if wait > 0:
             for s in state:
-                s["p"].poll(0)
+                poll(s)
             time.sleep(min(wait, 0.05))
             continue
         s = state[i % len(labels)]
@@ -107,17 +119,20 @@ def produce(bootstrap, topic, partitions, labels, rate):
                                on_delivery=report)
                 break
             except BufferError:
-                s["p"].poll(0.1)
+                poll(s, 0.1)
             except Exception as e:  # noqa: BLE001
                 line(f"err {label} {seq} {one_line(e)}")
                 break
-        s["p"].poll(0)
+        poll(s)
     for s in state:
         line(f"sent {s['label']} {s['seq']}")
     deadline = time.monotonic() + 60
     for s in state:
         for p in s["old"] + [s["p"]]:
-            p.flush(max(0.0, deadline - time.monotonic()))
+            try:
+                p.flush(max(0.0, deadline - time.monotonic()))
+            except KafkaException as e:
+                line(f"cerr {s['label']} {one_line(e)}")
     line("done")
 
 
@@ -135,13 +150,24 @@ def consume(bootstrap, topic, partitions, label):
     nxt = {p: 0 for p in range(partitions)}
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     while not STOP.is_set():
-        msgs = c.consume(500, 0.2)
+        try:
+            msgs = c.consume(500, 0.2)
+        except KafkaException as e:
+            line(f"cerr {label} {one_line(e)}")
+            time.sleep(0.2)
+            continue
         out = []
         for m in msgs:
             if m.error():
                 line(f"cerr {label} {one_line(m.error())}")
                 if m.error().code() == KafkaError._AUTO_OFFSET_RESET and m.partition() is not None:
-                    c.seek(TopicPartition(topic, m.partition(), nxt[m.partition()]))
+                    # Keep the position (no silent reset); a partition in an erroneous state
+                    # refuses seek(), so then the whole assignment is renewed at the positions.
+                    try:
+                        c.seek(TopicPartition(topic, m.partition(), nxt[m.partition()]))
+                    except KafkaException:
+                        c.assign([TopicPartition(topic, p, o) for p, o in sorted(nxt.items())])
+                    time.sleep(0.2)
                 continue
             v = m.value()
             v = "<null>" if v is None else v.decode("utf-8", "replace")
@@ -161,11 +187,22 @@ def main():
         sys.exit(2)
     mode, bootstrap, topic, partitions, labels, rate, max_seconds = sys.argv[1:]
     watch(float(max_seconds))
-    if mode == "produce":
-        produce(bootstrap, topic, int(partitions), labels.split(","), float(rate))
-    else:
-        consume(bootstrap, topic, int(partitions), labels)
-    sys.exit(0)
+    code = 0
+    try:
+        if mode == "produce":
+            produce(bootstrap, topic, int(partitions), labels.split(","), float(rate))
+        else:
+            consume(bootstrap, topic, int(partitions), labels)
+    except BaseException as e:  # noqa: BLE001
+        line(f"cerr {labels} client crashed: {type(e).__name__}: {one_line(e)}")
+        import traceback
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: the stdin watcher may still be blocked in read(), and interpreter
+    # finalization then aborts ("could not acquire lock for <stdin>").
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ at most one replica of any partition is ever missing data it acknowledged):
                 the topic's partitions on the node (cluster.torn_restart); started at heal
   isolate       iptables drops between the node and the other nodes; clients still reach it
   isolate-all   the same, and clients cut off from it too
+Not in the default list, deliberately unsafe, to show the checker catching real losses:
+  torn-all      every node at once: SIGKILL and a torn tail (a correlated power loss that
+                also takes acknowledged data from every replica); started again at heal
 Targets: half the time the leader of a random partition, else a random node. Each fault stays
 in place a random time in [hold/2, 2*hold] (seconds; default hold 2).
 """
@@ -65,6 +68,12 @@ def inject(cluster, fault, node, rng, topic):
         cuts = cluster.torn_kill(node, rng, [topic])  # started again at heal
         return {"cuts": [(os.path.basename(os.path.dirname(f)), old, new)
                          for f, old, new in cuts]}
+    elif fault == "torn-all":
+        cuts = []
+        for n in sorted(cluster.nodes):
+            cuts += cluster.torn_kill(n, rng, [topic])
+        return {"cuts": [(os.path.basename(os.path.dirname(f)), old, new)
+                         for f, old, new in cuts]}
     elif fault == "isolate":
         cluster.isolate(node, clients=False)
     elif fault == "isolate-all":
@@ -77,6 +86,9 @@ def inject(cluster, fault, node, rng, topic):
 def heal(cluster, fault, node):
     if fault in ("kill9", "torn"):
         cluster.start_node(node)
+    elif fault == "torn-all":
+        for n in sorted(cluster.nodes):
+            cluster.start_node(n)
     elif fault == "sigstop":
         cluster.sigcont(node)
     elif fault in ("isolate", "isolate-all"):
@@ -142,7 +154,7 @@ def run(cluster, settings, history=None):
             t1 = time.monotonic()
             heal(cluster, fault, node)
             rec["writable_after_heal_s"] = w.probe_writable(s.heal_bound)
-            if fault in ("kill9", "torn", "restart"):
+            if fault in ("kill9", "torn", "restart", "torn-all"):
                 try:
                     cluster.wait_brokers(timeout=s.converge_bound)
                 except Exception as e:  # noqa: BLE001
@@ -176,10 +188,10 @@ def run(cluster, settings, history=None):
         log("stopping producers")
         stopped = w.stop_producers(timeout=120)
         if not all(stopped.values()):
-            h.notes.append(f"producers did not stop cleanly: {stopped}")
+            h.client_errors.append(("harness", f"producers did not stop cleanly: {stopped}"))
         stopped = w.stop_consumers(timeout=60)
         if not all(stopped.values()):
-            h.notes.append(f"consumers did not stop cleanly: {stopped}")
+            h.client_errors.append(("harness", f"consumers did not stop cleanly: {stopped}"))
     # Final state: nothing is written any more; every replica must reach the same end.
     try:
         cluster.wait_brokers(timeout=s.converge_bound)
