@@ -31,6 +31,9 @@ def main():
     ap.add_argument("--round", type=int, default=100, help="cycles per fresh cluster")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--rf", type=int, default=3,
+                    help="replication factor (1: smoke-test the harness on a build without "
+                         "replication)")
     ap.add_argument("--hold", type=float, default=2.0)
     ap.add_argument("--fault-probe", type=float, default=None,
                     help="bound of the writability probe during a fault (default: the cycle's hold)")
@@ -55,7 +58,7 @@ def main():
         keep = a.keep
         try:
             cluster.start()
-            s = Settings(cycles=n, seed=seed, partitions=a.partitions, hold=a.hold,
+            s = Settings(cycles=n, seed=seed, partitions=a.partitions, rf=a.rf, hold=a.hold,
                          fault_probe=a.fault_probe,
                          heal_bound=a.heal_bound, rate=a.rate, faults=a.faults.split(","),
                          clients=a.clients.split(","),

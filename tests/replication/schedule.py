@@ -34,6 +34,9 @@ class Settings:
         self.cycles = int(kw.get("cycles", 20))
         self.seed = kw.get("seed")
         self.partitions = int(kw.get("partitions", 3))
+        # Replication factor of the topic: 3 (the point); 1 only to smoke-test the harness
+        # against a build without replication (faults then make partitions unavailable).
+        self.rf = int(kw.get("rf", 3))
         # Seconds a fault stays in place (the workload running): uniform in [hold/2, 2*hold].
         self.hold = float(kw.get("hold", 2.0))
         # Bound of the writability probe with the fault in place (default: the cycle's hold;
@@ -111,7 +114,7 @@ def run(cluster, settings, history=None):
     h.topic, h.partitions = topic, s.partitions
     h.seed = seed
     workdir = Path(s.workdir or cluster.workdir) / "workload"
-    cluster.create_topic(topic, s.partitions)
+    cluster.create_topic(topic, s.partitions, rf=s.rf, min_isr=min(2, s.rf))
     wm = Watermarks(cluster.bootstrap())
     w = Workload(h, cluster.bootstrap(), workdir, java_producers=s.java_producers,
                  py_producers=s.py_producers, rate=s.rate, max_seconds=s.max_seconds,
@@ -159,7 +162,8 @@ def run(cluster, settings, history=None):
                     cluster.wait_brokers(timeout=s.converge_bound)
                 except Exception as e:  # noqa: BLE001
                     h.notes.append(f"cycle {cycle}: node {node} did not rejoin: {e}")
-            secs, reason = wait_converged(cluster, topic, s.partitions, s.converge_bound, wm)
+            secs, reason = wait_converged(cluster, topic, s.partitions, s.converge_bound, wm,
+                                          rf=s.rf)
             rec["converged_s"] = secs
             rec["cycle_s"] = round(time.monotonic() - t0, 2)
             rec["heal_to_sync_s"] = round(time.monotonic() - t1, 2)
@@ -197,7 +201,8 @@ def run(cluster, settings, history=None):
         cluster.wait_brokers(timeout=s.converge_bound)
     except Exception as e:  # noqa: BLE001
         h.notes.append(f"final: not every broker back: {e}")
-    secs, reason = wait_converged(cluster, topic, s.partitions, s.converge_bound, wm, exact=True)
+    secs, reason = wait_converged(cluster, topic, s.partitions, s.converge_bound, wm, exact=True,
+                                  rf=s.rf)
     if secs is None:
         h.notes.append(f"final: replicas not in sync within {s.converge_bound}s: {reason}")
     h.hw = wm.get(topic, s.partitions, timeout=60)

@@ -326,7 +326,7 @@ def replica_ends(cluster, topic, partitions, replicas_of):
     return out
 
 
-def wait_converged(cluster, topic, partitions, timeout, watermarks, exact=False):
+def wait_converged(cluster, topic, partitions, timeout, watermarks, exact=False, rf=3):
     """Until every partition has a leader and its full replica set in sync (Metadata), and every
     replica's on-disk log reaches the high watermark read at the start of the wait (exact: equals
     the high watermark, which must then be stable: for the end, with no writes going on).
@@ -339,7 +339,7 @@ def wait_converged(cluster, topic, partitions, timeout, watermarks, exact=False)
         try:
             state = partition_state(cluster, topic)
             bad = {p: s for p, s in state.items()
-                   if s[0] < 0 or sorted(s[2]) != sorted(s[1]) or len(s[1]) < len(cluster.nodes)}
+                   if s[0] < 0 or sorted(s[2]) != sorted(s[1]) or len(s[1]) < rf}
             if bad:
                 reason = f"leader/ISR not complete: {bad}"
                 time.sleep(0.3)
