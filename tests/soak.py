@@ -103,7 +103,7 @@ def report_text(a, rounds, elapsed):
         after = [c["writable_after_heal_s"] for c in cs if c["writable_after_heal_s"] is not None]
         sync = [c["converged_s"] for c in cs if c.get("converged_s") is not None]
         lines.append(f"| {f} | {len(cs)} | {dist(during)} ({len(cs) - len(during)} not within "
-                     f"the hold) | {dist(after)} | {dist(sync)} |")
+                     f"the probe bound) | {dist(after)} | {dist(sync)} |")
     after = [c["writable_after_heal_s"] for c in cycles if c["writable_after_heal_s"] is not None]
     lines += ["", f"time to first acks=all write on every partition after heal: {dist(after)}"]
     lines.append("")
@@ -114,8 +114,10 @@ def report_text(a, rounds, elapsed):
             continue
         for k, v in r.counts().items():
             total[k] = total.get(k, 0) + v
+        warn = {k: len(v) for k, v in r.warnings.items()}
         lines.append(f"- seed {seed}: {len(h.cycles)} cycles, {r.stats['acked']} acked, "
-                     f"{'OK' if r.ok else 'VIOLATIONS ' + str(r.counts()) + ' work dir ' + str(workdir)}")
+                     f"{'OK' if r.ok else 'VIOLATIONS ' + str(r.counts()) + ' work dir ' + str(workdir)}"
+                     f"{', warnings ' + str(warn) if warn else ''}")
     lines += ["", f"violations: {total or 'none'}"]
     return "\n".join(lines)
 
