@@ -4,6 +4,7 @@
 # the Go module/build caches, pip's cache.
 #
 #   kcat                    Debian package (apt)
+#   iptables                Debian package (apt, as root): network faults of tests/test_faults.py
 #   Python clients + pytest pinned below (pip)
 #   Java client helper      tests/clients/java -> target/spool-java-client.jar (Maven)
 #   Go client helper        tests/clients/go   -> tests/.deps/bin/spool-go-client
@@ -42,6 +43,16 @@ if ! command -v kcat >/dev/null 2>&1; then
     if ! apt-get install -y -qq kcat >/dev/null 2>&1; then
         apt-get update -qq >/dev/null
         apt-get install -y -qq kcat >/dev/null
+    fi
+fi
+
+# --- iptables (apt): network partitions in tests/test_faults.py (tests/replication/netfault.py)
+if ! command -v iptables >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    log "installing iptables (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq iptables >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq iptables >/dev/null
     fi
 fi
 
