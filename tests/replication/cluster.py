@@ -46,7 +46,7 @@ class ClusterError(RuntimeError):
 
 class FaultCluster:
     kind = "?"
-    # Bytes cut at most from the logical end of a segment by torn_restart.
+    # Bytes of a torn batch written at most past the logical end of a segment.
     TORN_MAX_BYTES = 64 * 1024
 
     def __init__(self):
@@ -141,17 +141,54 @@ class FaultCluster:
         return Path(self.nodes[n].data_dir) / f"{topic}-{p}"
 
     def torn_restart(self, n, rng, topics):
-        """kill -9, then cut a random number of bytes (1..64 KiB, at most the whole content)
-        from the logical end of the newest `.log` segment of each partition of `topics` on the
-        node (Spool's zero padding past the logical end goes too), then start it again.
-        Returns [(file, old size, new size)]. The metadata log is never touched: losing
-        fsynced Raft entries is not a fault either system claims to survive."""
+        """kill -9 with a torn, unflushed tail: after the kill, a partial record batch (a
+        random-length prefix of a copy of the last batch, as a write cut short by the crash
+        leaves it) is written at the logical end of the newest `.log` segment of each
+        partition of `topics` on the node, then the node starts again. Returns
+        [(file, logical end, bytes written)].
+
+        Only the tail a broker never acknowledged is torn: both Spool and Kafka (with
+        acks=all) acknowledge only what replicas hold, and a Raft replica that loses entries
+        it fsynced and acknowledged may vote a stale candidate in, which no crash does. The
+        metadata log is never touched."""
         cuts = self.torn_kill(n, rng, topics)
         self.start_node(n)
         return cuts
 
     def torn_kill(self, n, rng, topics):
         """torn_restart without the start: the node stays down."""
+        self.kill9(n)
+        cuts = []
+        data = Path(self.nodes[n].data_dir)
+        for d in sorted(data.iterdir()) if data.is_dir() else []:
+            if not d.is_dir() or not any(d.name.startswith(t + "-") and
+                                         d.name[len(t) + 1:].isdigit() for t in topics):
+                continue
+            files = segment_files(d)
+            if not files:
+                continue
+            f = files[-1]
+            raw = f.read_bytes()
+            scan = parse_segment_bytes(raw, f.name)
+            if not scan.batches:
+                continue
+            last = scan.batches[-1]
+            logical = last.position + last.length
+            batch = bytearray(raw[last.position:logical])
+            # The next batch, cut short: its base offset follows the last one's.
+            batch[0:8] = (int.from_bytes(batch[0:8], "big") + 1).to_bytes(8, "big")
+            torn = bytes(batch[:rng.randint(1, max(1, min(self.TORN_MAX_BYTES,
+                                                          len(batch) - 1)))])
+            with open(f, "r+b") as out:
+                out.seek(logical)
+                out.write(torn)
+            cuts.append((str(f), logical, len(torn)))
+        return cuts
+
+    def cut_kill(self, n, rng, topics):
+        """kill -9, then cut 1..64 KiB from the logical end of the newest segment of each
+        partition: acknowledged, fsynced data lost (a disk failure, not a crash); only the
+        deliberately unsafe `torn-all` fault uses it, to show the checker catching losses."""
         self.kill9(n)
         cuts = []
         data = Path(self.nodes[n].data_dir)

@@ -74,7 +74,7 @@ def inject(cluster, fault, node, rng, topic):
     elif fault == "torn-all":
         cuts = []
         for n in sorted(cluster.nodes):
-            cuts += cluster.torn_kill(n, rng, [topic])
+            cuts += cluster.cut_kill(n, rng, [topic])
         return {"cuts": [(os.path.basename(os.path.dirname(f)), old, new)
                          for f, old, new in cuts]}
     elif fault == "isolate":

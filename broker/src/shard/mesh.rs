@@ -83,6 +83,8 @@ pub struct EpochQuery {
     pub topic: String,
     pub partition: i32,
     pub leader_epoch: i32,
+    /// The epoch the client believes the leader has (-1: not checked).
+    pub current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -678,6 +678,24 @@ impl Shard {
                     leader_epoch: -1,
                     end_offset: -1,
                 },
+                // Kafka's checks of the client's idea of the leader epoch: older than the
+                // leader's is fenced, newer is not known here yet (both retriable: the client
+                // refreshes its metadata). An unreplicated partition's only epoch is 0.
+                Some(p)
+                    if q.current_leader_epoch >= 0
+                        && q.current_leader_epoch != p.leader_epoch() =>
+                {
+                    let code = if q.current_leader_epoch < p.leader_epoch() {
+                        ResponseError::FencedLeaderEpoch
+                    } else {
+                        ResponseError::UnknownLeaderEpoch
+                    };
+                    EpochAnswer {
+                        error_code: code.code(),
+                        leader_epoch: -1,
+                        end_offset: -1,
+                    }
+                }
                 Some(p) => {
                     let (epoch, end) = p.log.end_offset_for_epoch(q.leader_epoch);
                     EpochAnswer {

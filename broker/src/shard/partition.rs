@@ -122,6 +122,17 @@ impl Partition {
         self.group.borrow().clone()
     }
 
+    /// The epoch this replica leads in: its group's term (0 for an unreplicated partition;
+    /// -1 for a follower).
+    pub fn leader_epoch(&self) -> i32 {
+        match self.group.borrow().as_ref() {
+            None => 0,
+            Some(g) => g
+                .leadership()
+                .map_or(-1, |term| i32::try_from(term).unwrap_or(i32::MAX)),
+        }
+    }
+
     /// A replicated partition this replica does not lead: clients are sent to the leader.
     pub fn follows(&self) -> bool {
         self.group

@@ -321,8 +321,21 @@ impl RaftLogStorage<TypeConfig> for PartitionStore {
         Ok(self.shared.write_state(state).await?)
     }
 
+    /// Never past the log's end: a replica whose log lost entries it had (a damaged disk;
+    /// no crash loses fsynced entries) restarts as a lagging follower instead of failing to
+    /// re-apply entries it no longer has.
     async fn read_committed(&mut self) -> Result<Option<RaftLogId>, io::Error> {
-        Ok(self.shared.state.borrow().committed)
+        let committed = self.shared.state.borrow().committed;
+        let last = *self.shared.last.borrow();
+        if committed > last {
+            tracing::warn!(
+                ?committed,
+                ?last,
+                "the partition log ends before its committed entry; catching up from the leader"
+            );
+            return Ok(last);
+        }
+        Ok(committed)
     }
 
     async fn append<I>(

@@ -533,6 +533,11 @@ impl Router {
 
 impl RaftTransport for Router {
     fn add_node(&self, target: NodeId, node: &NodeInfo) {
+        // A membership written before the node's address was known carries none; never let
+        // it replace an address learned elsewhere (the cluster's broker registrations).
+        if node.rpc_addr.is_empty() {
+            return;
+        }
         let mut addrs = self.inner.addrs.borrow_mut();
         if addrs.get(&target) == Some(&node.rpc_addr) {
             return;

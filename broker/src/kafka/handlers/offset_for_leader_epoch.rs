@@ -13,9 +13,6 @@ use crate::shard::mesh::{EpochAnswer, EpochQuery, Reply, Request};
 
 pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
 
-/// The only leader epoch a single node has.
-const LEADER_EPOCH: i32 = 0;
-
 pub async fn handle(
     ctx: &Ctx,
     request: OffsetForLeaderEpochRequest,
@@ -24,14 +21,12 @@ pub async fn handle(
     let mut queries = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
-            queries.push((
-                EpochQuery {
-                    topic: t.topic.0.to_string(),
-                    partition: p.partition,
-                    leader_epoch: p.leader_epoch,
-                },
-                p.current_leader_epoch,
-            ));
+            queries.push(EpochQuery {
+                topic: t.topic.0.to_string(),
+                partition: p.partition,
+                leader_epoch: p.leader_epoch,
+                current_leader_epoch: p.current_leader_epoch,
+            });
         }
     }
     let fail = |e: ResponseError| EpochAnswer {
@@ -43,17 +38,12 @@ pub async fn handle(
         vec![fail(ResponseError::UnknownTopicOrPartition); queries.len()];
     let mut per_shard: Vec<(Vec<usize>, Vec<EpochQuery>)> =
         (0..shard.count).map(|_| (Vec::new(), Vec::new())).collect();
-    for (i, (q, current)) in queries.into_iter().enumerate() {
+    for (i, q) in queries.into_iter().enumerate() {
         let known = shard.topics.borrow().get(&q.topic).map(|m| m.partitions);
         if !matches!(known, Some(n) if q.partition >= 0 && q.partition < n) {
             continue;
         }
-        if current > LEADER_EPOCH {
-            answers[i] = fail(ResponseError::UnknownLeaderEpoch);
-            continue;
-        }
-        // A current epoch below ours would be FENCED_LEADER_EPOCH; a single node's epoch is 0,
-        // the smallest there is, so that case arrives with replication.
+        // The partition's shard checks `current_leader_epoch` against the epoch it leads in.
         let owner = shard.owner(&q.topic, q.partition);
         per_shard[owner].0.push(i);
         per_shard[owner].1.push(q);
