@@ -22,6 +22,16 @@ pub const REFERENCE_BYTES_MIN: usize = 16 * 1024;
 const FLEXIBLE_MIN: i16 = 12;
 /// Fetch versions addressing topics by id instead of name.
 const TOPIC_ID_MIN: i16 = 13;
+/// Fetch versions with the NodeEndpoints tagged field (KIP-951), tag 0.
+const NODE_ENDPOINTS_MIN: i16 = 16;
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
 
 enum Chunk {
     Own(BytesMut),
@@ -52,12 +62,8 @@ impl Chunks {
         }
     }
 
-    fn uvarint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.cur.put_u8((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.cur.put_u8(v as u8);
+    fn uvarint(&mut self, v: u64) {
+        put_uvarint(&mut self.cur, v);
     }
 
     /// Array length: compact (n + 1, unsigned varint) when flexible, else i32.
@@ -83,8 +89,9 @@ pub fn encode_fetch_response(
     assert!(version >= 4, "Fetch v{version} is not served");
     let flexible = version >= FLEXIBLE_MIN;
     assert!(
-        response.node_endpoints.is_empty() && response.unknown_tagged_fields.is_empty(),
-        "fetch responses carry no top-level tagged fields"
+        response.unknown_tagged_fields.is_empty()
+            && (version >= NODE_ENDPOINTS_MIN || response.node_endpoints.is_empty()),
+        "fetch responses carry no top-level tagged fields but NodeEndpoints (v16+)"
     );
     assert_eq!(records.len(), response.responses.len());
     let mut c = Chunks {
@@ -149,7 +156,18 @@ pub fn encode_fetch_response(
             c.uvarint(0); // topic tagged fields
         }
     }
-    if flexible {
+    if flexible && !response.node_endpoints.is_empty() {
+        // One top-level tagged field: tag 0, its size, a compact array of endpoints.
+        let mut field = BytesMut::new();
+        put_uvarint(&mut field, response.node_endpoints.len() as u64 + 1);
+        for endpoint in &response.node_endpoints {
+            endpoint.encode(&mut field, version).map_err(|e| err(&e))?;
+        }
+        c.uvarint(1);
+        c.uvarint(0);
+        c.uvarint(field.len() as u64);
+        c.put(&field);
+    } else if flexible {
         c.uvarint(0); // top-level tagged fields
     }
     let Chunks { mut done, cur } = c;
@@ -182,7 +200,8 @@ pub fn encode_fetch_response(
 mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{
-        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+        PartitionData,
     };
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::protocol::StrBytes;
@@ -242,11 +261,24 @@ mod tests {
             topics.push(topic);
             records.push(topic_records);
         }
-        let resp = FetchResponse::default()
+        let mut resp = FetchResponse::default()
             .with_throttle_time_ms(12)
             .with_error_code(0)
             .with_session_id(0)
             .with_responses(topics);
+        if version >= 16 {
+            resp = resp.with_node_endpoints(vec![
+                NodeEndpoint::default()
+                    .with_node_id(1.into())
+                    .with_host(StrBytes::from_static_str("broker-1.example"))
+                    .with_port(9092),
+                NodeEndpoint::default()
+                    .with_node_id(2.into())
+                    .with_host(StrBytes::from_static_str("b2"))
+                    .with_port(19092)
+                    .with_rack(Some(StrBytes::from_static_str("rack-b"))),
+            ]);
+        }
         (resp, records)
     }
 

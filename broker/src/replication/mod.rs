@@ -211,13 +211,6 @@ impl ReplicaGroup {
         (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
-    /// The group's leader as this replica knows it, and the term it knows.
-    pub fn leader(&self) -> (Option<i32>, u64) {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        (m.current_leader.map(|id| id as i32), m.current_term)
-    }
-
     /// Queues a produce request's records for this partition; the answer comes once the
     /// batch is committed (acks=all and acks=1 alike: a replicated partition acknowledges
     /// what a majority holds), or at once with an error.
@@ -269,7 +262,7 @@ struct PendingProducer {
 
 enum Verdict {
     Append,
-    Duplicate { base_offset: i64, last_offset: i64 },
+    Duplicate { base_offset: i64 },
     Refused(i16),
 }
 
@@ -304,13 +297,7 @@ impl Pending {
         }
         match log.check_producer(records, now_ms()) {
             Ok(SequenceCheck::Append) => Verdict::Append,
-            Ok(SequenceCheck::Duplicate {
-                base_offset,
-                last_offset,
-            }) => Verdict::Duplicate {
-                base_offset,
-                last_offset,
-            },
+            Ok(SequenceCheck::Duplicate { base_offset, .. }) => Verdict::Duplicate { base_offset },
             Err(e) => Verdict::Refused(storage_error_code(&e)),
         }
     }
@@ -394,7 +381,7 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                     answer = Some(group.failed(code));
                     break;
                 }
-                Verdict::Duplicate { base_offset, .. } => {
+                Verdict::Duplicate { base_offset } => {
                     if waits.is_empty() && answer.is_none() {
                         answer = Some(ProduceResult {
                             error_code: 0,

@@ -165,6 +165,16 @@ impl Shard {
         }
     }
 
+    /// The leader and leader epoch the metadata names for a replicated partition (KIP-951's
+    /// CurrentLeader, sent with NOT_LEADER_OR_FOLLOWER so a client need not refresh Metadata).
+    pub fn current_leader(&self, topic: &str, partition: i32) -> Option<(i32, i32)> {
+        let topics = self.topics.borrow();
+        let meta = topics.get(topic)?;
+        let &(leader, epoch) = meta.leaders.get(usize::try_from(partition).ok()?)?;
+        let live = self.view.borrow().broker(leader).is_some_and(|b| !b.fenced);
+        (leader >= 0 && live).then_some((leader, epoch))
+    }
+
     /// Whether this node holds `partition` of `meta` (it is among its replicas).
     pub fn hosts(&self, meta: &TopicMeta, partition: i32) -> bool {
         meta.replicas

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::Ctx;
@@ -106,6 +108,7 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
     let mut results = results.into_iter();
     let mut wanted_iter = wanted.iter();
     let mut responses = Vec::with_capacity(topic_order.len());
+    let mut leaders = std::collections::BTreeSet::new();
     let mut records = Vec::with_capacity(topic_order.len());
     for (name, topic_id, count) in topic_order {
         let mut partitions = Vec::with_capacity(count);
@@ -113,12 +116,27 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
         for _ in 0..count {
             let w = wanted_iter.next().expect("one wanted entry per partition");
             let r = results.next().expect("one result per partition");
-            let data = PartitionData::default()
+            let mut data = PartitionData::default()
                 .with_partition_index(w.partition)
                 .with_error_code(r.error_code)
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable_offset)
                 .with_records(None);
+            // KIP-951 (v12+ carries CurrentLeader, v16+ the leaders' endpoints).
+            if ctx.version() >= 12 && r.error_code == ResponseError::NotLeaderOrFollower.code() {
+                if let Some((leader, epoch)) = w
+                    .topic
+                    .as_deref()
+                    .and_then(|t| ctx.shard.current_leader(t, w.partition))
+                {
+                    data = data.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch),
+                    );
+                    leaders.insert(leader);
+                }
+            }
             topic_records.push(r.batches);
             partitions.push(if ctx.version() >= 5 {
                 data.with_log_start_offset(r.log_start_offset)
@@ -134,8 +152,28 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
             topic.with_topic(TopicName(StrBytes::from_string(name.unwrap_or_default())))
         });
     }
+    let endpoints = if ctx.version() >= 16 {
+        let view = ctx.shard.view.borrow();
+        leaders
+            .into_iter()
+            .filter_map(|id| {
+                let b = view.broker(id)?;
+                Some(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.clone().map(StrBytes::from_string)),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     FetchReply {
-        response: FetchResponse::default().with_responses(responses),
+        response: FetchResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints),
         records,
     }
 }

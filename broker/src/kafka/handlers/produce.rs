@@ -9,9 +9,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::Ctx;
 use crate::metadata::topic_is_internal;
@@ -120,6 +122,7 @@ pub async fn dispatch(
 
     Box::pin(async move {
         let local_results = Shard::finish_produce(local_pending).await;
+        let shard = &shard;
         let mut remote_results: Vec<Vec<ProduceResult>> = Vec::with_capacity(remote_slots.len());
         for slot in remote_slots {
             let results = match slot {
@@ -131,6 +134,7 @@ pub async fn dispatch(
             };
             remote_results.push(results);
         }
+        let mut leaders = std::collections::BTreeSet::new();
         let responses = layout
             .into_iter()
             .map(|(name, slots)| {
@@ -145,11 +149,26 @@ pub async fn dispatch(
                                 .copied()
                                 .unwrap_or_else(|| error(ResponseError::RequestTimedOut)),
                         };
-                        let response = PartitionProduceResponse::default()
+                        let mut response = PartitionProduceResponse::default()
                             .with_index(index)
                             .with_error_code(r.error_code)
                             .with_base_offset(r.base_offset)
                             .with_log_append_time_ms(r.log_append_time_ms);
+                        // KIP-951: where the leader moved, say where to.
+                        if version >= 10
+                            && r.error_code == ResponseError::NotLeaderOrFollower.code()
+                        {
+                            if let Some((leader, epoch)) =
+                                shard.current_leader(name.0.as_str(), index)
+                            {
+                                response = response.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch),
+                                );
+                                leaders.insert(leader);
+                            }
+                        }
                         if version >= 5 {
                             response.with_log_start_offset(r.log_start_offset)
                         } else {
@@ -162,7 +181,23 @@ pub async fn dispatch(
                     .with_partition_responses(partitions)
             })
             .collect();
-        ProduceResponse::default().with_responses(responses)
+        let endpoints = leaders
+            .into_iter()
+            .filter_map(|id| {
+                let view = shard.view.borrow();
+                let b = view.broker(id)?;
+                Some(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.clone().map(StrBytes::from_string)),
+                )
+            })
+            .collect();
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints)
     })
 }
 
