@@ -155,10 +155,9 @@ class FaultCluster:
         self.start_node(n)
         return cuts
 
-    def torn_kill(self, n, rng, topics):
-        """torn_restart without the start: the node stays down."""
-        self.kill9(n)
-        cuts = []
+    def _newest_segments(self, n, topics):
+        """The newest `.log` segment of each partition of `topics` on node n, with its bytes
+        and parsed batches (partitions without a batch left out)."""
         data = Path(self.nodes[n].data_dir)
         for d in sorted(data.iterdir()) if data.is_dir() else []:
             if not d.is_dir() or not any(d.name.startswith(t + "-") and
@@ -170,8 +169,14 @@ class FaultCluster:
             f = files[-1]
             raw = f.read_bytes()
             scan = parse_segment_bytes(raw, f.name)
-            if not scan.batches:
-                continue
+            if scan.batches:
+                yield f, raw, scan
+
+    def torn_kill(self, n, rng, topics):
+        """torn_restart without the start: the node stays down."""
+        self.kill9(n)
+        cuts = []
+        for f, raw, scan in self._newest_segments(n, topics):
             last = scan.batches[-1]
             logical = last.position + last.length
             batch = bytearray(raw[last.position:logical])
@@ -191,20 +196,8 @@ class FaultCluster:
         deliberately unsafe `torn-all` fault uses it, to show the checker catching losses."""
         self.kill9(n)
         cuts = []
-        data = Path(self.nodes[n].data_dir)
-        for d in sorted(data.iterdir()) if data.is_dir() else []:
-            if not d.is_dir() or not any(d.name.startswith(t + "-") and
-                                         d.name[len(t) + 1:].isdigit() for t in topics):
-                continue
-            files = segment_files(d)
-            if not files:
-                continue
-            f = files[-1]
-            raw = f.read_bytes()
-            scan = parse_segment_bytes(raw, f.name)
-            logical = (scan.batches[-1].position + scan.batches[-1].length) if scan.batches else 0
-            if logical == 0:
-                continue
+        for f, raw, scan in self._newest_segments(n, topics):
+            logical = scan.batches[-1].position + scan.batches[-1].length
             cut = rng.randint(1, min(self.TORN_MAX_BYTES, logical))
             os.truncate(f, logical - cut)
             cuts.append((str(f), len(raw), logical - cut))

@@ -171,6 +171,7 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
         registered.unwrap_or_else(|e| fatal(e));
         let server = RpcServer::bind(&addr, registry)
             .unwrap_or_else(|e| fatal(format!("cannot listen for cluster RPC on {addr}: {e}")));
+        tracing::info!("cluster RPC listening on {}", server.local_addr());
         *node.rpc_server.borrow_mut() = Some(server);
     }
     runtime::spawn_detached(node.clone().registration_loop(

@@ -71,9 +71,22 @@ impl StartGate {
     /// shards are gone first.
     pub fn wait_all(&self, stage: Stage, shutdown: &AtomicBool) -> bool {
         let mut reached = vec![false; self.shards];
+        let started = std::time::Instant::now();
+        let mut next_report = Duration::from_secs(30);
         while !reached.iter().all(|&r| r) {
             if shutdown.load(Ordering::Relaxed) {
                 return false;
+            }
+            // A shard that never gets there (a hung start) would otherwise leave no trace.
+            if started.elapsed() >= next_report {
+                let waiting: Vec<usize> = (0..self.shards).filter(|&s| !reached[s]).collect();
+                tracing::warn!(
+                    ?stage,
+                    ?waiting,
+                    "shards not there after {:?}",
+                    started.elapsed()
+                );
+                next_report += Duration::from_secs(30);
             }
             match self
                 .events

@@ -262,7 +262,7 @@ struct PendingProducer {
 
 enum Verdict {
     Append,
-    Duplicate { base_offset: i64 },
+    Duplicate { base_offset: i64, last_offset: i64 },
     Refused(i16),
 }
 
@@ -297,7 +297,13 @@ impl Pending {
         }
         match log.check_producer(records, now_ms()) {
             Ok(SequenceCheck::Append) => Verdict::Append,
-            Ok(SequenceCheck::Duplicate { base_offset, .. }) => Verdict::Duplicate { base_offset },
+            Ok(SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            }) => Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            },
             Err(e) => Verdict::Refused(storage_error_code(&e)),
         }
     }
@@ -363,6 +369,7 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
         }
         let mut waits = Vec::new();
         let mut answer: Option<ProduceResult> = None;
+        let mut duplicate_end: Option<i64> = None;
         for frame in batch::batches(proposal.records.clone()) {
             let Ok((_, bytes)) = frame else {
                 answer = Some(group.failed(ResponseError::CorruptMessage.code()));
@@ -381,7 +388,14 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                     answer = Some(group.failed(code));
                     break;
                 }
-                Verdict::Duplicate { base_offset } => {
+                Verdict::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    // The original is in this leader's log but perhaps not committed yet (a
+                    // new leader commits its predecessor's entries with its blank entry):
+                    // answered once it is, as Kafka answers acks=all at the high watermark.
+                    duplicate_end = duplicate_end.max(Some(last_offset + 1));
                     if waits.is_empty() && answer.is_none() {
                         answer = Some(ProduceResult {
                             error_code: 0,
@@ -443,6 +457,11 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                     error = Some(code);
                 }
             }
+            if let Some(end) = duplicate_end.filter(|_| error.is_none()) {
+                if !committed_through(&group, term, end).await {
+                    error = Some(ResponseError::NotLeaderOrFollower.code());
+                }
+            }
             if proposal.acks == 0 {
                 return;
             }
@@ -457,6 +476,23 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
         });
     }
 }
+
+/// Waits until the high watermark reaches `end` while this replica still leads `term`
+/// (bounded by [`COMMIT_WAIT_MAX`]): true if it did.
+async fn committed_through(group: &ReplicaGroup, term: u64, end: i64) -> bool {
+    let deadline = std::time::Instant::now() + COMMIT_WAIT_MAX;
+    while group.hw.offset.get() < end {
+        if group.leadership() != Some(term) || std::time::Instant::now() >= deadline {
+            return false;
+        }
+        runtime::sleep(DUPLICATE_POLL).await;
+    }
+    true
+}
+
+/// How often an answer to a retried batch looks whether the original has committed (rare:
+/// only retries whose original a new leader has not committed yet wait at all).
+const DUPLICATE_POLL: Duration = Duration::from_millis(5);
 
 /// Reports each leadership this replica wins to the controller (through `report`), once per
 /// term, retrying while it still leads that term.

@@ -175,6 +175,20 @@ impl Shard {
         (leader >= 0 && live).then_some((leader, epoch))
     }
 
+    /// (id, host, port, rack) of each known broker in `ids`: KIP-951's NodeEndpoints.
+    pub fn endpoints(
+        &self,
+        ids: impl IntoIterator<Item = i32>,
+    ) -> Vec<(i32, String, u16, Option<String>)> {
+        let view = self.view.borrow();
+        ids.into_iter()
+            .filter_map(|id| {
+                let b = view.broker(id)?;
+                Some((id, b.host.clone(), b.port, b.rack.clone()))
+            })
+            .collect()
+    }
+
     /// Whether this node holds `partition` of `meta` (it is among its replicas).
     pub fn hosts(&self, meta: &TopicMeta, partition: i32) -> bool {
         meta.replicas
@@ -946,7 +960,13 @@ impl Shard {
     }
 
     pub async fn drop_topic(&self, name: &str) {
-        self.topics.borrow_mut().remove(name);
+        let removed = self.topics.borrow_mut().remove(name);
+        if let Some(meta) = removed {
+            let mut owners = self.group_owners.borrow_mut();
+            for index in 0..meta.partitions {
+                owners.remove(&crate::replication::group_id(&meta.id, index));
+            }
+        }
         let owned: Vec<Rc<Partition>> = {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();

@@ -181,18 +181,15 @@ pub async fn dispatch(
                     .with_partition_responses(partitions)
             })
             .collect();
-        let endpoints = leaders
+        let endpoints = shard
+            .endpoints(leaders)
             .into_iter()
-            .filter_map(|id| {
-                let view = shard.view.borrow();
-                let b = view.broker(id)?;
-                Some(
-                    NodeEndpoint::default()
-                        .with_node_id(BrokerId(id))
-                        .with_host(StrBytes::from_string(b.host.clone()))
-                        .with_port(i32::from(b.port))
-                        .with_rack(b.rack.clone().map(StrBytes::from_string)),
-                )
+            .map(|(id, host, port, rack)| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(i32::from(port))
+                    .with_rack(rack.map(StrBytes::from_string))
             })
             .collect();
         ProduceResponse::default()
