@@ -475,10 +475,25 @@ mod tests {
             ResponseError::InvalidReplicationFactor
         );
         let three = image_with(&[(1, false), (2, false), (3, false)]);
-        assert_eq!(
-            plan(&three, &create("t", 1, 3), 0).expect_err("rf>1").0,
-            ResponseError::InvalidReplicationFactor
-        );
+        match plan(&three, &create("t", 2, 3), 0) {
+            Ok(Plan::Propose(records)) => match &records[..] {
+                [MetadataRecord::CreateTopic { partitions, .. }] => {
+                    for p in partitions {
+                        let mut replicas = p.replicas.clone();
+                        replicas.sort_unstable();
+                        assert_eq!(replicas, [1, 2, 3]);
+                    }
+                }
+                other => panic!("rf 3: {other:?}"),
+            },
+            other => panic!("rf 3 on three brokers: {other:?}"),
+        }
+        let many: Vec<(i32, bool)> = (1..=20).map(|id| (id, false)).collect();
+        let many = image_with(&many);
+        let (e, msg) = plan(&many, &create("t", 1, REPLICATION_FACTOR_MAX + 1), 0)
+            .expect_err("above the maximum");
+        assert_eq!(e, ResponseError::InvalidReplicationFactor);
+        assert!(msg.contains("maximum"), "{msg}");
         let bad = ControllerRequest::CreateTopic {
             name: "t".into(),
             id: [1; 16],
