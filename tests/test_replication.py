@@ -14,6 +14,7 @@ Every wait is bounded; processes are signalled only by their own PID.
 """
 import glob
 import os
+import signal
 import struct
 import sys
 import time
@@ -216,3 +217,131 @@ def test_partition_leader_kill9_fails_over_without_losing_acknowledged_records(c
                 raise
             time.sleep(0.5)
     sys.stderr.write(f"[partition leader failover after kill -9: {failover:.2f} s]\n")
+
+
+def produce_one(bootstrap, topic, value, acks, timeout=15):
+    """One record to partition 0 with no retries: (error code or 0, offset)."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "enable.idempotence": False,
+                  "retries": 0, "linger.ms": 0, "message.timeout.ms": int(timeout * 1000),
+                  "topic.metadata.refresh.interval.ms": 1000})
+    out = []
+    p.produce(topic, value.encode(), partition=0,
+              on_delivery=lambda err, msg: out.append((err.code() if err else 0, msg.offset())))
+    p.flush(timeout + 5)
+    assert out, f"{value}: no delivery report"
+    return out[0]
+
+
+def wait_isr(c, topic, want, timeout=20):
+    """Until Metadata's ISR of partition 0 is `want` (sorted)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = sorted(partition_state(c.admin(), topic)[0][2])
+            if last == sorted(want):
+                return
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(0.2)
+    pytest.fail(f"ISR of {topic}-0 never became {sorted(want)}: last {last}\n{c.tails()}",
+                pytrace=False)
+
+
+def offline_replicas(c, topic):
+    """Metadata v5+'s offline replicas of partition 0 (kafka-python reads them)."""
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=c.bootstrap, request_timeout_ms=10000)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    return sorted(described[0]["partitions"][0]["offline_replicas"])
+
+
+def test_isr_min_insync_replicas_and_acks(cluster):
+    """ISR follows the followers (replica.lag.time.max.ms), min.insync.replicas refuses acks=all
+    writes with NOT_ENOUGH_REPLICAS (acks=1 ones it does not), an acks=all write waiting for
+    min.insync.replicas=3 gets
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrinks under it, and every acknowledged
+    record is read back at its offset."""
+    from confluent_kafka.admin import NewTopic, ConfigResource, ConfigEntry, AlterConfigOpType
+    from confluent_kafka import KafkaError
+    c = cluster(controllers=3, extra=("replica.lag.time.max.ms=2000",))
+    admin = c.admin()
+    admin.create_topics([NewTopic("isr", 1, 3, config={"min.insync.replicas": "2"})],
+                        operation_timeout=30)["isr"].result(timeout=40)
+    leader = wait_leaders(c, "isr", 1)[0]
+    f1, f2 = [i for i in c.nodes if i != leader]
+    wait_isr(c, "isr", [1, 2, 3])
+    acked = {}
+
+    def ok(value, acks):
+        code, offset = produce_one(c.bootstrap, "isr", value, acks)
+        assert code == 0, f"{value} (acks={acks}): error {code}\n{c.tails()}"
+        acked[value] = offset
+
+    ok("all-3", "all")
+    c.nodes[f1].kill9()
+    wait_isr(c, "isr", [leader, f2])
+    deadline = time.monotonic() + 15  # offline once the controller fences it
+    while offline_replicas(c, "isr") != [f1] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert offline_replicas(c, "isr") == [f1]
+    ok("all-2", "all")
+
+    # min.insync.replicas=3 with two in sync: acks=all is refused before anything is appended;
+    # acks=1 does not look at the ISR.
+    admin = c.admin()  # the first one may still name the killed node as controller
+    admin.incremental_alter_configs([ConfigResource(
+        ConfigResource.Type.TOPIC, "isr",
+        incremental_configs=[ConfigEntry("min.insync.replicas", "3",
+                                         incremental_operation=AlterConfigOpType.SET)])],
+        request_timeout=30,
+    )[ConfigResource(ConfigResource.Type.TOPIC, "isr")].result(timeout=40)
+    deadline = time.monotonic() + 15
+    while True:
+        code, offset = produce_one(c.bootstrap, "isr", "refused-3", "all")
+        if code != 0 or time.monotonic() > deadline:
+            break
+        acked["refused-3"] = offset  # taken before the new setting reached the leader
+        time.sleep(0.3)
+    assert code == KafkaError.NOT_ENOUGH_REPLICAS, code
+    ok("one-1", "1")
+
+    # One replica left: the leader's own ISR (the metadata quorum lost its majority too, so
+    # Metadata keeps the last ISR it committed) refuses acks=all at once. (A Raft leader that
+    # has heard from no majority for its lease refuses every write, acks=1 included:
+    # NOT_LEADER_OR_FOLLOWER, as it may no longer lead.)
+    c.nodes[f2].kill9()
+    time.sleep(2.5)  # replica.lag.time.max.ms, and a sweep
+    started = time.monotonic()
+    code, _ = produce_one(c.bootstrap, "isr", "refused", "all", timeout=5)
+    assert code == KafkaError.NOT_ENOUGH_REPLICAS, code
+    assert time.monotonic() - started < 3, "refused only after waiting"
+
+    for f in (f1, f2):
+        c.nodes[f].start()
+    for f in (f1, f2):
+        c.nodes[f].wait_listening()
+    wait_isr(c, "isr", [1, 2, 3], timeout=30)
+    ok("all-min3", "all")
+
+    # A follower stops answering while an acks=all write waits for all three: the write
+    # commits on two, and once the silent follower's lag runs out the answer is
+    # NOT_ENOUGH_REPLICAS_AFTER_APPEND (written, not acknowledged).
+    os.kill(c.nodes[f2].pid, signal.SIGSTOP)
+    try:
+        code, _ = produce_one(c.bootstrap, "isr", "after-append", "all")
+        assert code == KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, code
+    finally:
+        os.kill(c.nodes[f2].pid, signal.SIGCONT)
+    wait_isr(c, "isr", [1, 2, 3], timeout=30)
+
+    seen = consume_all(c.bootstrap, "isr", 1, len(acked) + 1, timeout=30)
+    values = [v for _, _, v in seen]
+    assert len(values) == len(set(values)), "a record was read twice"
+    assert "refused" not in values
+    for v, offset in acked.items():
+        assert (0, offset, v) in seen, f"{v} acknowledged at {offset}, read: {seen}"

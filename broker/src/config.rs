@@ -65,6 +65,8 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "producer.id.expiration.ms", default: "86400000", doc: "A producer id's idempotence state is forgotten this long after its last append; its next batch is accepted as a new producer's." },
     SettingSpec { name: "spool.tail.cache.bytes", default: "8388608", doc: "Per-partition bytes of recent batches kept in memory, so consumers within this much of the log end never read the disk." },
     SettingSpec { name: "spool.tail.cache.shard.bytes", default: "67108864", doc: "Bytes of tail cache per shard, shared by its partitions: each keeps at most min(spool.tail.cache.bytes, this / its partition count)." },
+    SettingSpec { name: "min.insync.replicas", default: "1", doc: "Replicated topics: an acks=all write needs this many in-sync replicas (the leader counts), else NOT_ENOUGH_REPLICAS. Topics may override it." },
+    SettingSpec { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower that has not caught up with its leader's log end for this long leaves the in-sync replicas." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
     SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
@@ -150,6 +152,8 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_max: usize,
     pub tail_cache_shard_bytes_max: usize,
     pub producer_id_expiration_ms: i64,
+    pub min_insync_replicas: i32,
+    pub replica_lag_time_max_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
     pub offsets_retention_minutes: i64,
@@ -286,6 +290,11 @@ impl BrokerConfig {
                 "producer.id.expiration.ms",
                 get("producer.id.expiration.ms"),
             )?,
+            min_insync_replicas: parse("min.insync.replicas", get("min.insync.replicas"))?,
+            replica_lag_time_max_ms: parse(
+                "replica.lag.time.max.ms",
+                get("replica.lag.time.max.ms"),
+            )?,
             offsets_topic_num_partitions: parse(
                 "offsets.topic.num.partitions",
                 get("offsets.topic.num.partitions"),
@@ -349,6 +358,18 @@ impl BrokerConfig {
         };
         if self.num_partitions < 1 {
             return Err(invalid("num.partitions", self.num_partitions.to_string()));
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(invalid(
+                "min.insync.replicas",
+                self.min_insync_replicas.to_string(),
+            ));
+        }
+        if self.replica_lag_time_max_ms < 1 {
+            return Err(invalid(
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+            ));
         }
         if self.offsets_topic_num_partitions < 1 {
             return Err(invalid(

@@ -45,6 +45,9 @@ pub struct TopicMeta {
     /// controller ((-1, 0): none yet). Empty for topics whose partitions are not Raft groups.
     #[serde(default)]
     pub leaders: Vec<(i32, i32)>,
+    /// Each replicated partition's in-sync replicas as its leader last reported them.
+    #[serde(default)]
+    pub isr: Vec<Vec<i32>>,
 }
 
 /// Every shard's view of the topics.

@@ -110,7 +110,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     ),
     spec("min.cleanable.dirty.ratio", None, "0.5", TYPE_DOUBLE, false),
     spec("min.compaction.lag.ms", None, "0", TYPE_LONG, false),
-    spec("min.insync.replicas", None, "1", TYPE_INT, false),
+    spec(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        "1",
+        TYPE_INT,
+        true,
+    ),
     spec("preallocate", None, "false", TYPE_BOOLEAN, false),
     spec(
         "retention.bytes",
@@ -184,6 +190,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             value.parse::<i64>().map(|v| v >= -1).unwrap_or(false)
         }
         "segment.ms" => value.parse::<i64>().map(|v| v >= 1).unwrap_or(false),
+        "min.insync.replicas" => value.parse::<i32>().map(|v| v >= 1).unwrap_or(false),
         "cleanup.policy" => value
             .split(',')
             .all(|p| p.trim() == "delete" || p.trim() == "compact"),
@@ -233,6 +240,8 @@ mod tests {
             ("cleanup.policy", "compact,delete", true),
             ("no.such.config", "1", false),
             ("preallocate", "yes", false),
+            ("min.insync.replicas", "2", true),
+            ("min.insync.replicas", "0", false),
         ];
         for (name, value, ok) in cases {
             assert_eq!(validate(name, value).is_ok(), ok, "{name}={value}");

@@ -261,6 +261,35 @@ pub fn plan(
                 }])),
             }
         }
+        ControllerRequest::ReportIsr { leader, changes } => {
+            // Reports from a leader the image does not name yet (its own leadership report
+            // is still on its way) or from an older epoch are dropped; the leader reports
+            // again at its next sweep.
+            let records: Vec<MetadataRecord> = changes
+                .iter()
+                .filter_map(|c| {
+                    let topic = image.topics.get(&c.topic)?;
+                    let state = usize::try_from(c.partition)
+                        .ok()
+                        .and_then(|p| topic.partitions.get(p))?;
+                    (state.leader == *leader
+                        && state.leader_epoch == c.epoch
+                        && state.isr != c.isr
+                        && c.isr.iter().all(|r| state.replicas.contains(r)))
+                    .then(|| MetadataRecord::PartitionIsr {
+                        id: topic.id,
+                        partition: c.partition,
+                        epoch: c.epoch,
+                        isr: c.isr.clone(),
+                    })
+                })
+                .collect();
+            if records.is_empty() {
+                Ok(Plan::Nothing)
+            } else {
+                Ok(Plan::Propose(records))
+            }
+        }
         ControllerRequest::AllocateProducerIds { broker } => {
             Ok(Plan::Propose(vec![MetadataRecord::ProducerIds {
                 broker: *broker,

@@ -50,6 +50,8 @@ pub struct PartitionState {
     /// The Raft group's leader as last reported (at creation: the first replica, epoch 0).
     pub leader: i32,
     pub leader_epoch: i32,
+    /// The in-sync replicas as the leader last reported them (at creation: every replica).
+    pub isr: Vec<i32>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,7 @@ fn partition_state(assignment: PartitionAssignment) -> PartitionState {
     // starts at once: see `ReplicaGroup::start`).
     PartitionState {
         leader: assignment.replicas[0],
+        isr: assignment.replicas.clone(),
         replicas: assignment.replicas,
         leader_epoch: 0,
     }
@@ -201,6 +204,25 @@ impl MetadataImage {
                         if epoch > state.leader_epoch || state.leader < 0 {
                             state.leader = leader;
                             state.leader_epoch = epoch;
+                        }
+                    }
+                    ApplyOutcome::Applied
+                }
+                None => ApplyOutcome::UnknownTopic,
+            },
+            MetadataRecord::PartitionIsr {
+                id,
+                partition,
+                epoch,
+                isr,
+            } => match self.topic_by_id_mut(&id) {
+                Some(topic) => {
+                    if let Some(state) = usize::try_from(partition)
+                        .ok()
+                        .and_then(|p| topic.partitions.get_mut(p))
+                    {
+                        if epoch >= state.leader_epoch {
+                            state.isr = isr;
                         }
                     }
                     ApplyOutcome::Applied

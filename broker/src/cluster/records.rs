@@ -106,6 +106,14 @@ pub enum MetadataRecord {
         leader: i32,
         epoch: i32,
     },
+    /// A partition's leader in `epoch` reports its in-sync replicas (Kafka's AlterPartition);
+    /// a report from an epoch older than the image's leader epoch is ignored at apply.
+    PartitionIsr {
+        id: [u8; 16],
+        partition: i32,
+        epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// What one Raft entry of the metadata group carries.

@@ -51,6 +51,11 @@ pub enum ControllerRequest {
         leader: i32,
         epoch: i32,
     },
+    /// A partition leader's in-sync replicas changed (see `MetadataRecord::PartitionIsr`).
+    ReportIsr {
+        leader: i32,
+        changes: Vec<IsrChange>,
+    },
     Register(BrokerRegistration),
     Heartbeat {
         id: i32,
@@ -61,6 +66,15 @@ pub enum ControllerRequest {
     },
     /// The quorum's state as its leader sees it (DescribeQuorum, `spool cluster status`).
     DescribeQuorum,
+}
+
+/// One partition's in-sync replicas as its leader sees them in `epoch`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: i32,
+    pub isr: Vec<i32>,
 }
 
 /// IncrementalAlterConfigs' operations (Kafka's `AlterConfigOp.OpType`, codes 0–3).

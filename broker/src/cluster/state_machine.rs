@@ -92,7 +92,8 @@ fn changes_of(records: &[MetadataRecord], before: &MetadataImage) -> Vec<Change>
                 MetadataRecord::DeleteTopic { id }
                 | MetadataRecord::CreatePartitions { id, .. }
                 | MetadataRecord::AlterTopicConfigs { id, .. }
-                | MetadataRecord::PartitionLeader { id, .. } => {
+                | MetadataRecord::PartitionLeader { id, .. }
+                | MetadataRecord::PartitionIsr { id, .. } => {
                     let name = before.topic_name_by_id(id).unwrap_or_default();
                     if matches!(r, MetadataRecord::DeleteTopic { .. }) {
                         Change::TopicDeleted(name)

@@ -101,5 +101,6 @@ pub fn topic_meta(topic: &TopicImage) -> TopicMeta {
             .iter()
             .map(|p| (p.leader, p.leader_epoch))
             .collect(),
+        isr: topic.partitions.iter().map(|p| p.isr.clone()).collect(),
     }
 }

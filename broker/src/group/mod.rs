@@ -180,6 +180,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
         .collect(),
         replicas: Vec::new(),
         leaders: Vec::new(),
+        isr: Vec::new(),
     };
     let (code, message, _) = shard
         .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {

@@ -11,9 +11,10 @@
 //!
 //! Owned by: the partition's shard (`!Send`).
 
+pub mod isr;
 pub mod state_machine;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use openraft::{Membership, Raft, ServerState, StoredMembership};
 use spool_protocol::batch::{self, BatchHeader};
-use spool_raft::store::{PartitionStore, PROPOSAL_BASE_OFFSET};
+use spool_raft::store::{DurableProposal, PartitionStore, PROPOSAL_BASE_OFFSET};
 use spool_raft::transport::{GroupId, Router};
 use spool_raft::{Command, NodeId, NodeInfo, TypeConfig};
 use spool_storage::{PartitionLog, SequenceCheck};
@@ -45,6 +46,10 @@ pub const PROPOSALS_QUEUED_MAX: usize = 1024;
 /// How long a produce request waits for its batch to commit before REQUEST_TIMED_OUT (a group
 /// without a quorum never commits; the Java producer's request timeout is 30 s).
 pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// acks=1 requests waiting for their batch to be durable in the leader's log; past it a request
+/// waits for the commit instead (a stronger answer, only slower).
+pub const DURABLE_WAITERS_MAX: usize = 4096;
 
 /// Pause between attempts to report a leadership while the controller cannot be reached.
 const REPORT_RETRY: Duration = Duration::from_millis(200);
@@ -88,8 +93,17 @@ pub fn raft_config(
 struct Proposal {
     records: Bytes,
     acks: i16,
+    /// `min.insync.replicas` for an acks=all request: above a majority, the answer also waits
+    /// for this many replicas to hold the batch.
+    min_insync: usize,
+    /// `replica.lag.time.max.ms`.
+    lag_max: Duration,
     reply: LocalSender<ProduceResult>,
 }
+
+/// acks=1 requests waiting for their proposal to be durable in this leader's log, by the tag
+/// the proposer wrote into the batch's partition leader epoch field.
+type DurableWaiters = Rc<RefCell<AHashMap<i32, LocalSender<DurableProposal>>>>;
 
 /// A partition's Raft group on this node.
 ///
@@ -102,6 +116,11 @@ pub struct ReplicaGroup {
     pub hw: Rc<HighWatermark>,
     log: Rc<PartitionLog>,
     proposals: LocalSender<Proposal>,
+    durable: DurableWaiters,
+    next_tag: Cell<i32>,
+    isr: RefCell<isr::IsrTracker>,
+    /// The in-sync replicas last reported to the controller, with the term they were seen in.
+    reported_isr: RefCell<Option<(u64, Vec<i32>)>>,
 }
 
 /// Where a group's peers are and who they are.
@@ -134,6 +153,18 @@ impl ReplicaGroup {
         config: Arc<openraft::Config>,
     ) -> Result<Rc<ReplicaGroup>, GroupError> {
         let mut store = PartitionStore::open(log.clone()).await?;
+        let durable: DurableWaiters = Rc::new(RefCell::new(AHashMap::new()));
+        {
+            let durable = durable.clone();
+            store.on_durable_proposals(Box::new(move |proposals| {
+                let mut waiters = durable.borrow_mut();
+                for proposal in proposals {
+                    if let Some(waiter) = waiters.remove(&proposal.tag) {
+                        let _ = waiter.try_send(*proposal);
+                    }
+                }
+            }));
+        }
         let committed = {
             use openraft::storage::RaftLogStorage;
             let committed = store
@@ -199,6 +230,10 @@ impl ReplicaGroup {
             hw,
             log,
             proposals,
+            durable,
+            next_tag: Cell::new(0),
+            isr: RefCell::new(isr::IsrTracker::default()),
+            reported_isr: RefCell::new(None),
         });
         runtime::spawn_detached(proposer(Rc::downgrade(&group), queue));
         Ok(group)
@@ -211,19 +246,71 @@ impl ReplicaGroup {
         (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
+    /// The in-sync replicas while this replica leads (see [`isr`]), else `None`.
+    pub fn in_sync_replicas(&self, lag_max: Duration) -> Option<Vec<i32>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let now = std::time::Instant::now();
+        let mut tracker = self.isr.borrow_mut();
+        tracker.observe(&m, now)?;
+        Some(tracker.in_sync(m.id, now, lag_max))
+    }
+
+    /// The in-sync replicas and epoch to report to the controller, if they changed since the
+    /// last report this replica made as leader.
+    pub fn isr_to_report(&self, lag_max: Duration) -> Option<(u64, Vec<i32>)> {
+        let term = self.leadership()?;
+        let isr = self.in_sync_replicas(lag_max)?;
+        match self.reported_isr.borrow().as_ref() {
+            Some((t, reported)) if *t == term && *reported == isr => None,
+            _ => Some((term, isr)),
+        }
+    }
+
+    /// The controller took this report.
+    pub fn isr_reported(&self, term: u64, isr: Vec<i32>) {
+        *self.reported_isr.borrow_mut() = Some((term, isr));
+    }
+
     /// Queues a produce request's records for this partition; the answer comes once the
-    /// batch is committed (acks=all and acks=1 alike: a replicated partition acknowledges
-    /// what a majority holds), or at once with an error.
-    pub fn propose(&self, records: Bytes, acks: i16) -> LocalReceiver<ProduceResult> {
+    /// batch is committed (acks=all: a majority holds it durably, and `min_insync` replicas
+    /// when that is more than a majority) or durable in this leader's log (acks=1), or at
+    /// once with an error.
+    pub fn propose(
+        &self,
+        records: Bytes,
+        acks: i16,
+        min_insync: usize,
+        lag_max: Duration,
+    ) -> LocalReceiver<ProduceResult> {
         let (reply, answer) = runtime::oneshot();
         // A full queue drops the proposal, and with it the reply: the waiter sees the channel
         // close and answers with a retriable error.
         let _ = self.proposals.try_send(Proposal {
             records,
             acks,
+            min_insync,
+            lag_max,
             reply,
         });
         answer
+    }
+
+    /// A tag for a proposal whose answer waits for it to be durable here, and where that
+    /// news arrives; `None` when too many wait already.
+    fn expect_durable(&self) -> Option<(i32, LocalReceiver<DurableProposal>)> {
+        let mut waiters = self.durable.borrow_mut();
+        if waiters.len() >= DURABLE_WAITERS_MAX {
+            return None;
+        }
+        let mut tag = self.next_tag.get();
+        while waiters.contains_key(&tag) {
+            tag = tag.checked_add(1).unwrap_or(0);
+        }
+        self.next_tag.set(tag.checked_add(1).unwrap_or(0));
+        let (tx, rx) = runtime::oneshot();
+        waiters.insert(tag, tx);
+        Some((tag, rx))
     }
 
     fn failed(&self, error_code: i16) -> ProduceResult {
@@ -408,6 +495,18 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                 Verdict::Append => {
                     let mut stamped = bytes.to_vec();
                     batch::set_base_offset(&mut stamped, PROPOSAL_BASE_OFFSET);
+                    // The partition leader epoch field is the store's to stamp; until then it
+                    // carries the tag an acks=1 answer waits on (-1: nobody waits), never
+                    // what the client wrote there.
+                    let durable = if proposal.acks == 1 {
+                        group.expect_durable()
+                    } else {
+                        None
+                    };
+                    batch::set_partition_leader_epoch(
+                        &mut stamped,
+                        durable.as_ref().map_or(-1, |(tag, _)| *tag),
+                    );
                     let (responder, committed) = ProgressResponder::complete_only();
                     let sent = group
                         .raft
@@ -416,41 +515,101 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                         .responder(responder)
                         .await;
                     if sent.is_err() {
+                        if let Some((tag, _)) = &durable {
+                            group.durable.borrow_mut().remove(tag);
+                        }
                         answer = Some(group.failed(ResponseError::NotLeaderOrFollower.code()));
                         break;
                     }
                     pending.borrow_mut().record(&header);
-                    waits.push((header, committed));
+                    waits.push(Waiting {
+                        header,
+                        committed,
+                        durable,
+                    });
                 }
             }
         }
         let pending = pending.clone();
+        let (min_insync, lag_max) = (proposal.min_insync, proposal.lag_max);
         runtime::spawn_detached(async move {
             let mut first: Option<ProduceResult> = None;
             let mut error = None;
-            for (header, committed) in waits {
+            // acks=1 batches answered before their commit, still to be settled at it.
+            let mut unsettled = Vec::new();
+            for wait in waits {
+                let deadline = std::time::Instant::now() + COMMIT_WAIT_MAX;
+                let Waiting {
+                    header,
+                    mut committed,
+                    durable,
+                } = wait;
+                if let Some((tag, durable)) = durable {
+                    let outcome = futures::future::select(
+                        Box::pin(durable.recv()),
+                        futures::future::select(
+                            &mut committed,
+                            Box::pin(runtime::sleep(COMMIT_WAIT_MAX)),
+                        ),
+                    )
+                    .await;
+                    group.durable.borrow_mut().remove(&tag);
+                    match outcome {
+                        futures::future::Either::Left((Some(d), _)) => {
+                            first.get_or_insert(ProduceResult {
+                                error_code: 0,
+                                base_offset: d.base_offset,
+                                log_append_time_ms: d.log_append_time_ms,
+                                log_start_offset: group.log.log_start_offset(),
+                            });
+                            unsettled.push((header, committed));
+                            continue;
+                        }
+                        // Committed before this leader's own flush ended (two followers were
+                        // faster): answered from the commit below.
+                        futures::future::Either::Right((
+                            futures::future::Either::Left((result, _)),
+                            _,
+                        )) => {
+                            pending.borrow_mut().settle(&header, term);
+                            let code = committed_code(&group, result, &mut first);
+                            if code != 0 && error.is_none() {
+                                error = Some(code);
+                            }
+                            continue;
+                        }
+                        _ => {
+                            // Not durable in time, or the store is gone: settled at commit.
+                            error.get_or_insert(ResponseError::RequestTimedOut.code());
+                            unsettled.push((header, committed));
+                            continue;
+                        }
+                    }
+                }
                 let outcome =
                     futures::future::select(committed, Box::pin(runtime::sleep(COMMIT_WAIT_MAX)))
                         .await;
                 pending.borrow_mut().settle(&header, term);
                 let code = match outcome {
-                    futures::future::Either::Left((Ok(Ok(response)), _)) => {
-                        match Appended::decode(&response.data) {
-                            Some(appended) => {
-                                first.get_or_insert(ProduceResult {
-                                    error_code: 0,
-                                    base_offset: appended.base_offset,
-                                    log_append_time_ms: appended.log_append_time_ms,
-                                    log_start_offset: group.log.log_start_offset(),
-                                });
-                                0
+                    futures::future::Either::Left((result, _)) => {
+                        let index = match &result {
+                            Ok(Ok(response)) => Some(response.log_id.index),
+                            _ => None,
+                        };
+                        let code = committed_code(&group, result, &mut first);
+                        match index {
+                            Some(index)
+                                if code == 0
+                                    && !held_by(
+                                        &group, term, index, min_insync, lag_max, deadline,
+                                    )
+                                    .await =>
+                            {
+                                ResponseError::NotEnoughReplicasAfterAppend.code()
                             }
-                            None => ResponseError::UnknownServerError.code(),
+                            _ => code,
                         }
                     }
-                    // Leadership moved before the entry committed: it may still commit under
-                    // the next leader; an idempotent retry is then answered as a duplicate.
-                    futures::future::Either::Left(_) => ResponseError::NotLeaderOrFollower.code(),
                     futures::future::Either::Right(_) => ResponseError::RequestTimedOut.code(),
                 };
                 if code != 0 && error.is_none() {
@@ -462,18 +621,121 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                     error = Some(ResponseError::NotLeaderOrFollower.code());
                 }
             }
-            if proposal.acks == 0 {
-                return;
+            if proposal.acks != 0 {
+                let result = match (answer, error, first) {
+                    (_, Some(code), _) => group.failed(code),
+                    (Some(answer), None, _) if answer.error_code != 0 => answer,
+                    (_, None, Some(first)) => first,
+                    (Some(answer), None, None) => answer,
+                    (None, None, None) => group.failed(ResponseError::CorruptMessage.code()),
+                };
+                let _ = proposal.reply.try_send(result);
             }
-            let result = match (answer, error, first) {
-                (_, Some(code), _) => group.failed(code),
-                (Some(answer), None, _) if answer.error_code != 0 => answer,
-                (_, None, Some(first)) => first,
-                (Some(answer), None, None) => answer,
-                (None, None, None) => group.failed(ResponseError::CorruptMessage.code()),
-            };
-            let _ = proposal.reply.try_send(result);
+            for (header, committed) in unsettled {
+                let _ =
+                    futures::future::select(committed, Box::pin(runtime::sleep(COMMIT_WAIT_MAX)))
+                        .await;
+                pending.borrow_mut().settle(&header, term);
+            }
         });
+    }
+}
+
+/// Longest pause between two looks at who holds an acks=all batch waiting for
+/// `min.insync.replicas` above a majority.
+const HELD_BY_POLL: Duration = Duration::from_millis(100);
+
+/// A proposed batch whose answer is awaited.
+struct Waiting {
+    header: BatchHeader,
+    committed: CommitReceiver,
+    /// acks=1: the tag and news of the batch being durable in this leader's log.
+    durable: Option<(i32, LocalReceiver<DurableProposal>)>,
+}
+
+type CommitReceiver = openraft::type_config::alias::OneshotReceiverOf<
+    TypeConfig,
+    openraft::raft::ClientWriteResult<TypeConfig>,
+>;
+
+/// The error code of a commit outcome (0: committed), noting the first batch's offsets.
+fn committed_code<E>(
+    group: &ReplicaGroup,
+    result: Result<openraft::raft::ClientWriteResult<TypeConfig>, E>,
+    first: &mut Option<ProduceResult>,
+) -> i16 {
+    match result {
+        Ok(Ok(response)) => match Appended::decode(&response.data) {
+            Some(appended) => {
+                first.get_or_insert(ProduceResult {
+                    error_code: 0,
+                    base_offset: appended.base_offset,
+                    log_append_time_ms: appended.log_append_time_ms,
+                    log_start_offset: group.log.log_start_offset(),
+                });
+                0
+            }
+            None => ResponseError::UnknownServerError.code(),
+        },
+        // Leadership moved before the entry committed: it may still commit under the next
+        // leader; an idempotent retry is then answered as a duplicate.
+        _ => ResponseError::NotLeaderOrFollower.code(),
+    }
+}
+
+/// Whether `min_insync` voters (the leader among them) hold entry `index`, waiting for them
+/// until `deadline` while this replica leads `term` and that many stay in sync (Kafka's
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrinks under a waiting acks=all request).
+/// A commit already means a majority holds it, so only a `min.insync.replicas` above a
+/// majority waits at all.
+async fn held_by(
+    group: &ReplicaGroup,
+    term: u64,
+    index: u64,
+    min_insync: usize,
+    lag_max: Duration,
+    deadline: std::time::Instant,
+) -> bool {
+    let mut metrics = group.raft.metrics();
+    loop {
+        if group
+            .in_sync_replicas(lag_max)
+            .is_none_or(|isr| isr.len() < min_insync)
+        {
+            return false;
+        }
+        {
+            let m = metrics.borrow_watched();
+            let voters = m.membership_config.membership().voter_ids().count();
+            if min_insync <= voters / 2 + 1 {
+                return true;
+            }
+            if m.state != ServerState::Leader || m.current_term != term {
+                return false;
+            }
+            let holding = m.replication.as_ref().map_or(0, |r| {
+                r.values()
+                    .filter(|matched| matched.is_some_and(|id| id.index >= index))
+                    .count()
+            });
+            if holding >= min_insync {
+                return true;
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        // Woken by replication progress, and at least every `HELD_BY_POLL` to see a silent
+        // follower's lag run out.
+        let changed = futures::future::select(
+            Box::pin(metrics.changed()),
+            Box::pin(runtime::sleep((deadline - now).min(HELD_BY_POLL))),
+        )
+        .await;
+        if let futures::future::Either::Left((Err(_), _)) = changed {
+            return false;
+        }
     }
 }
 

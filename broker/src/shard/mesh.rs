@@ -51,6 +51,8 @@ pub struct FetchPart {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: usize,
+    /// The epoch the client believes the leader has (-1: not checked; Fetch v9+).
+    pub current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +70,8 @@ pub struct OffsetQuery {
     pub partition: i32,
     /// A timestamp, or -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, -5 latest tiered.
     pub timestamp: i64,
+    /// The epoch the client believes the leader has (-1: not checked; ListOffsets v4+).
+    pub current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,6 +180,10 @@ pub enum AdminRequest {
         topic: String,
         partition: i32,
         epoch: i32,
+    },
+    /// In-sync replicas of partitions this node leads changed: tell the controller.
+    ReportIsr {
+        changes: Vec<crate::cluster::rpc::IsrChange>,
     },
 }
 

@@ -43,6 +43,13 @@ pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
 /// 30 s).
 pub const QUORUM_TIMEOUT_MS: u64 = 20_000;
 
+/// Longest pause between two looks at the in-sync replicas of the partitions a shard leads
+/// (shorter when `replica.lag.time.max.ms` / 2 is).
+pub const ISR_SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// Partitions one ISR report to the controller carries at most.
+pub const ISR_REPORT_BATCH_MAX: usize = 1000;
+
 /// What a produce answer still waits for.
 pub enum Wait {
     None,
@@ -318,7 +325,28 @@ impl Shard {
                     out.push((result, Wait::None));
                     continue;
                 }
-                let answer = group.propose(part.records, acks);
+                // Kafka's rule: acks=all is refused before anything is appended while fewer
+                // replicas are in sync than the topic's `min.insync.replicas`.
+                let min_insync = if acks == -1 {
+                    self.min_insync_replicas(&part.topic)
+                } else {
+                    1
+                };
+                let lag_max = Duration::from_millis(self.config.replica_lag_time_max_ms);
+                if acks == -1 {
+                    let in_sync = group.in_sync_replicas(lag_max).map_or(0, |isr| isr.len());
+                    if in_sync < min_insync {
+                        let result = ProduceResult {
+                            error_code: ResponseError::NotEnoughReplicas.code(),
+                            base_offset: -1,
+                            log_append_time_ms: -1,
+                            log_start_offset: p.log.log_start_offset(),
+                        };
+                        out.push((result, Wait::None));
+                        continue;
+                    }
+                }
+                let answer = group.propose(part.records, acks, min_insync, lag_max);
                 let pending = ProduceResult {
                     error_code: 0,
                     base_offset: -1,
@@ -378,6 +406,17 @@ impl Shard {
             }
         }
         out
+    }
+
+    /// The topic's `min.insync.replicas` (its override, else the broker's).
+    fn min_insync_replicas(&self, topic: &str) -> usize {
+        let topics = self.topics.borrow();
+        let value = topics
+            .get(topic)
+            .and_then(|meta| meta.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(self.config.min_insync_replicas);
+        usize::try_from(value.max(1)).unwrap_or(1)
     }
 
     pub async fn finish_produce(pending: Vec<(ProduceResult, Wait)>) -> Vec<ProduceResult> {
@@ -506,9 +545,11 @@ impl Shard {
                 });
                 continue;
             };
-            if p.follows() {
+            if p.follows() || p.epoch_error(part.current_leader_epoch).is_some() {
                 out.push(FetchResult {
-                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    error_code: p
+                        .epoch_error(part.current_leader_epoch)
+                        .unwrap_or(ResponseError::NotLeaderOrFollower.code()),
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
@@ -603,9 +644,11 @@ impl Shard {
                 });
                 continue;
             };
-            if p.follows() {
+            if p.follows() || p.epoch_error(q.current_leader_epoch).is_some() {
                 out.push(OffsetAnswer {
-                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    error_code: p
+                        .epoch_error(q.current_leader_epoch)
+                        .unwrap_or(ResponseError::NotLeaderOrFollower.code()),
                     timestamp: -1,
                     offset: -1,
                     leader_epoch: -1,
@@ -705,21 +748,11 @@ impl Shard {
                 // Kafka's checks of the client's idea of the leader epoch: older than the
                 // leader's is fenced, newer is not known here yet (both retriable: the client
                 // refreshes its metadata). An unreplicated partition's only epoch is 0.
-                Some(p)
-                    if q.current_leader_epoch >= 0
-                        && q.current_leader_epoch != p.leader_epoch() =>
-                {
-                    let code = if q.current_leader_epoch < p.leader_epoch() {
-                        ResponseError::FencedLeaderEpoch
-                    } else {
-                        ResponseError::UnknownLeaderEpoch
-                    };
-                    EpochAnswer {
-                        error_code: code.code(),
-                        leader_epoch: -1,
-                        end_offset: -1,
-                    }
-                }
+                Some(p) if p.epoch_error(q.current_leader_epoch).is_some() => EpochAnswer {
+                    error_code: p.epoch_error(q.current_leader_epoch).unwrap_or(0),
+                    leader_epoch: -1,
+                    end_offset: -1,
+                },
                 Some(p) => {
                     let (epoch, end) = p.log.end_offset_for_epoch(q.leader_epoch);
                     EpochAnswer {
@@ -1022,6 +1055,53 @@ impl Shard {
         }
     }
 
+    /// Reports the in-sync replicas of the partitions this shard leads to the controller
+    /// whenever they change (Kafka's AlterPartition), so every broker's Metadata shows them:
+    /// one report per shard and sweep, at most [`ISR_REPORT_BATCH_MAX`] partitions each.
+    pub async fn isr_loop(self: Rc<Self>) {
+        let lag_max = Duration::from_millis(self.config.replica_lag_time_max_ms);
+        let interval = (lag_max / 2).clamp(Duration::from_millis(10), ISR_SWEEP_INTERVAL_MAX);
+        loop {
+            runtime::sleep(interval).await;
+            if self.shutting_down.get() {
+                return;
+            }
+            let groups: Vec<Rc<crate::replication::ReplicaGroup>> = self
+                .partitions
+                .borrow()
+                .values()
+                .filter_map(|p| p.replicated())
+                .collect();
+            let mut changes = Vec::new();
+            let mut reported = Vec::new();
+            for group in groups {
+                if changes.len() >= ISR_REPORT_BATCH_MAX {
+                    break;
+                }
+                if let Some((term, isr)) = group.isr_to_report(lag_max) {
+                    changes.push(crate::cluster::rpc::IsrChange {
+                        topic: group.topic.clone(),
+                        partition: group.partition,
+                        epoch: i32::try_from(term).unwrap_or(i32::MAX),
+                        isr: isr.clone(),
+                    });
+                    reported.push((group, term, isr));
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let (code, message, _) = self.admin_call(AdminRequest::ReportIsr { changes }).await;
+            if code != 0 {
+                tracing::debug!("ISR report failed: {code} {message:?}");
+                continue;
+            }
+            for (group, term, isr) in reported {
+                group.isr_reported(term, isr);
+            }
+        }
+    }
+
     /// Every shard's retention pass, every `log.retention.check.interval.ms`.
     pub async fn retention_loop(self: Rc<Self>) {
         loop {
@@ -1157,6 +1237,13 @@ impl Shard {
                     partition,
                     leader: self.config.node_id,
                     epoch,
+                },
+                timeout(0),
+            ),
+            AdminRequest::ReportIsr { changes } => (
+                ControllerRequest::ReportIsr {
+                    leader: self.config.node_id,
+                    changes,
                 },
                 timeout(0),
             ),
@@ -1335,6 +1422,7 @@ impl Shard {
             configs: Default::default(),
             replicas: Vec::new(),
             leaders: Vec::new(),
+            isr: Vec::new(),
         };
         let (code, _, _) = self
             .admin_call(AdminRequest::CreateTopic {

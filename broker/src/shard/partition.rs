@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
+use kafka_protocol::error::ResponseError;
 use spool_storage::PartitionLog;
 
 use crate::config::FlushMode;
@@ -131,6 +132,22 @@ impl Partition {
                 .leadership()
                 .map_or(-1, |term| i32::try_from(term).unwrap_or(i32::MAX)),
         }
+    }
+
+    /// Kafka's check of the client's idea of the leader epoch on the leader: older than the
+    /// leader's is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH (both retriable: the
+    /// client refreshes its metadata); -1 is not checked. A follower answers
+    /// NOT_LEADER_OR_FOLLOWER instead. An unreplicated partition's only epoch is 0.
+    pub fn epoch_error(&self, current_leader_epoch: i32) -> Option<i16> {
+        let epoch = self.leader_epoch();
+        if current_leader_epoch < 0 || epoch < 0 || current_leader_epoch == epoch {
+            return None;
+        }
+        Some(if current_leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch.code()
+        } else {
+            ResponseError::UnknownLeaderEpoch.code()
+        })
     }
 
     /// A replicated partition this replica does not lead: clients are sent to the leader.

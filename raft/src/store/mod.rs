@@ -45,7 +45,9 @@ use openraft::{OptionalSend, RaftLogReader};
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
 use self::codec::{decode_entry, encode_entry, Entry, PersistentState, RaftLogId, Vote};
-pub use self::partition::{PartitionLogReader, PartitionStore, PROPOSAL_BASE_OFFSET};
+pub use self::partition::{
+    DurableObserver, DurableProposal, PartitionLogReader, PartitionStore, PROPOSAL_BASE_OFFSET,
+};
 use crate::TypeConfig;
 
 /// Name of the state file beside the segments.

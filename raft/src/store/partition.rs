@@ -60,7 +60,24 @@ struct Shared {
     state: RefCell<PersistentState>,
     /// The last entry's log id, or the purge point if no entry is left.
     last: RefCell<Option<RaftLogId>>,
+    /// Told of this leader's proposals once they are durable here (acks=1 answers then).
+    on_durable: RefCell<Option<DurableObserver>>,
 }
+
+/// A proposal of this replica's leader, durable in its own log (not yet committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableProposal {
+    /// The partition leader epoch field the proposer wrote into the batch (its tag for the
+    /// proposal; the store overwrites the field with the term).
+    pub tag: i32,
+    pub index: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time_ms: i64,
+}
+
+/// Called after each flush with the proposals it made durable, in log order.
+pub type DurableObserver = Box<dyn Fn(&[DurableProposal])>;
 
 impl PartitionStore {
     /// Wraps `log`, which must have been opened with `PartitionLog::open_entry_indexed`.
@@ -78,6 +95,7 @@ impl PartitionStore {
             log,
             state: RefCell::new(state),
             last: RefCell::new(None),
+            on_durable: RefCell::new(None),
         };
         let last = shared.read_last_log_id().await?;
         *shared.last.borrow_mut() = last;
@@ -89,6 +107,11 @@ impl PartitionStore {
     /// The log this store writes.
     pub fn log(&self) -> &Rc<PartitionLog> {
         &self.shared.log
+    }
+
+    /// Sets who is told of proposals made durable (a leader answering acks=1 requests).
+    pub fn on_durable_proposals(&self, observer: DurableObserver) {
+        *self.shared.on_durable.borrow_mut() = Some(observer);
     }
 }
 
@@ -162,10 +185,12 @@ impl Shared {
     async fn append(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
         let now_ms = wall_clock_ms();
         let mut appended = None;
+        let mut proposals = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
             let term = entry.log_id.leader_id.term;
             let epoch = i32::try_from(term).map_err(|_| StoreError::TermTooLarge { term })?;
+            let mut tag = None;
             let (batch, stamp) = match &entry.payload {
                 EntryPayload::Normal(Command(batch)) => {
                     // A proposal's base offset is unstamped (the producer's 0 or the
@@ -178,6 +203,7 @@ impl Shared {
                             }
                         })?;
                     let stamp = if header.base_offset == PROPOSAL_BASE_OFFSET {
+                        tag = Some(header.partition_leader_epoch);
                         EntryStamp::Propose
                     } else {
                         EntryStamp::Replicated
@@ -192,9 +218,18 @@ impl Shared {
             if index != self.log.next_entry_index() {
                 self.restart_empty_log_at(index, &batch, stamp).await?;
             }
-            let (at, _info) = self.log.append_raft_entry(batch, epoch, now_ms, stamp)?;
+            let (at, info) = self.log.append_raft_entry(batch, epoch, now_ms, stamp)?;
             assert_eq!(at, index);
             appended = Some(entry.log_id);
+            if let Some(tag) = tag {
+                proposals.push(DurableProposal {
+                    tag,
+                    index,
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    log_append_time_ms: info.log_append_time_ms,
+                });
+            }
         }
         let Some(last) = appended else {
             return Ok(());
@@ -206,6 +241,11 @@ impl Shared {
                 *self.last.borrow_mut() = last;
             }
             return Err(error.into());
+        }
+        if !proposals.is_empty() {
+            if let Some(observer) = self.on_durable.borrow().as_ref() {
+                observer(&proposals);
+            }
         }
         Ok(())
     }

@@ -276,3 +276,50 @@ fn restart_finds_the_same_entries_and_vote() {
         assert_eq!(entries(&mut store).await, before[..2].to_vec());
     });
 }
+
+#[test]
+fn the_leader_hears_of_its_proposals_once_durable_and_a_follower_of_none() {
+    run(async {
+        use std::cell::RefCell;
+        let fs = MemFs::new();
+        let mut leader = open(&fs, "leader").await.unwrap();
+        let mut follower = open(&fs, "follower").await.unwrap();
+        let heard: Rc<RefCell<Vec<super::DurableProposal>>> = Rc::default();
+        for store in [&leader, &follower] {
+            let heard = heard.clone();
+            store.on_durable_proposals(Box::new(move |p| heard.borrow_mut().extend_from_slice(p)));
+        }
+        let tagged = |value: &str, tag: i32| {
+            let mut bytes = proposal(value).to_vec();
+            batch::set_partition_leader_epoch(&mut bytes, tag);
+            Bytes::from(bytes)
+        };
+        append(
+            &mut leader,
+            vec![
+                blank(3, 0),
+                normal(3, 1, tagged("a", 7)),
+                normal(3, 2, tagged("b", -1)),
+            ],
+        )
+        .await
+        .unwrap();
+        let heard_now: Vec<(i32, u64, i64, i64)> = heard
+            .borrow()
+            .iter()
+            .map(|p| (p.tag, p.index, p.base_offset, p.last_offset))
+            .collect();
+        assert_eq!(heard_now, [(7, 1, 1, 1), (-1, 2, 2, 2)]);
+        // The tag never reaches the disk: the store stamps the term there.
+        for b in stored(&leader).await {
+            assert_eq!(BatchHeader::parse(&b).unwrap().partition_leader_epoch, 3);
+        }
+        heard.borrow_mut().clear();
+        let sent = entries(&mut leader).await;
+        append(&mut follower, sent).await.unwrap();
+        assert!(
+            heard.borrow().is_empty(),
+            "a replicated copy is nobody's proposal here"
+        );
+    });
+}

@@ -116,6 +116,7 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
                 .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                 .collect(),
             leaders: Vec::new(),
+            isr: Vec::new(),
         };
         let described = describe_configs(ctx, &meta);
         let (code, message, _) = shard

@@ -28,6 +28,7 @@ struct Wanted {
     partition: i32,
     fetch_offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
 }
 
 /// A Fetch response with its records kept out of it: `records[t][p]` are the batches of
@@ -60,6 +61,11 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
                 partition: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: if ctx.version() >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
@@ -210,6 +216,7 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted], budget: usize) -> Vec<FetchResul
                 partition: w.partition,
                 fetch_offset: w.fetch_offset,
                 max_bytes: w.max_bytes,
+                current_leader_epoch: w.current_leader_epoch,
             },
         ));
     }

@@ -23,6 +23,11 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
                 topic: t.name.0.to_string(),
                 partition: p.partition_index,
                 timestamp: p.timestamp,
+                current_leader_epoch: if version >= 4 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
