@@ -66,6 +66,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "spool.tail.cache.bytes", default: "8388608", doc: "Per-partition bytes of recent batches kept in memory, so consumers within this much of the log end never read the disk." },
     SettingSpec { name: "spool.tail.cache.shard.bytes", default: "67108864", doc: "Bytes of tail cache per shard, shared by its partitions: each keeps at most min(spool.tail.cache.bytes, this / its partition count)." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
+    SettingSpec { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of __consumer_offsets when it is created, capped by the brokers live then (so a one-node cluster gets 1)." },
     SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
     SettingSpec { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired offsets are looked for." },
@@ -152,6 +153,7 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
+    pub offsets_topic_replication_factor: i16,
     pub offsets_retention_minutes: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
@@ -294,6 +296,10 @@ impl BrokerConfig {
                 "offsets.topic.segment.bytes",
                 get("offsets.topic.segment.bytes"),
             )?,
+            offsets_topic_replication_factor: parse(
+                "offsets.topic.replication.factor",
+                get("offsets.topic.replication.factor"),
+            )?,
             offsets_retention_minutes: parse(
                 "offsets.retention.minutes",
                 get("offsets.retention.minutes"),
@@ -354,6 +360,12 @@ impl BrokerConfig {
             return Err(invalid(
                 "offsets.topic.num.partitions",
                 self.offsets_topic_num_partitions.to_string(),
+            ));
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err(invalid(
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
             ));
         }
         if !(OFFSETS_TOPIC_SEGMENT_BYTES_MIN..=i32::MAX as u64)
