@@ -1062,8 +1062,8 @@ mod tests {
         assert_eq!(g.next_deadline(), None);
         let mut ev = Vec::new();
         join_alone(&mut g, "m1", 0, &mut ev);
-        // Awaiting sync: no session expiry.
-        assert_eq!(g.next_deadline(), None);
+        // Joined: the session runs from the join's completion.
+        assert_eq!(g.next_deadline(), Some(10_000));
         g.sync("m1", None, 1, None, None, vec![], 5, &mut ev);
         assert_eq!(g.next_deadline(), Some(5 + 10_000));
         assert_eq!(g.heartbeat("m1", None, 1, 7), 0);
