@@ -37,7 +37,8 @@ from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPar
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from conftest import DEPS, JAVA_JAR, TESTS, running_broker
-from test_bad_input import (NONE, UNKNOWN_TOPIC_OR_PARTITION, array, call, connect,
+from test_bad_input import (NONE, UNKNOWN_TOPIC_OR_PARTITION, Reader, array, call, connect,
+                            recv_frame, request,
                             create_topic, i8, i16, i32, i64, nbytes, string)
 from test_offsets import TunedBroker
 
@@ -986,3 +987,147 @@ def test_admin_list_describe_delete(gbroker):
         if err == NONE:
             assert all(o == -1 for o, _md, _e in got[topic].values()), got
     assert delete_group_error(b, f"g-admin-never-{uuid.uuid4().hex[:6]}") == GROUP_ID_NOT_FOUND
+
+
+# ---------------------------------------------------------------------------
+# 8. Timers: the initial rebalance and session expiry (Kafka's GroupMetadataManager)
+# ---------------------------------------------------------------------------
+DESCRIBE_GROUPS = 15
+
+
+def describe_group_raw(sock, group):
+    """DescribeGroups v0. Returns (error, state, [member ids])."""
+    r = call(sock, DESCRIBE_GROUPS, 0, array([string(group)]))
+    groups = r.array(lambda r: (r.i16(), r.string(), r.string(), r.string(), r.string(),
+                                r.array(lambda r: (r.string(), r.string(), r.string(),
+                                                   r.bytes_(), r.bytes_()))))
+    assert len(groups) == 1, groups
+    err, _gid, state, _ptype, _proto, members = groups[0]
+    return err, state, [m[0] for m in members]
+
+
+def join_body(group, member_id, topics, session_ms=30000, rebalance_ms=30000):
+    """A JoinGroup v5 body with one 'range' protocol."""
+    return (string(group) + i32(session_ms) + i32(rebalance_ms) + string(member_id)
+            + string(None) + string("consumer")
+            + array([string("range") + nbytes(subscription(topics))]))
+
+
+def read_join_v5(sock):
+    r = Reader(recv_frame(sock))
+    cid = r.i32()
+    r.i32()
+    res = {"cid": cid, "error": r.i16(), "generation": r.i32(), "protocol": r.string(),
+           "leader": r.string(), "member_id": r.string()}
+    res["members"] = r.array(lambda r: (r.string(), r.string(), r.bytes_()))
+    return res
+
+
+def ensure_raw_topic(bootstrap):
+    if RAW_TOPIC not in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics:
+        create_topic(bootstrap, RAW_TOPIC, partitions=RAW_PARTITIONS)
+
+
+@pytest.mark.parametrize("members", [3])
+def test_members_joining_together_share_generation_1(gbroker, members):
+    """group.initial.rebalance.delay.ms=0, as Kafka: the first rebalance of an Empty group
+    completes on its timer, never inside the first member's JoinGroup, so members whose
+    joins arrive together all get generation 1 from one rebalance (before: the first
+    member completed generation 1 alone and the others forced generation 2)."""
+    ensure_raw_topic(gbroker.bootstrap)
+    group = f"g-together-{uuid.uuid4().hex[:6]}"
+    with connect(gbroker.bootstrap) as s:
+        wait_coordinator(gbroker, s, group)
+        ids = []
+        for _ in range(members):
+            res = join_group(s, group, "", [RAW_TOPIC])
+            assert res["error"] == MEMBER_ID_REQUIRED and res["member_id"], res
+            ids.append(res["member_id"])
+        # All second joins pipelined on one connection, then every answer read.
+        s.sendall(b"".join(request(JOIN_GROUP, 5, 100 + i, join_body(group, m, [RAW_TOPIC]))
+                           for i, m in enumerate(ids)))
+        answers = [read_join_v5(s) for _ in ids]
+        assert [a["cid"] for a in answers] == [100 + i for i in range(members)], answers
+        assert all(a["error"] == NONE for a in answers), answers
+        assert [a["generation"] for a in answers] == [1] * members, answers
+        assert [a["member_id"] for a in answers] == ids, answers
+        leader = answers[0]["leader"]
+        assert leader in ids and all(a["leader"] == leader for a in answers), answers
+        by_id = {a["member_id"]: a for a in answers}
+        assert sorted(m for m, _i, _md in by_id[leader]["members"]) == sorted(ids), \
+            by_id[leader]["members"]
+        assert all(not a["members"] for m, a in by_id.items() if m != leader), answers
+        err, state, described = describe_group_raw(s, group)
+        assert (err, state, sorted(described)) == (NONE, "CompletingRebalance", sorted(ids))
+        # One rebalance: the leader's SyncGroup makes generation 1 Stable for everyone.
+        err, _a = sync_group(s, group, 1, leader,
+                             {m: assignment(RAW_TOPIC, [i]) for i, m in enumerate(ids)})
+        assert err == NONE, err
+        for m in ids:
+            assert heartbeat(s, group, 1, m) == NONE
+        assert describe_group_raw(s, group)[1] == "Stable"
+        for m in ids:
+            leave_group(s, group, m)
+
+
+SESSION_MS = 6000    # group.min.session.timeout.ms's default, the shortest a member may ask
+
+
+def test_member_expires_at_its_session_deadline(gbroker):
+    """A member that stops heartbeating is gone at its session deadline itself: a request
+    sent right after last heartbeat + session.timeout.ms no longer finds it (before: group
+    timers ran on a 50 ms tick, so it was up to ~55 ms late); and the coordinator's timer
+    fires at the deadline unprompted: another member's JoinGroup that waits for the expiry is
+    answered within a few milliseconds of it."""
+    ensure_raw_topic(gbroker.bootstrap)
+    group = f"g-expiry-{uuid.uuid4().hex[:6]}"
+    sa, sb = connect(gbroker.bootstrap), connect(gbroker.bootstrap)
+    try:
+        wait_coordinator(gbroker, sa, group)
+        res = join_group(sa, group, "", [RAW_TOPIC], session_ms=SESSION_MS)
+        a = res["member_id"]
+        res = join_group(sa, group, a, [RAW_TOPIC], session_ms=SESSION_MS)
+        assert res["error"] == NONE and res["generation"] == 1, res
+        assert sync_group(sa, group, 1, a, {a: assignment(RAW_TOPIC, [0, 1])})[0] == NONE
+
+        # 1. Exact expiry seen by a request (DescribeGroups).
+        t_send = time.monotonic()
+        assert heartbeat(sa, group, 1, a) == NONE
+        t_recv = time.monotonic()
+        time.sleep(max(0.0, t_send + SESSION_MS / 1000 - 0.2 - time.monotonic()))
+        assert describe_group_raw(sb, group)[2] == [a], "expired before its deadline"
+        time.sleep(max(0.0, t_recv + SESSION_MS / 1000 + 0.002 - time.monotonic()))
+        err, state, described = describe_group_raw(sb, group)
+        late = time.monotonic() - (t_recv + SESSION_MS / 1000)
+        assert (err, described) == (NONE, []), \
+            f"member still there {late * 1000:.1f} ms after its session deadline ({state})"
+        assert state == "Empty", state
+
+        # 2. The timer itself: a Stable group of A; B joins and waits for A, which never
+        # rejoins; A's session expiry completes the rebalance and answers B.
+        res = join_group(sa, group, "", [RAW_TOPIC], session_ms=SESSION_MS)
+        a = res["member_id"]
+        res = join_group(sa, group, a, [RAW_TOPIC], session_ms=SESSION_MS)
+        assert res["error"] == NONE, res
+        gen = res["generation"]
+        assert sync_group(sa, group, gen, a, {a: assignment(RAW_TOPIC, [0, 1])})[0] == NONE
+        res = join_group(sb, group, "", [RAW_TOPIC], session_ms=SESSION_MS)
+        b = res["member_id"]
+        t_send = time.monotonic()
+        assert heartbeat(sa, group, gen, a) == NONE
+        t_recv = time.monotonic()
+        sb.sendall(request(JOIN_GROUP, 5, 7, join_body(group, b, [RAW_TOPIC],
+                                                       session_ms=SESSION_MS)))
+        sb.settimeout(SESSION_MS / 1000 + 10)
+        answer = read_join_v5(sb)
+        t_answer = time.monotonic()
+        assert answer["error"] == NONE and answer["generation"] == gen + 1, answer
+        assert [m for m, _i, _md in answer["members"]] == [b], answer
+        assert t_answer >= t_send + SESSION_MS / 1000, "A expired before its deadline"
+        late = t_answer - (t_recv + SESSION_MS / 1000)
+        print(f"\nrebalance answered {late * 1000:.1f} ms after A's session deadline")
+        assert late < 0.025, f"A's expiry fired {late * 1000:.1f} ms after its deadline"
+        leave_group(sb, group, b)
+    finally:
+        sa.close()
+        sb.close()

@@ -68,6 +68,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "min.insync.replicas", default: "1", doc: "Replicated topics: an acks=all write needs this many in-sync replicas (the leader counts), else NOT_ENOUGH_REPLICAS. Topics may override it." },
     SettingSpec { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower that has not caught up with its leader's log end for this long leaves the in-sync replicas." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
+    SettingSpec { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of __consumer_offsets when it is created, capped by the brokers live then (so a one-node cluster gets 1)." },
     SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
     SettingSpec { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired offsets are looked for." },
@@ -156,6 +157,7 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
+    pub offsets_topic_replication_factor: i16,
     pub offsets_retention_minutes: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
@@ -303,6 +305,10 @@ impl BrokerConfig {
                 "offsets.topic.segment.bytes",
                 get("offsets.topic.segment.bytes"),
             )?,
+            offsets_topic_replication_factor: parse(
+                "offsets.topic.replication.factor",
+                get("offsets.topic.replication.factor"),
+            )?,
             offsets_retention_minutes: parse(
                 "offsets.retention.minutes",
                 get("offsets.retention.minutes"),
@@ -375,6 +381,12 @@ impl BrokerConfig {
             return Err(invalid(
                 "offsets.topic.num.partitions",
                 self.offsets_topic_num_partitions.to_string(),
+            ));
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err(invalid(
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
             ));
         }
         if !(OFFSETS_TOPIC_SEGMENT_BYTES_MIN..=i32::MAX as u64)

@@ -579,7 +579,10 @@ impl Group {
             .map(|m| i64::from(m.rebalance_timeout_ms))
             .max()
             .unwrap_or(0);
-        if self.state == GroupState::Empty && limits.initial_rebalance_delay_ms > 0 {
+        // Kafka's initial rebalance: the join of an Empty group completes only on its timer,
+        // even with `group.initial.rebalance.delay.ms=0` (the timer then fires on a later
+        // turn of the shard), so members that join together share the first generation.
+        if self.state == GroupState::Empty {
             self.delaying = true;
             self.new_member_added = false;
             self.join_deadline_ms = now_ms + limits.initial_rebalance_delay_ms;
@@ -833,6 +836,25 @@ impl Group {
 
     /// Timers: pending-member and session expiry, the rebalance timeout, the initial delay.
     pub fn tick(&mut self, limits: &Limits, now_ms: i64, events: &mut Vec<Event>) {
+        self.expire(limits, now_ms, events);
+        if self.state == GroupState::PreparingRebalance && self.join_deadline_ms <= now_ms {
+            if self.delaying && self.new_member_added && self.delay_remaining_ms > 0 {
+                let step = limits
+                    .initial_rebalance_delay_ms
+                    .min(self.delay_remaining_ms);
+                self.delay_remaining_ms -= step;
+                self.new_member_added = false;
+                self.join_deadline_ms = now_ms + step;
+            } else {
+                self.complete_join(now_ms, events);
+            }
+        }
+    }
+
+    /// Expires pending member ids and members whose session deadline has passed (at the
+    /// deadline itself: a member whose deadline is `now_ms` is gone). The coordinator runs this
+    /// before serving any request of the group too, so a late timer is never observable.
+    pub fn expire(&mut self, limits: &Limits, now_ms: i64, events: &mut Vec<Event>) {
         let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now_ms);
         if self.pending.len() != before {
@@ -848,23 +870,20 @@ impl Group {
             tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member_and_update(&id, limits, now_ms, events);
         }
-        if self.state == GroupState::PreparingRebalance && self.join_deadline_ms <= now_ms {
-            if self.delaying && self.new_member_added && self.delay_remaining_ms > 0 {
-                let step = limits
-                    .initial_rebalance_delay_ms
-                    .min(self.delay_remaining_ms);
-                self.delay_remaining_ms -= step;
-                self.new_member_added = false;
-                self.join_deadline_ms = now_ms + step;
-            } else {
-                self.complete_join(now_ms, events);
-            }
-        }
     }
 
-    /// Whether any timer of this group can fire.
-    pub fn has_timers(&self) -> bool {
-        !self.members.is_empty() || !self.pending.is_empty()
+    /// The earliest time a timer of this group fires (a pending id or a session expires, the
+    /// join phase ends), if any: what the coordinator's timer sleeps until.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let pending = self.pending.values().copied().min();
+        let sessions = self
+            .members
+            .iter()
+            .filter(|m| m.is_new || !(m.awaiting_join || m.awaiting_sync))
+            .map(|m| m.heartbeat_deadline_ms)
+            .min();
+        let join = (self.state == GroupState::PreparingRebalance).then_some(self.join_deadline_ms);
+        [pending, sessions, join].into_iter().flatten().min()
     }
 
     // ---- offsets ----------------------------------------------------------------------------
@@ -1001,12 +1020,67 @@ mod tests {
         g.join(req(id, "unused", &["range"]), &LIMITS, now, ev)
     }
 
+    /// The first member of an Empty group: its join completes on the timer (here at once).
+    fn join_alone(g: &mut Group, id: &str, now: i64, ev: &mut Vec<Event>) -> JoinOutcome {
+        let out = join2(g, id, now, ev);
+        assert!(
+            joins(ev).is_empty(),
+            "the initial join never completes inline"
+        );
+        g.tick(&LIMITS, now, ev);
+        out
+    }
+
+    #[test]
+    fn members_joining_an_empty_group_together_share_generation_1() {
+        // group.initial.rebalance.delay.ms=0: the join still waits for the timer.
+        let mut g = Group::new("g", 0);
+        let mut ev = Vec::new();
+        join2(&mut g, "m1", 0, &mut ev);
+        join2(&mut g, "m2", 0, &mut ev);
+        assert!(joins(&ev).is_empty());
+        assert_eq!(g.next_deadline(), Some(0));
+        // The timer fires: a member was added during the delay, so it extends (by 0 ms).
+        g.tick(&LIMITS, 0, &mut ev);
+        assert!(joins(&ev).is_empty());
+        join2(&mut g, "m3", 1, &mut ev);
+        g.tick(&LIMITS, 1, &mut ev);
+        assert!(joins(&ev).is_empty());
+        // No new member since the last firing: the join completes with all three.
+        g.tick(&LIMITS, 2, &mut ev);
+        let j = joins(&ev);
+        assert_eq!(j.len(), 3);
+        assert!(j.iter().all(|(_, r)| r.error == 0 && r.generation == 1));
+        let leader = j.iter().find(|(id, _)| id == "m1").expect("m1 answered");
+        assert_eq!(leader.1.members.len(), 3);
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn next_deadline_is_the_earliest_timer() {
+        let mut g = Group::new("g", 0);
+        assert_eq!(g.next_deadline(), None);
+        let mut ev = Vec::new();
+        join_alone(&mut g, "m1", 0, &mut ev);
+        // Joined: the session runs from the join's completion.
+        assert_eq!(g.next_deadline(), Some(10_000));
+        g.sync("m1", None, 1, None, None, vec![], 5, &mut ev);
+        assert_eq!(g.next_deadline(), Some(5 + 10_000));
+        assert_eq!(g.heartbeat("m1", None, 1, 7), 0);
+        assert_eq!(g.next_deadline(), Some(7 + 10_000));
+        // Expiry is exact: alive 1 ms before the deadline, gone at it.
+        g.expire(&LIMITS, 7 + 9_999, &mut ev);
+        assert_eq!(g.members.len(), 1);
+        g.expire(&LIMITS, 7 + 10_000, &mut ev);
+        assert!(g.members.is_empty());
+    }
+
     #[test]
     fn single_member_join_sync_heartbeat_leave() {
         let mut g = Group::new("g", 0);
         let mut ev = Vec::new();
         assert_eq!(
-            join2(&mut g, "m1", 0, &mut ev),
+            join_alone(&mut g, "m1", 0, &mut ev),
             JoinOutcome::Wait("m1".into())
         );
         let j = joins(&ev);
@@ -1053,7 +1127,7 @@ mod tests {
     fn second_member_triggers_rebalance_and_rebalance_timeout_drops_laggards() {
         let mut g = Group::new("g", 0);
         let mut ev = Vec::new();
-        join2(&mut g, "m1", 0, &mut ev);
+        join_alone(&mut g, "m1", 0, &mut ev);
         g.sync("m1", None, 1, None, None, vec![], 0, &mut ev);
         ev.clear();
         // m2 joins: Stable → PreparingRebalance; m1 must rejoin.
@@ -1081,7 +1155,7 @@ mod tests {
     fn rejoin_completes_rebalance_with_all_members() {
         let mut g = Group::new("g", 0);
         let mut ev = Vec::new();
-        join2(&mut g, "m1", 0, &mut ev);
+        join_alone(&mut g, "m1", 0, &mut ev);
         g.sync("m1", None, 1, None, None, vec![], 0, &mut ev);
         ev.clear();
         join2(&mut g, "m2", 10, &mut ev);
@@ -1129,7 +1203,7 @@ mod tests {
     fn session_expiry_removes_member_and_rebalances() {
         let mut g = Group::new("g", 0);
         let mut ev = Vec::new();
-        join2(&mut g, "m1", 0, &mut ev);
+        join_alone(&mut g, "m1", 0, &mut ev);
         g.sync("m1", None, 1, None, None, vec![], 0, &mut ev);
         ev.clear();
         g.tick(&LIMITS, 9_999, &mut ev);
@@ -1221,6 +1295,7 @@ mod tests {
             g.join(r.clone(), &LIMITS, 0, &mut ev),
             JoinOutcome::Wait("s1".into())
         );
+        g.tick(&LIMITS, 0, &mut ev);
         g.sync(
             "s1",
             Some("i1"),
@@ -1261,7 +1336,7 @@ mod tests {
         let mut ev = Vec::new();
         // Simple commits on an empty group.
         assert_eq!(g.validate_offset_commit("", None, -1, 0), Ok(()));
-        join2(&mut g, "m1", 0, &mut ev);
+        join_alone(&mut g, "m1", 0, &mut ev);
         assert_eq!(
             g.validate_offset_commit("m1", None, 1, 0),
             Err(ResponseError::RebalanceInProgress.code())

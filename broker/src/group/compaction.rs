@@ -107,6 +107,12 @@ pub async fn compaction_loop(shard: Rc<Shard>) {
             let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
                 continue;
             };
+            // A replicated partition's log is its Raft log: deleting segments behind openraft
+            // would leave replicas different (and a lagging follower a hole). Its compaction
+            // has to go through the group (snapshot + purge) and is not built yet.
+            if p.group.borrow().is_some() {
+                continue;
+            }
             if p.log.segment_count() < COMPACT_SEGMENTS_MIN || p.deleted.get() {
                 continue;
             }

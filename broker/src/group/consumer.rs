@@ -725,6 +725,16 @@ impl ConsumerGroup {
         expired
     }
 
+    /// The earliest session or revocation deadline of a member, if any (when `tick` next
+    /// removes someone).
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.members
+            .values()
+            .flat_map(|m| [Some(m.session_deadline_ms), m.rebalance_deadline_ms])
+            .flatten()
+            .min()
+    }
+
     /// Kafka's `ConsumerGroup.validateOffsetCommit`.
     pub fn validate_offset_commit(
         &self,

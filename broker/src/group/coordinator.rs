@@ -36,6 +36,7 @@ use kafka_protocol::messages::{
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use openraft::async_runtime::WatchReceiver;
 
 use super::assignor::Assignment;
 use super::classic::{
@@ -46,11 +47,17 @@ use super::consumer::{self, ConsumerGroup, HeartbeatIn};
 use super::records::{self, ConsumerGroupValue, GroupValue, Key, OffsetValue, Value};
 use super::{FetchedOffset, FetchedOffsets, GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::config::{BrokerConfig, FlushMode};
+use crate::replication::ReplicaGroup;
 use crate::runtime::{self, LocalReceiver, LocalSender};
-use crate::shard::{now_ms, storage_error_code, Shard};
+use crate::shard::mesh::ProduceResult;
+use crate::shard::{now_ms, routing, storage_error_code, Shard};
 
-/// How often group timers (session expiry, rebalance timeouts, initial delay) are checked.
-pub const GROUP_TICK_MS: u64 = 50;
+/// The shortest sleep of the group timer: a join phase due "now" (the initial rebalance with
+/// `group.initial.rebalance.delay.ms=0`) completes after at least this long, so joins already
+/// on their way are served first, as Kafka's timer fires through its event queue.
+pub const GROUP_TIMER_MIN: Duration = Duration::from_millis(1);
+/// The longest sleep of the group timer with nothing scheduled (it also watches for shutdown).
+pub const GROUP_TIMER_IDLE: Duration = Duration::from_millis(500);
 /// Bytes read per step while loading an offsets partition.
 pub const LOAD_READ_BYTES: usize = 1 << 20;
 /// Records in one expiry batch.
@@ -71,6 +78,14 @@ pub struct GroupCoordinator {
     limits: Limits,
     metadata_max_bytes: usize,
     retention_ms: i64,
+    /// Replicated offsets partitions whose groups are loaded: index → the Raft term this shard
+    /// leads them in. Their groups are served only while that term lasts.
+    led: RefCell<AHashMap<i32, u64>>,
+    /// The deadline (ms) the timer task sleeps until; `i64::MAX` when none.
+    armed: Cell<i64>,
+    /// Wakes the timer task when a deadline earlier than `armed` appears.
+    wake: LocalSender<()>,
+    wake_rx: RefCell<Option<LocalReceiver<()>>>,
 }
 
 fn s(text: &str) -> StrBytes {
@@ -83,7 +98,12 @@ fn opt(text: &Option<StrBytes>) -> Option<String> {
 
 impl GroupCoordinator {
     pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+        let (wake, wake_rx) = runtime::new_bounded(1);
         GroupCoordinator {
+            armed: Cell::new(i64::MAX),
+            led: RefCell::new(AHashMap::new()),
+            wake,
+            wake_rx: RefCell::new(Some(wake_rx)),
             loaded: Cell::new(false),
             groups: RefCell::new(AHashMap::new()),
             consumer: RefCell::new(AHashMap::new()),
@@ -115,6 +135,12 @@ impl GroupCoordinator {
     pub async fn serve(&self, shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
         if !self.loaded.get() {
             return error_reply(call, ResponseError::CoordinatorLoadInProgress.code());
+        }
+        if let Some(group_id) = group_of(&call) {
+            if let Err(code) = self.coordinates(shard, &group_id) {
+                return error_reply(call, code);
+            }
+            self.expire_due(shard, &group_id);
         }
         match call {
             GroupCall::Join {
@@ -384,7 +410,8 @@ impl GroupCoordinator {
     /// Hands state-machine events to the requests waiting on them. Answers that follow a
     /// metadata write wait until it is durable.
     fn dispatch(&self, shard: &Rc<Shard>, group_id: &str, events: Vec<Event>) {
-        let mut durable: Option<LocalReceiver<i16>> = None;
+        self.arm(group_id);
+        let mut durable: Option<Write> = None;
         let mut deferred = Vec::new();
         let mut persisted = false;
         for event in events {
@@ -405,10 +432,28 @@ impl GroupCoordinator {
             let shard = shard.clone();
             let group_id = group_id.to_string();
             runtime::spawn_detached(async move {
-                if let Some(code) = rx.recv().await.filter(|&c| c != 0) {
+                let failed = rx.done().await.err();
+                if let Some(code) = failed {
                     tracing::warn!(group = %group_id, "group metadata write failed: error {code}");
                 }
                 for event in deferred {
+                    // Answers that depend on the write carry its error (a replicated write
+                    // that did not commit: NOT_COORDINATOR, and the client looks again).
+                    let event = match (failed, event) {
+                        (Some(code), Event::Join(m, _)) => {
+                            let mut r = JoinResult::error(ResponseError::UnknownServerError, &m);
+                            r.error = code;
+                            Event::Join(m, r)
+                        }
+                        (Some(code), Event::Sync(m, _)) => Event::Sync(
+                            m,
+                            SyncResult {
+                                error: code,
+                                ..SyncResult::default()
+                            },
+                        ),
+                        (_, event) => event,
+                    };
                     shard.groups.complete(&group_id, event);
                 }
             });
@@ -433,8 +478,8 @@ impl GroupCoordinator {
         }
     }
 
-    /// Appends the group's metadata record; the slot says when it is durable.
-    fn persist_group(&self, shard: &Rc<Shard>, group_id: &str) -> Option<LocalReceiver<i16>> {
+    /// Appends the group's metadata record; the write says when it is durable (committed).
+    fn persist_group(&self, shard: &Rc<Shard>, group_id: &str) -> Option<Write> {
         let value = {
             let groups = self.groups.borrow();
             let g = groups.get(group_id)?;
@@ -450,7 +495,7 @@ impl GroupCoordinator {
             group: group_id.to_string(),
         };
         match append(shard, group_id, &[(key, Some(Value::Group(value)))]) {
-            Ok((_, wait)) => wait,
+            Ok(write) => Some(write),
             Err(code) => {
                 tracing::warn!(
                     group = group_id,
@@ -461,32 +506,105 @@ impl GroupCoordinator {
         }
     }
 
-    /// Every `GROUP_TICK_MS`: session expiry, rebalance timeouts, the initial delay.
+    /// Makes the timer task wake by `group_id`'s next deadline.
+    fn arm(&self, group_id: &str) {
+        let classic = self
+            .groups
+            .borrow()
+            .get(group_id)
+            .and_then(Group::next_deadline);
+        let consumer = self
+            .consumer
+            .borrow()
+            .get(group_id)
+            .and_then(ConsumerGroup::next_deadline);
+        if let Some(deadline) = classic.into_iter().chain(consumer).min() {
+            if deadline < self.armed.get() {
+                self.armed.set(deadline);
+                // Full means a wake-up is already pending.
+                let _ = self.wake.try_send(());
+            }
+        }
+    }
+
+    /// Expiry that is due for `group_id`, applied before one of its requests is served, so a
+    /// member is gone from the moment its session deadline passes whatever the timer's delay.
+    fn expire_due(&self, shard: &Rc<Shard>, group_id: &str) {
+        let now = now_ms();
+        let mut events = Vec::new();
+        let due = |d: Option<i64>| d.is_some_and(|d| d <= now);
+        if let Some(g) = self.groups.borrow_mut().get_mut(group_id) {
+            if due(g.next_deadline()) {
+                g.expire(&self.limits, now, &mut events);
+            }
+        }
+        if !events.is_empty() {
+            self.dispatch(shard, group_id, events);
+        }
+        let consumer_due = due(self
+            .consumer
+            .borrow()
+            .get(group_id)
+            .and_then(ConsumerGroup::next_deadline));
+        if consumer_due {
+            self.consumer_tick(shard, now);
+        }
+    }
+
+    /// The group timer: sleeps until the earliest deadline of any group on this shard (session
+    /// expiry, the rebalance timeout, the initial delay), fires what is due, and sleeps again;
+    /// a new earlier deadline wakes it (`arm`).
     pub async fn tick_loop(shard: Rc<Shard>) {
+        let Some(wake) = shard.groups.wake_rx.borrow_mut().take() else {
+            return;
+        };
         loop {
-            runtime::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
             if shard.shutting_down.get() {
                 return;
             }
             let coordinator = &shard.groups;
             let now = now_ms();
             let mut fired = Vec::new();
+            let mut next = i64::MAX;
             for (id, group) in coordinator.groups.borrow_mut().iter_mut() {
-                if !group.has_timers() && group.state != GroupState::PreparingRebalance {
+                let Some(deadline) = group.next_deadline() else {
                     continue;
+                };
+                if deadline <= now {
+                    let mut events = Vec::new();
+                    group.tick(&coordinator.limits, now, &mut events);
+                    if !events.is_empty() {
+                        fired.push((id.clone(), events));
+                    }
                 }
-                let mut events = Vec::new();
-                group.tick(&coordinator.limits, now, &mut events);
-                if !events.is_empty() {
-                    fired.push((id.clone(), events));
-                }
+                next = next.min(group.next_deadline().unwrap_or(i64::MAX));
             }
+            coordinator.armed.set(next);
             for (id, events) in fired {
                 coordinator.dispatch(&shard, &id, events);
             }
             if coordinator.loaded.get() {
                 coordinator.consumer_tick(&shard, now);
             }
+            let consumer_next = coordinator
+                .consumer
+                .borrow()
+                .values()
+                .filter_map(ConsumerGroup::next_deadline)
+                .min()
+                .unwrap_or(i64::MAX);
+            let next = coordinator.armed.get().min(consumer_next);
+            coordinator.armed.set(next);
+            let sleep = if next == i64::MAX {
+                GROUP_TIMER_IDLE
+            } else {
+                let until_us = next.saturating_mul(1000).saturating_sub(now_us()).max(0);
+                Duration::from_micros(until_us as u64).clamp(GROUP_TIMER_MIN, GROUP_TIMER_IDLE)
+            };
+            futures_lite::future::or(runtime::sleep(sleep), async {
+                let _ = wake.recv().await;
+            })
+            .await;
         }
     }
 
@@ -554,9 +672,10 @@ impl GroupCoordinator {
             Ok(()) => match self.consumer_heartbeat_apply(&group_id, r, &topics) {
                 Err(out) => out,
                 Ok((out, persist)) => {
+                    self.arm(&group_id);
                     if let Some(epoch) = persist {
-                        if let Some(rx) = self.persist_consumer(shard, &group_id, epoch) {
-                            if let Some(code) = rx.recv().await.filter(|&c| c != 0) {
+                        if let Some(write) = self.persist_consumer(shard, &group_id, epoch) {
+                            if let Err(code) = write.done().await {
                                 tracing::warn!(group = %group_id, "group epoch write failed: error {code}");
                             }
                         }
@@ -648,18 +767,13 @@ impl GroupCoordinator {
     }
 
     /// Appends the consumer group's epoch record; the slot says when it is durable.
-    fn persist_consumer(
-        &self,
-        shard: &Rc<Shard>,
-        group_id: &str,
-        epoch: i32,
-    ) -> Option<LocalReceiver<i16>> {
+    fn persist_consumer(&self, shard: &Rc<Shard>, group_id: &str, epoch: i32) -> Option<Write> {
         let key = Key::ConsumerGroup {
             group: group_id.to_string(),
         };
         let value = Value::ConsumerGroup(ConsumerGroupValue { epoch });
         match append(shard, group_id, &[(key, Some(value))]) {
-            Ok((_, wait)) => wait,
+            Ok(write) => Some(write),
             Err(code) => {
                 tracing::warn!(group = group_id, "cannot write group epoch: error {code}");
                 None
@@ -878,19 +992,13 @@ impl GroupCoordinator {
         group_id: &str,
         entries: Vec<(Key, Option<Value>)>,
     ) -> i16 {
-        let (base, wait) = match append(shard, group_id, &entries) {
-            Ok(appended) => appended,
+        let base = match append(shard, group_id, &entries) {
+            Ok(write) => match write.done().await {
+                Ok(base) => base,
+                Err(code) => return code,
+            },
             Err(code) => return code,
         };
-        if let Some(rx) = wait {
-            let code = rx
-                .recv()
-                .await
-                .unwrap_or(ResponseError::KafkaStorageError.code());
-            if code != 0 {
-                return code;
-            }
-        }
         let mut groups = self.groups.borrow_mut();
         for (i, (key, value)) in entries.into_iter().enumerate() {
             let Key::Offset {
@@ -1208,33 +1316,12 @@ impl GroupCoordinator {
             let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
                 continue;
             };
-            let end = p.high_watermark();
-            let mut offset = p.log.log_start_offset();
-            while offset < end {
-                let read = match p.log.read(offset, LOAD_READ_BYTES, end).await {
-                    Ok(read) => read,
-                    Err(e) => crate::fatal::fatal(format!(
-                        "cannot load {OFFSETS_TOPIC}-{index} at {offset}: {e}"
-                    )),
-                };
-                if read.batches.is_empty() {
-                    break;
-                }
-                for batch in &read.batches {
-                    match records::decode_batch(batch) {
-                        Ok(entries) => {
-                            records += entries.len();
-                            let mut groups = shard.groups.groups.borrow_mut();
-                            let mut consumer = shard.groups.consumer.borrow_mut();
-                            for (log_offset, key, value) in entries {
-                                apply_loaded(&mut groups, &mut consumer, log_offset, key, value);
-                            }
-                        }
-                        Err(e) => tracing::warn!(partition = index, offset, "{e}"),
-                    }
-                    offset = records::next_offset(batch).unwrap_or(end).max(offset + 1);
-                }
+            // A replicated partition is loaded by its leader when it becomes leader
+            // (`follow_leadership`).
+            if p.group.borrow().is_some() {
+                continue;
             }
+            records += shard.groups.read_partition(&p, index).await;
         }
         shard.groups.loaded.set(true);
         let groups = shard.groups.groups.borrow().len();
@@ -1245,6 +1332,144 @@ impl GroupCoordinator {
             "loaded {OFFSETS_TOPIC} in {:?}",
             started.elapsed()
         );
+    }
+
+    /// Applies partition `index`'s records below its high watermark to the groups; returns
+    /// how many it read.
+    async fn read_partition(&self, p: &crate::shard::partition::Partition, index: i32) -> usize {
+        let mut records = 0;
+        let end = p.high_watermark();
+        let mut offset = p.log.log_start_offset();
+        while offset < end {
+            let read = match p.log.read(offset, LOAD_READ_BYTES, end).await {
+                Ok(read) => read,
+                Err(e) => crate::fatal::fatal(format!(
+                    "cannot load {OFFSETS_TOPIC}-{index} at {offset}: {e}"
+                )),
+            };
+            if read.batches.is_empty() {
+                break;
+            }
+            for batch in &read.batches {
+                match records::decode_batch(batch) {
+                    Ok(entries) => {
+                        records += entries.len();
+                        let mut groups = self.groups.borrow_mut();
+                        let mut consumer = self.consumer.borrow_mut();
+                        for (log_offset, key, value) in entries {
+                            apply_loaded(&mut groups, &mut consumer, log_offset, key, value);
+                        }
+                    }
+                    Err(e) => tracing::warn!(partition = index, offset, "{e}"),
+                }
+                offset = records::next_offset(batch).unwrap_or(end).max(offset + 1);
+            }
+        }
+        records
+    }
+
+    /// Whether this shard serves `group_id` now: its offsets partition is unreplicated, or
+    /// replicated and led here with its groups loaded for the current term. Else
+    /// NOT_COORDINATOR (another broker leads it: the client looks it up again) or
+    /// COORDINATOR_LOAD_IN_PROGRESS (just became leader, still loading).
+    fn coordinates(&self, shard: &Rc<Shard>, group_id: &str) -> Result<(), i16> {
+        let index = routing::group_partition(group_id, super::offsets_partitions(shard));
+        let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
+            return Err(ResponseError::NotCoordinator.code());
+        };
+        let Some(group) = p.group.borrow().clone() else {
+            return Ok(());
+        };
+        match group.leadership() {
+            None => Err(ResponseError::NotCoordinator.code()),
+            Some(term) if self.led.borrow().get(&index) == Some(&term) => Ok(()),
+            Some(_) => Err(ResponseError::CoordinatorLoadInProgress.code()),
+        }
+    }
+
+    /// Loads replicated partition `index`'s groups once this replica leads it at `term` and
+    /// everything in its log is committed (its blank entry commits its predecessors' entries),
+    /// so the groups are exactly what the partition holds. False if leadership moved first.
+    async fn load_led(
+        &self,
+        shard: &Rc<Shard>,
+        index: i32,
+        group: &ReplicaGroup,
+        term: u64,
+    ) -> bool {
+        let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let end = p.log.log_end_offset();
+        while group.hw.offset.get() < end {
+            if group.leadership() != Some(term) || shard.shutting_down.get() {
+                return false;
+            }
+            runtime::sleep(LEADER_COMMIT_POLL).await;
+        }
+        let records = self.read_partition(&p, index).await;
+        if group.leadership() != Some(term) {
+            self.unload(shard, index);
+            return false;
+        }
+        self.led.borrow_mut().insert(index, term);
+        tracing::info!(
+            partition = index,
+            term,
+            records,
+            "coordinator for {OFFSETS_TOPIC}-{index}: groups loaded in {:?}",
+            started.elapsed()
+        );
+        true
+    }
+
+    /// Forgets the groups of partition `index` (this replica no longer leads it); their
+    /// waiting JoinGroup and SyncGroup requests get NOT_COORDINATOR.
+    fn unload(&self, shard: &Rc<Shard>, index: i32) {
+        self.led.borrow_mut().remove(&index);
+        let partitions = super::offsets_partitions(shard);
+        let ours = |g: &str| routing::group_partition(g, partitions) == index;
+        let gone: Vec<String> = self
+            .groups
+            .borrow()
+            .keys()
+            .chain(self.consumer.borrow().keys())
+            .filter(|g| ours(g))
+            .cloned()
+            .collect();
+        for g in &gone {
+            self.groups.borrow_mut().remove(g);
+            self.consumer.borrow_mut().remove(g);
+        }
+        let code = ResponseError::NotCoordinator;
+        let joins: Vec<(WaitKey, LocalSender<JoinResult>)> = {
+            let mut waiters = self.join_waiters.borrow_mut();
+            let keys: Vec<WaitKey> = waiters.keys().filter(|(g, _)| ours(g)).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| waiters.remove(&k).map(|tx| (k, tx)))
+                .collect()
+        };
+        for ((_, member), tx) in joins {
+            let _ = tx.try_send(JoinResult::error(code, &member));
+        }
+        let syncs: Vec<LocalSender<SyncResult>> = {
+            let mut waiters = self.sync_waiters.borrow_mut();
+            let keys: Vec<WaitKey> = waiters.keys().filter(|(g, _)| ours(g)).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| waiters.remove(&k))
+                .collect()
+        };
+        for tx in syncs {
+            let _ = tx.try_send(SyncResult::error(code));
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                partition = index,
+                groups = gone.len(),
+                "groups unloaded: no longer leader of {OFFSETS_TOPIC}-{index}"
+            );
+        }
     }
 
     /// Every `offsets.retention.check.interval.ms`: offsets of groups Empty for longer than
@@ -1333,6 +1558,62 @@ impl GroupCoordinator {
         }
         out
     }
+}
+
+/// How often a new leader of an offsets partition looks whether its log is committed.
+const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
+
+/// Follows this replica's leadership of replicated offsets partition `index`: becoming leader
+/// loads the partition's groups from its committed log (requests get
+/// COORDINATOR_LOAD_IN_PROGRESS meanwhile); losing it unloads them (NOT_COORDINATOR). Ends
+/// when the group stops.
+pub async fn follow_leadership(shard: Rc<Shard>, index: i32, group: Rc<ReplicaGroup>) {
+    let mut metrics = group.raft.metrics();
+    let mut loaded: Option<u64> = None;
+    loop {
+        let leading = group.leadership();
+        if leading != loaded {
+            if loaded.take().is_some() {
+                shard.groups.unload(&shard, index);
+            }
+            if let Some(term) = leading {
+                if shard.groups.load_led(&shard, index, &group, term).await {
+                    loaded = Some(term);
+                }
+            }
+        }
+        if metrics.changed().await.is_err() || shard.shutting_down.get() {
+            if loaded.is_some() {
+                shard.groups.unload(&shard, index);
+            }
+            return;
+        }
+    }
+}
+
+/// Wall-clock microseconds (the deadlines are `now_ms` milliseconds).
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The group a request names (ListGroups names none).
+fn group_of(call: &GroupCall) -> Option<String> {
+    Some(match call {
+        GroupCall::Join { request, .. } => request.group_id.0.to_string(),
+        GroupCall::Sync { request, .. } => request.group_id.0.to_string(),
+        GroupCall::Heartbeat { request } => request.group_id.0.to_string(),
+        GroupCall::Leave { request, .. } => request.group_id.0.to_string(),
+        GroupCall::OffsetCommit { request, .. } => request.group_id.0.to_string(),
+        GroupCall::OffsetDelete { request } => request.group_id.0.to_string(),
+        GroupCall::ConsumerHeartbeat { request, .. } => request.group_id.0.to_string(),
+        GroupCall::OffsetFetch { group, .. }
+        | GroupCall::Describe { group }
+        | GroupCall::Delete { group }
+        | GroupCall::ConsumerDescribe { group } => group.clone(),
+        GroupCall::List { .. } => return None,
+    })
 }
 
 /// Partition count of every topic in the shard's topic table.
@@ -1475,34 +1756,95 @@ async fn write_tombstones(
         return 0;
     }
     match append(shard, group_id, entries) {
-        Ok((_, Some(rx))) => rx
-            .recv()
-            .await
-            .unwrap_or(ResponseError::KafkaStorageError.code()),
-        Ok((_, None)) => 0,
+        Ok(write) => write.done().await.err().unwrap_or(0),
         Err(code) => code,
     }
 }
 
-/// Appends records to the group's offsets partition and queues it for the shard's group commit.
-/// Returns the first record's offset and, in fsync-before-ack mode, the durability slot.
+/// A write to a group's offsets partition on its way.
+enum Write {
+    /// Appended directly at `base`; `durable` says when it is on disk (none: interval mode).
+    Local {
+        base: i64,
+        durable: Option<LocalReceiver<i16>>,
+    },
+    /// Proposed through the partition's Raft group; answered once committed.
+    Proposed(LocalReceiver<ProduceResult>),
+}
+
+impl Write {
+    /// The first record's offset once the write is durable (committed, when replicated).
+    async fn done(self) -> Result<i64, i16> {
+        match self {
+            Write::Local {
+                base,
+                durable: None,
+            } => Ok(base),
+            Write::Local {
+                base,
+                durable: Some(rx),
+            } => match rx.recv().await {
+                Some(0) => Ok(base),
+                Some(code) => Err(code),
+                None => Err(ResponseError::KafkaStorageError.code()),
+            },
+            Write::Proposed(rx) => match rx.recv().await {
+                Some(r) if r.error_code == 0 => Ok(r.base_offset),
+                Some(r) => Err(coordinator_write_error(r.error_code)),
+                // The proposal queue was full (the reply was dropped): retriable.
+                None => Err(ResponseError::CoordinatorNotAvailable.code()),
+            },
+        }
+    }
+}
+
+/// The error a client gets for a group write the partition refused, as Kafka's group
+/// coordinator normalizes append errors: leadership gone → NOT_COORDINATOR (look it up
+/// again); not enough replicas or no commit in time → COORDINATOR_NOT_AVAILABLE.
+fn coordinator_write_error(code: i16) -> i16 {
+    use ResponseError as E;
+    match ResponseError::try_from_code(code) {
+        Some(E::NotLeaderOrFollower | E::KafkaStorageError | E::FencedLeaderEpoch) => {
+            E::NotCoordinator.code()
+        }
+        Some(
+            E::NotEnoughReplicas
+            | E::NotEnoughReplicasAfterAppend
+            | E::RequestTimedOut
+            | E::UnknownTopicOrPartition,
+        ) => E::CoordinatorNotAvailable.code(),
+        Some(E::MessageTooLarge | E::RecordListTooLarge | E::InvalidFetchSize) => {
+            E::UnknownServerError.code()
+        }
+        _ => code,
+    }
+}
+
+/// Writes records to the group's offsets partition: appended and queued for the shard's group
+/// commit, or, when the partition is replicated, proposed through its Raft group.
 fn append(
     shard: &Rc<Shard>,
     group_id: &str,
     entries: &[(Key, Option<Value>)],
-) -> Result<(i64, Option<LocalReceiver<i16>>), i16> {
+) -> Result<Write, i16> {
     let index = crate::shard::routing::group_partition(group_id, super::offsets_partitions(shard));
     let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
         return Err(ResponseError::NotCoordinator.code());
     };
     let now = now_ms();
     let batch = records::encode_batch(entries, now);
+    if let Some(group) = p.group.borrow().as_ref() {
+        return Ok(Write::Proposed(group.propose(batch, -1)));
+    }
     match p.log.append(batch, 0, now) {
         Ok(info) => {
-            let wait = (shard.config.flush_mode == FlushMode::Sync)
+            let durable = (shard.config.flush_mode == FlushMode::Sync)
                 .then(|| p.wait_durable(info.last_offset));
             shard.mark_dirty(&p);
-            Ok((info.base_offset, wait))
+            Ok(Write::Local {
+                base: info.base_offset,
+                durable,
+            })
         }
         Err(e) => Err(storage_error_code(&e)),
     }

@@ -13,6 +13,11 @@
 //! until it has. Members are not persisted: after a restart a group keeps its generation,
 //! protocol type and offsets, and is Empty until its members rejoin.
 //!
+//! Multi-node clusters: `__consumer_offsets` is replicated like any topic; a group is served
+//! only by its partition's Raft leader, which loads the partition's groups on becoming leader
+//! and drops them on losing it (`coordinator::follow_leadership`), and writes go through the
+//! partition's Raft group, answered once committed.
+//!
 //! KIP-848 (`consumer.rs`, `assignor.rs`): a group is either classic or consumer type. A consumer
 //! group's committed offsets live in a classic `Group` entry of the same id (Empty, no members),
 //! so OffsetFetch/OffsetDelete/expiry treat them exactly as classic offsets. Mixing is rejected:
@@ -27,7 +32,7 @@
 //! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
 //! The internal log (infinite retention) is compacted by rewrite once a partition has 3
 //! segments: its live values are re-appended and the segments below them deleted
-//! (`compaction.rs`).
+//! (`compaction.rs`); not yet for replicated partitions.
 
 pub mod assignor;
 pub mod classic;
@@ -160,14 +165,20 @@ pub fn owner(shard: &Shard, group: &str) -> usize {
 }
 
 /// Asks the controller for `__consumer_offsets` (Kafka creates it at the first FindCoordinator,
-/// so it spreads over the brokers live by then). Already existing is success.
+/// so it spreads over the brokers live by then), `offsets.topic.replication.factor` replicas
+/// capped by the live brokers. Already existing is success.
 pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
     use kafka_protocol::error::ResponseError;
+    let live = shard.view.borrow().live().count().max(1);
+    let replication_factor = shard
+        .config
+        .offsets_topic_replication_factor
+        .min(i16::try_from(live).unwrap_or(i16::MAX));
     let meta = crate::metadata::TopicMeta {
         name: OFFSETS_TOPIC.to_string(),
         id: uuid::Uuid::new_v4(),
         partitions: shard.config.offsets_topic_num_partitions,
-        replication_factor: 1,
+        replication_factor,
         configs: [
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),

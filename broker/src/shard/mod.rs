@@ -817,11 +817,11 @@ impl Shard {
         self.config.log_dirs.join(format!("{topic}-{partition}"))
     }
 
-    /// Whether `topic`'s partitions are Raft groups: every data partition of a node that talks
-    /// to peers (`controller.listener` / RPC set). `__consumer_offsets` is still written by its
-    /// coordinator directly and stays unreplicated for now.
-    pub fn replicates(&self, topic: &str) -> bool {
-        self.config.cluster.rpc_listen.is_some() && !crate::metadata::topic_is_internal(topic)
+    /// Whether `topic`'s partitions are Raft groups: every partition, `__consumer_offsets`
+    /// included, of a node that talks to peers (`controller.listener` / RPC set). A one-node
+    /// cluster writes its logs directly.
+    pub fn replicates(&self, _topic: &str) -> bool {
+        self.config.cluster.rpc_listen.is_some()
     }
 
     /// Installs a topic in this shard's table and opens the logs of the partitions it owns
@@ -935,6 +935,13 @@ impl Shard {
             }));
         }
         *p.group.borrow_mut() = Some(group.clone());
+        if meta.name == crate::group::OFFSETS_TOPIC {
+            runtime::spawn_detached(crate::group::coordinator::follow_leadership(
+                self.clone(),
+                index,
+                group.clone(),
+            ));
+        }
         let shard = self.clone();
         let (topic, partition) = (meta.name.clone(), index);
         runtime::spawn_detached(crate::replication::report_leadership(group, move |epoch| {

@@ -1,6 +1,7 @@
 //! FindCoordinator, versions 0–6: a group's coordinator is the leader of its
-//! `__consumer_offsets` partition (`abs(hashCode) % partitions`), on whichever broker that is;
-//! on that broker the group lives on the partition's shard. With no offsets topic yet, the
+//! `__consumer_offsets` partition (`abs(hashCode) % partitions`; in a multi-node cluster the
+//! partition's Raft leader as the metadata names it, none yet = COORDINATOR_NOT_AVAILABLE), on
+//! whichever broker that is; on that broker the group lives on the partition's shard. With no offsets topic yet, the
 //! first lookup asks the controller to create it (spread over the brokers live then) and
 //! answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client asks again. Transactions do not
 //! exist yet, so transaction coordinators are COORDINATOR_NOT_AVAILABLE. Batched keys from v4.
@@ -71,6 +72,11 @@ fn coordinator(ctx: &Ctx, key: StrBytes, key_type: i8) -> Coordinator {
                 let topics = ctx.shard.topics.borrow();
                 topics.get(OFFSETS_TOPIC).and_then(|meta| {
                     let index = routing::group_partition(&key, meta.partitions);
+                    if ctx.shard.replicates(OFFSETS_TOPIC) {
+                        // The partition's Raft leader, as last reported to the controller.
+                        let (leader, _epoch) = ctx.shard.current_leader(OFFSETS_TOPIC, index)?;
+                        return ctx.shard.view.borrow().broker(leader).cloned();
+                    }
                     let replicas = meta.replicas.get(index as usize)?;
                     ctx.shard.view.borrow().leader(replicas).cloned()
                 })
