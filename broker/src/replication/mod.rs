@@ -11,6 +11,7 @@
 //!
 //! Owned by: the partition's shard (`!Send`).
 
+pub mod leadership;
 pub mod state_machine;
 
 use std::cell::RefCell;
