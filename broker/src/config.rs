@@ -43,6 +43,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "broker.rack", default: "", doc: "The broker's rack; placement spreads a partition's replicas over racks." },
     SettingSpec { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the active controller." },
     SettingSpec { name: "broker.session.timeout.ms", default: "9000", doc: "A broker with no heartbeat for this long is fenced: it leads nothing and is not listed in Metadata." },
+    SettingSpec { name: "auto.leader.rebalance.enable", default: "true", doc: "Every leader.imbalance.check.interval.seconds, move leadership of replicated partitions back to their preferred replica (the first) when it is live and in sync and its broker's leader imbalance is above leader.imbalance.per.broker.percentage." },
+    SettingSpec { name: "leader.imbalance.check.interval.seconds", default: "300", doc: "How often leader balance is checked (auto.leader.rebalance.enable)." },
+    SettingSpec { name: "leader.imbalance.per.broker.percentage", default: "10", doc: "Share (0-100) of a broker's preferred partitions led by others above which their leadership is moved back to it." },
+    SettingSpec { name: "controlled.shutdown.enable", default: "true", doc: "On SIGTERM, move every partition leadership this broker holds to an in-sync follower (bounded wait) before stopping." },
     SettingSpec { name: "metadata.log.max.record.bytes.between.snapshots", default: "20971520", doc: "Bytes of metadata log after which a node snapshots its metadata image and purges the log below it." },
     SettingSpec { name: "cluster.id", default: "", doc: "The cluster id a new cluster takes; empty: the first quorum leader picks a random one." },
     SettingSpec { name: "log.dirs", default: "./spool-data", doc: "Directory holding partition logs and broker metadata." },
@@ -169,6 +173,10 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     pub group_consumer_assignors: Vec<String>,
     pub group_consumer_max_size: usize,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
+    pub controlled_shutdown_enable: bool,
     /// Every setting's value as text, with where it came from (for DescribeConfigs).
     pub values: BTreeMap<&'static str, (String, ConfigSource)>,
 }
@@ -351,6 +359,22 @@ impl BrokerConfig {
                 "group.consumer.max.size",
                 get("group.consumer.max.size"),
             )?,
+            auto_leader_rebalance_enable: parse(
+                "auto.leader.rebalance.enable",
+                get("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval_seconds: parse(
+                "leader.imbalance.check.interval.seconds",
+                get("leader.imbalance.check.interval.seconds"),
+            )?,
+            leader_imbalance_per_broker_percentage: parse(
+                "leader.imbalance.per.broker.percentage",
+                get("leader.imbalance.per.broker.percentage"),
+            )?,
+            controlled_shutdown_enable: parse(
+                "controlled.shutdown.enable",
+                get("controlled.shutdown.enable"),
+            )?,
             values,
         };
         config.validate()?;
@@ -419,6 +443,18 @@ impl BrokerConfig {
         }
         if self.group_consumer_max_size == 0 {
             return Err(invalid("group.consumer.max.size", "0".into()));
+        }
+        if self.leader_imbalance_check_interval_seconds == 0 {
+            return Err(invalid(
+                "leader.imbalance.check.interval.seconds",
+                "0".into(),
+            ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(invalid(
+                "leader.imbalance.per.broker.percentage",
+                self.leader_imbalance_per_broker_percentage.to_string(),
+            ));
         }
         if self.inflight_requests_max == 0 {
             return Err(invalid("queued.max.requests", "0".into()));
@@ -739,6 +775,35 @@ mod tests {
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
         assert_eq!(c.flush_mode, FlushMode::Sync);
+    }
+
+    #[test]
+    fn leadership_settings_have_kafkas_defaults_and_bounds() {
+        let c = BrokerConfig::resolve(&[]).expect("defaults resolve");
+        assert!(c.auto_leader_rebalance_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 300);
+        assert_eq!(c.leader_imbalance_per_broker_percentage, 10);
+        assert!(c.controlled_shutdown_enable);
+        let c = BrokerConfig::resolve(&[layer(&[
+            ("auto.leader.rebalance.enable", "false"),
+            ("leader.imbalance.check.interval.seconds", "2"),
+            ("leader.imbalance.per.broker.percentage", "0"),
+            ("controlled.shutdown.enable", "false"),
+        ])])
+        .expect("valid settings");
+        assert!(!c.auto_leader_rebalance_enable && !c.controlled_shutdown_enable);
+        assert_eq!(c.leader_imbalance_check_interval_seconds, 2);
+        assert_eq!(c.leader_imbalance_per_broker_percentage, 0);
+        for (name, value) in [
+            ("leader.imbalance.check.interval.seconds", "0"),
+            ("leader.imbalance.per.broker.percentage", "101"),
+            ("auto.leader.rebalance.enable", "maybe"),
+        ] {
+            assert!(
+                BrokerConfig::resolve(&[layer(&[(name, value)])]).is_err(),
+                "{name}={value} accepted"
+            );
+        }
     }
 
     #[test]

@@ -256,6 +256,10 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
     runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
+    runtime::spawn_detached(replication::leadership::rebalance_loop(
+        shard.clone(),
+        args.shutdown.clone(),
+    ));
     // Shard 0 joins the cluster: it replays the metadata log (opening every shard's partitions
     // as topics are applied) and waits until the controller unfences this broker, so the node
     // is caught up before any shard listens.
@@ -289,6 +293,11 @@ async fn shard_main(args: ShardArgs) {
         runtime::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(shard = args.id, "shutting down");
+    // Kafka's controlled shutdown: leaderships move while this broker still serves, so clients
+    // it answers NOT_LEADER_OR_FOLLOWER are pointed at the new leaders.
+    if config.controlled_shutdown_enable {
+        replication::leadership::controlled_shutdown(&shard).await;
+    }
     // Stop listening first, as Kafka's shutdown does: a connection accepted now would only be
     // reset when the process exits, while a closed port lets clients go to another broker.
     drop(accept);

@@ -301,10 +301,11 @@ pub fn plan(
                 registration.clone(),
             )]))
         }
-        // Answered by the liveness tracker and the quorum's metrics, never planned.
-        ControllerRequest::Heartbeat { .. } | ControllerRequest::DescribeQuorum => {
-            Ok(Plan::Nothing)
-        }
+        // Answered by the liveness tracker and the quorum's metrics, never planned; MoveLeader
+        // is served by the partition leader's node before it reaches the controller.
+        ControllerRequest::Heartbeat { .. }
+        | ControllerRequest::DescribeQuorum
+        | ControllerRequest::MoveLeader { .. } => Ok(Plan::Nothing),
     }
 }
 

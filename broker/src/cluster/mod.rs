@@ -157,6 +157,7 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
             }));
         }
         let handler_node = node.clone();
+        let handler_shard = shard.clone();
         let registered = registry
             .register(METADATA_GROUP, raft.clone())
             .and_then(|()| {
@@ -164,7 +165,16 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
                     APP_GROUP,
                     AppHandler(Rc::new(move |payload| {
                         let node = handler_node.clone();
-                        Box::pin(async move { node.handle_rpc(payload).await })
+                        let shard = handler_shard.clone();
+                        Box::pin(async move {
+                            // Leadership moves are served by this node, whoever leads the
+                            // metadata quorum.
+                            match crate::replication::leadership::serve_rpc(&shard, &payload).await
+                            {
+                                Some(answer) => answer,
+                                None => node.handle_rpc(payload).await,
+                            }
+                        })
                     })),
                 )
             });

@@ -56,6 +56,16 @@ pub enum ControllerRequest {
         leader: i32,
         changes: Vec<IsrChange>,
     },
+    /// Not for the controller: asks the node that leads a partition's Raft group to hand its
+    /// leadership to replica `to` (ElectLeaders), answered by that node itself with
+    /// `Done { value: leader it knows, or -1 }` (see `replication::leadership`).
+    MoveLeader {
+        topic: String,
+        partition: i32,
+        to: i32,
+        /// How long the leader waits for the move before answering.
+        wait_ms: u64,
+    },
     Register(BrokerRegistration),
     Heartbeat {
         id: i32,

@@ -114,6 +114,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         describe_cluster::VERSIONS,
     ),
     (
+        ApiKey::ElectLeaders,
+        elect_leaders::VERSIONS,
+        elect_leaders::VERSIONS,
+    ),
+    (
         ApiKey::DescribeQuorum,
         describe_quorum::VERSIONS,
         describe_quorum::VERSIONS,
@@ -314,6 +319,7 @@ pub async fn dispatch(
         }
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
         ApiKey::DescribeQuorum => serve!(describe_quorum, m::DescribeQuorumRequest),
+        ApiKey::ElectLeaders => serve!(elect_leaders, m::ElectLeadersRequest),
         ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),
         ApiKey::JoinGroup => serve!(join_group, m::JoinGroupRequest),
         ApiKey::SyncGroup => serve!(sync_group, m::SyncGroupRequest),

@@ -12,6 +12,7 @@
 //! Owned by: the partition's shard (`!Send`).
 
 pub mod isr;
+pub mod leadership;
 pub mod state_machine;
 
 use std::cell::{Cell, RefCell};

@@ -138,6 +138,15 @@ pub enum Request {
     Admin(AdminRequest),
     /// To a group's shard (`routing::group_shard`): a consumer-group request.
     Group(crate::group::GroupCall),
+    /// To a partition's shard: hand the group's leadership to replica `to` if this replica
+    /// leads (`replication::leadership::move_local`); answered with `Reply::Admin` (value: the
+    /// leader this replica knows, -1 none).
+    MoveLeader {
+        topic: String,
+        partition: i32,
+        to: i32,
+        wait_ms: u64,
+    },
     /// From shard 0's RPC listener to the shard running a partition's Raft group.
     Raft {
         group: spool_raft::transport::GroupId,

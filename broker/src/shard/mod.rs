@@ -260,6 +260,17 @@ impl Shard {
                 Reply::Raft(self.raft_groups.dispatch(group, request).await)
             }
             Request::Quorum => Reply::Quorum(self.quorum_local().await),
+            Request::MoveLeader {
+                topic,
+                partition,
+                to,
+                wait_ms,
+            } => {
+                let wait = Duration::from_millis(wait_ms);
+                crate::replication::leadership::move_local(self, &topic, partition, to, wait)
+                    .await
+                    .into_reply()
+            }
             Request::Admin(admin) => self.admin(admin).await,
             Request::Group(call) => Reply::Group(self.groups.serve(self, call).await),
         }
