@@ -2,12 +2,13 @@
 # Side-by-side benchmark: Spool and Apache Kafka on this machine, same disk, same client, one run.
 #
 #   bash bench/compare.sh [--smoke] [--brokers 1|3] [--out DIR] [--workloads "a b c d"] [--no-tools]
+#                         [--no-build]
 #
 # Steps: build Spool and spool-bench (release); fetch the Apache Kafka broker and tools jars from
 # Maven Central (deploy/kafka.sh); measure the machine's ceilings (loopback TCP, O_DIRECT writes
-# into the data directory's disk); then for each target in turn -- Kafka with its defaults, Kafka
-# with fsync parity (log.flush.interval.messages=1, i.e. flush.messages=1 on every topic), Spool
-# with its defaults -- start the broker on a fresh data directory under DIR, run the workloads of
+# into the data directory's disk); then for each target in turn -- Kafka with its defaults, Spool
+# with its defaults, Kafka with fsync parity (log.flush.interval.messages=1, i.e.
+# flush.messages=1 on every topic) -- start the broker on a fresh data directory under DIR, run the workloads of
 # bench/workloads/ with spool-bench, run Kafka's own kafka-producer-perf-test and
 # kafka-consumer-perf-test against it, and stop it. Workload (b) runs at 50% of the rate Kafka
 # (defaults) reached in (a). Finally `spool-bench report` writes DIR/report.{json,md} and SVG plots.
@@ -29,6 +30,7 @@
 # Environment: BENCH_PORT (default 19092; Kafka's controller uses +1; with --brokers 3 node i
 # uses BENCH_PORT+2(i-1) and the port after it), KAFKA_LIBS (jar dir), CARGO_TARGET_DIR (where
 # the release binaries are built), SPOOL_BIN (the spool binary, default the one built).
+# --no-build uses the binaries already there instead of building them first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,7 @@ cd "$ROOT"
 smoke=0
 tools=1
 brokers=1
+build=1
 out=""
 workloads="a b c d"
 while [[ $# -gt 0 ]]; do
@@ -46,7 +49,8 @@ while [[ $# -gt 0 ]]; do
     --out) out="$2"; shift ;;
     --workloads) workloads="$2"; shift ;;
     --brokers) brokers="$2"; shift ;;
-    *) echo "usage: $0 [--smoke] [--brokers 1|3] [--out DIR] [--workloads \"a b c d\"] [--no-tools]" >&2; exit 2 ;;
+    --no-build) build=0 ;;
+    *) echo "usage: $0 [--smoke] [--brokers 1|3] [--out DIR] [--workloads \"a b c d\"] [--no-tools] [--no-build]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -70,8 +74,10 @@ done
 
 log() { echo "compare.sh: $*" >&2; }
 
-log "building (release)"
-cargo build --release -q -p spool -p spool-bench
+if ((build)); then
+    log "building (release)"
+    cargo build --release -q -p spool -p spool-bench
+fi
 target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
 bench="$target_dir/release/spool-bench"
 spool="${SPOOL_BIN:-$target_dir/release/spool}"
@@ -249,9 +255,10 @@ run_target() { # system mode
     rm -rf "$out/data/$system-$mode" "$out/data/spool"
 }
 
+# Kafka (defaults) first: (b) runs at half its (a) rate.
 run_target kafka defaults
-run_target kafka fsync
 run_target spool defaults
+run_target kafka fsync
 trap - EXIT INT TERM
 
 "$bench" report --results "$out" --command "$command_line"
