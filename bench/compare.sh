@@ -27,8 +27,8 @@
 # the followers fetch). CPU, RSS and disk figures are summed over the three processes. Topics
 # keep 256 MiB per partition (three copies), and (d)'s backlog is 1 GiB.
 #
-# Environment: BENCH_PORT (default 19092; Kafka's controller uses +1; with --brokers 3 node i
-# uses BENCH_PORT+2(i-1) and the port after it), KAFKA_LIBS (jar dir), CARGO_TARGET_DIR (where
+# Environment: BENCH_PORT (default 19092; Kafka's controller uses +1; with --brokers 3 Kafka's
+# node i uses BENCH_PORT+2(i-1) and the port after it, Spool's the same 10 ports higher), KAFKA_LIBS (jar dir), CARGO_TARGET_DIR (where
 # the release binaries are built), SPOOL_BIN (the spool binary, default the one built).
 # --no-build uses the binaries already there instead of building them first.
 set -euo pipefail
@@ -66,11 +66,21 @@ command_line="bash bench/compare.sh"
 ((brokers > 1)) && command_line+=" --brokers $brokers"
 [[ "$workloads" != "a b c d" ]] && command_line+=" --workloads \"$workloads\""
 ((tools)) || command_line+=" --no-tools"
-port="${BENCH_PORT:-19092}"
-bootstrap="127.0.0.1:$port"
-for ((i = 2; i <= brokers; i++)); do
-    bootstrap+=",127.0.0.1:$((port + 2 * (i - 1)))"
-done
+base_port="${BENCH_PORT:-19092}"
+port="$base_port"
+bootstrap=""
+# use_ports SYSTEM: the ports (port, bootstrap) of SYSTEM's brokers. A 3-broker Spool uses the
+# ports 10 above Kafka's: Kafka's controller connections leave TIME_WAIT sockets on its ports
+# that Spool's RPC listener cannot bind over.
+use_ports() {
+    port="$base_port"
+    ((brokers > 1)) && [[ "$1" == spool ]] && port=$((base_port + 10))
+    bootstrap="127.0.0.1:$port"
+    local i
+    for ((i = 2; i <= brokers; i++)); do
+        bootstrap+=",127.0.0.1:$((port + 2 * (i - 1)))"
+    done
+}
 
 log() { echo "compare.sh: $*" >&2; }
 
@@ -220,6 +230,7 @@ run_target() { # system mode
     local system="$1" mode="$2"
     local tag="$system-$mode"
     log "=== $tag ==="
+    use_ports "$system"
     if [[ "$system" == kafka ]]; then start_kafka "$mode"; else start_spool; fi
     local common=(--bootstrap "$bootstrap" --system "$system" --mode "$mode" --brokers "$brokers")
     local pid
