@@ -2,7 +2,8 @@
 //!
 //! Each subscription reads every partition of its topic from offset 0; its consumers split the
 //! partitions between them (a static assignment, as a group's range assignor would produce, so a
-//! rebalance never disturbs the measurement). Fetches are Kafka's consumer defaults: full fetch
+//! rebalance never disturbs the measurement). In a cluster a consumer's partitions are fetched
+//! from their leaders by one thread per leader (Kafka's consumer sends one fetch per broker). Fetches are Kafka's consumer defaults: full fetch
 //! requests (no sessions), fetch.min.bytes 1, fetch.max.wait.ms, max.bytes and
 //! max.partition.fetch.bytes from the workload.
 //!
@@ -37,6 +38,7 @@ const FETCH_FAILURES_MAX: u32 = 100;
 
 pub struct ConsumerPlan {
     pub id: u32,
+    /// The broker to fetch from: the leader of every partition in `partitions`.
     pub bootstrap: String,
     pub topic: String,
     pub partitions: Vec<i32>,

@@ -36,20 +36,26 @@ pub fn main(args: crate::ToolsArgs) -> Result<(), BenchError> {
     let records = args.records.to_string();
     let timeout = TOOL_RUN_MAX.max(Duration::from_secs(args.records / TOOL_RECORDS_PER_S_MIN));
 
+    let rf = args.replication_factor.to_string();
+    let partitions = args.partitions.to_string();
+    let mut create_flags: Vec<&str> = vec![
+        "--bootstrap-server",
+        bootstrap,
+        "--create",
+        "--topic",
+        &topic,
+        "--partitions",
+        &partitions,
+        "--replication-factor",
+        &rf,
+    ];
+    for c in &args.topic_configs {
+        create_flags.extend(["--config", c.as_str()]);
+    }
     let create = java_args(
         &classpath,
         "org.apache.kafka.tools.TopicCommand",
-        [
-            "--bootstrap-server",
-            bootstrap,
-            "--create",
-            "--topic",
-            &topic,
-            "--partitions",
-            &args.partitions.to_string(),
-            "--replication-factor",
-            "1",
-        ],
+        create_flags,
     );
     let mut produce_flags: Vec<String> = [
         "--bootstrap-server",
@@ -96,19 +102,18 @@ pub fn main(args: crate::ToolsArgs) -> Result<(), BenchError> {
 
     run_tool("TopicCommand", &create, TOOL_RUN_MAX)?;
 
-    let start = match args.target.broker_pid {
-        Some(pid) => {
-            if !machine::reset_peak_rss(pid) {
-                eprintln!(
-                    "kafka-tools: could not reset peak RSS of pid {pid}; the peak may include start-up"
-                );
-            }
-            let snap = machine::snapshot(pid).ok_or_else(|| {
-                BenchError::Usage(format!("--broker-pid {pid}: no such process in /proc"))
-            })?;
-            Some((pid, snap))
+    let pids = &args.target.broker_pids;
+    let start = if pids.is_empty() {
+        None
+    } else {
+        if !machine::reset_peak_rss_all(pids) {
+            eprintln!(
+                "kafka-tools: could not reset peak RSS of pids {pids:?}; the peak may include start-up"
+            );
         }
-        None => None,
+        Some(machine::snapshot_sum(pids).ok_or_else(|| {
+            BenchError::Usage(format!("--broker-pid {pids:?}: no such process in /proc"))
+        })?)
     };
 
     let out = run_tool("ProducerPerformance", &produce, timeout)?;
@@ -138,11 +143,11 @@ pub fn main(args: crate::ToolsArgs) -> Result<(), BenchError> {
     }
 
     let broker = match start {
-        Some((pid, before)) => {
-            let after = machine::snapshot(pid).ok_or_else(|| {
-                BenchError::Usage(format!("broker pid {pid} exited during the run"))
+        Some(before) => {
+            let after = machine::snapshot_sum(pids).ok_or_else(|| {
+                BenchError::Usage(format!("a broker of pids {pids:?} exited during the run"))
             })?;
-            Some(machine::usage(pid, &before, &after))
+            Some(machine::usage(pids, &before, &after))
         }
         None => None,
     };

@@ -93,10 +93,35 @@ pub fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), b"5").is_ok()
 }
 
-/// Usage between two snapshots of the same process.
-pub fn usage(pid: u32, start: &ProcSnapshot, end: &ProcSnapshot) -> BrokerUsage {
+/// Reads /proc for every process of `pids` and sums their counters (a cluster's brokers):
+/// `hwm_bytes` becomes the sum of each process's own peak. `None` when `pids` is empty or any
+/// of them is gone.
+pub fn snapshot_sum(pids: &[u32]) -> Option<ProcSnapshot> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut sum = ProcSnapshot::default();
+    for &pid in pids {
+        let s = snapshot(pid)?;
+        sum.cpu_s += s.cpu_s;
+        sum.rss_bytes += s.rss_bytes;
+        sum.hwm_bytes += s.hwm_bytes.max(s.rss_bytes);
+        sum.write_bytes += s.write_bytes;
+    }
+    Some(sum)
+}
+
+/// `reset_peak_rss` for every process (each is tried); whether all succeeded.
+pub fn reset_peak_rss_all(pids: &[u32]) -> bool {
+    let failed = pids.iter().filter(|&&pid| !reset_peak_rss(pid)).count();
+    failed == 0
+}
+
+/// Usage between two snapshots (`snapshot_sum`) of the same processes.
+pub fn usage(pids: &[u32], start: &ProcSnapshot, end: &ProcSnapshot) -> BrokerUsage {
     BrokerUsage {
-        pid,
+        pid: pids.first().copied().unwrap_or(0),
+        pids: pids.to_vec(),
         cpu_s: (end.cpu_s - start.cpu_s).max(0.0),
         peak_rss_bytes: end.hwm_bytes.max(end.rss_bytes),
         disk_write_bytes: end.write_bytes.saturating_sub(start.write_bytes),
@@ -112,6 +137,10 @@ mod tests {
         let s = snapshot(std::process::id()).expect("own /proc entry");
         assert!(s.rss_bytes > 0);
         assert!(s.hwm_bytes >= s.rss_bytes);
+        let me = std::process::id();
+        let two = snapshot_sum(&[me, me]).expect("own /proc entry twice");
+        assert!(two.rss_bytes > s.rss_bytes / 2 && two.hwm_bytes >= two.rss_bytes);
+        assert!(snapshot_sum(&[]).is_none());
         let m = machine();
         assert!(m.cores >= 1 && m.mem_bytes > 0 && !m.kernel.is_empty());
     }

@@ -62,8 +62,12 @@ pub struct TargetArgs {
     #[arg(long)]
     pub label: Option<String>,
     /// The broker's process id, to measure its CPU, peak RSS and disk writes from /proc.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// Repeat it for a cluster: figures are then summed over the processes.
+    #[arg(long = "broker-pid")]
+    pub broker_pids: Vec<u32>,
+    /// How many brokers the target runs (1, or 3 for the 3-broker mode); shown in the label.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: u32,
     /// Apache Kafka version, recorded in the result when the target is Kafka.
     #[arg(long)]
     pub kafka_version: Option<String>,
@@ -77,16 +81,26 @@ impl TargetArgs {
                 "kafka" => "Kafka".to_string(),
                 other => other.to_string(),
             };
+            let mut notes = Vec::new();
+            if self.brokers > 1 {
+                notes.push(format!("{} brokers", self.brokers));
+            }
             match self.mode.as_str() {
-                "defaults" => system,
-                "fsync" => format!("{system} (fsync parity)"),
-                other => format!("{system} ({other})"),
+                "defaults" => {}
+                "fsync" => notes.push("fsync parity".to_string()),
+                other => notes.push(other.to_string()),
+            }
+            if notes.is_empty() {
+                system
+            } else {
+                format!("{system} ({})", notes.join(", "))
             }
         });
         Target {
             system: self.system.clone(),
             mode: self.mode.clone(),
             label,
+            brokers: self.brokers,
         }
     }
 }
@@ -114,6 +128,20 @@ pub struct RunArgs {
     /// Override partitionsPerTopic (smoke runs).
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// Replication factor of the topics the run creates.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
+    /// Extra topic config (name=value) for the topics the run creates, e.g.
+    /// min.insync.replicas=2; repeatable. A broker that rejects one fails the run.
+    #[arg(long = "topic-config")]
+    pub topic_configs: Vec<String>,
+    /// retention.bytes per partition of the topics the run creates (bounds the disk a long
+    /// max-rate run takes).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub retention_bytes: u64,
+    /// segment.bytes of the topics the run creates.
+    #[arg(long, default_value_t = 128 << 20)]
+    pub segment_bytes: u64,
     #[command(flatten)]
     pub target: TargetArgs,
     /// Where to write the result JSON.
@@ -137,6 +165,12 @@ pub struct ToolsArgs {
     pub record_size: u32,
     #[arg(long, default_value_t = 16)]
     pub partitions: u32,
+    /// Replication factor of the perf tools' topic.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
+    /// Extra topic config (name=value) for the perf tools' topic; repeatable.
+    #[arg(long = "topic-config")]
+    pub topic_configs: Vec<String>,
     /// Extra producer properties (key=value), e.g. acks=all (the default here).
     #[arg(long = "producer-prop")]
     pub producer_props: Vec<String>,

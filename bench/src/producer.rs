@@ -1,7 +1,9 @@
 //! A pipelined Kafka producer for load generation.
 //!
 //! One thread per producer builds per-partition batches (batch.size, linger.ms, Kafka's sticky
-//! partitioner for null keys, murmur2 for keys) and writes Produce requests on its connections;
+//! partitioner for null keys, murmur2 for keys) and writes Produce requests on its connections,
+//! `connectionsPerProducer` to each partition leader (in a cluster a request carries only the
+//! batches of partitions its broker leads, as Kafka's sender does);
 //! each connection has a reader thread that matches responses to requests in order (Kafka answers
 //! a connection's requests in order) and records latency. At most `inflightPerConnection`
 //! requests are outstanding per connection: the bounded channel between writer and reader is
@@ -75,7 +77,9 @@ impl Control {
 
 pub struct ProducerPlan {
     pub id: u32,
-    pub bootstrap: String,
+    /// host:port of each partition's leader, by partition index (leaders are looked up once,
+    /// when the topics are ready; a leader that moves during the run shows up as errors).
+    pub leaders: Vec<String>,
     pub topic: String,
     pub partitions: i32,
     /// Records per second for this producer; 0 = closed loop.
@@ -128,10 +132,18 @@ struct Link {
     reader: JoinHandle<Result<Histogram<u64>, BenchError>>,
 }
 
+/// The connections to one broker, used in turn.
+struct LinkGroup {
+    links: Vec<Link>,
+    next: usize,
+}
+
 struct Producer {
     plan: ProducerPlan,
-    links: Vec<Link>,
-    next_link: usize,
+    /// One group per distinct leader.
+    groups: Vec<LinkGroup>,
+    /// Index into `groups` of each partition's leader.
+    partition_group: Vec<usize>,
     /// Per partition, its batches oldest first: a full batch waits for an in-flight slot while
     /// new records start the next one, as in Kafka's accumulator (a batch never exceeds
     /// batch.size plus one record).
@@ -154,22 +166,47 @@ impl Producer {
         let w = &plan.workload;
         let acks = w.acks_value().map_err(BenchError::Usage)?;
         let compression = w.compression_value().map_err(BenchError::Usage)?;
-        let mut links = Vec::new();
-        for _ in 0..w.connections_per_producer {
-            let conn = Conn::connect(&plan.bootstrap)?;
-            let (tx, rx) = sync_channel(w.inflight_per_connection as usize);
-            let reader = conn.reader()?;
-            let control = plan.control.clone();
-            let counters = plan.counters.clone();
-            let reader = std::thread::Builder::new()
-                .name(format!("producer-{}-reader", plan.id))
-                .spawn(move || read_responses(reader, rx, control, counters))
-                .unwrap_or_else(|e| crate::fatal(&format!("cannot start a reader thread: {e}")));
-            links.push(Link {
-                conn,
-                pending: tx,
-                reader,
-            });
+        if plan.leaders.len() != plan.partitions as usize {
+            return Err(BenchError::Usage(format!(
+                "{} leaders for {} partitions",
+                plan.leaders.len(),
+                plan.partitions
+            )));
+        }
+        let mut addrs: Vec<&String> = plan.leaders.iter().collect();
+        addrs.sort();
+        addrs.dedup();
+        let partition_group = plan
+            .leaders
+            .iter()
+            .map(|l| {
+                addrs
+                    .binary_search(&l)
+                    .unwrap_or_else(|_| unreachable!("listed"))
+            })
+            .collect();
+        let mut groups = Vec::new();
+        for addr in addrs {
+            let mut links = Vec::new();
+            for _ in 0..w.connections_per_producer {
+                let conn = Conn::connect(addr)?;
+                let (tx, rx) = sync_channel(w.inflight_per_connection as usize);
+                let reader = conn.reader()?;
+                let control = plan.control.clone();
+                let counters = plan.counters.clone();
+                let reader = std::thread::Builder::new()
+                    .name(format!("producer-{}-reader", plan.id))
+                    .spawn(move || read_responses(reader, rx, control, counters))
+                    .unwrap_or_else(|e| {
+                        crate::fatal(&format!("cannot start a reader thread: {e}"))
+                    });
+                links.push(Link {
+                    conn,
+                    pending: tx,
+                    reader,
+                });
+            }
+            groups.push(LinkGroup { links, next: 0 });
         }
         Ok(Producer {
             keys: Keys::new(w.key_distributor, 0x5eed ^ u64::from(plan.id)),
@@ -180,8 +217,8 @@ impl Producer {
             topic: TopicName(StrBytes::from_string(plan.topic.clone())),
             acks,
             compression,
-            links,
-            next_link: 0,
+            groups,
+            partition_group,
             buffered_bytes: 0,
             generated: 0,
             payload_index: plan.id as usize,
@@ -249,7 +286,7 @@ impl Producer {
         // Closing the channels tells the readers no more requests come; they drain and end.
         let mut latency = stats::histogram();
         let mut first_err = result.err();
-        for link in self.links {
+        for link in self.groups.into_iter().flat_map(|g| g.links) {
             drop(link.pending);
             match link.reader.join() {
                 Ok(Ok(h)) => {
@@ -367,11 +404,21 @@ impl Producer {
             .iter()
             .map(|(_, b)| b.records.len() * w.message_size as usize)
             .sum::<usize>();
-        self.send(taken)?;
+        // One request per leader; with one broker that is the whole selection.
+        let mut by_group: Vec<Vec<(i32, Batch)>> =
+            (0..self.groups.len()).map(|_| Vec::new()).collect();
+        for (p, b) in taken {
+            by_group[self.partition_group[p as usize]].push((p, b));
+        }
+        for (g, batches) in by_group.into_iter().enumerate() {
+            if !batches.is_empty() {
+                self.send(g, batches)?;
+            }
+        }
         Ok(true)
     }
 
-    fn send(&mut self, taken: Vec<(i32, Batch)>) -> Result<(), BenchError> {
+    fn send(&mut self, group: usize, taken: Vec<(i32, Batch)>) -> Result<(), BenchError> {
         let timestamp_ms = (now_us() / 1000) as i64;
         let options = RecordEncodeOptions {
             version: 2,
@@ -412,9 +459,10 @@ impl Producer {
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(self.topic.clone())
                 .with_partition_data(partition_data)]);
-        let n = self.links.len();
-        let link = &mut self.links[self.next_link];
-        self.next_link = (self.next_link + 1) % n;
+        let group = &mut self.groups[group];
+        let n = group.links.len();
+        let link = &mut group.links[group.next];
+        group.next = (group.next + 1) % n;
         let version = link.conn.version_for(wire::api_key::<ProduceRequest>())?;
         if self.acks == 0 {
             // No response will come: count the records as published once written.

@@ -462,12 +462,12 @@ fn write_workload(out: &mut String, g: &Group) -> std::fmt::Result {
     writeln!(
         out,
         "| Target | Publish MB/s | Records/s | Publish p50 ms | p99 | p99.9 | p99.99 | max \
-         | E2E p50 ms | E2E p99 | E2E p99.9 | Consume MB/s | Broker CPU s | Peak RSS MiB \
-         | Disk written MiB | Errors |"
+         | E2E p50 ms | E2E p99 | E2E p99.9 | Consume MB/s | Broker CPU s | CPU s/GB \
+         | Peak RSS MiB | Disk written MiB | Errors |"
     )?;
     writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for r in runs {
         let p = &r.publish_latency;
@@ -477,7 +477,7 @@ fn write_workload(out: &mut String, g: &Group) -> std::fmt::Result {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&r.target.label),
             num(r.publish.mb_per_s, 1),
             count_f(r.publish.records_per_s),
@@ -491,11 +491,24 @@ fn write_workload(out: &mut String, g: &Group) -> std::fmt::Result {
             latency_ms(e, |l| l.p999_us),
             num(r.consume.mb_per_s, 1),
             broker(|b| num(b.cpu_s, 1)),
+            cpu_per_gb(r).map_or_else(|| MISSING.to_string(), |c| num(c, 1)),
             broker(|b| mib(b.peak_rss_bytes)),
             broker(|b| mib(b.disk_write_bytes)),
             count(r.errors)
         )?;
     }
+
+    if runs.iter().any(|r| r.target.brokers > 1) {
+        writeln!(
+            out,
+            "\nA target of several brokers: CPU, peak RSS and disk written are sums over its \
+             broker processes (RSS: the sum of each process's own peak)."
+        )?;
+    }
+    writeln!(
+        out,
+        "\nCPU s/GB: broker CPU seconds per GB (10⁹ bytes) of record payload published."
+    )?;
 
     write_ratios(out, runs)?;
 
@@ -564,17 +577,24 @@ fn write_ratios(out: &mut String, runs: &[&RunResult]) -> std::fmt::Result {
         for k in &kafkas {
             writeln!(
                 out,
-                "- **{} vs {}:** throughput {} · p99 publish latency {} · p99.9 end-to-end latency {} · peak RSS {}",
+                "- **{} vs {}:** throughput {} · p99 publish latency {} · p99.9 end-to-end latency {} · peak RSS {} · CPU per GB {}",
                 s.target.label,
                 k.target.label,
                 more_is_better(Some(s.publish.mb_per_s), Some(k.publish.mb_per_s)),
                 less_is_better(p99(s), p99(k)),
                 less_is_better(e2e(s), e2e(k)),
-                less_is_better(rss(s), rss(k))
+                less_is_better(rss(s), rss(k)),
+                less_is_better(cpu_per_gb(s), cpu_per_gb(k))
             )?;
         }
     }
     Ok(())
+}
+
+/// Broker CPU seconds per GB of payload published in the measured window.
+fn cpu_per_gb(r: &RunResult) -> Option<f64> {
+    let b = r.broker.as_ref()?;
+    (r.publish.bytes > 0).then(|| b.cpu_s / (r.publish.bytes as f64 / 1e9))
 }
 
 fn write_tools(out: &mut String, tools: &[ToolsResult]) -> std::fmt::Result {
@@ -875,6 +895,7 @@ mod tests {
             system: system.to_string(),
             mode: "defaults".to_string(),
             label: label.to_string(),
+            brokers: 1,
         }
     }
 
@@ -947,6 +968,7 @@ mod tests {
                 .collect(),
             broker: Some(BrokerUsage {
                 pid: 42,
+                pids: vec![42],
                 cpu_s: 12.5,
                 peak_rss_bytes: rss_mib << 20,
                 disk_write_bytes: 3 << 30,
@@ -1024,7 +1046,7 @@ mod tests {
         assert!(md.contains("Rate: max (closed loop)."));
         assert!(md.contains(
             "| Spool | 400.0 | 400,000 | 0.50 | 2.00 | 4.00 | 8.00 | 12.00 | 1.25 | 2.50 | 5.00 \
-             | 400.0 | 12.5 | 100.0 | 3072.0 | 0 |"
+             | 400.0 | 12.5 | 11.6 | 100.0 | 3072.0 | 0 |"
         ));
         assert!(md.contains("| Kafka | 200.0 | 200,000 | 6.00 | 24.00 | 48.00 |"));
         assert!(md.contains(
@@ -1059,7 +1081,7 @@ mod tests {
         assert!(md.contains("Rate: 50,000 records/s."));
         assert!(md.contains("**Ceilings:** not measured"));
         assert!(md.contains(
-            "| Spool | 400.0 | 400,000 | – | – | – | – | – | – | – | – | 400.0 | – | – | – | 0 |"
+            "| Spool | 400.0 | 400,000 | – | – | – | – | – | – | – | – | 400.0 | – | – | – | – | 0 |"
         ));
         assert!(md.contains(
             "throughput 2.00× · p99 publish latency – · p99.9 end-to-end latency – · peak RSS –"

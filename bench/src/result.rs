@@ -18,6 +18,13 @@ pub struct Target {
     pub mode: String,
     /// Human label for tables and plot legends, e.g. "Kafka (fsync parity)".
     pub label: String,
+    /// Broker processes the target ran (3 in compare.sh's 3-broker mode).
+    #[serde(default = "one")]
+    pub brokers: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -83,15 +90,21 @@ pub struct Sample {
     pub publish_latency_max_ms: f64,
 }
 
-/// The broker process's resource use over the measured part of a run, from /proc.
+/// The broker processes' resource use over the measured part of a run, from /proc: one
+/// process, or the sum over a cluster's processes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct BrokerUsage {
+    /// The first (or only) process.
     pub pid: u32,
-    /// User + system CPU seconds.
+    /// Every process measured (empty in results written before clusters were measured).
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    /// User + system CPU seconds, summed over the processes.
     pub cpu_s: f64,
-    /// Peak resident set (VmHWM, reset at the start of the measurement).
+    /// Peak resident set (VmHWM, reset at the start of the measurement); for several processes
+    /// the sum of each one's peak (an upper bound of the peak of the sum).
     pub peak_rss_bytes: u64,
-    /// Bytes the process caused to be written to storage (/proc/PID/io write_bytes).
+    /// Bytes the processes caused to be written to storage (/proc/PID/io write_bytes), summed.
     pub disk_write_bytes: u64,
 }
 

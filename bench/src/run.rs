@@ -1,7 +1,8 @@
 //! `spool-bench run`: one workload against one broker.
 //!
 //! Phases: create the topics (unique names per run) and wait for their leaders; start consumers
-//! then producers; warm up; measure; stop and gather. With a consumer backlog, consumers stay
+//! then producers, each talking to the partitions' leaders (one broker, or a cluster's three:
+//! `--bootstrap` takes a comma-separated list); warm up; measure; stop and gather. With a consumer backlog, consumers stay
 //! paused until the backlog is written, then the measured window is the catch-up read plus the
 //! test duration after it. A sampler on this thread records one `Sample` per second and prints
 //! a progress line.
@@ -38,13 +39,10 @@ const TOPIC_READY_TIMEOUT_S: u64 = 120;
 /// at all; stop rather than run forever.
 const BACKLOG_PHASE_TIMEOUT_S: f64 = 3600.0;
 const PROGRESS_EVERY_S: f64 = 5.0;
-/// Topic configs that keep a long max-rate run within the disk (at 500 MB/s a minute is 30 GB):
-/// at most this much per partition is kept. The catch-up backlog (5 GiB over 16 partitions)
-/// stays far below it. Both brokers get the same topic configs.
-const TOPIC_RETENTION_BYTES: u64 = 1 << 30;
-const TOPIC_SEGMENT_BYTES: u64 = 128 << 20;
 /// Kafka error codes: TOPIC_ALREADY_EXISTS is fine on a rerun.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// Replication factor larger than the brokers the controller knows of.
+const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 pub fn main(args: RunArgs) -> Result<(), BenchError> {
     let mut w = Workload::load(&args.workload)?;
@@ -67,6 +65,7 @@ pub fn main(args: RunArgs) -> Result<(), BenchError> {
         path: args.workload.display().to_string(),
         reason,
     })?;
+    let topic = TopicSettings::from_args(&args)?;
     let target = args.target.target();
     eprintln!(
         "spool-bench: {} against {} at {} ({})",
@@ -79,7 +78,7 @@ pub fn main(args: RunArgs) -> Result<(), BenchError> {
             format!("{} records/s", w.producer_rate)
         }
     );
-    let result = run(&args.bootstrap, &w, &args.target, args.quiet)?;
+    let result = run(&args.bootstrap, &w, &topic, &args.target, args.quiet)?;
     crate::write_json(&args.out, &result)?;
     eprintln!(
         "spool-bench: {}: publish {:.1} MB/s ({:.0} rec/s), p99 {} ms, e2e p99 {} ms, broker peak RSS {} MiB -> {}",
@@ -100,16 +99,77 @@ pub fn main(args: RunArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// How the run's topics are created. Both brokers get the same settings. The retention
+/// defaults keep a long max-rate run within the disk (at 500 MB/s a minute is 30 GB): at most
+/// `retention_bytes` per partition is kept, and the catch-up backlog (5 GiB over 16 partitions)
+/// stays far below the default.
+pub struct TopicSettings {
+    pub replication_factor: i16,
+    /// (name, value), after retention.bytes and segment.bytes (a broker applies the last).
+    pub configs: Vec<(String, String)>,
+}
+
+impl TopicSettings {
+    fn from_args(args: &RunArgs) -> Result<TopicSettings, BenchError> {
+        let mut configs = vec![
+            (
+                "retention.bytes".to_string(),
+                args.retention_bytes.to_string(),
+            ),
+            ("segment.bytes".to_string(), args.segment_bytes.to_string()),
+        ];
+        for kv in &args.topic_configs {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                BenchError::Usage(format!("--topic-config {kv:?}: expected name=value"))
+            })?;
+            configs.retain(|(name, _)| name != k);
+            configs.push((k.to_string(), v.to_string()));
+        }
+        if args.replication_factor < 1 {
+            return Err(BenchError::Usage(format!(
+                "--replication-factor {}: must be at least 1",
+                args.replication_factor
+            )));
+        }
+        Ok(TopicSettings {
+            replication_factor: args.replication_factor,
+            configs,
+        })
+    }
+}
+
+/// Connects to the first address of a comma-separated bootstrap list that answers.
+fn connect_any(bootstrap: &str) -> Result<Conn, BenchError> {
+    let mut last = None;
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Conn::connect(addr) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| BenchError::Usage(format!("empty bootstrap list {bootstrap:?}"))))
+}
+
 pub fn run(
     bootstrap: &str,
     w: &Workload,
+    topic_settings: &TopicSettings,
     target_args: &crate::TargetArgs,
     quiet: bool,
 ) -> Result<RunResult, BenchError> {
     let run_id = format!("{:x}", now_us() & 0xffff_ffff);
     let topics = w.topic_names(&run_id);
-    let mut admin = Conn::connect(bootstrap)?;
-    create_topics(&mut admin, &topics, w.partitions_per_topic as i32)?;
+    let mut admin = connect_any(bootstrap)?;
+    let leaders = create_topics(
+        &mut admin,
+        &topics,
+        w.partitions_per_topic as i32,
+        topic_settings,
+    )?;
 
     let counters = Arc::new(Counters::default());
     let backlog = w.backlog_bytes();
@@ -124,35 +184,42 @@ pub fn run(
 
     let mut consumers = Vec::new();
     let mut id = 0;
-    for topic in &topics {
+    for (topic, topic_leaders) in topics.iter().zip(&leaders) {
         for _sub in 0..w.subscriptions_per_topic {
             for c in 0..w.consumer_per_subscription {
-                let partitions: Vec<i32> = (0..w.partitions_per_topic as i32)
-                    .filter(|p| (*p as u32) % w.consumer_per_subscription == c)
-                    .collect();
-                if partitions.is_empty() {
-                    continue;
+                // A consumer's partitions, by leader: one fetching thread per broker.
+                let mut by_leader: std::collections::BTreeMap<&str, Vec<i32>> =
+                    std::collections::BTreeMap::new();
+                for p in 0..w.partitions_per_topic as i32 {
+                    if (p as u32) % w.consumer_per_subscription == c {
+                        by_leader
+                            .entry(topic_leaders[p as usize].as_str())
+                            .or_default()
+                            .push(p);
+                    }
                 }
-                consumers.push(consumer::spawn(ConsumerPlan {
-                    id,
-                    bootstrap: bootstrap.to_string(),
-                    topic: topic.clone(),
-                    partitions,
-                    workload: w.clone(),
-                    control: control.clone(),
-                    counters: counters.clone(),
-                }));
-                id += 1;
+                for (leader, partitions) in by_leader {
+                    consumers.push(consumer::spawn(ConsumerPlan {
+                        id,
+                        bootstrap: leader.to_string(),
+                        topic: topic.clone(),
+                        partitions,
+                        workload: w.clone(),
+                        control: control.clone(),
+                        counters: counters.clone(),
+                    }));
+                    id += 1;
+                }
             }
         }
     }
     let per_producer_rate = w.producer_rate as f64 / f64::from(w.producers());
     let mut producers = Vec::new();
-    for (t, topic) in topics.iter().enumerate() {
+    for (t, (topic, topic_leaders)) in topics.iter().zip(&leaders).enumerate() {
         for p in 0..w.producers_per_topic {
             producers.push(producer::spawn(ProducerPlan {
                 id: t as u32 * w.producers_per_topic + p,
-                bootstrap: bootstrap.to_string(),
+                leaders: topic_leaders.clone(),
                 topic: topic.clone(),
                 partitions: w.partitions_per_topic as i32,
                 rate: per_producer_rate,
@@ -164,9 +231,10 @@ pub fn run(
         }
     }
 
+    let pids = target_args.broker_pids.as_slice();
     let mut sampler = Sampler::new(
         counters.clone(),
-        target_args.broker_pid,
+        pids,
         w.subscriptions_per_topic.max(1) as i64,
         quiet,
         w.name.clone(),
@@ -191,7 +259,7 @@ pub fn run(
         // Phase 2: consumers start; measurement starts with them.
         measure_start = Instant::now();
         control.measure_from_us.store(now_us(), Ordering::Relaxed);
-        measure_start_snapshot = broker_snapshot(target_args.broker_pid, true);
+        measure_start_snapshot = broker_snapshot(pids, true);
         counts_at_start = counts(&counters);
         let consumed_before = Counters::get(&counters.consumed_bytes);
         let consumed_records_before = Counters::get(&counters.consumed_records);
@@ -230,7 +298,7 @@ pub fn run(
         }
         measure_start = Instant::now();
         control.measure_from_us.store(now_us(), Ordering::Relaxed);
-        measure_start_snapshot = broker_snapshot(target_args.broker_pid, true);
+        measure_start_snapshot = broker_snapshot(pids, true);
         counts_at_start = counts(&counters);
         plan_s = w.duration_s();
         sampler.phase = "measure";
@@ -252,7 +320,7 @@ pub fn run(
         end.3 - counts_at_start.3,
         measured_s,
     );
-    let end_snapshot = broker_snapshot(target_args.broker_pid, false);
+    let end_snapshot = broker_snapshot(pids, false);
     control.stop.store(true, Ordering::Relaxed);
 
     let mut publish_latency = stats::histogram();
@@ -289,8 +357,8 @@ pub fn run(
         eprintln!("spool-bench: deleting topics {topics:?}: {e}");
     }
 
-    let broker = match (target_args.broker_pid, measure_start_snapshot, end_snapshot) {
-        (Some(pid), Some(a), Some(b)) => Some(machine::usage(pid, &a, &b)),
+    let broker = match (measure_start_snapshot, end_snapshot) {
+        (Some(a), Some(b)) => Some(machine::usage(pids, &a, &b)),
         _ => None,
     };
     Ok(RunResult {
@@ -337,15 +405,21 @@ fn throughput(records: u64, bytes: u64, secs: f64) -> Throughput {
     }
 }
 
-fn broker_snapshot(pid: Option<u32>, reset_peak: bool) -> Option<ProcSnapshot> {
-    let pid = pid?;
+fn broker_snapshot(pids: &[u32], reset_peak: bool) -> Option<ProcSnapshot> {
     if reset_peak {
-        machine::reset_peak_rss(pid);
+        machine::reset_peak_rss_all(pids);
     }
-    machine::snapshot(pid)
+    machine::snapshot_sum(pids)
 }
 
-fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result<(), BenchError> {
+/// Creates the topics and waits until every partition has a leader that answers; returns the
+/// leaders' host:port, per topic, by partition.
+fn create_topics(
+    admin: &mut Conn,
+    topics: &[String],
+    partitions: i32,
+    settings: &TopicSettings,
+) -> Result<Vec<Vec<String>>, BenchError> {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(60_000)
         .with_topics(
@@ -355,26 +429,41 @@ fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result
                     CreatableTopic::default()
                         .with_name(topic_name(t))
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1)
-                        .with_configs(vec![
-                            topic_config("retention.bytes", TOPIC_RETENTION_BYTES),
-                            topic_config("segment.bytes", TOPIC_SEGMENT_BYTES),
-                        ])
+                        .with_replication_factor(settings.replication_factor)
+                        .with_configs(
+                            settings
+                                .configs
+                                .iter()
+                                .map(|(k, v)| topic_config(k, v))
+                                .collect(),
+                        )
                 })
                 .collect(),
         );
-    let resp = admin.call(&req)?;
-    for t in &resp.topics {
-        if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
-            return Err(BenchError::Kafka {
-                what: format!("creating topic {}", t.name.as_str()),
-                code: t.error_code,
-                message: t.error_message.as_ref().map(|m| m.to_string()),
-            });
+    // A cluster that has just started may not have every broker registered yet: a replication
+    // factor above the live brokers is refused until they are.
+    let deadline = Instant::now() + Duration::from_secs(TOPIC_READY_TIMEOUT_S);
+    loop {
+        let resp = admin.call(&req)?;
+        let failed = resp
+            .topics
+            .iter()
+            .find(|t| t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS);
+        match failed {
+            None => break,
+            Some(t) if t.error_code == INVALID_REPLICATION_FACTOR && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Some(t) => {
+                return Err(BenchError::Kafka {
+                    what: format!("creating topic {}", t.name.as_str()),
+                    code: t.error_code,
+                    message: t.error_message.as_ref().map(|m| m.to_string()),
+                })
+            }
         }
     }
     // Leaders can lag creation (Kafka propagates metadata asynchronously).
-    let deadline = Instant::now() + Duration::from_secs(TOPIC_READY_TIMEOUT_S);
     loop {
         let req = MetadataRequest::default()
             .with_topics(Some(
@@ -393,8 +482,11 @@ fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result
                         .iter()
                         .all(|p| p.error_code == 0 && p.leader_id.0 >= 0)
             });
-        if ready && partitions_answer(admin, topics, partitions)? {
-            return Ok(());
+        if ready {
+            let leaders = leader_addresses(&resp, topics)?;
+            if partitions_answer(&leaders, topics, partitions)? {
+                return Ok(leaders);
+            }
         }
         if Instant::now() > deadline {
             return Err(BenchError::Usage(format!(
@@ -405,11 +497,59 @@ fn create_topics(admin: &mut Conn, topics: &[String], partitions: i32) -> Result
     }
 }
 
+/// host:port of each partition's leader, per topic in the order of `topics`.
+fn leader_addresses(
+    resp: &kafka_protocol::messages::MetadataResponse,
+    topics: &[String],
+) -> Result<Vec<Vec<String>>, BenchError> {
+    let broker_addr = |id: BrokerId| {
+        resp.brokers
+            .iter()
+            .find(|b| b.node_id == id)
+            .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+            .ok_or_else(|| {
+                BenchError::Protocol(format!("leader {} is not among Metadata's brokers", id.0))
+            })
+    };
+    topics
+        .iter()
+        .map(|name| {
+            let t = resp
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+                .ok_or_else(|| BenchError::Protocol(format!("Metadata lacks topic {name}")))?;
+            let mut parts: Vec<_> = t.partitions.iter().collect();
+            parts.sort_by_key(|p| p.partition_index);
+            parts.iter().map(|p| broker_addr(p.leader_id)).collect()
+        })
+        .collect()
+}
+
 /// Kafka lists a new partition's leader in Metadata before the leader has loaded it, and
-/// answers NOT_LEADER_OR_FOLLOWER to produce until then; a ListOffsets that every partition
-/// answers without error means the load can start.
+/// answers NOT_LEADER_OR_FOLLOWER to produce until then; a ListOffsets that every partition's
+/// leader answers without error means the load can start.
 fn partitions_answer(
-    admin: &mut Conn,
+    leaders: &[Vec<String>],
+    topics: &[String],
+    partitions: i32,
+) -> Result<bool, BenchError> {
+    let mut addrs: Vec<&String> = leaders.iter().flatten().collect();
+    addrs.sort();
+    addrs.dedup();
+    for addr in addrs {
+        let mut conn = Conn::connect(addr)?;
+        if !partitions_answer_at(&mut conn, leaders, addr, topics, partitions)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn partitions_answer_at(
+    conn: &mut Conn,
+    leaders: &[Vec<String>],
+    addr: &str,
     topics: &[String],
     partitions: i32,
 ) -> Result<bool, BenchError> {
@@ -418,11 +558,13 @@ fn partitions_answer(
         .with_topics(
             topics
                 .iter()
-                .map(|t| {
+                .zip(leaders)
+                .map(|(t, topic_leaders)| {
                     ListOffsetsTopic::default()
                         .with_name(topic_name(t))
                         .with_partitions(
                             (0..partitions)
+                                .filter(|&p| topic_leaders[p as usize] == addr)
                                 .map(|p| {
                                     ListOffsetsPartition::default()
                                         .with_partition_index(p)
@@ -434,7 +576,7 @@ fn partitions_answer(
                 })
                 .collect(),
         );
-    let resp = admin.call(&req)?;
+    let resp = conn.call(&req)?;
     Ok(resp
         .topics
         .iter()
@@ -470,9 +612,9 @@ fn delete_topics(admin: &mut Conn, topics: &[String]) -> Result<(), BenchError> 
     }
 }
 
-fn topic_config(name: &'static str, value: u64) -> CreatableTopicConfig {
+fn topic_config(name: &str, value: &str) -> CreatableTopicConfig {
     CreatableTopicConfig::default()
-        .with_name(StrBytes::from_static_str(name))
+        .with_name(StrBytes::from_string(name.to_string()))
         .with_value(Some(StrBytes::from_string(value.to_string())))
 }
 
@@ -484,7 +626,7 @@ fn topic_name(t: &str) -> TopicName {
 /// progress line.
 struct Sampler {
     counters: Arc<Counters>,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     subscriptions: i64,
     quiet: bool,
     name: String,
@@ -500,7 +642,7 @@ struct Sampler {
 impl Sampler {
     fn new(
         counters: Arc<Counters>,
-        pid: Option<u32>,
+        pids: &[u32],
         subscriptions: i64,
         quiet: bool,
         name: String,
@@ -508,7 +650,7 @@ impl Sampler {
         let now = Instant::now();
         Sampler {
             counters,
-            pid,
+            pids: pids.to_vec(),
             subscriptions,
             quiet,
             name,
@@ -516,7 +658,7 @@ impl Sampler {
             started: now,
             next: now + Duration::from_secs(1),
             last: (0, 0, 0, 0),
-            last_cpu: pid.and_then(machine::snapshot).map(|s| s.cpu_s),
+            last_cpu: machine::snapshot_sum(pids).map(|s| s.cpu_s),
             last_progress: 0.0,
             samples: Vec::new(),
         }
@@ -531,7 +673,7 @@ impl Sampler {
         self.next += Duration::from_secs(1);
         let c = &self.counters;
         let cur = counts(c);
-        let proc_now = self.pid.and_then(machine::snapshot);
+        let proc_now = machine::snapshot_sum(&self.pids);
         let cpu_pct = match (proc_now, self.last_cpu) {
             (Some(s), Some(before)) => Some((s.cpu_s - before) * 100.0),
             _ => None,
@@ -583,5 +725,46 @@ impl Sampler {
 
     fn last_publish_records_s(&self) -> f64 {
         self.samples.last().map_or(0.0, |s| s.publish_records_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::MetadataResponse;
+
+    #[test]
+    fn leaders_are_listed_by_partition_with_their_brokers_addresses() {
+        let broker = |id: i32, port: i32| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(port)
+        };
+        let partition = |index: i32, leader: i32| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(leader))
+        };
+        let resp = MetadataResponse::default()
+            .with_brokers(vec![broker(1, 9001), broker(2, 9003), broker(3, 9005)])
+            .with_topics(vec![MetadataResponseTopic::default()
+                .with_name(Some(topic_name("t")))
+                .with_partitions(vec![
+                    partition(2, 3),
+                    partition(0, 1),
+                    partition(1, 2),
+                ])]);
+        let leaders = leader_addresses(&resp, &["t".to_string()]).expect("leaders");
+        assert_eq!(
+            leaders,
+            vec![vec!["127.0.0.1:9001", "127.0.0.1:9003", "127.0.0.1:9005"]]
+        );
+        let orphan = resp.clone().with_brokers(vec![broker(1, 9001)]);
+        assert!(leader_addresses(&orphan, &["t".to_string()]).is_err());
+        assert!(leader_addresses(&resp, &["missing".to_string()]).is_err());
     }
 }
