@@ -1834,7 +1834,10 @@ fn append(
     let now = now_ms();
     let batch = records::encode_batch(entries, now);
     if let Some(group) = p.group.borrow().as_ref() {
-        return Ok(Write::Proposed(group.propose(batch, -1)));
+        // Committed by a majority, as Kafka's coordinator writes with acks=all; no
+        // `min.insync.replicas` above that (the topic's default of 1).
+        let lag_max = std::time::Duration::from_millis(shard.config.replica_lag_time_max_ms);
+        return Ok(Write::Proposed(group.propose(batch, -1, 1, lag_max)));
     }
     match p.log.append(batch, 0, now) {
         Ok(info) => {

@@ -84,6 +84,10 @@ pub struct Shard {
     /// The shard running each partition group this node hosts: shard 0's RPC listener forwards
     /// a peer's request for a group on another shard by it.
     group_owners: RefCell<AHashMap<u64, usize>>,
+    /// Taken by `apply_topic` across its awaits: topic updates arrive as concurrent tasks (a
+    /// leadership or ISR report right after a creation), and two of them must never both open
+    /// the same partition's files or start its group twice.
+    topic_apply: futures::lock::Mutex<()>,
 }
 
 pub fn now_ms() -> i64 {
@@ -154,6 +158,7 @@ impl Shard {
             raft_groups: spool_raft::transport::GroupRegistry::new(),
             raft_router: spool_raft::transport::Router::new(config_node_id as u64),
             group_owners: RefCell::new(AHashMap::new()),
+            topic_apply: futures::lock::Mutex::new(()),
         })
     }
 
@@ -838,6 +843,7 @@ impl Shard {
     /// Installs a topic in this shard's table and opens the logs of the partitions it owns
     /// (and starts their Raft groups when the topic replicates).
     pub async fn apply_topic(self: &Rc<Self>, meta: TopicMeta) {
+        let _applying = self.topic_apply.lock().await;
         let config = self.log_config(&meta);
         let replicated = self.replicates(&meta.name);
         for index in 0..meta.partitions {
