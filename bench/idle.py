@@ -164,6 +164,7 @@ def main():
                     help="extra broker setting key=value (repeatable)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--no-kill", action="store_true", help="idle figures only, no failover")
     ap.add_argument("--perf", type=float, default=0.0,
                     help="also perf-record node 1 for this many idle seconds (perf.data kept)")
     args = ap.parse_args()
@@ -224,6 +225,8 @@ def main():
 
         # Every partition led (Metadata leader >= 0), asked of every node.
         deadline = time.monotonic() + LEADERS_TIMEOUT
+        last_note = time.monotonic()
+        led = 0
         while True:
             ok = True
             for n in nodes.values():
@@ -240,6 +243,10 @@ def main():
                     break
             if ok:
                 break
+            if time.monotonic() - last_note > 10:
+                last_note = time.monotonic()
+                print(f"[{last_note - t0:.0f} s: node {n.node_id} names a leader for "
+                      f"{led}/{args.partitions} partitions]", file=sys.stderr, flush=True)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every partition led after {LEADERS_TIMEOUT}s "
                                    f"({led}/{args.partitions})")
@@ -269,6 +276,8 @@ def main():
                 "threads": n.threads(), "fds": n.fds()}
             for i, n in nodes.items()}
 
+        if args.no_kill:
+            return finish(result, args)
         # kill -9 of a broker that is not the active controller.
         controller = admin(nodes[1].bootstrap, 10).list_topics(timeout=10).controller_id
         victim = max(i for i in ids if i != controller)
@@ -310,8 +319,8 @@ def main():
                                     for n in survivors}
         got, _ = leaders(survivors[0], names)
         result["leaders_after"] = {i: sum(1 for v in got.values() if v == i) for i in ids}
-    except Exception as e:  # noqa: BLE001
-        result["error"] = str(e)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        result["error"] = str(e) or type(e).__name__
         for n in nodes.values():
             result.setdefault("tails", {})[n.node_id] = n.tail(15)
     finally:
@@ -323,6 +332,10 @@ def main():
         else:
             result["workdir"] = str(workdir)
 
+    return finish(result, args)
+
+
+def finish(result, args):
     report = render(result)
     print(report)
     print(json.dumps(result, indent=1, default=str), file=sys.stderr)
