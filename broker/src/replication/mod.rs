@@ -66,12 +66,16 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     hash.clamp(1, spool_raft::transport::PING_GROUP - 1)
 }
 
+/// Environment switch for quiescent partition groups (`1` turns them on). Off by default
+/// until the replication and fault tests pass with it (see ARCHITECTURE.md, "Many groups").
+pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
+
 /// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
 /// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum), no
-/// snapshots until retention goes through Raft (nothing is ever purged behind openraft), and
-/// no tick: a group has no heartbeat or election timer of its own; the shard's `quiesce` loop
-/// pings each peer node once per round for all groups and starts the elections of the groups
-/// whose leader's node stopped answering.
+/// snapshots until retention goes through Raft (nothing is ever purged behind openraft).
+/// With [`QUIESCE_ENV`] set, no tick: a group has no heartbeat or election timer of its own;
+/// the shard's `quiesce` loop pings each peer node once per round for all groups and starts
+/// the elections of the groups whose leader's node stopped answering.
 pub fn raft_config(
     cluster: &crate::config::ClusterConfig,
 ) -> Result<Arc<openraft::Config>, String> {
@@ -83,7 +87,7 @@ pub fn raft_config(
         heartbeat_interval: (election / 5).max(5),
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        enable_tick: false,
+        enable_tick: std::env::var(QUIESCE_ENV).map_or(true, |v| v != "1"),
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|e| e.to_string())
@@ -179,6 +183,7 @@ impl ReplicaGroup {
         );
         let id = group_id(&spec.topic_id, spec.partition);
         let timing = quiesce::Timing::from_election_timeout(config.election_timeout_min);
+        let quiescent = !config.enable_tick;
         let network = spool_raft::transport::network_factory(router.clone(), id);
         let raft = Raft::new(spec.node_id as NodeId, config, network, store, sm)
             .await
@@ -186,7 +191,7 @@ impl ReplicaGroup {
         // The preferred replica of a new group stands at once instead of waiting out an
         // election timeout, so the leader Metadata named at creation is soon the real one.
         let fresh = committed.is_none() && log.log_end_offset() == 0;
-        // A sole voter elects itself at once (groups have no tick to do it; see `quiesce`).
+        // A sole voter elects itself at once (a quiescent group has no tick to do it).
         let sole = spec.replicas == [spec.node_id];
         if sole || (fresh && spec.replicas.first() == Some(&spec.node_id)) {
             if let Err(e) = raft.trigger().elect(false).await {
@@ -208,7 +213,9 @@ impl ReplicaGroup {
             proposals,
         });
         runtime::spawn_detached(proposer(Rc::downgrade(&group), queue));
-        quiesce::register(&group, spec.node_id as NodeId, &router, timing);
+        if quiescent {
+            quiesce::register(&group, spec.node_id as NodeId, &router, timing);
+        }
         Ok(group)
     }
 

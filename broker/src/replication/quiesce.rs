@@ -67,7 +67,9 @@ impl Timing {
         let election = Duration::from_millis(election_ms.max(10));
         Timing {
             tick: election / 5,
-            down_after: election,
+            // The groups' own leader lease (openraft's election_timeout_max): one slow ping
+            // on a loaded machine must not look like a dead node.
+            down_after: election * 2,
             stagger: election / 2,
             no_leader_grace: election * 2,
             retry: election,
