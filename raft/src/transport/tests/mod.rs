@@ -520,8 +520,7 @@ fn silent_node_times_out() {
 }
 
 /// The node-level ping is answered by the registry itself, whatever groups it holds (even one
-/// whose fallback forwards every unknown group), with this process's incarnation; a node that
-/// is gone answers nothing.
+/// whose fallback forwards every unknown group), with this process's incarnation.
 #[test]
 fn ping_answers_with_the_incarnation() {
     run_test(|| async {
@@ -545,8 +544,5 @@ fn ping_answers_with_the_incarnation() {
         assert_eq!(first, incarnation());
         assert_ne!(first, 0);
         assert_eq!(router.ping(2, ttl).await.expect("again"), first);
-        drop(server);
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-        assert!(router.ping(2, Duration::from_millis(300)).await.is_err());
     });
 }
