@@ -13,6 +13,7 @@
 
 pub mod isr;
 pub mod leadership;
+pub mod quiesce;
 pub mod state_machine;
 
 use std::cell::{Cell, RefCell};
@@ -57,7 +58,7 @@ const REPORT_RETRY: Duration = Duration::from_millis(200);
 
 /// The transport id of a partition's group: a hash of the topic id and the partition (a
 /// recreated topic of the same name gets a new id, so its groups never meet the old ones).
-/// Never 0 (the metadata group) or `u64::MAX` (application messages).
+/// Never 0 (the metadata group), `u64::MAX` (application messages) or `PING_GROUP`.
 pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in topic_id
@@ -68,12 +69,19 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash.clamp(1, u64::MAX - 1)
+    hash.clamp(1, spool_raft::transport::PING_GROUP - 1)
 }
 
-/// openraft's settings for partition groups: the metadata quorum's timing (Kafka's
+/// Environment switch for quiescent partition groups (`1` turns them on). Off by default
+/// until the replication and fault tests pass with it (see ARCHITECTURE.md, "Many groups").
+pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
+
+/// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
 /// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum), no
 /// snapshots until retention goes through Raft (nothing is ever purged behind openraft).
+/// With [`QUIESCE_ENV`] set, no tick: a group has no heartbeat or election timer of its own;
+/// the shard's `quiesce` loop pings each peer node once per round for all groups and starts
+/// the elections of the groups whose leader's node stopped answering.
 pub fn raft_config(
     cluster: &crate::config::ClusterConfig,
 ) -> Result<Arc<openraft::Config>, String> {
@@ -85,6 +93,7 @@ pub fn raft_config(
         heartbeat_interval: (election / 5).max(5),
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        enable_tick: std::env::var(QUIESCE_ENV).map_or(true, |v| v != "1"),
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|e| e.to_string())
@@ -205,15 +214,18 @@ impl ReplicaGroup {
             hw.clone(),
         );
         let id = group_id(&spec.topic_id, spec.partition);
-        let network = spool_raft::transport::network_factory(router, id);
+        let timing = quiesce::Timing::from_election_timeout(config.election_timeout_min);
+        let quiescent = !config.enable_tick;
+        let network = spool_raft::transport::network_factory(router.clone(), id);
         let raft = Raft::new(spec.node_id as NodeId, config, network, store, sm)
             .await
             .map_err(|e| GroupError::Start(e.to_string()))?;
         // The preferred replica of a new group stands at once instead of waiting out an
         // election timeout, so the leader Metadata named at creation is soon the real one.
         let fresh = committed.is_none() && log.log_end_offset() == 0;
-        // (A sole voter is elected at the first tick anyway.)
-        if fresh && spec.replicas.len() > 1 && spec.replicas.first() == Some(&spec.node_id) {
+        // A sole voter elects itself at once (a quiescent group has no tick to do it).
+        let sole = spec.replicas == [spec.node_id];
+        if sole || (fresh && spec.replicas.first() == Some(&spec.node_id)) {
             if let Err(e) = raft.trigger().elect(false).await {
                 tracing::debug!(
                     topic = spec.topic,
@@ -237,6 +249,9 @@ impl ReplicaGroup {
             reported_isr: RefCell::new(None),
         });
         runtime::spawn_detached(proposer(Rc::downgrade(&group), queue));
+        if quiescent {
+            quiesce::register(&group, spec.node_id as NodeId, &router, timing);
+        }
         Ok(group)
     }
 

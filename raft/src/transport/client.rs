@@ -508,6 +508,22 @@ fn mismatched(target: NodeId) -> RPCError<TypeConfig> {
 impl Router {
     /// Sends an application message to the node at `addr` (known as `target`) and waits at most
     /// `ttl` for its answer.
+    /// The node-level liveness ping: `target`'s incarnation (see [`super::incarnation`]), or
+    /// why it did not answer within `ttl`.
+    pub async fn ping(&self, target: NodeId, ttl: Duration) -> Result<u64, CallError> {
+        let request = Request::App(Bytes::new());
+        match self.call(target, super::PING_GROUP, request, ttl).await? {
+            Response::App(answer) if answer.len() == 8 => {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(&answer);
+                Ok(u64::from_le_bytes(raw))
+            }
+            _ => Err(CallError::Unreachable(TransportError::MismatchedResponse {
+                node: target,
+            })),
+        }
+    }
+
     pub async fn call_app(
         &self,
         target: NodeId,

@@ -40,7 +40,9 @@ use openraft_multi::{GroupNetworkAdapter, GroupNetworkFactory, GroupRouter};
 pub use self::client::{
     CallError, Router, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, RPC_INFLIGHT_MAX,
 };
-pub use self::registry::{AppHandler, Fallback, GroupRegistry, RaftGroup, APP_GROUP};
+pub use self::registry::{
+    incarnation, AppHandler, Fallback, GroupRegistry, RaftGroup, APP_GROUP, PING_GROUP,
+};
 pub use self::server::{RpcServer, RPC_CONNECTIONS_MAX, RPC_INFLIGHT_PER_CONNECTION_MAX};
 use crate::wire::{Failure, WireError};
 pub use crate::wire::{GroupId, Request, Response};

@@ -68,6 +68,23 @@ where
 /// The group id application messages are addressed to (no Raft group uses it).
 pub const APP_GROUP: GroupId = u64::MAX;
 
+/// The group id of the node-level liveness ping (no Raft group uses it): one request per node
+/// pair and shard replaces the per-group heartbeats of quiescent groups. Every registry answers
+/// it itself, before any group or fallback, with this process's [`incarnation`].
+pub const PING_GROUP: GroupId = u64::MAX - 1;
+
+/// A number that differs between two runs of a node (its start time in nanoseconds), so a peer
+/// that pings it learns about a restart even when the restart was quicker than a missed ping.
+pub fn incarnation() -> u64 {
+    static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *INCARNATION.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            .max(1)
+    })
+}
+
 /// Answers application messages ([`Request::App`]): the broker's controller RPCs. Register it
 /// under [`APP_GROUP`].
 pub struct AppHandler(pub Rc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Vec<u8>>>);
@@ -132,6 +149,9 @@ impl GroupRegistry {
     /// Answers one request for `group_id`; an unknown group goes to the fallback, or answers
     /// [`Failure::UnknownGroup`].
     pub async fn dispatch(&self, group_id: GroupId, request: Request) -> Response {
+        if group_id == PING_GROUP {
+            return Response::App(Bytes::copy_from_slice(&incarnation().to_le_bytes()));
+        }
         // Clone the handle out so no borrow spans the await (a group may (de)register meanwhile).
         let group = self.groups.borrow().get(&group_id).cloned();
         match group {

@@ -518,3 +518,31 @@ fn silent_node_times_out() {
         assert!(started.elapsed() < Duration::from_secs(2));
     });
 }
+
+/// The node-level ping is answered by the registry itself, whatever groups it holds (even one
+/// whose fallback forwards every unknown group), with this process's incarnation.
+#[test]
+fn ping_answers_with_the_incarnation() {
+    run_test(|| async {
+        let registry = GroupRegistry::new();
+        // A fallback that answered the ping would make it fail (not an incarnation).
+        let fallback: Fallback = std::rc::Rc::new(|_: GroupId, _: Request| {
+            Box::pin(async { Response::Failed(Failure::GroupStopped) })
+                as futures::future::LocalBoxFuture<'static, Response>
+        });
+        registry.set_fallback(fallback);
+        let server = RpcServer::bind("127.0.0.1:0", registry).expect("bind");
+        let router = Router::new(1);
+        router.add_node(
+            2,
+            &NodeInfo {
+                rpc_addr: server.local_addr().to_string(),
+            },
+        );
+        let ttl = Duration::from_secs(1);
+        let first = router.ping(2, ttl).await.expect("a live node answers");
+        assert_eq!(first, incarnation());
+        assert_ne!(first, 0);
+        assert_eq!(router.ping(2, ttl).await.expect("again"), first);
+    });
+}

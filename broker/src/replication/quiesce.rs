@@ -1,0 +1,321 @@
+//! Quiescence: partition groups run without openraft's per-group ticks (so no per-group
+//! heartbeats and no per-group election timers); one loop per shard does their timing work
+//! for all of them. See ARCHITECTURE.md, "Many groups".
+//!
+//! - **Liveness per node pair**: every `tick` the loop pings each peer that is a voter of one
+//!   of the shard's groups (`Router::ping`, answered by the peer's RPC registry with its
+//!   incarnation). A peer is down once no ping has succeeded for `down_after`.
+//! - **Elections**: a follower whose leader's node is down, or that knows no leader, starts a
+//!   pre-vote election (`trigger().elect(true)`) after a random stagger, and again after a
+//!   randomized retry interval while it still has no live leader. Raft's safety never depends
+//!   on timers, so triggering elections from here changes when groups elect, never what they
+//!   may decide; a voter's leader lease still refuses a candidate while a leader is writing to
+//!   it.
+//! - **Rejoin**: when a peer comes back (answers again, or answers with a new incarnation after
+//!   a restart), the leaders of the groups it belongs to send one heartbeat each
+//!   (`trigger().heartbeat()`), so the peer learns its leaders (and their commit index) before
+//!   its own no-leader timer would make it disturb them.
+//! - Commit notices need no heartbeat: openraft's replication streams send a follower the
+//!   leader's new commit index when it moves.
+//!
+//! Owned by: the shard (one loop and one table per shard thread, `!Send`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+use spool_raft::transport::Router;
+use spool_raft::NodeId;
+
+use super::ReplicaGroup;
+use crate::runtime;
+
+/// Elections one shard starts per round at most; the rest wait for the next round, so a dead
+/// node's thousands of groups do not all elect in the same instant.
+pub const ELECTIONS_PER_ROUND_MAX: usize = 256;
+
+/// Rejoin heartbeats one shard sends per round at most.
+pub const HEARTBEATS_PER_ROUND_MAX: usize = 512;
+
+/// Rejoin heartbeats queued at most (one per led group and returning peer); past it the
+/// follower finds its leader by electing, which is slower but safe.
+pub const HEARTBEATS_QUEUED_MAX: usize = 65_536;
+
+/// The loop's timing, from the partition groups' election timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Between two rounds (pings, election checks).
+    pub tick: Duration,
+    /// A peer none of whose pings succeeded for this long is down.
+    pub down_after: Duration,
+    /// Elections for a dead leader's groups start within this window, spread at random.
+    pub stagger: Duration,
+    /// A group with no leader at all (just started, or a failed election) waits this long
+    /// (plus the stagger) before electing: its leader's heartbeat may be on the way.
+    pub no_leader_grace: Duration,
+    /// Between two elections of one group that still has no live leader (plus up to as much
+    /// again at random).
+    pub retry: Duration,
+}
+
+impl Timing {
+    pub fn from_election_timeout(election_ms: u64) -> Timing {
+        let election = Duration::from_millis(election_ms.max(10));
+        Timing {
+            tick: election / 5,
+            // The groups' own leader lease (openraft's election_timeout_max): one slow ping
+            // on a loaded machine must not look like a dead node.
+            down_after: election * 2,
+            stagger: election / 2,
+            no_leader_grace: election * 2,
+            retry: election,
+        }
+    }
+}
+
+struct Peer {
+    last_ok: Instant,
+    incarnation: u64,
+    pinging: bool,
+    /// Set by a ping that found the peer back (after being down, or restarted): the leaders
+    /// of its groups owe it a heartbeat.
+    returned: bool,
+    down: bool,
+}
+
+struct Slot {
+    group: Weak<ReplicaGroup>,
+    /// When this group elects next if it still has no live leader.
+    elect_at: Cell<Option<Instant>>,
+}
+
+/// The shard's quiescent groups and its view of the peers.
+pub struct Quiescer {
+    me: NodeId,
+    router: Router,
+    timing: Timing,
+    slots: RefCell<Vec<Slot>>,
+    peers: RefCell<AHashMap<NodeId, Peer>>,
+    heartbeats: RefCell<VecDeque<Weak<ReplicaGroup>>>,
+    rng: Cell<u64>,
+}
+
+thread_local! {
+    static QUIESCER: RefCell<Option<Rc<Quiescer>>> = const { RefCell::new(None) };
+}
+
+/// Puts `group` under this shard's loop (started by the first group).
+pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: Timing) {
+    let (q, fresh) = QUIESCER.with(|q| {
+        let mut q = q.borrow_mut();
+        let fresh = q.is_none();
+        let q = q
+            .get_or_insert_with(|| {
+                Rc::new(Quiescer {
+                    me,
+                    router: router.clone(),
+                    timing,
+                    slots: RefCell::default(),
+                    peers: RefCell::default(),
+                    heartbeats: RefCell::default(),
+                    rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ spool_raft::transport::incarnation()),
+                })
+            })
+            .clone();
+        (q, fresh)
+    });
+    if fresh {
+        runtime::spawn_detached(run(Rc::downgrade(&q)));
+    }
+    q.slots.borrow_mut().push(Slot {
+        group: Rc::downgrade(group),
+        elect_at: Cell::new(None),
+    });
+}
+
+impl Quiescer {
+    /// xorshift64*: enough to spread elections, no dependency.
+    fn jitter(&self, max: Duration) -> Duration {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let nanos = max.as_nanos().max(1) as u64;
+        Duration::from_nanos(r % nanos)
+    }
+
+    fn alive(&self, peer: NodeId, now: Instant) -> bool {
+        self.peers
+            .borrow()
+            .get(&peer)
+            .is_some_and(|p| now.duration_since(p.last_ok) < self.timing.down_after)
+    }
+
+    /// One round over the shard's groups.
+    async fn round(self: &Rc<Self>) {
+        let now = Instant::now();
+        let mut wanted: BTreeSet<NodeId> = BTreeSet::new();
+        let mut elect: Vec<Rc<ReplicaGroup>> = Vec::new();
+        let returned: Vec<NodeId> = self
+            .peers
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(id, p)| std::mem::take(&mut p.returned).then_some(*id))
+            .collect();
+        {
+            let mut slots = self.slots.borrow_mut();
+            let mut heartbeats = self.heartbeats.borrow_mut();
+            slots.retain(|slot| {
+                let Some(group) = slot.group.upgrade() else {
+                    return false;
+                };
+                let metrics = group.raft.metrics();
+                let m = metrics.borrow_watched();
+                let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+                wanted.extend(voters.iter().copied().filter(|v| *v != self.me));
+                if m.state == ServerState::Leader {
+                    slot.elect_at.set(None);
+                    if returned.iter().any(|p| voters.contains(p))
+                        && heartbeats.len() < HEARTBEATS_QUEUED_MAX
+                    {
+                        heartbeats.push_back(slot.group.clone());
+                    }
+                    return true;
+                }
+                if !voters.contains(&self.me) {
+                    return true;
+                }
+                let (leader_known, leader_live) = match m.current_leader {
+                    Some(l) if l != self.me => (true, self.alive(l, now)),
+                    _ => (false, false),
+                };
+                if leader_live {
+                    slot.elect_at.set(None);
+                    return true;
+                }
+                match slot.elect_at.get() {
+                    None => {
+                        let grace = if leader_known || voters.len() == 1 {
+                            Duration::ZERO
+                        } else {
+                            self.timing.no_leader_grace
+                        };
+                        slot.elect_at
+                            .set(Some(now + grace + self.jitter(self.timing.stagger)));
+                    }
+                    Some(at) if at <= now && elect.len() < ELECTIONS_PER_ROUND_MAX => {
+                        slot.elect_at.set(Some(
+                            now + self.timing.retry + self.jitter(self.timing.retry),
+                        ));
+                        elect.push(group.clone());
+                    }
+                    Some(_) => {}
+                }
+                true
+            });
+        }
+        for group in elect {
+            // Pre-vote first: a candidate that cannot win (a voter still hears a leader)
+            // changes no term.
+            if let Err(e) = group.raft.trigger().elect(true).await {
+                tracing::debug!(topic = %group.topic, partition = group.partition, "no election: {e}");
+            }
+        }
+        let due: Vec<Weak<ReplicaGroup>> = {
+            let mut q = self.heartbeats.borrow_mut();
+            let n = q.len().min(HEARTBEATS_PER_ROUND_MAX);
+            q.drain(..n).collect()
+        };
+        for group in due.iter().filter_map(Weak::upgrade) {
+            if let Err(e) = group.raft.trigger().heartbeat().await {
+                tracing::debug!(topic = %group.topic, partition = group.partition, "no heartbeat: {e}");
+            }
+        }
+        let mut to_ping = Vec::new();
+        let mut peers = self.peers.borrow_mut();
+        peers.retain(|id, _| wanted.contains(id));
+        for id in wanted {
+            let peer = peers.entry(id).or_insert(Peer {
+                // A new peer gets one down_after of grace before its groups elect.
+                last_ok: now,
+                incarnation: 0,
+                pinging: false,
+                returned: false,
+                down: false,
+            });
+            if !peer.down && now.duration_since(peer.last_ok) >= self.timing.down_after {
+                peer.down = true;
+                tracing::info!(peer = id, "peer stopped answering pings; its groups elect");
+            }
+            if !peer.pinging {
+                peer.pinging = true;
+                to_ping.push(id);
+            }
+        }
+        // glommio may run a spawned task at once, up to its first pending await: no borrow of
+        // the peer table may be held here.
+        drop(peers);
+        for id in to_ping {
+            runtime::spawn_detached(ping(Rc::downgrade(self), id));
+        }
+    }
+}
+
+async fn ping(q: Weak<Quiescer>, id: NodeId) {
+    let Some(router) = q.upgrade().map(|q| q.router.clone()) else {
+        return;
+    };
+    let ttl = q
+        .upgrade()
+        .map_or(Duration::from_secs(1), |q| q.timing.down_after / 2);
+    let answer = router.ping(id, ttl).await;
+    let Some(q) = q.upgrade() else {
+        return;
+    };
+    let mut peers = q.peers.borrow_mut();
+    let Some(peer) = peers.get_mut(&id) else {
+        return;
+    };
+    peer.pinging = false;
+    if let Ok(incarnation) = answer {
+        peer.last_ok = Instant::now();
+        let restarted = peer.incarnation != 0 && peer.incarnation != incarnation;
+        if peer.down || restarted {
+            tracing::info!(peer = id, restarted, "peer answers pings again");
+            peer.returned = true;
+        }
+        peer.down = false;
+        peer.incarnation = incarnation;
+    }
+}
+
+async fn run(q: Weak<Quiescer>) {
+    let mut last = Instant::now();
+    loop {
+        let Some(tick) = q.upgrade().map(|q| q.timing.tick) else {
+            return;
+        };
+        runtime::sleep(tick).await;
+        let Some(q) = q.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(last) >= q.timing.down_after {
+            // This process was paused (SIGSTOP, a stalled reactor): every peer's last answer
+            // looks old because nobody asked. Give each peer a fresh chance to answer before
+            // any of its groups elects.
+            for peer in q.peers.borrow_mut().values_mut() {
+                let fresh = now.checked_sub(q.timing.down_after / 2).unwrap_or(now);
+                peer.last_ok = peer.last_ok.max(fresh);
+            }
+        }
+        last = now;
+        q.round().await;
+    }
+}
