@@ -4,18 +4,24 @@
 //! time of each follower's last acknowledged message, so a dead follower of an idle partition
 //! drops out too.
 //!
-//! Kafka's "caught up" is a fetch reaching the log end the leader had at the previous fetch;
-//! here an observation finds a follower either at the leader's last index (caught up as of its
-//! last acknowledgement) or at the last index of the previous observation (caught up as of
-//! that observation). Observations happen at each acks=all produce and each ISR sweep.
+//! Kafka's "caught up" is a fetch reaching the log end the leader had at some earlier time;
+//! here the leader keeps a short history of its last index (one sample per
+//! `lag_max / HISTORY_MAX * 2`, so it spans twice the lag), and a follower whose matched index
+//! reached a sample's index was caught up as of that sample's time (or of its last
+//! acknowledgement, if earlier). Under steady load a follower is always a little behind the
+//! newest entry, so comparing with the newest observation alone would drop it from the ISR.
+//! Observations happen at each acks=all produce and each ISR sweep.
 //!
 //! Owned by: the partition's `ReplicaGroup`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use openraft::{RaftMetrics, ServerState};
 use spool_raft::{NodeId, TypeConfig};
+
+/// Samples of the leader's last index kept for the caught-up rule.
+pub const HISTORY_MAX: usize = 64;
 
 #[derive(Default)]
 pub struct IsrTracker {
@@ -23,17 +29,22 @@ pub struct IsrTracker {
     term: u64,
     /// Per follower: the latest time it was known to hold everything the leader had then.
     caught_up: BTreeMap<NodeId, Instant>,
-    /// The previous observation: when, and the leader's last index then.
-    previous: Option<(Instant, u64)>,
+    /// Earlier observations, oldest first: when, and the leader's last index then.
+    history: VecDeque<(Instant, u64)>,
 }
 
 impl IsrTracker {
     /// Takes in the leader's metrics; `None` when this replica does not lead.
-    pub fn observe(&mut self, m: &RaftMetrics<TypeConfig>, now: Instant) -> Option<()> {
+    pub fn observe(
+        &mut self,
+        m: &RaftMetrics<TypeConfig>,
+        now: Instant,
+        lag_max: Duration,
+    ) -> Option<()> {
         if m.state != ServerState::Leader {
             self.term = 0;
             self.caught_up.clear();
-            self.previous = None;
+            self.history.clear();
             return None;
         }
         let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
@@ -41,7 +52,7 @@ impl IsrTracker {
             // Kafka's new leader keeps the ISR it was given; followers get the lag time from
             // the election to show they are alive.
             self.term = m.current_term;
-            self.previous = None;
+            self.history.clear();
             self.caught_up = voters.iter().map(|v| (*v, now)).collect();
         }
         self.caught_up.retain(|node, _| voters.contains(node));
@@ -58,12 +69,12 @@ impl IsrTracker {
                 let since = if matched >= last {
                     Some(acked)
                 } else {
-                    match self.previous {
-                        Some((then, previous_last)) if matched >= previous_last => {
-                            Some(then.min(acked))
-                        }
-                        _ => None,
-                    }
+                    // The newest sample the follower had reached.
+                    self.history
+                        .iter()
+                        .rev()
+                        .find(|(_, sampled)| matched >= *sampled)
+                        .map(|(then, _)| (*then).min(acked))
                 };
                 if let Some(since) = since {
                     let entry = self.caught_up.entry(*node).or_insert(since);
@@ -71,7 +82,17 @@ impl IsrTracker {
                 }
             }
         }
-        self.previous = Some((now, last));
+        let spacing = (lag_max * 2 / HISTORY_MAX as u32).max(Duration::from_millis(1));
+        if self
+            .history
+            .back()
+            .is_none_or(|(then, _)| now.saturating_duration_since(*then) >= spacing)
+        {
+            if self.history.len() >= HISTORY_MAX {
+                self.history.pop_front();
+            }
+            self.history.push_back((now, last));
+        }
         Some(())
     }
 

@@ -268,7 +268,7 @@ impl ReplicaGroup {
         let m = metrics.borrow_watched();
         let now = std::time::Instant::now();
         let mut tracker = self.isr.borrow_mut();
-        tracker.observe(&m, now)?;
+        tracker.observe(&m, now, lag_max)?;
         Some(tracker.in_sync(m.id, now, lag_max))
     }
 
