@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -41,6 +41,15 @@ use shard::Shard;
 /// mmap threshold keep freed MiB-sized blocks resident; mimalloc returns them to the OS.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long shard 0 waits for the other shards' controlled shutdown before the broker leaves
+/// the cluster anyway (each shard's own part is bounded by `CONTROLLED_SHUTDOWN_WAIT_MAX`).
+const LEAVE_BARRIER_WAIT_MAX: Duration =
+    Duration::from_secs(replication::leadership::CONTROLLED_SHUTDOWN_WAIT_MAX.as_secs() + 1);
+/// How long the other shards wait for shard 0 to leave the cluster, after that barrier
+/// (`ClusterNode::leave` is bounded by its fence and handover waits).
+const LEAVE_WAIT_MAX: Duration = Duration::from_secs(8);
+const LEAVE_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Parser)]
 #[command(
@@ -173,6 +182,8 @@ fn run_broker(args: BrokerArgs) {
     let mesh =
         (cores > 1).then(|| MeshBuilder::<Envelope, _>::full(cores, MESH_CHANNEL_MESSAGES_MAX));
     let (start_gate, shard_gates) = gate::start_gate(cores);
+    let handed_over = Arc::new(AtomicUsize::new(0));
+    let left = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::with_capacity(cores);
     for (id, gate) in shard_gates.into_iter().enumerate() {
         let shard_args = ShardArgs {
@@ -180,6 +191,8 @@ fn run_broker(args: BrokerArgs) {
             config: config.clone(),
             mesh: mesh.clone(),
             shutdown: shutdown.clone(),
+            handed_over: handed_over.clone(),
+            left: left.clone(),
             gate,
             listen_addr,
         };
@@ -229,6 +242,10 @@ struct ShardArgs {
     config: BrokerConfig,
     mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
     shutdown: Arc<AtomicBool>,
+    /// Shards that have finished their part of a controlled shutdown.
+    handed_over: Arc<AtomicUsize>,
+    /// Set by shard 0 once the broker has left the cluster (fenced, quorum handed over).
+    left: Arc<AtomicBool>,
     gate: ShardGate,
     listen_addr: SocketAddr,
 }
@@ -297,6 +314,25 @@ async fn shard_main(args: ShardArgs) {
     // it answers NOT_LEADER_OR_FOLLOWER are pointed at the new leaders.
     if config.controlled_shutdown_enable {
         replication::leadership::controlled_shutdown(&shard).await;
+        args.handed_over.fetch_add(1, Ordering::AcqRel);
+        // The broker leaves the cluster once every shard has handed its leaderships over, and
+        // every shard stays up until it has: applying the fence publishes the new broker
+        // view to every shard, and a shard that had exited would never answer.
+        let deadline = Instant::now() + LEAVE_BARRIER_WAIT_MAX;
+        // A one-node cluster has no one to leave.
+        if let Some(node) = node.as_ref().filter(|_| !config.cluster.single_node()) {
+            while args.handed_over.load(Ordering::Acquire) < count && Instant::now() < deadline {
+                runtime::sleep(LEAVE_POLL).await;
+            }
+            node.leave().await;
+        }
+        if args.id == 0 {
+            args.left.store(true, Ordering::Release);
+        }
+        let deadline = deadline + LEAVE_WAIT_MAX;
+        while !args.left.load(Ordering::Acquire) && Instant::now() < deadline {
+            runtime::sleep(LEAVE_POLL).await;
+        }
     }
     // Stop listening first, as Kafka's shutdown does: a connection accepted now would only be
     // reset when the process exits, while a closed port lets clients go to another broker.

@@ -303,6 +303,17 @@ pub fn plan(
         }
         // Answered by the liveness tracker and the quorum's metrics, never planned; MoveLeader
         // is served by the partition leader's node before it reaches the controller.
+        ControllerRequest::ShutDown { id, incarnation } => Ok(match image.brokers.get(id) {
+            // A stale incarnation (the broker already restarted) or a fenced broker: nothing
+            // to do.
+            Some(b) if b.registration.incarnation == *incarnation && !b.fenced => {
+                Plan::Propose(vec![MetadataRecord::FenceBroker {
+                    id: *id,
+                    incarnation: *incarnation,
+                }])
+            }
+            _ => Plan::Nothing,
+        }),
         ControllerRequest::Heartbeat { .. }
         | ControllerRequest::DescribeQuorum
         | ControllerRequest::MoveLeader { .. } => Ok(Plan::Nothing),
@@ -788,6 +799,25 @@ mod tests {
         assert_eq!(java_split(""), vec![""]);
         assert_eq!(java_split("a,,b,,"), vec!["a", "", "b"]);
         assert_eq!(java_split(",,"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_broker_shutting_down_is_fenced_once_and_only_in_its_incarnation() {
+        let image = image_with(&[(1, false), (2, true)]);
+        let shut = |id: i32, incarnation: [u8; 16]| {
+            plan(&image, &ControllerRequest::ShutDown { id, incarnation }, 0)
+        };
+        assert_eq!(
+            shut(1, [1; 16]),
+            Ok(Plan::Propose(vec![MetadataRecord::FenceBroker {
+                id: 1,
+                incarnation: [1; 16]
+            }]))
+        );
+        // Restarted since (another incarnation), already fenced, or unknown: nothing.
+        assert_eq!(shut(1, [9; 16]), Ok(Plan::Nothing));
+        assert_eq!(shut(2, [2; 16]), Ok(Plan::Nothing));
+        assert_eq!(shut(3, [3; 16]), Ok(Plan::Nothing));
     }
 
     #[test]

@@ -36,6 +36,14 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often the active controller looks for brokers whose session expired.
 const LIVENESS_CHECK: Duration = Duration::from_millis(250);
+/// Stopping broker incarnations the active controller remembers (oldest forgotten first).
+const STOPPING_BROKERS_MAX: usize = 1024;
+/// How long a stopping broker waits for the controller to fence it.
+const LEAVE_FENCE_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How long a stopping active controller waits for a voter to take the quorum's leadership.
+const QUORUM_HANDOVER_WAIT_MAX: Duration = Duration::from_secs(3);
+/// How often the handover looks at the quorum's leader.
+const QUORUM_HANDOVER_POLL: Duration = Duration::from_millis(20);
 
 pub type MetadataRaft = Raft<TypeConfig, MetadataStateMachine>;
 
@@ -106,6 +114,9 @@ pub struct ClusterNode {
     write_lock: glommio::sync::Semaphore,
     /// Last heartbeat per broker, kept by the active controller only.
     liveness: RefCell<HashMap<i32, Instant>>,
+    /// Broker incarnations that asked to shut down (active controller only): a heartbeat
+    /// still in flight from one must not unfence it again.
+    stopping: RefCell<BTreeSet<(i32, [u8; 16])>>,
     /// The term this node last became leader in: a new term restarts every broker's session.
     led_term: Cell<Option<u64>>,
     /// Producer ids this broker may hand out: `[next, end)`.
@@ -114,6 +125,9 @@ pub struct ClusterNode {
     pub rpc_server: RefCell<Option<spool_raft::transport::RpcServer>>,
     /// Closes the metadata log after the group stops (see [`ClusterNode::shutdown`]).
     pub store_closer: RefCell<Option<spool_raft::store::StoreCloser>>,
+    /// Set once the broker has left the cluster at shutdown: heartbeats go on until then, so
+    /// a slow controlled shutdown does not end in a session expiry.
+    left: Cell<bool>,
 }
 
 fn done(error: ResponseError, message: impl Into<String>) -> ControllerResponse {
@@ -152,16 +166,82 @@ impl ClusterNode {
             request_timeout: Duration::from_millis(cluster.request_timeout_ms.max(100)),
             write_lock: glommio::sync::Semaphore::new(1),
             liveness: RefCell::new(HashMap::new()),
+            stopping: RefCell::new(BTreeSet::new()),
             led_term: Cell::new(None),
             producer_ids: Cell::new((0, 0)),
             rpc_server: RefCell::new(None),
             store_closer: RefCell::new(None),
+            left: Cell::new(false),
         })
+    }
+
+    /// The end of a controlled shutdown, once every shard has handed over its leaderships:
+    /// the controller fences this broker, so Metadata stops naming it at once (KRaft's
+    /// `WantShutDown` heartbeat), and an active controller hands the quorum's leadership to
+    /// an up-to-date voter, so metadata writes (leader and ISR reports of the moves just made,
+    /// other brokers' heartbeats) do not wait out an election timeout. Both are bounded; a
+    /// failure only costs what an unclean stop costs.
+    pub async fn leave(&self) {
+        let answer = self
+            .submit(
+                ControllerRequest::ShutDown {
+                    id: self.node_id,
+                    incarnation: self.registration.incarnation,
+                },
+                LEAVE_FENCE_WAIT_MAX,
+            )
+            .await;
+        if !matches!(answer, ControllerResponse::Done { error_code: 0, .. }) {
+            tracing::warn!("the controller did not fence this stopping broker: {answer:?}");
+        }
+        self.left.set(true);
+        self.hand_over_quorum().await;
+    }
+
+    async fn hand_over_quorum(&self) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        // Only a voter holding the whole log can win at once; any other would need the
+        // transfer's wait and then still lose to the up-to-date voters.
+        let last = m.last_log_index;
+        let target = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != m.id)
+            .find(|id| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index)
+                    == last
+            });
+        let Some(to) = target else {
+            tracing::info!("no up-to-date voter to hand the metadata quorum to");
+            return;
+        };
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!("metadata quorum handover not started: {e}");
+            return;
+        }
+        let deadline = Instant::now() + QUORUM_HANDOVER_WAIT_MAX;
+        while Instant::now() < deadline {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            if leader.is_some_and(|l| l != m.id) {
+                tracing::info!("metadata quorum handed to node {}", to);
+                return;
+            }
+            runtime::sleep(QUORUM_HANDOVER_POLL).await;
+        }
+        tracing::warn!("metadata quorum leadership did not move to node {to} before shutdown");
     }
 
     /// Stops the metadata group, then closes its log cleanly so the next start does not have
     /// to recover the log's tail.
     pub async fn shutdown(&self) {
+        self.left.set(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("metadata quorum did not stop cleanly: {e}");
             return;
@@ -375,6 +455,17 @@ impl ClusterNode {
                     .await
             }
             ControllerRequest::DescribeQuorum => ControllerResponse::Quorum(self.quorum()),
+            ControllerRequest::ShutDown { id, incarnation } => {
+                {
+                    let mut stopping = self.stopping.borrow_mut();
+                    if stopping.len() >= STOPPING_BROKERS_MAX {
+                        stopping.pop_first();
+                    }
+                    stopping.insert((id, incarnation));
+                }
+                self.propose(ControllerRequest::ShutDown { id, incarnation })
+                    .await
+            }
             other => self.propose(other).await,
         }
     }
@@ -414,6 +505,9 @@ impl ClusterNode {
             }
         };
         self.liveness.borrow_mut().insert(id, Instant::now());
+        if fenced && self.stopping.borrow().contains(&(id, incarnation)) {
+            return ControllerResponse::Heartbeat { fenced };
+        }
         if fenced && applied >= registered_at {
             let answer = self
                 .propose_records(
@@ -539,7 +633,9 @@ impl ClusterNode {
     /// The broker's side: register, then heartbeat every `interval` (faster while fenced).
     pub async fn registration_loop(self: Rc<Self>, interval: Duration, shutdown: Arc<AtomicBool>) {
         let mut registered = false;
-        while !shutdown.load(Ordering::Relaxed) {
+        // Heartbeats go on through a controlled shutdown (Kafka's broker heartbeats until the
+        // controller lets it stop); a broker never registers again once stopping.
+        while !self.left.get() && (registered || !shutdown.load(Ordering::Relaxed)) {
             if !registered {
                 let answer = self
                     .submit(

@@ -76,6 +76,14 @@ pub enum ControllerRequest {
     },
     /// The quorum's state as its leader sees it (DescribeQuorum, `spool cluster status`).
     DescribeQuorum,
+    /// The broker has handed over its leaderships and is stopping (Kafka's BrokerHeartbeat
+    /// with `WantShutDown`): the controller fences it at once, as KRaft's does at the end of a
+    /// controlled shutdown, so Metadata stops naming it without waiting for its session to
+    /// expire.
+    ShutDown {
+        id: i32,
+        incarnation: [u8; 16],
+    },
 }
 
 /// One partition's in-sync replicas as its leader sees them in `epoch`.

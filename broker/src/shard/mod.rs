@@ -844,6 +844,11 @@ impl Shard {
     /// (and starts their Raft groups when the topic replicates).
     pub async fn apply_topic(self: &Rc<Self>, meta: TopicMeta) {
         let _applying = self.topic_apply.lock().await;
+        // A metadata update arriving after `close_all` (a leader or ISR report of the
+        // handovers a controlled shutdown makes) would open the closed partitions again.
+        if self.shutting_down.get() {
+            return;
+        }
         let config = self.log_config(&meta);
         let replicated = self.replicates(&meta.name);
         for index in 0..meta.partitions {
@@ -1163,6 +1168,8 @@ impl Shard {
     /// Flushes and closes every log (clean shutdown).
     pub async fn close_all(&self) {
         self.shutting_down.set(true);
+        // An update being applied finishes first; later ones see `shutting_down`.
+        let _applying = self.topic_apply.lock().await;
         self.flush_dirty().await;
         let parts: Vec<Rc<Partition>> = self
             .partitions
