@@ -105,7 +105,9 @@ impl EpochCache {
         let increasing = entries
             .windows(2)
             .all(|pair| pair[1].0 > pair[0].0 && pair[1].1 > pair[0].1);
-        let valid = entries.iter().all(|&(epoch, start)| epoch >= 0 && start >= 0);
+        let valid = entries
+            .iter()
+            .all(|&(epoch, start)| epoch >= 0 && start >= 0);
         (increasing && valid).then(|| EpochCache {
             entries: entries.to_vec(),
         })

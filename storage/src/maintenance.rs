@@ -630,7 +630,11 @@ impl RetentionRule {
             now_ms,
             retention_ms: state.config.retention_ms,
             retention_bytes: state.config.retention_bytes,
-            total_bytes: state.segments.iter().map(|segment| segment.size_bytes).sum(),
+            total_bytes: state
+                .segments
+                .iter()
+                .map(|segment| segment.size_bytes)
+                .sum(),
         }
     }
 

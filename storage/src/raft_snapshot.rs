@@ -114,7 +114,8 @@ impl PartitionLog {
         }
         epochs.truncate_from_end(offset + 1);
         epochs.truncate_from_start(offset);
-        self.truncate_fully_and_start_at_entry(index, offset).await?;
+        self.truncate_fully_and_start_at_entry(index, offset)
+            .await?;
         let path = snapshot_path(&self.dir, offset);
         self.backend
             .write_file_atomic(&path, &decoded.encode())

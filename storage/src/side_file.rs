@@ -44,11 +44,7 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         assert!(is_side_file_name(name), "invalid side file name {name:?}");
         assert!(max <= SNAPSHOT_FILE_BYTES_MAX.max(SIDE_FILE_BYTES_MAX));
-        assert!(
-            bytes.len() <= max,
-            "side file of {} bytes",
-            bytes.len()
-        );
+        assert!(bytes.len() <= max, "side file of {} bytes", bytes.len());
         let path = self.dir.join(name);
         self.backend
             .write_file_atomic(&path, bytes)
