@@ -1143,6 +1143,11 @@ impl Shard {
                 // deleting segments behind openraft's back.
                 let group = p.group.borrow().clone();
                 if let Some(group) = group {
+                    // A compacted topic (cleanup.policy=compact): deleting its old segments
+                    // would lose live offsets; it awaits compaction through Raft instead.
+                    if p.topic == crate::group::OFFSETS_TOPIC {
+                        continue;
+                    }
                     if let Err(e) = group.enforce_retention(now_ms()).await {
                         tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
                     }
