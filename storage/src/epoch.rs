@@ -95,6 +95,24 @@ impl EpochCache {
         true
     }
 
+    /// `(epoch, start offset)` pairs, oldest first.
+    pub(crate) fn entries(&self) -> &[(i32, i64)] {
+        &self.entries
+    }
+
+    /// A cache of `entries`; None unless epochs and start offsets strictly increase.
+    pub(crate) fn from_entries(entries: &[(i32, i64)]) -> Option<EpochCache> {
+        let increasing = entries
+            .windows(2)
+            .all(|pair| pair[1].0 > pair[0].0 && pair[1].1 > pair[0].1);
+        let valid = entries
+            .iter()
+            .all(|&(epoch, start)| epoch >= 0 && start >= 0);
+        (increasing && valid).then(|| EpochCache {
+            entries: entries.to_vec(),
+        })
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
         for (epoch, start) in &self.entries {

@@ -10,7 +10,7 @@
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
 //! Code map: `log` (append, flush, read), `recovery` (open, close), `maintenance` (truncation,
-//! restart at an offset, retention), `side_file` (small durable files beside the log),
+//! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
 //! `entry_index` (Raft entry index sidecars), `entries` (the entry API of a log used as a
@@ -28,6 +28,7 @@ mod index;
 mod log;
 mod maintenance;
 mod producer;
+mod raft_snapshot;
 mod recovery;
 mod segment;
 mod side_file;
@@ -40,7 +41,8 @@ pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
 pub use crate::producer::SequenceCheck;
-pub use crate::side_file::SIDE_FILE_BYTES_MAX;
+pub use crate::raft_snapshot::producer_snapshot_is_valid;
+pub use crate::side_file::{SIDE_FILE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
 
 /// `message.timestamp.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,8 @@ pub enum StorageError {
     },
     #[error("the batch repeats offsets {base_offset}..={last_offset} of the producer; an entry must be new")]
     DuplicateEntry { base_offset: i64, last_offset: i64 },
+    #[error("snapshot is corrupt: {reason}")]
+    CorruptSnapshot { reason: &'static str },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

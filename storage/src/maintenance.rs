@@ -545,24 +545,25 @@ impl LogState {
     /// Detaches the segments retention deletes, oldest first, and returns them with the epoch
     /// checkpoint to write if the cache changed.
     fn detach_expired(&mut self, now_ms: i64) -> (Vec<Segment>, Option<EpochCache>) {
-        let mut total_bytes: u64 = self.segments.iter().map(|segment| segment.size_bytes).sum();
-        let (retention_ms, retention_bytes) =
-            (self.config.retention_ms, self.config.retention_bytes);
-        self.detach_front(|first, _| {
-            let expired = retention_ms >= 0 && now_ms - first.max_timestamp.0 > retention_ms;
-            let oversize = retention_bytes >= 0
-                && total_bytes - first.size_bytes >= retention_bytes.unsigned_abs();
-            if expired || oversize {
-                total_bytes -= first.size_bytes;
-                tracing::debug!(
-                    base = first.base_offset,
-                    expired,
-                    oversize,
-                    "retention deletes segment"
-                );
+        let mut rule = RetentionRule::new(self, now_ms);
+        self.detach_front(|first, _| rule.deletes(first))
+    }
+
+    /// The log start retention would leave, deleting only settled segments whose records all
+    /// lie below `limit`: the base offset of the first segment it keeps, None if it would
+    /// delete nothing. Deletes nothing itself (a Raft log's retention goes through a snapshot
+    /// and openraft's purge instead).
+    pub(crate) fn retention_point(&self, now_ms: i64, limit: i64) -> Option<i64> {
+        let mut rule = RetentionRule::new(self, now_ms);
+        let mut keep_from = None;
+        for pair in self.segments.windows(2) {
+            let (first, next) = (&pair[0], &pair[1]);
+            if !first.is_settled() || next.base_offset > limit || !rule.deletes(first) {
+                break;
             }
-            expired || oversize
-        })
+            keep_from = Some(next.base_offset);
+        }
+        keep_from
     }
 
     /// Detaches the segments whose records all lie below `offset` (their successor starts at
@@ -593,10 +594,7 @@ impl LogState {
         let mut detached = Vec::new();
         while self.segments.len() > 1 {
             let (first, next) = (&self.segments[0], &self.segments[1]);
-            let settled = first.file.is_some()
-                && first.seal_pending.is_none()
-                && first.durable_bytes == first.size_bytes;
-            if !settled || !delete(first, next) {
+            if !first.is_settled() || !delete(first, next) {
                 break;
             }
             detached.push(self.segments.remove(0));
@@ -613,5 +611,48 @@ impl LogState {
         // The checkpoint covers durable offsets only; the next flush writes the rest.
         self.epochs_dirty = true;
         (detached, Some(self.epochs_below(self.durable_end_offset)))
+    }
+}
+
+/// Kafka's retention rule, applied to segments oldest first: a segment goes when its newest
+/// record is older than `retention.ms`, or while the log without it still holds at least
+/// `retention.bytes`.
+struct RetentionRule {
+    now_ms: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    total_bytes: u64,
+}
+
+impl RetentionRule {
+    fn new(state: &LogState, now_ms: i64) -> RetentionRule {
+        RetentionRule {
+            now_ms,
+            retention_ms: state.config.retention_ms,
+            retention_bytes: state.config.retention_bytes,
+            total_bytes: state
+                .segments
+                .iter()
+                .map(|segment| segment.size_bytes)
+                .sum(),
+        }
+    }
+
+    /// Whether `first` (the oldest segment not yet deleted) goes; counts it gone if so.
+    fn deletes(&mut self, first: &Segment) -> bool {
+        let expired =
+            self.retention_ms >= 0 && self.now_ms - first.max_timestamp.0 > self.retention_ms;
+        let oversize = self.retention_bytes >= 0
+            && self.total_bytes - first.size_bytes >= self.retention_bytes.unsigned_abs();
+        if expired || oversize {
+            self.total_bytes -= first.size_bytes;
+            tracing::debug!(
+                base = first.base_offset,
+                expired,
+                oversize,
+                "retention deletes segment"
+            );
+        }
+        expired || oversize
     }
 }

@@ -170,6 +170,12 @@ impl Segment {
         self
     }
 
+    /// Whether retention may delete it: it has a file, all its data is durable and no seal
+    /// work is pending.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.file.is_some() && self.seal_pending.is_none() && self.durable_bytes == self.size_bytes
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.size_bytes == 0
     }

@@ -18,15 +18,33 @@ use crate::StorageError;
 /// Largest side file: they hold a few fields, so anything larger is damage, not data.
 pub const SIDE_FILE_BYTES_MAX: usize = 64 * 1024;
 
+/// Largest side file written with an explicit bound: a Raft snapshot of a partition (its
+/// producer state: up to 50,000 producers of ~140 bytes each), well within one RPC frame.
+pub const SNAPSHOT_FILE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 impl PartitionLog {
     /// Replaces the side file `name` with `bytes`; durable when this returns Ok.
     pub async fn write_side_file(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.write_side_file_max(name, bytes, SIDE_FILE_BYTES_MAX)
+            .await
+    }
+
+    /// The content of the side file `name`, or None if it was never written.
+    pub async fn read_side_file(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        self.read_side_file_max(name, SIDE_FILE_BYTES_MAX).await
+    }
+
+    /// `write_side_file` for a file of at most `max` bytes (at most
+    /// [`SNAPSHOT_FILE_BYTES_MAX`]).
+    pub async fn write_side_file_max(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        max: usize,
+    ) -> Result<(), StorageError> {
         assert!(is_side_file_name(name), "invalid side file name {name:?}");
-        assert!(
-            bytes.len() <= SIDE_FILE_BYTES_MAX,
-            "side file of {} bytes",
-            bytes.len()
-        );
+        assert!(max <= SNAPSHOT_FILE_BYTES_MAX.max(SIDE_FILE_BYTES_MAX));
+        assert!(bytes.len() <= max, "side file of {} bytes", bytes.len());
         let path = self.dir.join(name);
         self.backend
             .write_file_atomic(&path, bytes)
@@ -34,8 +52,12 @@ impl PartitionLog {
             .map_err(io_error(&path))
     }
 
-    /// The content of the side file `name`, or None if it was never written.
-    pub async fn read_side_file(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+    /// `read_side_file` for a file of at most `max` bytes; a larger one is an error.
+    pub async fn read_side_file_max(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Option<Bytes>, StorageError> {
         assert!(is_side_file_name(name), "invalid side file name {name:?}");
         let path = self.dir.join(name);
         if !self.backend.exists(&path) {
@@ -48,15 +70,15 @@ impl PartitionLog {
             .map_err(io_error(&path))?;
         let size = file.size().await.map_err(io_error(&path))?;
         // Checked before reading: a damaged size must not become an allocation.
-        let too_large = usize::try_from(size).map_or(true, |size| size > SIDE_FILE_BYTES_MAX);
+        let too_large = usize::try_from(size).map_or(true, |size| size > max);
         let bytes = if too_large {
             Err(StorageError::SideFileTooLarge {
                 path: path.clone(),
                 size,
-                max: SIDE_FILE_BYTES_MAX,
+                max,
             })
         } else {
-            file.read_at(0, SIDE_FILE_BYTES_MAX)
+            file.read_at(0, size as usize)
                 .await
                 .map_err(io_error(&path))
         };

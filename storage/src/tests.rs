@@ -19,7 +19,9 @@ use kafka_protocol::records::{
 use spool_protocol::batch::{self, BatchHeader};
 
 use crate::fs::failpoints;
-use crate::{Backend, LogConfig, MemFs, MemOp, PartitionLog, StorageError, TimestampType};
+use crate::{
+    Backend, LogConfig, MemFs, MemOp, PartitionLog, SequenceCheck, StorageError, TimestampType,
+};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -1917,4 +1919,109 @@ fn entries_on_dma_files() {
         .unwrap()
         .join()
         .unwrap();
+}
+
+// ---- Raft snapshots: retention point, producer state at an offset, restart from one ----
+
+#[test]
+fn a_snapshot_at_the_retention_point_restarts_a_follower_with_the_producer_state() {
+    let fs = MemFs::new();
+    let mut cfg = config();
+    cfg.retention_bytes = 4_000;
+    let log = open_entries(&fs, cfg.clone());
+    let now = wall_clock_ms_for_tests();
+    // Producer 9 writes one batch per entry; every batch is ~250 bytes, segments 2,000.
+    for seq in 0..60 {
+        log.append_entry(batch_of(2, 9, 0, seq * 2, now), 3, now)
+            .unwrap();
+        block_on(log.flush()).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 4, "{segments} segments");
+    // Nothing is deleted: the point is computed, only below the limit.
+    assert_eq!(log.retention_point(now, 0), None);
+    let keep_from = log
+        .retention_point(now, log.log_end_offset())
+        .expect("over retention");
+    assert!(keep_from > 0);
+    assert_eq!(log.segment_count(), segments);
+    assert_eq!(log.log_start_offset(), 0);
+    let first_kept = block_on(log.index_of_offset(keep_from)).unwrap().unwrap();
+    assert_eq!(
+        block_on(log.offset_of_index(first_kept))
+            .unwrap()
+            .unwrap()
+            .0,
+        keep_from,
+        "the point is a segment boundary"
+    );
+
+    let producers = block_on(log.producer_state_at(keep_from, None)).unwrap();
+    assert!(crate::producer_snapshot_is_valid(&producers));
+    let epochs = log.epochs_at(keep_from);
+    assert_eq!(epochs, vec![(3, keep_from)]);
+    // The same state from a base kept by the caller (here: the empty state at 0).
+    let empty = crate::producer::ProducerState::default().encode();
+    assert_eq!(
+        block_on(log.producer_state_at(keep_from, Some((0, &empty)))).unwrap(),
+        producers
+    );
+
+    // A follower with an unrelated log restarts at the snapshot.
+    let follower_fs = MemFs::new();
+    let follower = open_entries(&follower_fs, cfg.clone());
+    follower.append_entry(plain(3, now), 1, now).unwrap();
+    block_on(follower.flush()).unwrap();
+    block_on(follower.restart_from_snapshot(first_kept, keep_from, &producers, &epochs)).unwrap();
+    assert_eq!(follower.log_start_offset(), keep_from);
+    assert_eq!(follower.log_end_offset(), keep_from);
+    assert_eq!(follower.first_entry_index(), first_kept);
+    assert_eq!(follower.next_entry_index(), first_kept);
+    // The producer's batches below the snapshot are still known: the last one before it is
+    // a duplicate, the one after it continues the sequence, a gap is refused.
+    let below = block_on(log.offset_of_index(first_kept - 1))
+        .unwrap()
+        .unwrap();
+    let dup = batch_of(2, 9, 0, ((first_kept - 1) * 2) as i32, now);
+    assert!(matches!(
+        follower.check_producer(&dup, now).unwrap(),
+        SequenceCheck::Duplicate { base_offset, .. } if base_offset == below.0
+    ));
+    let next = batch_of(2, 9, 0, (first_kept * 2) as i32, now);
+    assert_eq!(
+        follower.check_producer(&next, now).unwrap(),
+        SequenceCheck::Append
+    );
+    let gap = batch_of(2, 9, 0, (first_kept * 2 + 6) as i32, now);
+    assert!(follower.check_producer(&gap, now).is_err());
+
+    // After a crash the restarted log comes back with the state (the producer snapshot file
+    // written at the restart offset).
+    drop(follower);
+    follower_fs.crash();
+    let reopened = open_entries(&follower_fs, cfg);
+    assert_eq!(reopened.log_start_offset(), keep_from);
+    assert!(matches!(
+        reopened.check_producer(&dup, now).unwrap(),
+        SequenceCheck::Duplicate { .. }
+    ));
+
+    // Bad producer bytes or decreasing epochs change nothing.
+    let before = (log.log_start_offset(), log.log_end_offset());
+    assert!(matches!(
+        block_on(log.restart_from_snapshot(1, 5, b"garbage", &[])),
+        Err(StorageError::CorruptSnapshot { .. })
+    ));
+    assert!(matches!(
+        block_on(log.restart_from_snapshot(1, 5, &producers, &[(4, 1), (3, 2)])),
+        Err(StorageError::CorruptSnapshot { .. })
+    ));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), before);
+}
+
+fn wall_clock_ms_for_tests() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

@@ -14,6 +14,7 @@
 pub mod isr;
 pub mod leadership;
 pub mod quiesce;
+pub mod retention;
 pub mod state_machine;
 
 use std::cell::{Cell, RefCell};
@@ -37,7 +38,7 @@ use spool_storage::{PartitionLog, SequenceCheck};
 use crate::runtime::{self, LocalReceiver, LocalSender};
 use crate::shard::mesh::ProduceResult;
 use crate::shard::{now_ms, storage_error_code};
-use state_machine::{Appended, HighWatermark, PartitionStateMachine};
+use state_machine::{Appended, HighWatermark, PartitionStateMachine, SnapshotTarget};
 
 pub type PartitionRaft = Raft<TypeConfig, PartitionStateMachine>;
 
@@ -77,8 +78,8 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
 pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
 
 /// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
-/// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum), no
-/// snapshots until retention goes through Raft (nothing is ever purged behind openraft).
+/// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum),
+/// snapshots and purges only when retention asks (`retention.rs`), never by entry count.
 /// With [`QUIESCE_ENV`] set, no tick: a group has no heartbeat or election timer of its own;
 /// the shard's `quiesce` loop pings each peer node once per round for all groups and starts
 /// the elections of the groups whose leader's node stopped answering.
@@ -93,6 +94,8 @@ pub fn raft_config(
         heartbeat_interval: (election / 5).max(5),
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        // Only retention's explicit `purge_log` purges: a snapshot alone keeps every entry.
+        max_in_snapshot_log_to_keep: u64::MAX,
         enable_tick: std::env::var(QUIESCE_ENV).map_or(true, |v| v != "1"),
         ..Default::default()
     };
@@ -129,6 +132,8 @@ pub struct ReplicaGroup {
     durable: DurableWaiters,
     next_tag: Cell<i32>,
     isr: RefCell<isr::IsrTracker>,
+    /// Where retention wants the next snapshot to end (`retention.rs`).
+    snapshot_target: SnapshotTarget,
     /// The in-sync replicas last reported to the controller, with the term they were seen in.
     reported_isr: RefCell<Option<(u64, Vec<i32>)>>,
 }
@@ -207,11 +212,13 @@ impl ReplicaGroup {
             .collect();
         let membership =
             Membership::new(vec![voters], nodes).map_err(|e| GroupError::Start(e.to_string()))?;
+        let snapshot_target = SnapshotTarget::default();
         let sm = PartitionStateMachine::new(
             log.clone(),
             committed,
             StoredMembership::new(None, membership),
             hw.clone(),
+            snapshot_target.clone(),
         );
         let id = group_id(&spec.topic_id, spec.partition);
         let timing = quiesce::Timing::from_election_timeout(config.election_timeout_min);
@@ -246,6 +253,7 @@ impl ReplicaGroup {
             durable,
             next_tag: Cell::new(0),
             isr: RefCell::new(isr::IsrTracker::default()),
+            snapshot_target,
             reported_isr: RefCell::new(None),
         });
         runtime::spawn_detached(proposer(Rc::downgrade(&group), queue));

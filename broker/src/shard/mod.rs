@@ -1141,17 +1141,23 @@ impl Shard {
             if self.shutting_down.get() {
                 return;
             }
-            // A replicated partition's log is its Raft log: deleting segments behind openraft
-            // would leave a follower a hole. Its retention goes through openraft's snapshots
-            // and purge (not built yet), so it keeps everything for now.
-            let parts: Vec<Rc<Partition>> = self
-                .partitions
-                .borrow()
-                .values()
-                .filter(|p| p.group.borrow().is_none())
-                .cloned()
-                .collect();
+            let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
             for p in parts {
+                // A replicated partition's log is its Raft log: its retention goes through
+                // openraft's snapshot and purge (`replication/retention.rs`), never by
+                // deleting segments behind openraft's back.
+                let group = p.group.borrow().clone();
+                if let Some(group) = group {
+                    // A compacted topic (cleanup.policy=compact): deleting its old segments
+                    // would lose live offsets; it awaits compaction through Raft instead.
+                    if p.topic == crate::group::OFFSETS_TOPIC {
+                        continue;
+                    }
+                    if let Err(e) = group.enforce_retention(now_ms()).await {
+                        tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
+                    }
+                    continue;
+                }
                 match p.log.enforce_retention(now_ms()).await {
                     Ok(0) => {}
                     Ok(n) => {
