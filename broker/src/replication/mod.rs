@@ -72,14 +72,15 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     hash.clamp(1, spool_raft::transport::PING_GROUP - 1)
 }
 
-/// Environment switch for quiescent partition groups (`1` turns them on). Off by default
-/// until the replication and fault tests pass with it (see ARCHITECTURE.md, "Many groups").
+/// Environment switch for quiescent partition groups: on by default, `0` turns them off (per-group
+/// ticks, heartbeats and election timers, for A/B comparisons; see ARCHITECTURE.md, "Many
+/// groups").
 pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
 
 /// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
 /// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum), no
 /// snapshots until retention goes through Raft (nothing is ever purged behind openraft).
-/// With [`QUIESCE_ENV`] set, no tick: a group has no heartbeat or election timer of its own;
+/// Unless [`QUIESCE_ENV`] is `0`, no tick: a group has no heartbeat or election timer of its own;
 /// the shard's `quiesce` loop pings each peer node once per round for all groups and starts
 /// the elections of the groups whose leader's node stopped answering.
 pub fn raft_config(
@@ -93,7 +94,7 @@ pub fn raft_config(
         heartbeat_interval: (election / 5).max(5),
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        enable_tick: std::env::var(QUIESCE_ENV).map_or(true, |v| v != "1"),
+        enable_tick: std::env::var(QUIESCE_ENV).is_ok_and(|v| v == "0"),
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|e| e.to_string())
@@ -267,9 +268,11 @@ impl ReplicaGroup {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         let now = std::time::Instant::now();
+        let view = isr::LeaderView::of(&m);
+        drop(m);
         let mut tracker = self.isr.borrow_mut();
-        tracker.observe(&m, now, lag_max)?;
-        Some(tracker.in_sync(m.id, now, lag_max))
+        tracker.observe(&view, now, lag_max, quiesce::last_heard)?;
+        Some(tracker.in_sync(view.id, now, lag_max))
     }
 
     /// The in-sync replicas and epoch to report to the controller, if they changed since the
@@ -464,6 +467,9 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                 .try_send(group.failed(ResponseError::NotLeaderOrFollower.code()));
             continue;
         };
+        // An idle quiescent leader's lease has run out; a write would be refused.
+        let lease = Duration::from_millis(group.raft.config().election_timeout_max);
+        quiesce::renew_lease(&group.raft, lease).await;
         if pending.borrow().term != term {
             *pending.borrow_mut() = Pending {
                 term,

@@ -17,6 +17,12 @@
 //!   its own no-leader timer would make it disturb them.
 //! - Commit notices need no heartbeat: openraft's replication streams send a follower the
 //!   leader's new commit index when it moves.
+//! - **Leader lease**: openraft refuses a leader's writes (`ForwardToLeader`, `LeaseExpired`)
+//!   once no quorum has acknowledged it for `election_timeout_max`; an idle quiescent leader
+//!   sends nothing, so its lease runs out. Before a write the proposer calls [`renew_lease`]:
+//!   one heartbeat round, answered by a quorum, renews it (one round trip on the first write
+//!   after idling). Without it every write to a partition idle for two election timeouts was
+//!   refused with NOT_LEADER_OR_FOLLOWER, and clients retried until they timed out.
 //!
 //! Owned by: the shard (one loop and one table per shard thread, `!Send`).
 
@@ -27,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use openraft::{Instant as _, RaftMetrics, ServerState};
 use spool_raft::transport::Router;
-use spool_raft::NodeId;
+use spool_raft::{NodeId, TypeConfig};
 
-use super::ReplicaGroup;
+use super::{PartitionRaft, ReplicaGroup};
 use crate::runtime;
 
 /// Elections one shard starts per round at most; the rest wait for the next round, so a dead
@@ -135,6 +141,62 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
         group: Rc::downgrade(group),
         elect_at: Cell::new(None),
     });
+}
+
+/// When `peer`'s node last answered this shard's ping (`None`: not pinged from this shard, or
+/// never answered). The ISR takes an idle, caught-up follower as in sync while it answers.
+pub fn last_heard(peer: NodeId) -> Option<Instant> {
+    QUIESCER.with(|q| {
+        let q = q.try_borrow().ok()?;
+        let peers = q.as_ref()?.peers.try_borrow().ok()?;
+        peers
+            .get(&peer)
+            .filter(|p| p.incarnation != 0)
+            .map(|p| p.last_ok)
+    })
+}
+
+/// Whether this replica leads with a lease (openraft's, `lease` long) past half its life: the
+/// next write would soon be, or is already, refused.
+fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
+    if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
+        return false;
+    }
+    m.last_quorum_acked
+        .as_ref()
+        .is_none_or(|at| at.clone().into_inner().elapsed() >= lease / 2)
+}
+
+/// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
+/// round and waits, at most `lease`, for a quorum to acknowledge it. Returns at once when the
+/// lease is fresh or this replica does not lead; after `lease` without a quorum the write goes
+/// ahead and openraft refuses it, as it should.
+pub async fn renew_lease(raft: &PartitionRaft, lease: Duration) {
+    if !lease_stale(&raft.metrics().borrow_watched(), lease) {
+        return;
+    }
+    if raft.trigger().heartbeat().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + lease;
+    let mut metrics = raft.metrics();
+    loop {
+        if !lease_stale(&metrics.borrow_watched(), lease) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let changed = futures::future::select(
+            Box::pin(metrics.changed()),
+            Box::pin(runtime::sleep(deadline - now)),
+        )
+        .await;
+        if let futures::future::Either::Left((Err(_), _)) = changed {
+            return;
+        }
+    }
 }
 
 impl Quiescer {
