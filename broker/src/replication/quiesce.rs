@@ -165,7 +165,7 @@ fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
     }
     m.last_quorum_acked
         .as_ref()
-        .is_none_or(|at| at.clone().into_inner().elapsed() >= lease / 2)
+        .is_none_or(|at| (*at).into_inner().elapsed() >= lease / 2)
 }
 
 /// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
