@@ -235,7 +235,9 @@ impl ReplicaGroup {
                 );
             }
         }
-        let (proposals, queue) = runtime::new_bounded(PROPOSALS_QUEUED_MAX);
+        // Bounded by `propose` (PROPOSALS_QUEUED_MAX); unbounded here so an idle group holds no
+        // preallocated queue (glommio's bounded channel allocates its capacity up front).
+        let (proposals, queue) = runtime::new_unbounded();
         let group = Rc::new(ReplicaGroup {
             id,
             topic: spec.topic.to_string(),
@@ -305,6 +307,9 @@ impl ReplicaGroup {
         let (reply, answer) = runtime::oneshot();
         // A full queue drops the proposal, and with it the reply: the waiter sees the channel
         // close and answers with a retriable error.
+        if self.proposals.len() >= PROPOSALS_QUEUED_MAX {
+            return answer;
+        }
         let _ = self.proposals.try_send(Proposal {
             records,
             acks,
