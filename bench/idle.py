@@ -165,14 +165,14 @@ def main():
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-kill", action="store_true", help="idle figures only, no failover")
-    ap.add_argument("--quiesce", action="store_true",
-                    help="run the nodes with SPOOL_PARTITION_QUIESCE=1 (quiescent groups)")
+    ap.add_argument("--no-quiesce", action="store_true",
+                    help="run the nodes with per-group ticks (SPOOL_PARTITION_QUIESCE=0; "
+                         "by default this benchmark sets SPOOL_PARTITION_QUIESCE=1)")
     ap.add_argument("--perf", type=float, default=0.0,
                     help="also perf-record node 1 for this many idle seconds (perf.data kept)")
     args = ap.parse_args()
 
-    if args.quiesce:
-        os.environ["SPOOL_PARTITION_QUIESCE"] = "1"
+    os.environ["SPOOL_PARTITION_QUIESCE"] = "0" if args.no_quiesce else "1"
     if not spool_bin().exists():
         sys.exit(f"spool binary not found at {spool_bin()} (set SPOOL_BIN)")
     workdir = Path(tempfile.mkdtemp(prefix="spool-idle-"))
@@ -182,7 +182,7 @@ def main():
     nodes = {i: Node(workdir, i, voters, ports[i][0], ports[i][1], args.cores, args.extra)
              for i in ids}
     result = {"partitions": args.partitions, "cores": args.cores, "idle_s": args.idle,
-              "extra": args.extra, "bin": str(spool_bin()), "quiesce": args.quiesce}
+              "extra": args.extra, "bin": str(spool_bin()), "quiesce": not args.no_quiesce}
     try:
         t0 = time.monotonic()
         for n in nodes.values():

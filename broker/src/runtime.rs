@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-pub use glommio::channels::local_channel::{new_bounded, LocalReceiver, LocalSender};
+pub use glommio::channels::local_channel::{
+    new_bounded, new_unbounded, LocalReceiver, LocalSender,
+};
 pub use glommio::Task;
 
 /// Spawns a task on the current shard.

@@ -137,6 +137,13 @@ pub fn in_sync(group: &ReplicaGroup, to: i32, ack_max: Duration) -> Result<(), S
         .as_ref()
         .and_then(|h| h.get(&to_id).cloned().flatten())
         .map(|at| at.into_inner().elapsed());
+    // A quiescent group sends no heartbeats: an idle follower answers for itself through its
+    // node's answers to the shard's pings (the caught-up check below still applies).
+    let heard = super::quiesce::last_heard(to_id).map(|at| at.elapsed());
+    let acked = match (acked, heard) {
+        (Some(a), Some(h)) => Some(a.min(h)),
+        (a, h) => a.or(h),
+    };
     match acked {
         Some(age) if age <= ack_max => {}
         _ => return Err(format!("replica {to} has not answered the leader lately")),

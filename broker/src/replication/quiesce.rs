@@ -6,7 +6,8 @@
 //!   of the shard's groups (`Router::ping`, answered by the peer's RPC registry with its
 //!   incarnation). A peer is down once no ping has succeeded for `down_after`.
 //! - **Elections**: a follower whose leader's node is down, or that knows no leader, starts a
-//!   pre-vote election (`trigger().elect(true)`) after a random stagger, and again after a
+//!   pre-vote election (`trigger().elect(true)`): one live voter per group at once (within a
+//!   short random stagger), the others as its backup a stagger later; and again after a
 //!   randomized retry interval while it still has no live leader. Raft's safety never depends
 //!   on timers, so triggering elections from here changes when groups elect, never what they
 //!   may decide; a voter's leader lease still refuses a candidate while a leader is writing to
@@ -17,6 +18,12 @@
 //!   its own no-leader timer would make it disturb them.
 //! - Commit notices need no heartbeat: openraft's replication streams send a follower the
 //!   leader's new commit index when it moves.
+//! - **Leader lease**: openraft refuses a leader's writes (`ForwardToLeader`, `LeaseExpired`)
+//!   once no quorum has acknowledged it for `election_timeout_max`; an idle quiescent leader
+//!   sends nothing, so its lease runs out. Before a write the proposer calls [`renew_lease`]:
+//!   one heartbeat round, answered by a quorum, renews it (one round trip on the first write
+//!   after idling). Without it every write to a partition idle for two election timeouts was
+//!   refused with NOT_LEADER_OR_FOLLOWER, and clients retried until they timed out.
 //!
 //! Owned by: the shard (one loop and one table per shard thread, `!Send`).
 
@@ -27,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use openraft::{Instant as _, RaftMetrics, ServerState};
 use spool_raft::transport::Router;
-use spool_raft::NodeId;
+use spool_raft::{NodeId, TypeConfig};
 
-use super::ReplicaGroup;
+use super::{PartitionRaft, ReplicaGroup};
 use crate::runtime;
 
 /// Elections one shard starts per round at most; the rest wait for the next round, so a dead
@@ -137,6 +144,62 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
     });
 }
 
+/// When `peer`'s node last answered this shard's ping (`None`: not pinged from this shard, or
+/// never answered). The ISR takes an idle, caught-up follower as in sync while it answers.
+pub fn last_heard(peer: NodeId) -> Option<Instant> {
+    QUIESCER.with(|q| {
+        let q = q.try_borrow().ok()?;
+        let peers = q.as_ref()?.peers.try_borrow().ok()?;
+        peers
+            .get(&peer)
+            .filter(|p| p.incarnation != 0)
+            .map(|p| p.last_ok)
+    })
+}
+
+/// Whether this replica leads with a lease (openraft's, `lease` long) past half its life: the
+/// next write would soon be, or is already, refused.
+fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
+    if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
+        return false;
+    }
+    m.last_quorum_acked
+        .as_ref()
+        .is_none_or(|at| (*at).into_inner().elapsed() >= lease / 2)
+}
+
+/// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
+/// round and waits, at most `lease`, for a quorum to acknowledge it. Returns at once when the
+/// lease is fresh or this replica does not lead; after `lease` without a quorum the write goes
+/// ahead and openraft refuses it, as it should.
+pub async fn renew_lease(raft: &PartitionRaft, lease: Duration) {
+    if !lease_stale(&raft.metrics().borrow_watched(), lease) {
+        return;
+    }
+    if raft.trigger().heartbeat().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + lease;
+    let mut metrics = raft.metrics();
+    loop {
+        if !lease_stale(&metrics.borrow_watched(), lease) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let changed = futures::future::select(
+            Box::pin(metrics.changed()),
+            Box::pin(runtime::sleep(deadline - now)),
+        )
+        .await;
+        if let futures::future::Either::Left((Err(_), _)) = changed {
+            return;
+        }
+    }
+}
+
 impl Quiescer {
     /// xorshift64*: enough to spread elections, no dependency.
     fn jitter(&self, max: Duration) -> Duration {
@@ -148,6 +211,29 @@ impl Quiescer {
         let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let nanos = max.as_nanos().max(1) as u64;
         Duration::from_nanos(r % nanos)
+    }
+
+    /// How long this replica waits before electing in a group that lost its leader. One live
+    /// voter per group (picked by the group id, so a dead node's groups spread over the
+    /// survivors) stands at once, within a quarter of the stagger; the others wait one to two
+    /// staggers as its backup. When every survivor stood at random within the same window,
+    /// two often stood together (pre-vote and vote take a round trip and an fsync each on a
+    /// loaded machine), split the vote and both waited out a retry: that was most of the
+    /// time to recover every leadership after a kill -9.
+    fn first_wait(&self, group: &ReplicaGroup, voters: &[NodeId], now: Instant) -> Duration {
+        let standing: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v == self.me || self.alive(*v, now))
+            .collect();
+        let first = standing
+            .get((group.id % standing.len().max(1) as u64) as usize)
+            .copied();
+        if first.is_none_or(|f| f == self.me) {
+            self.jitter(self.timing.stagger / 4)
+        } else {
+            self.timing.stagger + self.jitter(self.timing.stagger)
+        }
     }
 
     fn alive(&self, peer: NodeId, now: Instant) -> bool {
@@ -207,7 +293,7 @@ impl Quiescer {
                             self.timing.no_leader_grace
                         };
                         slot.elect_at
-                            .set(Some(now + grace + self.jitter(self.timing.stagger)));
+                            .set(Some(now + grace + self.first_wait(&group, &voters, now)));
                     }
                     Some(at) if at <= now && elect.len() < ELECTIONS_PER_ROUND_MAX => {
                         slot.elect_at.set(Some(
