@@ -36,7 +36,7 @@ def reassign(bootstrap, *args, check=True):
 
 def create_assigned(admin, name, assignment):
     from confluent_kafka.admin import NewTopic
-    fs = admin.create_topics([NewTopic(name, replica_assignment=assignment)],
+    fs = admin.create_topics([NewTopic(name, len(assignment), replica_assignment=assignment)],
                              operation_timeout=30)
     fs[name].result(timeout=30)
 
