@@ -269,6 +269,7 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(shard.clone().flusher());
     runtime::spawn_detached(shard.clone().retention_loop());
     runtime::spawn_detached(shard.clone().isr_loop());
+    runtime::spawn_detached(replication::reassign::reassign_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::load(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));

@@ -48,6 +48,9 @@ pub struct TopicMeta {
     /// Each replicated partition's in-sync replicas as its leader last reported them.
     #[serde(default)]
     pub isr: Vec<Vec<i32>>,
+    /// Each partition's reassignment target while one is in progress.
+    #[serde(default)]
+    pub targets: Vec<Option<Vec<i32>>>,
 }
 
 /// Every shard's view of the topics.

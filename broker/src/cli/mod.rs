@@ -1,5 +1,5 @@
 //! The admin and data command line: `spool topic ...`, `spool group ...`, `spool cluster
-//! status`, `spool produce`, `spool consume`.
+//! status`, `spool cluster decommission`, `spool produce`, `spool consume`.
 //!
 //! A small blocking Kafka client (std `TcpStream`, no runtime) speaking the wire protocol through
 //! the `kafka-protocol` codec, so the same commands work against Spool and Apache Kafka. Boundary:
@@ -16,6 +16,7 @@ mod error;
 mod group;
 mod group_wire;
 mod produce;
+mod reassign;
 mod topic;
 
 use clap::{Args, Subcommand};
@@ -81,6 +82,16 @@ pub enum ClusterCommand {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Move every replica off a broker (AlterPartitionReassignments) and wait until the moves
+    /// are done (ListPartitionReassignments empty).
+    Decommission {
+        /// The broker to empty.
+        #[arg(long)]
+        broker: i32,
+        /// Give up waiting after this many seconds (the moves continue).
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
     },
 }
 
@@ -216,6 +227,15 @@ pub fn cluster(args: ClusterArgs) -> i32 {
     report(
         client::Client::connect(&args.conn.bootstrap_server).and_then(|mut c| match args.command {
             ClusterCommand::Status { json } => cluster::status(&mut c, json, &mut out),
+            ClusterCommand::Decommission {
+                broker,
+                timeout_secs,
+            } => reassign::decommission(
+                &mut c,
+                broker,
+                std::time::Duration::from_secs(timeout_secs),
+                &mut out,
+            ),
         }),
     )
 }

@@ -290,6 +290,86 @@ pub fn plan(
                 Ok(Plan::Propose(records))
             }
         }
+        ControllerRequest::AlterReassignment {
+            topic,
+            partition,
+            target,
+        } => {
+            let (id, state) = partition_of(image, topic, *partition)?;
+            match target {
+                None if state.target.is_none() => Err(refuse(
+                    ResponseError::NoReassignmentInProgress,
+                    format!("Partition {topic}-{partition} has no ongoing reassignment."),
+                )),
+                None => Ok(Plan::Propose(vec![MetadataRecord::PartitionReassign {
+                    id,
+                    partition: *partition,
+                    target: None,
+                }])),
+                Some(target) => {
+                    let checked =
+                        explicit(image, std::slice::from_ref(target)).map_err(|(e, m)| {
+                            (
+                                e,
+                                m.replace("partition 0", &format!("partition {partition}")),
+                            )
+                        })?;
+                    let target = checked
+                        .into_iter()
+                        .next()
+                        .map(|a| a.replicas)
+                        .unwrap_or_default();
+                    if state.target.is_none() && target == state.replicas {
+                        return Ok(Plan::Nothing);
+                    }
+                    Ok(Plan::Propose(vec![MetadataRecord::PartitionReassign {
+                        id,
+                        partition: *partition,
+                        target: Some(target),
+                    }]))
+                }
+            }
+        }
+        ControllerRequest::ReportReassigned {
+            topic,
+            partition,
+            voters,
+        } => {
+            let (id, state) = partition_of(image, topic, *partition)?;
+            let same = |a: &[i32], b: &[i32]| {
+                let mut a = a.to_vec();
+                let mut b = b.to_vec();
+                a.sort_unstable();
+                b.sort_unstable();
+                a == b
+            };
+            if voters.is_empty() {
+                return Ok(Plan::Nothing);
+            }
+            let replicas = match &state.target {
+                // Keeps the target's order: its first replica is the preferred leader.
+                Some(target) if same(target, voters) => target.clone(),
+                // A report of an intermediate step, or from before the target changed.
+                Some(_) => return Ok(Plan::Nothing),
+                None if same(&state.replicas, voters) => return Ok(Plan::Nothing),
+                // Cancelled after the group's membership had changed: the group's voters stand.
+                None => {
+                    let mut kept: Vec<i32> = state
+                        .replicas
+                        .iter()
+                        .filter(|r| voters.contains(r))
+                        .copied()
+                        .collect();
+                    kept.extend(voters.iter().filter(|v| !state.replicas.contains(v)));
+                    kept
+                }
+            };
+            Ok(Plan::Propose(vec![MetadataRecord::PartitionReassigned {
+                id,
+                partition: *partition,
+                replicas,
+            }]))
+        }
         ControllerRequest::AllocateProducerIds { broker } => {
             Ok(Plan::Propose(vec![MetadataRecord::ProducerIds {
                 broker: *broker,
@@ -318,6 +398,29 @@ pub fn plan(
         | ControllerRequest::DescribeQuorum
         | ControllerRequest::MoveLeader { .. } => Ok(Plan::Nothing),
     }
+}
+
+/// A partition's topic id and state, or UNKNOWN_TOPIC_OR_PARTITION.
+fn partition_of<'a>(
+    image: &'a MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Result<([u8; 16], &'a super::image::PartitionState), Refusal> {
+    image
+        .topics
+        .get(topic)
+        .and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|p| t.partitions.get(p))
+                .map(|state| (t.id, state))
+        })
+        .ok_or_else(|| {
+            refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Unable to find partition {topic}-{partition}."),
+            )
+        })
 }
 
 /// The overrides that change when `changes` apply to `current` (`None`: removed), as Kafka's

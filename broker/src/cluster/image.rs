@@ -52,6 +52,32 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// The in-sync replicas as the leader last reported them (at creation: every replica).
     pub isr: Vec<i32>,
+    /// A reassignment in progress: the replica set the partition is moving to. `replicas`
+    /// stays the group's voters until its leader reports the membership change.
+    pub target: Option<Vec<i32>>,
+}
+
+impl PartitionState {
+    /// Replicas a reassignment in progress adds (in the target's order).
+    pub fn adding(&self) -> Vec<i32> {
+        self.target.as_ref().map_or(Vec::new(), |t| {
+            t.iter()
+                .filter(|r| !self.replicas.contains(r))
+                .copied()
+                .collect()
+        })
+    }
+
+    /// Replicas a reassignment in progress removes.
+    pub fn removing(&self) -> Vec<i32> {
+        self.target.as_ref().map_or(Vec::new(), |t| {
+            self.replicas
+                .iter()
+                .filter(|r| !t.contains(r))
+                .copied()
+                .collect()
+        })
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -87,6 +113,7 @@ fn partition_state(assignment: PartitionAssignment) -> PartitionState {
         isr: assignment.replicas.clone(),
         replicas: assignment.replicas,
         leader_epoch: 0,
+        target: None,
     }
 }
 
@@ -229,6 +256,31 @@ impl MetadataImage {
                 }
                 None => ApplyOutcome::UnknownTopic,
             },
+            MetadataRecord::PartitionReassign {
+                id,
+                partition,
+                target,
+            } => match self.partition_mut(&id, partition) {
+                Some(state) => {
+                    state.target = target.filter(|t| *t != state.replicas);
+                    ApplyOutcome::Applied
+                }
+                None => ApplyOutcome::UnknownTopic,
+            },
+            MetadataRecord::PartitionReassigned {
+                id,
+                partition,
+                replicas,
+            } => match self.partition_mut(&id, partition) {
+                Some(state) => {
+                    assert!(!replicas.is_empty(), "a group keeps at least one voter");
+                    state.isr.retain(|r| replicas.contains(r));
+                    state.replicas = replicas;
+                    state.target = None;
+                    ApplyOutcome::Applied
+                }
+                None => ApplyOutcome::UnknownTopic,
+            },
             MetadataRecord::ProducerIds { count, .. } => {
                 assert!(count > 0, "the proposer asks for a positive block");
                 let first = self.next_producer_id;
@@ -243,6 +295,13 @@ impl MetadataImage {
             .values()
             .find(|t| &t.id == id)
             .map(|t| t.name.clone())
+    }
+
+    fn partition_mut(&mut self, id: &[u8; 16], partition: i32) -> Option<&mut PartitionState> {
+        let topic = self.topic_by_id_mut(id)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.partitions.get_mut(p))
     }
 
     fn topic_by_id_mut(&mut self, id: &[u8; 16]) -> Option<&mut TopicImage> {

@@ -114,6 +114,21 @@ pub enum MetadataRecord {
         epoch: i32,
         isr: Vec<i32>,
     },
+    /// AlterPartitionReassignments: the partition's replicas are to become `target` (KRaft's
+    /// PartitionChangeRecord with adding/removing replicas); `None` cancels a pending one.
+    /// The partition's Raft leader carries it out and reports the outcome.
+    PartitionReassign {
+        id: [u8; 16],
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// The partition's Raft group changed its voters to `replicas` (the leader reported it
+    /// once the membership change committed): the reassignment, if any, is over.
+    PartitionReassigned {
+        id: [u8; 16],
+        partition: i32,
+        replicas: Vec<i32>,
+    },
 }
 
 /// What one Raft entry of the metadata group carries.

@@ -56,6 +56,20 @@ pub enum ControllerRequest {
         leader: i32,
         changes: Vec<IsrChange>,
     },
+    /// AlterPartitionReassignments of one partition: move its replicas to `target`, or cancel
+    /// the pending move (`None`).
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// A partition leader changed its group's voters to `voters` (a reassignment finished or
+    /// was cancelled after the membership changed).
+    ReportReassigned {
+        topic: String,
+        partition: i32,
+        voters: Vec<i32>,
+    },
     /// Not for the controller: asks the node that leads a partition's Raft group to hand its
     /// leadership to replica `to` (ElectLeaders), answered by that node itself with
     /// `Done { value: leader it knows, or -1 }` (see `replication::leadership`).

@@ -93,7 +93,9 @@ fn changes_of(records: &[MetadataRecord], before: &MetadataImage) -> Vec<Change>
                 | MetadataRecord::CreatePartitions { id, .. }
                 | MetadataRecord::AlterTopicConfigs { id, .. }
                 | MetadataRecord::PartitionLeader { id, .. }
-                | MetadataRecord::PartitionIsr { id, .. } => {
+                | MetadataRecord::PartitionIsr { id, .. }
+                | MetadataRecord::PartitionReassign { id, .. }
+                | MetadataRecord::PartitionReassigned { id, .. } => {
                     let name = before.topic_name_by_id(id).unwrap_or_default();
                     if matches!(r, MetadataRecord::DeleteTopic { .. }) {
                         Change::TopicDeleted(name)

@@ -102,5 +102,6 @@ pub fn topic_meta(topic: &TopicImage) -> TopicMeta {
             .map(|p| (p.leader, p.leader_epoch))
             .collect(),
         isr: topic.partitions.iter().map(|p| p.isr.clone()).collect(),
+        targets: topic.partitions.iter().map(|p| p.target.clone()).collect(),
     }
 }

@@ -192,6 +192,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
         replicas: Vec::new(),
         leaders: Vec::new(),
         isr: Vec::new(),
+        targets: Vec::new(),
     };
     let (code, message, _) = shard
         .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {

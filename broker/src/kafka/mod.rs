@@ -119,6 +119,16 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         elect_leaders::VERSIONS,
     ),
     (
+        ApiKey::AlterPartitionReassignments,
+        alter_partition_reassignments::VERSIONS,
+        alter_partition_reassignments::VERSIONS,
+    ),
+    (
+        ApiKey::ListPartitionReassignments,
+        list_partition_reassignments::VERSIONS,
+        list_partition_reassignments::VERSIONS,
+    ),
+    (
         ApiKey::DescribeQuorum,
         describe_quorum::VERSIONS,
         describe_quorum::VERSIONS,
@@ -320,6 +330,14 @@ pub async fn dispatch(
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
         ApiKey::DescribeQuorum => serve!(describe_quorum, m::DescribeQuorumRequest),
         ApiKey::ElectLeaders => serve!(elect_leaders, m::ElectLeadersRequest),
+        ApiKey::AlterPartitionReassignments => serve!(
+            alter_partition_reassignments,
+            m::AlterPartitionReassignmentsRequest
+        ),
+        ApiKey::ListPartitionReassignments => serve!(
+            list_partition_reassignments,
+            m::ListPartitionReassignmentsRequest
+        ),
         ApiKey::FindCoordinator => serve!(find_coordinator, m::FindCoordinatorRequest),
         ApiKey::JoinGroup => serve!(join_group, m::JoinGroupRequest),
         ApiKey::SyncGroup => serve!(sync_group, m::SyncGroupRequest),

@@ -14,6 +14,7 @@
 pub mod isr;
 pub mod leadership;
 pub mod quiesce;
+pub mod reassign;
 pub mod retention;
 pub mod state_machine;
 
@@ -205,9 +206,13 @@ impl ReplicaGroup {
             None => log.log_start_offset(),
         });
         let voters: BTreeSet<NodeId> = spec.replicas.iter().map(|r| *r as NodeId).collect();
+        // A replica a reassignment adds starts as a learner of the current voters; the leader
+        // adds it (`add_learner`) and later makes it a voter through the log.
+        let learner = (!spec.replicas.contains(&spec.node_id)).then_some(spec.node_id);
         let nodes: BTreeMap<NodeId, NodeInfo> = spec
             .replicas
             .iter()
+            .chain(learner.iter())
             .map(|r| {
                 let rpc_addr = spec.rpc_addrs.get(r).cloned().unwrap_or_default();
                 (*r as NodeId, NodeInfo { rpc_addr })

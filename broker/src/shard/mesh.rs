@@ -190,6 +190,19 @@ pub enum AdminRequest {
         partition: i32,
         epoch: i32,
     },
+    /// AlterPartitionReassignments of one partition (`None`: cancel).
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+        timeout_ms: i32,
+    },
+    /// A group this node leads changed its voters: tell the controller.
+    ReportReassigned {
+        topic: String,
+        partition: i32,
+        voters: Vec<i32>,
+    },
     /// In-sync replicas of partitions this node leads changed: tell the controller.
     ReportIsr {
         changes: Vec<crate::cluster::rpc::IsrChange>,

@@ -202,10 +202,26 @@ impl Shard {
     }
 
     /// Whether this node holds `partition` of `meta` (it is among its replicas).
+    /// The Raft groups of this shard's replicated partitions.
+    pub fn replica_groups(&self) -> Vec<Rc<crate::replication::ReplicaGroup>> {
+        self.partitions
+            .borrow()
+            .values()
+            .filter_map(|p| p.replicated())
+            .collect()
+    }
+
+    /// Whether this broker holds a replica of the partition: one of its replicas, or one a
+    /// reassignment in progress adds (it joins the group as a learner).
     pub fn hosts(&self, meta: &TopicMeta, partition: i32) -> bool {
+        let me = self.config.node_id;
         meta.replicas
             .get(partition as usize)
-            .is_some_and(|r| r.contains(&self.config.node_id))
+            .is_some_and(|r| r.contains(&me))
+            || meta
+                .targets
+                .get(partition as usize)
+                .is_some_and(|t| t.as_ref().is_some_and(|t| t.contains(&me)))
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
@@ -853,6 +869,11 @@ impl Shard {
         let replicated = self.replicates(&meta.name);
         for index in 0..meta.partitions {
             if !self.hosts(&meta, index) {
+                // A reassignment moved the replica away: the group's voters no longer name
+                // this broker (the leader reported the committed membership change).
+                if replicated && self.owner(&meta.name, index) == self.id {
+                    self.retire_replica(&meta.name, index).await;
+                }
                 continue;
             }
             if replicated {
@@ -1039,6 +1060,37 @@ impl Shard {
         // into a directory a recreated topic of the same name may own.
         self.dirty.borrow_mut().retain(|p| p.topic != name);
         for p in owned {
+            self.delete_partition(p).await;
+        }
+    }
+
+    /// Stops and deletes this broker's replica of a partition a reassignment moved elsewhere
+    /// (Kafka's StopReplica with deletion).
+    async fn retire_replica(&self, topic: &str, index: i32) {
+        let removed = self
+            .partitions
+            .borrow_mut()
+            .remove(&(topic.to_string(), index));
+        let Some(p) = removed else {
+            return;
+        };
+        tracing::info!(
+            topic,
+            partition = index,
+            "replica reassigned away; deleting it"
+        );
+        self.share_tail_cache();
+        self.dirty
+            .borrow_mut()
+            .retain(|d| !(d.topic == topic && d.index == index));
+        self.delete_partition(p).await;
+    }
+
+    /// Stops a partition taken out of the table and deletes its files.
+    async fn delete_partition(&self, p: Rc<Partition>) {
+        let name = p.topic.clone();
+        let name = name.as_str();
+        {
             p.deleted.set(true);
             p.flushed(ResponseError::UnknownTopicOrPartition.code());
             self.stop_group(&p).await;
@@ -1287,6 +1339,31 @@ impl Shard {
             AdminRequest::DeleteTopic { name, timeout_ms } => {
                 (ControllerRequest::DeleteTopic { name }, timeout(timeout_ms))
             }
+            AdminRequest::AlterReassignment {
+                topic,
+                partition,
+                target,
+                timeout_ms,
+            } => (
+                ControllerRequest::AlterReassignment {
+                    topic,
+                    partition,
+                    target,
+                },
+                timeout(timeout_ms),
+            ),
+            AdminRequest::ReportReassigned {
+                topic,
+                partition,
+                voters,
+            } => (
+                ControllerRequest::ReportReassigned {
+                    topic,
+                    partition,
+                    voters,
+                },
+                timeout(0),
+            ),
             AdminRequest::CreatePartitions {
                 name,
                 count,
@@ -1460,6 +1537,7 @@ impl Shard {
             replicas: Vec::new(),
             leaders: Vec::new(),
             isr: Vec::new(),
+            targets: Vec::new(),
         };
         let (code, _, _) = self
             .admin_call(AdminRequest::CreateTopic {

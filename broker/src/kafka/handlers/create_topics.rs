@@ -117,6 +117,7 @@ pub async fn handle(ctx: &Ctx, request: CreateTopicsRequest) -> CreateTopicsResp
                 .collect(),
             leaders: Vec::new(),
             isr: Vec::new(),
+            targets: Vec::new(),
         };
         let described = describe_configs(ctx, &meta);
         let (code, message, _) = shard
