@@ -66,16 +66,43 @@ def batches_from(partition_dir, start, end):
 
 def watermarks(bootstrap, topic):
     from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import KafkaError, KafkaException
+    moving = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+              KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wm"})
     try:
-        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        # A leadership move (the rebalance hands the partition back) answers NOT_LEADER
+        # until the client refreshes its metadata: retry, bounded.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            except KafkaException as e:
+                if e.args[0].code() not in moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         c.close()
 
 
 def wait_converged(c, topic, nodes, above, timeout=30):
     """Until the replicas on `nodes` start at the same segment, above `above`, and hold the
-    same batches from there to the high watermark. Returns (start, high watermark)."""
+    same batches from there to the high watermark, and the start stays put for a few
+    retention passes (a pass may purge part of what retention allows, the next the rest).
+    Returns (start, high watermark)."""
+    deadline = time.monotonic() + timeout
+    start, hw = _converged_once(c, topic, nodes, above, timeout)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)  # > 3 retention passes (log.retention.check.interval.ms=300)
+        again, hw2 = _converged_once(c, topic, nodes, above, deadline - time.monotonic())
+        if again == start:
+            return start, hw2
+        start, hw = again, hw2
+    pytest.fail(f"the log start of {topic} never settled (last {start})", pytrace=False)
+
+
+def _converged_once(c, topic, nodes, above, timeout):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
