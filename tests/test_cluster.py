@@ -498,7 +498,15 @@ def test_three_controllers_and_two_brokers(cluster):
     c = cluster(controllers=3, brokers_only=2, racks=["a", "b", "c", "a", "b"],
                 bootstrap_only=(5,))
     create_topic(c.admin(), "five", 10)
-    leaders = partition_leaders(c.admin(c.nodes[5]), "five")
+    # CreateTopics is answered once the answering broker applied it; node 5 follows the
+    # metadata log on its own and may be a moment behind (as a Kafka broker may).
+    deadline = time.monotonic() + 15
+    leaders = {}
+    while time.monotonic() < deadline:
+        leaders = partition_leaders(c.admin(c.nodes[5]), "five")
+        if len(leaders) == 10 and all(l >= 0 for l in leaders.values()):
+            break
+        time.sleep(0.2)
     assert set(leaders.values()) == {1, 2, 3, 4, 5}
     md = c.admin(c.nodes[4]).list_topics(timeout=10)
     assert sorted(md.brokers) == [1, 2, 3, 4, 5]

@@ -12,11 +12,10 @@ use super::error::CliError;
 
 const METADATA_TOPIC: &str = "__cluster_metadata";
 
-pub fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let local = |source| CliError::Local {
-        what: "cannot write the output",
-        source,
-    };
+/// Every broker, fenced ones included, and the active controller (DescribeCluster).
+pub(super) fn describe_cluster(
+    client: &mut Client,
+) -> Result<kafka_protocol::messages::DescribeClusterResponse, CliError> {
     let cluster = client
         .bootstrap()
         .send(&DescribeClusterRequest::default().with_include_fenced_brokers(true))?
@@ -28,6 +27,15 @@ pub fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<()
             cluster.error_message.as_ref().map(|m| m.as_str()),
         ));
     }
+    Ok(cluster)
+}
+
+pub fn status(client: &mut Client, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let local = |source| CliError::Local {
+        what: "cannot write the output",
+        source,
+    };
+    let cluster = describe_cluster(client)?;
     let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
         .with_topic_name(topic_name(METADATA_TOPIC))
         .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);

@@ -16,8 +16,7 @@ use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DescribeClusterRequest,
-    ListPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
 };
 
 use super::client::{topic_name, Client};
@@ -81,17 +80,7 @@ pub fn decommission(
         what: "cannot write the output",
         source,
     };
-    let cluster = client
-        .bootstrap()
-        .send(&DescribeClusterRequest::default().with_include_fenced_brokers(true))?
-        .0;
-    if cluster.error_code != 0 {
-        return Err(CliError::kafka(
-            "DescribeCluster",
-            cluster.error_code,
-            cluster.error_message.as_ref().map(|m| m.as_str()),
-        ));
-    }
+    let cluster = super::cluster::describe_cluster(client)?;
     if !cluster.brokers.iter().any(|b| b.broker_id.0 == broker) {
         return Err(CliError::kafka(
             "decommission",
