@@ -24,6 +24,7 @@ import pytest
 
 from conftest import TARGET, spool_bin
 from test_cluster import cluster, kafka_tool, pytest_runtest_makereport  # noqa: F401
+from test_leadership import wait_until
 from test_replication import (consume_all, high_watermarks, partition_state, read_batches,
                               wait_leaders)
 
@@ -41,20 +42,6 @@ def create_assigned(admin, name, assignment):
     fs = admin.create_topics([NewTopic(name, len(assignment), replica_assignment=assignment)],
                              operation_timeout=30)
     fs[name].result(timeout=30)
-
-
-def wait_until(what, probe, timeout, c):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            ok, last = probe()
-            if ok:
-                return last
-        except Exception as e:  # noqa: BLE001
-            last = e
-        time.sleep(0.3)
-    pytest.fail(f"{what} not reached within {timeout}s: {last}\n{c.tails()}", pytrace=False)
 
 
 class Producer:
@@ -122,7 +109,7 @@ def check_moved(c, topic, partitions, acked, replicas_of):
             assert batches == first, f"{topic}-{p}: replica on node {i} differs"
 
 
-def test_kafka_reassign_tool_moves_replicas_under_load(cluster, tmp_path):
+def test_alter_partition_reassignments_moves_replicas_under_load(cluster, tmp_path):
     c = cluster(controllers=3)
     create_assigned(c.admin(), "mv", [[1, 2], [2, 1]])
     wait_leaders(c, "mv", 2)

@@ -487,9 +487,13 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                 .try_send(group.failed(ResponseError::NotLeaderOrFollower.code()));
             continue;
         };
-        // An idle quiescent leader's lease has run out; a write would be refused.
-        let lease = Duration::from_millis(group.raft.config().election_timeout_max);
-        quiesce::renew_lease(&group.raft, lease).await;
+        // An idle quiescent leader's lease may have run out, and a write would be refused; a
+        // ticking group's heartbeats keep it fresh, so its produce path skips the check.
+        let config = group.raft.config();
+        if !config.enable_tick {
+            let lease = Duration::from_millis(config.election_timeout_max);
+            quiesce::renew_lease(&group.raft, lease).await;
+        }
         if pending.borrow().term != term {
             *pending.borrow_mut() = Pending {
                 term,
