@@ -12,6 +12,8 @@ Checked with real clients and Kafka's own tools:
 - a confluent-kafka consumer commits everything it read; kill -9 of the coordinator's node:
   the same consumer carries on with a new coordinator, reads exactly the records produced
   after the kill (nothing it committed is read again, nothing is lost) and commits them;
+  it stays the same member with the same partitions, no rebalance (the group's members are
+  in its persisted metadata record, which the new coordinator loads, as in Kafka);
   the committed offsets are the log ends, through librdkafka's admin API and through
   `kafka-consumer-groups.sh --describe` (Java AdminClient);
 - Kafka's console consumer (a Java group member) in the same group then reads exactly the
@@ -146,7 +148,10 @@ def test_offsets_topic_replicates_and_groups_survive_coordinator_kill9(cluster):
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "session.timeout.ms": 10000, "heartbeat.interval.ms": 500,
                          "topic.metadata.refresh.interval.ms": 1000})
-    consumer.subscribe([TOPIC])
+    rebalances = []
+    consumer.subscribe([TOPIC],
+                       on_revoke=lambda _c, parts: rebalances.append(("revoked", len(parts))),
+                       on_lost=lambda _c, parts: rebalances.append(("lost", len(parts))))
     try:
         seen = []
         poll_until(consumer, len(first), seen)
@@ -164,6 +169,10 @@ def test_offsets_topic_replicates_and_groups_survive_coordinator_kill9(cluster):
         index = java_hash_partition(group, OFFSETS_PARTITIONS)
         coordinator, _ = coordinator_of(c, group)
         assert coordinator == leaders[index], (coordinator, leaders, index)
+
+        member = consumer.memberid()
+        assigned = sorted(tp.partition for tp in consumer.assignment())
+        assert member and assigned == list(range(PARTITIONS)), (member, assigned)
 
         # kill -9 the coordinator's node.
         victim = c.nodes[coordinator]
@@ -184,8 +193,15 @@ def test_offsets_topic_replicates_and_groups_survive_coordinator_kill9(cluster):
         assert len(values) == len(set(values)), "a record was read twice"
         assert sorted(values) == sorted(second), f"read {len(values)} of the 300 new records"
         commit_sync(consumer)
-        new_coordinator, _ = coordinator_of(c, group)
+        new_coordinator, desc = coordinator_of(c, group)
         assert new_coordinator == new_leader and new_coordinator != coordinator
+        # The new coordinator knows the member it never saw join: same id, same partitions,
+        # and the client went through no rebalance.
+        assert not rebalances, f"the coordinator failover cost a rebalance: {rebalances}"
+        assert consumer.memberid() == member, (consumer.memberid(), member)
+        assert [m.member_id for m in desc.members] == [member], desc.members
+        got = sorted(tp.partition for tp in desc.members[0].assignment.topic_partitions)
+        assert got == assigned, (got, assigned)
         ends = high_watermarks(c.bootstrap, TOPIC, PARTITIONS)
         assert committed(c, group) == ends
     finally:

@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
+use super::records::{GroupValue, MemberValue};
+
 /// Kafka's `group.new.member.join.timeout`: a new member awaiting its first join may expire.
 pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
 
@@ -884,6 +886,86 @@ impl Group {
             .min();
         let join = (self.state == GroupState::PreparingRebalance).then_some(self.join_deadline_ms);
         [pending, sessions, join].into_iter().flatten().min()
+    }
+
+    // ---- persistence ------------------------------------------------------------------------
+
+    /// The group metadata record for this generation: what a new coordinator needs to keep the
+    /// group's members without a rebalance (Kafka's `GroupMetadataValue`).
+    pub fn to_value(&self) -> GroupValue {
+        let protocol = self.protocol.clone();
+        let members = self
+            .members
+            .iter()
+            .map(|m| MemberValue {
+                id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: protocol
+                    .as_deref()
+                    .map(|p| m.metadata(p))
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol,
+            leader: self.leader.clone(),
+            state_timestamp_ms: self.state_since_ms,
+            members,
+        }
+    }
+
+    /// Takes the state of a loaded group metadata record, as Kafka's coordinator does when it
+    /// loads a partition: Stable with its members (each gets a fresh session from `now_ms`, so
+    /// a member that died with the old coordinator still expires) or Empty without. Anything a
+    /// rebalance in progress had (waiting joins, pending ids) belonged to the old coordinator's
+    /// connections and is gone; those clients retry.
+    pub fn restore(&mut self, v: GroupValue, now_ms: i64) {
+        self.generation = v.generation;
+        self.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+        self.pending.clear();
+        self.delaying = false;
+        self.new_member_added = false;
+        let protocol = v.protocol.filter(|_| !v.members.is_empty());
+        self.members = v
+            .members
+            .into_iter()
+            .map(|m| Member {
+                protocols: protocol
+                    .iter()
+                    .map(|p| (p.clone(), m.subscription.clone()))
+                    .collect(),
+                id: m.id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                assignment: m.assignment,
+                awaiting_join: false,
+                awaiting_sync: false,
+                is_new: false,
+                heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+            })
+            .collect();
+        self.leader = v.leader.filter(|l| self.members.iter().any(|m| &m.id == l));
+        self.protocol = protocol;
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        self.state_since_ms = if v.state_timestamp_ms >= 0 {
+            v.state_timestamp_ms
+        } else {
+            now_ms
+        };
     }
 
     // ---- offsets ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ use super::classic::{
     SyncResult,
 };
 use super::consumer::{self, ConsumerGroup, HeartbeatIn};
-use super::records::{self, ConsumerGroupValue, GroupValue, Key, OffsetValue, Value};
+use super::records::{self, ConsumerGroupValue, Key, OffsetValue, Value};
 use super::{FetchedOffset, FetchedOffsets, GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::replication::ReplicaGroup;
@@ -480,17 +480,7 @@ impl GroupCoordinator {
 
     /// Appends the group's metadata record; the write says when it is durable (committed).
     fn persist_group(&self, shard: &Rc<Shard>, group_id: &str) -> Option<Write> {
-        let value = {
-            let groups = self.groups.borrow();
-            let g = groups.get(group_id)?;
-            GroupValue {
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                generation: g.generation,
-                protocol: g.protocol.clone(),
-                leader: g.leader.clone(),
-                state_timestamp_ms: g.state_since_ms,
-            }
-        };
+        let value = self.groups.borrow().get(group_id)?.to_value();
         let key = Key::Group {
             group: group_id.to_string(),
         };
@@ -1324,6 +1314,7 @@ impl GroupCoordinator {
             records += shard.groups.read_partition(&p, index).await;
         }
         shard.groups.loaded.set(true);
+        let _ = shard.groups.wake.try_send(());
         let groups = shard.groups.groups.borrow().len();
         tracing::info!(
             shard = shard.id,
@@ -1414,6 +1405,8 @@ impl GroupCoordinator {
             return false;
         }
         self.led.borrow_mut().insert(index, term);
+        // Loaded members' sessions run from now: the timer must learn their deadlines.
+        let _ = self.wake.try_send(());
         tracing::info!(
             partition = index,
             term,
@@ -1685,13 +1678,7 @@ fn apply_loaded(
             let g = groups
                 .entry(group.clone())
                 .or_insert_with(|| Group::new(&group, now_ms()));
-            g.generation = v.generation;
-            g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
-            g.protocol = None;
-            g.leader = None;
-            if v.state_timestamp_ms >= 0 {
-                g.state_since_ms = v.state_timestamp_ms;
-            }
+            g.restore(v, now_ms());
             // The later record's type wins: the group became classic.
             consumer.remove(&group);
         }
@@ -1834,6 +1821,11 @@ fn append(
     let now = now_ms();
     let batch = records::encode_batch(entries, now);
     if let Some(group) = p.group.borrow().as_ref() {
+        // The local append checks this itself; a proposal must be refused before it is in
+        // the Raft log (a big group's members and assignments can outgrow a message).
+        if batch.len() > shard.config.message_max_bytes as usize {
+            return Err(ResponseError::MessageTooLarge.code());
+        }
         // Committed by a majority, as Kafka's coordinator writes with acks=all; no
         // `min.insync.replicas` above that (the topic's default of 1).
         let lag_max = std::time::Duration::from_millis(shard.config.replica_lag_time_max_ms);
@@ -1961,7 +1953,9 @@ pub fn error_reply(call: GroupCall, code: i16) -> GroupReply {
 
 #[cfg(test)]
 mod tests {
+    use super::records::GroupValue;
     use super::*;
+    use bytes::Bytes;
 
     fn offset(group: &str, topic: &str, partition: i32) -> Key {
         Key::Offset {
@@ -2016,6 +2010,7 @@ mod tests {
             protocol: Some("range".into()),
             leader: None,
             state_timestamp_ms: 10_000,
+            members: vec![],
         }));
         let (groups, consumer) = replay_all(&[
             vec![
@@ -2066,6 +2061,68 @@ mod tests {
     }
 
     #[test]
+    fn load_restores_a_classic_group_with_its_members() {
+        let member = |id: &str| records::MemberValue {
+            id: id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            subscription: Bytes::from_static(b"sub"),
+            assignment: Bytes::from(format!("for {id}")),
+        };
+        let stable = Some(Value::Group(GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 4,
+            protocol: Some("range".into()),
+            leader: Some("m2".into()),
+            state_timestamp_ms: 5,
+            members: vec![member("m1"), member("m2")],
+        }));
+        let before = now_ms();
+        let groups = replay(&[vec![(Key::Group { group: "g".into() }, stable)]]);
+        let g = &groups["g"];
+        assert_eq!(g.state, GroupState::Stable);
+        assert_eq!(g.generation, 4);
+        assert_eq!(g.protocol.as_deref(), Some("range"));
+        assert_eq!(g.leader.as_deref(), Some("m2"));
+        let ids: Vec<&str> = g.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        let m1 = g.member("m1").expect("restored");
+        assert_eq!(&m1.assignment[..], b"for m1");
+        assert_eq!(
+            m1.protocols,
+            vec![("range".into(), Bytes::from_static(b"sub"))]
+        );
+        // A fresh session from the load, so a member that died with the old coordinator
+        // still expires, and one that lives keeps heartbeating.
+        assert!(m1.heartbeat_deadline_ms >= before + 10_000);
+        assert_eq!(g.next_deadline(), Some(m1.heartbeat_deadline_ms));
+
+        // A later record of the same group with no members leaves it Empty.
+        let empty = Some(Value::Group(GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 5,
+            protocol: None,
+            leader: None,
+            state_timestamp_ms: 6,
+            members: vec![],
+        }));
+        let groups = replay(&[
+            vec![(Key::Group { group: "g".into() }, groups_value(&groups["g"]))],
+            vec![(Key::Group { group: "g".into() }, empty)],
+        ]);
+        assert_eq!(groups["g"].state, GroupState::Empty);
+        assert!(groups["g"].members.is_empty() && groups["g"].leader.is_none());
+        assert_eq!(groups["g"].generation, 5);
+    }
+
+    fn groups_value(g: &Group) -> Option<Value> {
+        Some(Value::Group(g.to_value()))
+    }
+
+    #[test]
     fn load_keeps_the_latest_record_per_key() {
         let group_meta = Some(Value::Group(GroupValue {
             protocol_type: "consumer".into(),
@@ -2073,6 +2130,7 @@ mod tests {
             protocol: Some("range".into()),
             leader: Some("m1".into()),
             state_timestamp_ms: 5,
+            members: vec![],
         }));
         let groups = replay(&[
             vec![

@@ -10,8 +10,9 @@
 //!
 //! Start-up: shard 0 creates `__consumer_offsets` if missing; every shard then reads its offsets
 //! partitions to the end (latest record per key wins) and answers COORDINATOR_LOAD_IN_PROGRESS
-//! until it has. Members are not persisted: after a restart a group keeps its generation,
-//! protocol type and offsets, and is Empty until its members rejoin.
+//! until it has. A classic group's members and assignments are in its metadata record, so a
+//! loaded group is Stable with them and their heartbeats carry on; KIP-848 members are not
+//! persisted yet (the group is Empty at its epoch until they rejoin).
 //!
 //! Multi-node clusters: `__consumer_offsets` is replicated like any topic; a group is served
 //! only by its partition's Raft leader, which loads the partition's groups on becoming leader

@@ -6,15 +6,19 @@
 //! group metadata key  i16 version=2, string group
 //! offset value        i16 version=3, i64 offset, i32 leader epoch, string metadata, i64 commit ms
 //! group value         i16 version=3, string protocol type, i32 generation, nullable string
-//!                     protocol, nullable string leader, i64 state timestamp, members (always 0)
+//!                     protocol, nullable string leader, i64 state timestamp, i32 member count,
+//!                     then per member: string id, nullable string instance id, string client
+//!                     id, string client host, i32 rebalance timeout, i32 session timeout,
+//!                     bytes subscription, bytes assignment
 //! consumer group key  i16 version=3, string group          (KIP-848 ConsumerGroupMetadataKey)
 //! its value           i16 version=0, i32 group epoch, u8 0 (no tagged fields), Kafka's
 //!                     flexible ConsumerGroupMetadataValue v0
 //! ```
 //!
-//! A null value is a tombstone (offset deleted or expired, group deleted). Members are not
-//! persisted: after a restart a group has its generation and protocol and no members (they
-//! rejoin), which Kafka's clients handle like a coordinator failover.
+//! A null value is a tombstone (offset deleted or expired, group deleted). A classic group's
+//! members are persisted with their assignments whenever a generation completes, as Kafka does,
+//! so a new coordinator (failover or restart) knows them and their heartbeats carry on without a
+//! rebalance. KIP-848 members are not persisted yet: after a failover they rejoin at epoch 0.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -59,6 +63,21 @@ pub struct GroupValue {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub state_timestamp_ms: i64,
+    pub members: Vec<MemberValue>,
+}
+
+/// A classic group member as persisted (Kafka's `GroupMetadataValue.MemberMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberValue {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's chosen protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +137,22 @@ fn get_str(buf: &mut Bytes) -> Result<String, RecordError> {
     })
 }
 
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    let len = i32::try_from(b.len()).expect("group metadata fits a record batch");
+    buf.put_i32(len);
+    buf.put_slice(b);
+}
+
+fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
+    need(buf, 4)?;
+    let len = buf.get_i32();
+    let len = usize::try_from(len).map_err(|_| RecordError {
+        reason: "negative bytes length",
+    })?;
+    need(buf, len)?;
+    Ok(buf.split_to(len))
+}
+
 fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
     if buf.remaining() < n {
         Err(RecordError {
@@ -170,7 +205,18 @@ pub fn encode_value(value: &Value) -> Bytes {
             put_opt_str(&mut buf, v.protocol.as_deref());
             put_opt_str(&mut buf, v.leader.as_deref());
             buf.put_i64(v.state_timestamp_ms);
-            buf.put_i32(0);
+            let count = i32::try_from(v.members.len()).expect("group size is bounded");
+            buf.put_i32(count);
+            for m in &v.members {
+                put_str(&mut buf, &m.id);
+                put_opt_str(&mut buf, m.instance_id.as_deref());
+                put_str(&mut buf, &m.client_id);
+                put_str(&mut buf, &m.client_host);
+                buf.put_i32(m.rebalance_timeout_ms);
+                buf.put_i32(m.session_timeout_ms);
+                put_bytes(&mut buf, &m.subscription);
+                put_bytes(&mut buf, &m.assignment);
+            }
         }
         Value::ConsumerGroup(v) => {
             buf.put_i16(0);
@@ -207,7 +253,7 @@ pub fn decode_key(mut buf: Bytes) -> Result<Key, RecordError> {
 }
 
 /// Decodes a value for `key`; Kafka's offset value versions 0–3 and group value versions 0–3
-/// (members are skipped).
+/// (version 4, flexible, is never written by Spool and is refused).
 pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
     need(&buf, 2)?;
     let version = buf.get_i16();
@@ -231,6 +277,11 @@ pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
             }))
         }
         Key::Group { .. } => {
+            if !(0..=3).contains(&version) {
+                return Err(RecordError {
+                    reason: "unknown group value version",
+                });
+            }
             let protocol_type = get_str(&mut buf)?;
             need(&buf, 4)?;
             let generation = buf.get_i32();
@@ -242,12 +293,14 @@ pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
             } else {
                 -1
             };
+            let members = decode_members(&mut buf, version)?;
             Ok(Value::Group(GroupValue {
                 protocol_type,
                 generation,
                 protocol,
                 leader,
                 state_timestamp_ms,
+                members,
             }))
         }
         Key::ConsumerGroup { .. } => {
@@ -257,6 +310,54 @@ pub fn decode_value(key: &Key, mut buf: Bytes) -> Result<Value, RecordError> {
             }))
         }
     }
+}
+
+/// The member array of a group value of `version` (0–3). The count is checked against the
+/// bytes left (a member takes at least 20 bytes) before anything is allocated.
+fn decode_members(buf: &mut Bytes, version: i16) -> Result<Vec<MemberValue>, RecordError> {
+    const MEMBER_BYTES_MIN: usize = 2 + 2 + 2 + 4 + 4 + 4;
+    need(buf, 4)?;
+    let count = usize::try_from(buf.get_i32()).unwrap_or(0);
+    if count > buf.remaining() / MEMBER_BYTES_MIN {
+        return Err(RecordError {
+            reason: "member count exceeds the record",
+        });
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = get_str(buf)?;
+        let instance_id = if version >= 3 {
+            get_opt_str(buf)?
+        } else {
+            None
+        };
+        let client_id = get_str(buf)?;
+        let client_host = get_str(buf)?;
+        let rebalance_timeout_ms = if version >= 1 {
+            need(buf, 4)?;
+            buf.get_i32()
+        } else {
+            -1
+        };
+        need(buf, 4)?;
+        let session_timeout_ms = buf.get_i32();
+        let rebalance_timeout_ms = if rebalance_timeout_ms < 0 {
+            session_timeout_ms
+        } else {
+            rebalance_timeout_ms
+        };
+        members.push(MemberValue {
+            id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription: get_bytes(buf)?,
+            assignment: get_bytes(buf)?,
+        });
+    }
+    Ok(members)
 }
 
 /// One magic-2 record batch holding `entries` (key, value or tombstone), ready for
@@ -363,6 +464,39 @@ mod tests {
                     protocol: Some("range".into()),
                     leader: None,
                     state_timestamp_ms: 9,
+                    members: vec![],
+                })),
+            ),
+            (
+                Key::Group { group: "m".into() },
+                Some(Value::Group(GroupValue {
+                    protocol_type: "consumer".into(),
+                    generation: 2,
+                    protocol: Some("range".into()),
+                    leader: Some("m-1".into()),
+                    state_timestamp_ms: 11,
+                    members: vec![
+                        MemberValue {
+                            id: "m-1".into(),
+                            instance_id: Some("i-1".into()),
+                            client_id: "c".into(),
+                            client_host: "/127.0.0.1".into(),
+                            rebalance_timeout_ms: 300_000,
+                            session_timeout_ms: 45_000,
+                            subscription: Bytes::from_static(b"sub"),
+                            assignment: Bytes::from_static(b"assigned"),
+                        },
+                        MemberValue {
+                            id: "m-2".into(),
+                            instance_id: None,
+                            client_id: "c".into(),
+                            client_host: "/127.0.0.1".into(),
+                            rebalance_timeout_ms: 1,
+                            session_timeout_ms: 2,
+                            subscription: Bytes::new(),
+                            assignment: Bytes::new(),
+                        },
+                    ],
                 })),
             ),
             (Key::Group { group: "h".into() }, None),
@@ -374,13 +508,50 @@ mod tests {
         ];
         let batch = encode_batch(&cases, 1234);
         let decoded = decode_batch(&batch).expect("decodes");
-        assert_eq!(decoded.len(), 5);
+        assert_eq!(decoded.len(), 6);
         for ((offset, key, value), (k, v)) in decoded.into_iter().zip(cases) {
             assert!(offset >= 0);
             assert_eq!(key, k);
             assert_eq!(value, v);
         }
-        assert_eq!(next_offset(&batch), Some(5));
+        assert_eq!(next_offset(&batch), Some(6));
+    }
+
+    #[test]
+    fn group_values_with_lying_lengths_are_refused() {
+        let key = Key::Group { group: "g".into() };
+        // Version 3, protocol type "", generation 1, null protocol and leader, timestamp 0,
+        // then the member count.
+        let head = |count: i32| {
+            let mut b = BytesMut::new();
+            b.put_i16(3);
+            put_str(&mut b, "");
+            b.put_i32(1);
+            b.put_i16(-1);
+            b.put_i16(-1);
+            b.put_i64(0);
+            b.put_i32(count);
+            b
+        };
+        // A count far beyond the bytes left is refused before anything is allocated.
+        assert!(decode_value(&key, head(i32::MAX).freeze()).is_err());
+        // A member whose assignment claims more bytes than remain.
+        let mut b = head(1);
+        for s in ["m", "c", "h"] {
+            if s == "c" {
+                b.put_i16(-1); // instance id
+            }
+            put_str(&mut b, s);
+        }
+        b.put_i32(1);
+        b.put_i32(1);
+        b.put_i32(0);
+        b.put_i32(1 << 20);
+        assert!(decode_value(&key, b.freeze()).is_err());
+        // Version 4 (flexible) is not a layout Spool writes.
+        let mut b = BytesMut::new();
+        b.put_i16(4);
+        assert!(decode_value(&key, b.freeze()).is_err());
     }
 
     #[test]
