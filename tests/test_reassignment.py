@@ -2,12 +2,16 @@
 
 Checked with Kafka's own tool (kafka-reassign-partitions.sh, i.e.
 org.apache.kafka.tools.reassign.ReassignPartitionsCommand) and real clients:
-- AlterPartitionReassignments (sent by hand: Kafka 4.3's kafka-reassign-partitions.sh asks
-  DescribeLogDirs for --generate and --execute, which Spool does not serve yet) moves an RF=2
-  topic's replicas onto brokers 2 and 3 while an
-  idempotent acks=all producer writes: every acknowledged record is read back exactly once at
-  its acknowledged offset, the new replicas' logs are byte-identical below the high watermark,
-  and the removed broker deleted its copy;
+- the tool's --generate (its current assignment names each replica's log dir, from
+  DescribeLogDirs), --execute and --verify (until completed; it then clears the throttle
+  configs) move an RF=2 topic's replicas onto brokers 2 and 3 while an idempotent acks=all
+  producer writes: every acknowledged record is read back exactly once at its acknowledged
+  offset, the new replicas' logs are byte-identical below the high watermark, and the removed
+  broker deleted its copy;
+- DescribeLogDirs, through kafka-log-dirs.sh (LogDirsCommand) and by hand at v4: one log dir
+  per broker (its absolute path), every replica the broker holds and nothing else, sizes equal
+  to the bytes of the replica's segment files and growing as records are written, the volume's
+  total bytes as statvfs reports them;
 - `spool cluster decommission --broker 3` moves every replica off broker 3 and returns once
   ListPartitionReassignments is empty;
 - --list shows a reassignment in progress (to a broker that is down, so it stays pending),
@@ -16,6 +20,8 @@ org.apache.kafka.tools.reassign.ReassignPartitionsCommand) and real clients:
 Every wait is bounded; processes are signalled only by their own PID.
 """
 import json
+import os
+import re
 import subprocess
 import threading
 import time
@@ -109,23 +115,45 @@ def check_moved(c, topic, partitions, acked, replicas_of):
             assert batches == first, f"{topic}-{p}: replica on node {i} differs"
 
 
-def test_alter_partition_reassignments_moves_replicas_under_load(cluster, tmp_path):
+def tool_json(text, heading):
+    """The JSON document printed after `heading` in a Kafka tool's output."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    return json.loads(next(line for line in lines[at + 1:] if line.startswith("{")))
+
+
+def test_reassign_tool_moves_replicas_under_load(cluster, tmp_path):
     c = cluster(controllers=3)
     create_assigned(c.admin(), "mv", [[1, 2], [2, 1]])
     wait_leaders(c, "mv", 2)
     producer = Producer(c.bootstrap, "mv", 4000).start()
     time.sleep(1.0)
-    # The plan --generate would propose for --broker-list 2,3 (--generate itself asks
-    # DescribeLogDirs, which Spool does not serve yet).
-    plan = {0: [2, 3], 1: [3, 2]}
-    for p, r in plan.items():
-        assert alter_raw(c.bootstrap, "mv", p, r) == (0, None)
+    topics = tmp_path / "topics.json"
+    topics.write_text(json.dumps({"version": 1, "topics": [{"topic": "mv"}]}))
+    out = reassign(c.bootstrap, "--generate", "--topics-to-move-json-file", str(topics),
+                   "--broker-list", "2,3").stdout
+    # The current assignment names each replica's log dir, which the tool learns from
+    # DescribeLogDirs on the replica's broker.
+    current = tool_json(out, "Current partition replica assignment")
+    for p in current["partitions"]:
+        assert p["log_dirs"] == [str(c.nodes[b].data_dir) for b in p["replicas"]], p
+    proposed = tool_json(out, "Proposed partition reassignment configuration")
+    plan = {p["partition"]: p["replicas"] for p in proposed["partitions"]}
+    assert sorted(plan) == [0, 1] and all(sorted(r) == [2, 3] for r in plan.values()), plan
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(proposed))
+    out = reassign(c.bootstrap, "--execute", "--reassignment-json-file", str(plan_file)).stdout
+    assert "Successfully started partition reassignment" in out and "mv-0" in out, out
 
-    def moved():
-        state = partition_state(c.admin(), "mv")
-        return {p: s[1] for p, s in state.items()} == plan, state
+    def verified():
+        # Exits 0 also while in progress; once every move is done it clears the throttles
+        # (deleting broker and topic configs), which must succeed as well.
+        out = reassign(c.bootstrap, "--verify", "--reassignment-json-file", str(plan_file)).stdout
+        return all(f"Reassignment of partition mv-{p} is completed." in out for p in plan), out
 
-    wait_until("replicas moved", moved, 45, c)
+    out = wait_until("reassignment verified", verified, 60, c)
+    assert "Clearing broker-level throttles on brokers 1,2,3" in out, out
+    assert "Clearing topic-level throttles on topic mv" in out, out
     producer.finish()
     assert len(producer.acked) > 100, producer.errors[:5]
     state = partition_state(c.admin(), "mv")
@@ -250,3 +278,156 @@ def test_broker_refuses_bad_targets(cluster):
     assert alter_raw(c.bootstrap, "nope", 0, [1, 2])[0] == UNKNOWN_TOPIC_OR_PARTITION
     assert alter_raw(c.bootstrap, "bad", 0, None)[0] == NO_REASSIGNMENT
     assert partition_state(c.admin(), "bad")[0][1] == [1, 2]
+
+
+LOG_DIRS_TOOL = "org.apache.kafka.tools.LogDirsCommand"
+
+
+def log_dirs_tool(c, topic):
+    """kafka-log-dirs.sh --describe (the Java admin's describeLogDirs: DescribeLogDirs with a
+    null topic list to every broker): {broker: {log dir: {partition: (size, lag, future)}}}."""
+    out = kafka_tool(LOG_DIRS_TOOL, "--bootstrap-server", c.bootstrap, "--describe",
+                     "--broker-list", ",".join(str(i) for i in c.nodes), "--topic-list", topic)
+    doc = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+    seen = {}
+    for b in doc["brokers"]:
+        dirs = seen.setdefault(b["broker"], {})
+        for d in b["logDirs"]:
+            assert d["error"] is None, d
+            dirs[d["logDir"]] = {p["partition"]: (p["size"], p["offsetLag"], p["isFuture"])
+                                 for p in d["partitions"]}
+    return seen
+
+
+def describe_log_dirs_raw(node, topics):
+    """DescribeLogDirs v4 by hand to one broker (`topics`: [(name, [partitions])] or None for
+    all): (top-level error, [(error, log dir, {(topic, partition): (size, lag, future)},
+    total bytes, usable bytes)])."""
+    import socket
+    import struct
+
+    def uvarint(v):
+        out = b""
+        while v >= 0x80:
+            out += bytes([(v & 0x7F) | 0x80])
+            v >>= 7
+        return out + bytes([v])
+
+    def cstr(s):
+        b = s.encode()
+        return uvarint(len(b) + 1) + b
+
+    if topics is None:
+        body = b"\x00"
+    else:
+        body = uvarint(len(topics) + 1) + b"".join(
+            cstr(t) + uvarint(len(ps) + 1) + b"".join(struct.pack(">i", p) for p in ps) + b"\x00"
+            for t, ps in topics)
+    body += b"\x00"
+    frame = struct.pack(">hhi", 35, 4, 9) + struct.pack(">h", 2) + b"it" + b"\x00" + body
+    with socket.create_connection(("127.0.0.1", node.kafka_port), timeout=30) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        data = b""
+        while len(data) < size:
+            data += s.recv(size - len(data))
+    at = 4 + 1 + 4  # correlation id, header tags, throttle
+
+    def take(fmt):
+        nonlocal at
+        v = struct.unpack_from(fmt, data, at)[0]
+        at += struct.calcsize(fmt)
+        return v
+
+    def read_uvarint():
+        nonlocal at
+        shift = v = 0
+        while True:
+            b = data[at]
+            at += 1
+            v |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return v
+            shift += 7
+
+    def read_cstr():
+        nonlocal at
+        n = read_uvarint() - 1
+        s = data[at:at + n].decode()
+        at += n
+        return s
+
+    top = take(">h")
+    results = []
+    for _ in range(read_uvarint() - 1):
+        error, log_dir, parts = take(">h"), read_cstr(), {}
+        for _ in range(read_uvarint() - 1):
+            name = read_cstr()
+            for _ in range(read_uvarint() - 1):
+                p, size, lag, future = take(">i"), take(">q"), take(">q"), take(">?")
+                parts[(name, p)] = (size, lag, future)
+                assert read_uvarint() == 0
+            assert read_uvarint() == 0
+        total, usable = take(">q"), take(">q")
+        assert read_uvarint() == 0
+        results.append((error, log_dir, parts, total, usable))
+    assert read_uvarint() == 0 and at == len(data), (at, len(data))
+    return top, results
+
+
+def disk_bytes(node, topic, partition):
+    """Bytes of the record batches in a replica's segment files (its logical log size)."""
+    return sum(12 + len(body) for _, body in read_batches(str(node.data_dir / f"{topic}-{partition}")))
+
+
+def test_describe_log_dirs_lists_every_replica_with_its_size(cluster):
+    c = cluster(controllers=3)
+    assignment = [[1, 2], [2, 3], [3, 1]]
+    create_assigned(c.admin(), "ld", assignment)
+    wait_leaders(c, "ld", 3)
+    hosted = {b: {f"ld-{p}" for p, r in enumerate(assignment) if b in r} for b in c.nodes}
+    before = log_dirs_tool(c, "ld")
+    # One log dir per broker, its absolute path; every replica it holds, nothing else.
+    assert {b: list(d) for b, d in before.items()} == {
+        b: [str(n.data_dir)] for b, n in c.nodes.items()}, before
+    for b, dirs in before.items():
+        parts = dirs[str(c.nodes[b].data_dir)]
+        assert set(parts) == hosted[b], (b, parts)
+        assert all(lag == 0 and not future for _, lag, future in parts.values()), parts
+
+    from confluent_kafka import Producer as P
+    p = P({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(600):
+        p.produce("ld", value=b"v" * 200, partition=i % 3)
+    assert p.flush(30) == 0
+
+    def grown():
+        now = log_dirs_tool(c, "ld")
+        sizes = {(b, name): now[b][str(n.data_dir)][name][0]
+                 for b, n in c.nodes.items() for name in hosted[b]}
+        # Each replica's size is the bytes of its segments' record batches, and grew by at
+        # least the 200 records of 200 bytes written to its partition.
+        ok = all(size == disk_bytes(c.nodes[b], "ld", int(name.split("-")[1]))
+                 and size >= before[b][str(c.nodes[b].data_dir)][name][0] + 200 * 200
+                 for (b, name), size in sizes.items())
+        return ok, sizes
+
+    wait_until("sizes grown", grown, 30, c)
+
+    # The same on the wire at v4, for named partitions: unknown topics and partitions are left
+    # out, a partition named twice is described once; the volume's size is statvfs's.
+    node = c.nodes[1]
+    top, results = describe_log_dirs_raw(node, [("ld", [0, 1, 2, 0, 7, -1]), ("nope", [0])])
+    assert top == 0 and len(results) == 1, results
+    error, log_dir, parts, total, usable = results[0]
+    assert (error, log_dir) == (0, str(node.data_dir)), results
+    assert sorted(parts) == [("ld", 0), ("ld", 2)], parts
+    st = os.statvfs(node.data_dir)
+    assert total == st.f_blocks * st.f_frsize and 0 < usable <= total, (total, usable)
+    # A null list: every replica on the broker, __consumer_offsets' too once it exists.
+    _, [(_, _, everything, _, _)] = describe_log_dirs_raw(node, None)
+    assert {k for k in everything if k[0] == "ld"} == {("ld", 0), ("ld", 2)}, everything
+    on_disk = {(m[1], int(m[2])) for m in (re.fullmatch(r"(.+)-(\d+)", d.name)
+                                          for d in node.data_dir.iterdir() if d.is_dir())
+               if m and m[1] != "__cluster_metadata"}
+    assert set(everything) == on_disk, (everything, on_disk)

@@ -404,6 +404,17 @@ impl PartitionLog {
         self.state.borrow().segments.len()
     }
 
+    /// Bytes of record data in the log's segments, the not yet flushed tail included (Kafka's
+    /// `UnifiedLog.size`: the `.log` files' logical sizes, without O_DIRECT padding or indexes).
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|segment| segment.size_bytes)
+            .sum()
+    }
+
     /// The end of what the last committed flush made durable.
     pub fn durable_end_offset(&self) -> i64 {
         self.state.borrow().durable_end_offset

@@ -2025,3 +2025,35 @@ fn wall_clock_ms_for_tests() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[test]
+fn size_bytes_counts_segment_data_through_roll_retention_and_reopen() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogConfig {
+            retention_bytes: 4_000,
+            ..config()
+        },
+    );
+    assert_eq!(log.size_bytes(), 0);
+    let batch_bytes = plain(3, 0).len() as u64;
+    // Counted before any flush: Kafka's size includes what is only in the page cache.
+    log.append(plain(3, 1_000), 1, 1_000).unwrap();
+    assert_eq!(log.size_bytes(), batch_bytes);
+    for i in 1..40 {
+        log.append(plain(3, 1_000 + i), 1, 1_000 + i).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.size_bytes(), 40 * batch_bytes);
+    let deleted = block_on(log.enforce_retention(2_000)).unwrap();
+    assert!(deleted > 0);
+    let kept = (log.log_end_offset() - log.log_start_offset()) as u64 / 3;
+    assert_eq!(log.size_bytes(), kept * batch_bytes);
+    assert!(log.size_bytes() >= 4_000 && log.size_bytes() < 40 * batch_bytes);
+    let before = log.size_bytes();
+    block_on(log.close()).unwrap();
+    let log = open(&fs, config());
+    assert_eq!(log.size_bytes(), before);
+}

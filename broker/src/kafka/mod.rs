@@ -114,6 +114,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         describe_cluster::VERSIONS,
     ),
     (
+        ApiKey::DescribeLogDirs,
+        describe_log_dirs::VERSIONS,
+        describe_log_dirs::VERSIONS,
+    ),
+    (
         ApiKey::ElectLeaders,
         elect_leaders::VERSIONS,
         elect_leaders::VERSIONS,
@@ -328,6 +333,7 @@ pub async fn dispatch(
             serve!(incremental_alter_configs, m::IncrementalAlterConfigsRequest)
         }
         ApiKey::DescribeCluster => serve!(describe_cluster, m::DescribeClusterRequest),
+        ApiKey::DescribeLogDirs => serve!(describe_log_dirs, m::DescribeLogDirsRequest),
         ApiKey::DescribeQuorum => serve!(describe_quorum, m::DescribeQuorumRequest),
         ApiKey::ElectLeaders => serve!(elect_leaders, m::ElectLeadersRequest),
         ApiKey::AlterPartitionReassignments => serve!(

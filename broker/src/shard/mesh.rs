@@ -98,6 +98,18 @@ pub struct EpochAnswer {
     pub end_offset: i64,
 }
 
+/// One replica's log as DescribeLogDirs reports it.
+#[derive(Debug, Clone)]
+pub struct LogDirPart {
+    pub topic: String,
+    pub partition: i32,
+    /// Bytes of record data in the partition's segments.
+    pub size_bytes: i64,
+    /// Kafka's lag of a current (non-future) log: its high watermark minus its log end, at
+    /// least 0.
+    pub offset_lag: i64,
+}
+
 /// Requests a shard serves for another.
 pub enum Request {
     Produce {
@@ -119,6 +131,11 @@ pub enum Request {
     },
     EpochEndOffsets {
         parts: Vec<EpochQuery>,
+    },
+    /// The replicas this shard holds (DescribeLogDirs): those named (each owned by this shard),
+    /// or all of them (`None`).
+    LogDirs {
+        parts: Option<Vec<(String, i32)>>,
     },
     /// From shard 0: the topic now looks like this; open logs for partitions you own.
     TopicUpsert {
@@ -215,6 +232,7 @@ pub enum Reply {
     Waited,
     ListOffsets(Vec<OffsetAnswer>),
     EpochEndOffsets(Vec<EpochAnswer>),
+    LogDirs(Vec<LogDirPart>),
     Done,
     /// Admin result: Kafka error code and message (0 = success), and a value where one is asked.
     Admin {

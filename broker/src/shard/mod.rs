@@ -26,8 +26,8 @@ use crate::config::{BrokerConfig, FlushMode};
 use crate::metadata::{TopicMeta, TopicTable};
 use crate::runtime::{self, LocalReceiver, LocalSender};
 use mesh::{
-    AdminRequest, EpochAnswer, EpochQuery, FetchPart, FetchResult, Mesh, OffsetAnswer, OffsetQuery,
-    ProducePart, ProduceResult, Reply, Request,
+    AdminRequest, EpochAnswer, EpochQuery, FetchPart, FetchResult, LogDirPart, Mesh, OffsetAnswer,
+    OffsetQuery, ProducePart, ProduceResult, Reply, Request,
 };
 use partition::Partition;
 
@@ -264,6 +264,7 @@ impl Shard {
             Request::EpochEndOffsets { parts } => {
                 Reply::EpochEndOffsets(self.epoch_end_offsets_local(&parts))
             }
+            Request::LogDirs { parts } => Reply::LogDirs(self.log_dirs_local(parts.as_deref())),
             Request::TopicUpsert { meta } => {
                 self.apply_topic(meta).await;
                 Reply::Done
@@ -761,6 +762,33 @@ impl Shard {
             out.push(answer);
         }
         out
+    }
+
+    /// DescribeLogDirs' view of this shard's replicas: the named ones it holds (others are
+    /// left out, as Kafka leaves out logs it does not have), or all of them.
+    pub fn log_dirs_local(&self, parts: Option<&[(String, i32)]>) -> Vec<LogDirPart> {
+        let describe = |p: &Partition| LogDirPart {
+            topic: p.topic.clone(),
+            partition: p.index,
+            size_bytes: i64::try_from(p.log.size_bytes()).unwrap_or(i64::MAX),
+            // Kafka's lag for a current log is max(high watermark - log end, 0): a follower's
+            // high watermark never passes the end of the log it holds, so it is 0 here as it is
+            // in Kafka; only a future log (AlterReplicaLogDirs, not built) has a real lag.
+            offset_lag: (p.high_watermark() - p.log.log_end_offset()).max(0),
+        };
+        match parts {
+            Some(parts) => parts
+                .iter()
+                .filter_map(|(topic, index)| self.partition(topic, *index))
+                .map(|p| describe(&p))
+                .collect(),
+            None => self
+                .partitions
+                .borrow()
+                .values()
+                .map(|p| describe(p))
+                .collect(),
+        }
     }
 
     pub fn epoch_end_offsets_local(&self, parts: &[EpochQuery]) -> Vec<EpochAnswer> {

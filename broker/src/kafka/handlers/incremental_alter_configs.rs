@@ -1,4 +1,5 @@
-//! IncrementalAlterConfigs, versions 0–1: SET, DELETE, APPEND and SUBTRACT of topic configs.
+//! IncrementalAlterConfigs, versions 0–1: SET, DELETE, APPEND and SUBTRACT of topic configs;
+//! DELETE of broker configs, a no-op (Spool keeps no dynamic broker configs).
 //!
 //! As in Kafka, the work is split in two. This broker first refuses what never reaches the
 //! controller (Kafka's `ConfigAdminManager.preprocess`): a resource named twice, a config named
@@ -81,6 +82,9 @@ async fn alter(
             .map(|c| c.name.as_str()),
     )?;
     let name = resource.resource_name.as_str();
+    if resource.resource_type == RESOURCE_BROKER {
+        return delete_broker_configs(name, resource.configs.iter().map(|c| c.config_operation));
+    }
     check_resource(resource.resource_type, name, false)?;
     let mut changes = Vec::with_capacity(resource.configs.len());
     for config in &resource.configs {
@@ -103,6 +107,46 @@ async fn alter(
         });
     }
     submit(ctx, name, changes, false, validate_only).await
+}
+
+/// A broker resource's changes when they only delete. Spool keeps no dynamic broker configs
+/// (setting one is refused), so deleting any is what Kafka's delete of an unset dynamic config
+/// is: nothing to write, success. `kafka-reassign-partitions.sh --verify` relies on it: once a
+/// move completes it deletes the replication throttle rates on every broker. Kafka's controller
+/// checks only the broker name (empty: the cluster default; else a non-negative number).
+pub fn delete_broker_configs(name: &str, ops: impl Iterator<Item = i8>) -> Result<(), Refusal> {
+    if !name.is_empty() {
+        let id: i32 = name.parse().map_err(|_| {
+            (
+                ResponseError::InvalidRequest,
+                "Unable to parse broker name as a base 10 number.".to_string(),
+            )
+        })?;
+        if id < 0 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "Invalid negative broker ID.".into(),
+            ));
+        }
+    }
+    let mut only_deletes = true;
+    for op in ops {
+        match ConfigOp::from_code(op) {
+            Some(ConfigOp::Delete) => {}
+            Some(_) => only_deletes = false,
+            None => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unknown operations type {op}"),
+                ))
+            }
+        }
+    }
+    if only_deletes {
+        Ok(())
+    } else {
+        check_resource(RESOURCE_BROKER, name, false)
+    }
 }
 
 /// The resources named more than once: Kafka refuses every copy.
@@ -279,6 +323,34 @@ mod tests {
                 .expect_err("broker")
                 .1,
             "Broker configs cannot be altered in Spool yet"
+        );
+        const SET: i8 = 0;
+        const DELETE: i8 = 1;
+        assert!(delete_broker_configs("1", [DELETE, DELETE].into_iter()).is_ok());
+        assert!(delete_broker_configs("", [DELETE].into_iter()).is_ok());
+        assert_eq!(
+            delete_broker_configs("1", [DELETE, SET].into_iter())
+                .expect_err("set")
+                .1,
+            "Broker configs cannot be altered in Spool yet"
+        );
+        assert_eq!(
+            delete_broker_configs("x", [DELETE].into_iter())
+                .expect_err("name")
+                .1,
+            "Unable to parse broker name as a base 10 number."
+        );
+        assert_eq!(
+            delete_broker_configs("-1", [DELETE].into_iter())
+                .expect_err("negative")
+                .1,
+            "Invalid negative broker ID."
+        );
+        assert_eq!(
+            delete_broker_configs("1", [9].into_iter())
+                .expect_err("op")
+                .0,
+            ResponseError::InvalidRequest
         );
         assert_eq!(
             check_resource(RESOURCE_BROKER_LOGGER, "1", true)
