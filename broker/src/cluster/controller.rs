@@ -230,35 +230,30 @@ pub fn plan(
                 changes: altered,
             }]))
         }
-        ControllerRequest::ReportLeader {
-            topic,
-            partition,
-            leader,
-            epoch,
-        } => {
-            let Some(image_topic) = image.topics.get(topic) else {
-                return Err(refuse(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("The topic '{topic}' does not exist."),
-                ));
-            };
-            let current = usize::try_from(*partition)
-                .ok()
-                .and_then(|p| image_topic.partitions.get(p));
-            match current {
-                None => Err(refuse(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("The partition {topic}-{partition} does not exist."),
-                )),
-                Some(state) if state.leader >= 0 && state.leader_epoch >= *epoch => {
-                    Ok(Plan::Nothing)
-                }
-                Some(_) => Ok(Plan::Propose(vec![MetadataRecord::PartitionLeader {
-                    id: image_topic.id,
-                    partition: *partition,
-                    leader: *leader,
-                    epoch: *epoch,
-                }])),
+        ControllerRequest::ReportLeaders { leader, reports } => {
+            // Reports of partitions that no longer exist (deleted meanwhile) or that the
+            // image already shows at this epoch or a later one change nothing.
+            let records: Vec<MetadataRecord> = reports
+                .iter()
+                .filter_map(|r| {
+                    let topic = image.topics.get(&r.topic)?;
+                    let state = usize::try_from(r.partition)
+                        .ok()
+                        .and_then(|p| topic.partitions.get(p))?;
+                    (state.leader < 0 || state.leader_epoch < r.epoch).then_some(
+                        MetadataRecord::PartitionLeader {
+                            id: topic.id,
+                            partition: r.partition,
+                            leader: *leader,
+                            epoch: r.epoch,
+                        },
+                    )
+                })
+                .collect();
+            if records.is_empty() {
+                Ok(Plan::Nothing)
+            } else {
+                Ok(Plan::Propose(records))
             }
         }
         ControllerRequest::ReportIsr { leader, changes } => {
@@ -697,6 +692,38 @@ mod tests {
             }]),
         );
         image
+    }
+
+    #[test]
+    fn leadership_reports_in_one_request_become_one_batch_of_new_leaders() {
+        let image = image_with_topic(&[]);
+        let report = |topic: &str, partition, epoch| crate::cluster::rpc::LeaderReport {
+            topic: topic.into(),
+            partition,
+            epoch,
+        };
+        let request = |reports| ControllerRequest::ReportLeaders { leader: 2, reports };
+        // Not newer than the image (epoch 0), a partition or topic that does not exist:
+        // nothing to write, and no error (the reporters are done with them).
+        let stale = request(vec![
+            report("t", 0, 0),
+            report("t", 5, 1),
+            report("nope", 0, 1),
+        ]);
+        assert!(matches!(plan(&image, &stale, 0), Ok(Plan::Nothing)));
+        let mixed = request(vec![report("nope", 0, 1), report("t", 0, 3)]);
+        let Ok(Plan::Propose(records)) = plan(&image, &mixed, 0) else {
+            panic!("a newer epoch is written");
+        };
+        assert_eq!(
+            records,
+            vec![MetadataRecord::PartitionLeader {
+                id: [7; 16],
+                partition: 0,
+                leader: 2,
+                epoch: 3,
+            }]
+        );
     }
 
     fn alter(name: &str, ops: &[(&str, ConfigOp, &str)], replace: bool) -> ControllerRequest {

@@ -44,12 +44,13 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: i32,
     },
-    /// A partition leader reports its election (see `MetadataRecord::PartitionLeader`).
-    ReportLeader {
-        topic: String,
-        partition: i32,
+    /// Partition leaders on `leader` report their elections (see
+    /// `MetadataRecord::PartitionLeader`), one request for all a shard won meanwhile: after a
+    /// node dies, thousands of groups elect at once, and one metadata commit each, in turn,
+    /// took minutes.
+    ReportLeaders {
         leader: i32,
-        epoch: i32,
+        reports: Vec<LeaderReport>,
     },
     /// A partition leader's in-sync replicas changed (see `MetadataRecord::PartitionIsr`).
     ReportIsr {
@@ -98,6 +99,14 @@ pub enum ControllerRequest {
         id: i32,
         incarnation: [u8; 16],
     },
+}
+
+/// A partition this node leads in `epoch`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeaderReport {
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: i32,
 }
 
 /// One partition's in-sync replicas as its leader sees them in `epoch`.

@@ -15,6 +15,7 @@ pub mod isr;
 pub mod leadership;
 pub mod quiesce;
 pub mod reassign;
+pub mod reports;
 pub mod retention;
 pub mod state_machine;
 

@@ -201,11 +201,9 @@ pub enum AdminRequest {
         validate_only: bool,
     },
     AllocateProducerId,
-    /// This node leads a partition's Raft group in `epoch`: tell the controller.
-    ReportLeader {
-        topic: String,
-        partition: i32,
-        epoch: i32,
+    /// This node leads these partitions' Raft groups: tell the controller.
+    ReportLeaders {
+        reports: Vec<crate::cluster::rpc::LeaderReport>,
     },
     /// AlterPartitionReassignments of one partition (`None`: cancel).
     AlterReassignment {

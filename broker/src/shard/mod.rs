@@ -21,6 +21,7 @@ use kafka_protocol::error::ResponseError;
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
 use crate::cluster::node::ClusterNode;
+use crate::cluster::rpc::LeaderReport;
 use crate::cluster::view::ClusterView;
 use crate::config::{BrokerConfig, FlushMode};
 use crate::metadata::{TopicMeta, TopicTable};
@@ -88,6 +89,8 @@ pub struct Shard {
     /// leadership or ISR report right after a creation), and two of them must never both open
     /// the same partition's files or start its group twice.
     topic_apply: futures::lock::Mutex<()>,
+    /// Leadership reports waiting for the controller, sent in batches.
+    leader_reports: crate::replication::reports::LeaderReports,
 }
 
 pub fn now_ms() -> i64 {
@@ -142,6 +145,7 @@ impl Shard {
         let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
         let config_node_id = config.node_id.max(0);
         Rc::new(Shard {
+            leader_reports: Default::default(),
             groups: crate::group::GroupCoordinator::new(&config),
             id,
             count,
@@ -1017,20 +1021,12 @@ impl Shard {
         let (topic, partition) = (meta.name.clone(), index);
         runtime::spawn_detached(crate::replication::report_leadership(group, move |epoch| {
             let shard = shard.clone();
-            let topic = topic.clone();
-            async move {
-                let (code, message, _) = shard
-                    .admin_call(AdminRequest::ReportLeader {
-                        topic: topic.clone(),
-                        partition,
-                        epoch,
-                    })
-                    .await;
-                if code != 0 {
-                    tracing::debug!(%topic, partition, epoch, "leadership report failed: {code} {message:?}");
-                }
-                code == 0
-            }
+            let report = LeaderReport {
+                topic: topic.clone(),
+                partition,
+                epoch,
+            };
+            async move { shard.report_leader(report).await }
         }));
         Ok(())
     }
@@ -1344,16 +1340,10 @@ impl Shard {
                 },
                 timeout(timeout_ms),
             ),
-            AdminRequest::ReportLeader {
-                topic,
-                partition,
-                epoch,
-            } => (
-                ControllerRequest::ReportLeader {
-                    topic,
-                    partition,
+            AdminRequest::ReportLeaders { reports } => (
+                ControllerRequest::ReportLeaders {
                     leader: self.config.node_id,
-                    epoch,
+                    reports,
                 },
                 timeout(0),
             ),
@@ -1539,6 +1529,42 @@ impl Shard {
     }
 
     /// Sends a metadata change to shard 0.
+    /// Tells the controller this node leads a partition's group in an epoch, batched with
+    /// the shard's other reports (`replication::reports`); true once the controller took it.
+    async fn report_leader(self: &Rc<Self>, report: LeaderReport) -> bool {
+        let (topic, partition, epoch) = (report.topic.clone(), report.partition, report.epoch);
+        let Some(answer) = self.leader_reports.push(report) else {
+            return false;
+        };
+        if self.leader_reports.start_sending() {
+            runtime::spawn_detached(self.clone().send_leader_reports());
+        }
+        let taken = answer.recv().await.unwrap_or(false);
+        if !taken {
+            tracing::debug!(%topic, partition, epoch, "leadership report not taken");
+        }
+        taken
+    }
+
+    async fn send_leader_reports(self: Rc<Self>) {
+        loop {
+            let (reports, replies) = self.leader_reports.next_batch();
+            if reports.is_empty() {
+                return;
+            }
+            let count = reports.len();
+            let (code, message, _) = self
+                .admin_call(AdminRequest::ReportLeaders { reports })
+                .await;
+            if code != 0 {
+                tracing::debug!(count, "leadership reports failed: {code} {message:?}");
+            }
+            for reply in replies {
+                let _ = reply.try_send(code == 0);
+            }
+        }
+    }
+
     pub async fn admin_call(self: &Rc<Self>, request: AdminRequest) -> (i16, Option<String>, i64) {
         match self.call(0, Request::Admin(request)).await {
             Some(Reply::Admin {
