@@ -75,9 +75,8 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     hash.clamp(1, spool_raft::transport::PING_GROUP - 1)
 }
 
-/// Environment switch for quiescent partition groups: on by default, `0` turns them off (per-group
-/// ticks, heartbeats and election timers, for A/B comparisons; see ARCHITECTURE.md, "Many
-/// groups").
+/// Environment switch for quiescent partition groups: off by default, `1` turns them on (no
+/// per-group ticks, heartbeats or election timers; see ARCHITECTURE.md, "Many groups").
 pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
 
 /// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
