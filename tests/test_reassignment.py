@@ -190,6 +190,11 @@ def test_list_cancel_and_refusals(cluster, tmp_path):
     assert alter_raw(c.bootstrap, "ls", 0, [1, 3]) == (0, None)
     listed = reassign(c.bootstrap, "--list").stdout
     assert "ls-0: replicas: 1,3,2. adding: 3. removing: 2." in listed, listed
+    # Metadata lists the same set while the move runs: the target, then the leaving replica.
+    def shown():
+        replicas = partition_state(c.admin(), "ls")[0][1]
+        return replicas == [1, 3, 2], replicas
+    wait_until("Metadata listing target and leaving replicas", shown, 15, c)
     cancelled = reassign(c.bootstrap, "--cancel", "--preserve-throttles",
                          "--reassignment-json-file", str(plan))
     assert "ls-0" in cancelled.stdout, cancelled.stdout

@@ -170,11 +170,21 @@ fn describe(
 ) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|index| {
-            let replicas = meta
+            let current = meta
                 .replicas
                 .get(index as usize)
                 .cloned()
                 .unwrap_or_default();
+            // While a reassignment runs, Kafka lists the target replicas followed by the
+            // current ones leaving (its `PartitionReassignmentReplicas` merge).
+            let replicas = match meta.targets.get(index as usize) {
+                Some(Some(target)) => target
+                    .iter()
+                    .chain(current.iter().filter(|r| !target.contains(r)))
+                    .copied()
+                    .collect(),
+                _ => current,
+            };
             let (leader, epoch) = if replicated {
                 match meta.leaders.get(index as usize) {
                     Some(&(leader, epoch))
