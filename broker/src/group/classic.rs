@@ -24,6 +24,14 @@ use super::records::{GroupValue, MemberValue};
 /// Kafka's `group.new.member.join.timeout`: a new member awaiting its first join may expire.
 pub const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 300_000;
 
+/// When a session heard from at `now_ms` expires. The clock is read in whole milliseconds, so
+/// `now_ms` may be up to 1 ms before the heartbeat really arrived; the extra millisecond keeps a
+/// member from ever expiring before `session_timeout_ms` has passed since its heartbeat (CI saw
+/// one expire 0.13 ms early), at the cost of at most 1 ms late.
+pub fn session_deadline(now_ms: i64, session_timeout_ms: i32) -> i64 {
+    now_ms + i64::from(session_timeout_ms) + 1
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -459,7 +467,7 @@ impl Group {
         member.client_host = req.client_host.clone();
         member.session_timeout_ms = req.session_timeout_ms;
         member.rebalance_timeout_ms = req.rebalance_timeout_ms;
-        member.heartbeat_deadline_ms = now_ms + i64::from(req.session_timeout_ms);
+        member.heartbeat_deadline_ms = session_deadline(now_ms, req.session_timeout_ms);
         if self.leader.as_deref() == Some(old_id) {
             self.leader = Some(new_id.clone());
         }
@@ -632,7 +640,7 @@ impl Group {
             let m = &mut self.members[i];
             m.awaiting_join = false;
             m.is_new = false;
-            m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+            m.heartbeat_deadline_ms = session_deadline(now_ms, m.session_timeout_ms);
             events.push(Event::Join(id, result));
         }
     }
@@ -734,7 +742,7 @@ impl Group {
 
     fn heard_from(&mut self, member_id: &str, now_ms: i64) {
         if let Some(m) = self.member_mut(member_id) {
-            m.heartbeat_deadline_ms = now_ms + i64::from(m.session_timeout_ms);
+            m.heartbeat_deadline_ms = session_deadline(now_ms, m.session_timeout_ms);
         }
     }
 
@@ -854,7 +862,8 @@ impl Group {
     }
 
     /// Expires pending member ids and members whose session deadline has passed (at the
-    /// deadline itself: a member whose deadline is `now_ms` is gone). The coordinator runs this
+    /// deadline itself: a member whose deadline is `now_ms` is gone; `session_deadline` puts
+    /// it just past the session). The coordinator runs this
     /// before serving any request of the group too, so a late timer is never observable.
     pub fn expire(&mut self, limits: &Limits, now_ms: i64, events: &mut Vec<Event>) {
         let before = self.pending.len();
@@ -951,7 +960,7 @@ impl Group {
                 awaiting_join: false,
                 awaiting_sync: false,
                 is_new: false,
-                heartbeat_deadline_ms: now_ms + i64::from(m.session_timeout_ms),
+                heartbeat_deadline_ms: session_deadline(now_ms, m.session_timeout_ms),
             })
             .collect();
         self.leader = v.leader.filter(|l| self.members.iter().any(|m| &m.id == l));
@@ -1144,16 +1153,18 @@ mod tests {
         assert_eq!(g.next_deadline(), None);
         let mut ev = Vec::new();
         join_alone(&mut g, "m1", 0, &mut ev);
-        // Joined: the session runs from the join's completion.
-        assert_eq!(g.next_deadline(), Some(10_000));
+        // Joined: the session runs from the join's completion (plus the millisecond the
+        // clock's resolution may hide; see `session_deadline`).
+        assert_eq!(g.next_deadline(), Some(10_001));
         g.sync("m1", None, 1, None, None, vec![], 5, &mut ev);
-        assert_eq!(g.next_deadline(), Some(5 + 10_000));
+        assert_eq!(g.next_deadline(), Some(5 + 10_001));
         assert_eq!(g.heartbeat("m1", None, 1, 7), 0);
-        assert_eq!(g.next_deadline(), Some(7 + 10_000));
-        // Expiry is exact: alive 1 ms before the deadline, gone at it.
-        g.expire(&LIMITS, 7 + 9_999, &mut ev);
-        assert_eq!(g.members.len(), 1);
+        assert_eq!(g.next_deadline(), Some(7 + 10_001));
+        // Expiry is exact to the millisecond: alive until the session has passed, gone at
+        // the deadline.
         g.expire(&LIMITS, 7 + 10_000, &mut ev);
+        assert_eq!(g.members.len(), 1);
+        g.expire(&LIMITS, 7 + 10_001, &mut ev);
         assert!(g.members.is_empty());
     }
 
@@ -1288,9 +1299,10 @@ mod tests {
         join_alone(&mut g, "m1", 0, &mut ev);
         g.sync("m1", None, 1, None, None, vec![], 0, &mut ev);
         ev.clear();
-        g.tick(&LIMITS, 9_999, &mut ev);
-        assert_eq!(g.members.len(), 1);
+        // Never before the whole session has passed, at most a millisecond after.
         g.tick(&LIMITS, 10_000, &mut ev);
+        assert_eq!(g.members.len(), 1);
+        g.tick(&LIMITS, 10_001, &mut ev);
         assert!(g.members.is_empty());
         assert_eq!(g.state, GroupState::Empty);
     }

@@ -348,7 +348,8 @@ impl ConsumerGroup {
         }
         self.reconcile(&member_id, r.owned.as_ref(), now_ms);
         let m = self.members.get_mut(&member_id).expect("member present");
-        m.session_deadline_ms = now_ms + i64::from(settings.session_timeout_ms);
+        m.session_deadline_ms =
+            super::classic::session_deadline(now_ms, settings.session_timeout_ms);
         let full =
             r.rebalance_timeout_ms != -1 && r.subscribed_topic_names.is_some() && r.owned.is_some();
         let assignment =
@@ -963,8 +964,8 @@ mod tests {
         assert_eq!((out.error, out.member_epoch), (0, -1));
         assert_eq!(g.group_epoch, epoch + 1);
         // a's session expires.
-        assert_eq!(g.tick(44_999), Vec::<String>::new());
-        assert_eq!(g.tick(45_000), vec!["a".to_string()]);
+        assert_eq!(g.tick(45_000), Vec::<String>::new());
+        assert_eq!(g.tick(45_001), vec!["a".to_string()]);
         assert_eq!(g.state(), "Empty");
     }
 

@@ -89,18 +89,28 @@ pub fn raft_config(
     cluster: &crate::config::ClusterConfig,
 ) -> Result<Arc<openraft::Config>, String> {
     let election = cluster.election_timeout_ms.max(10);
+    let quiescent = std::env::var(QUIESCE_ENV).is_ok_and(|v| v == "1");
     let config = openraft::Config {
         cluster_name: "spool-partition".into(),
         election_timeout_min: election,
         election_timeout_max: election * 2,
-        heartbeat_interval: (election / 5).max(5),
+        // openraft also times AppendEntries out after this. A quiescent group sends no
+        // periodic heartbeat, so only that timeout is left, and at 1/5 of the election
+        // timeout a loaded follower's fsync made thousands of them fail and resend at 10,000
+        // partitions. Three quarters is the most openraft's check (interval plus a tick below
+        // the election timeout) allows.
+        heartbeat_interval: if quiescent {
+            (election * 3 / 4).max(5)
+        } else {
+            (election / 5).max(5)
+        },
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
         // Only retention's explicit `purge_log` purges: a snapshot alone keeps every entry.
         max_in_snapshot_log_to_keep: u64::MAX,
         // Opt-in until the fault harness passes with it reliably (a restarted follower
         // stayed behind on one partition in one of two runs).
-        enable_tick: std::env::var(QUIESCE_ENV).map_or(true, |v| v != "1"),
+        enable_tick: !quiescent,
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|e| e.to_string())
