@@ -150,7 +150,13 @@ fn run_broker(args: BrokerArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPOOL_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                // openraft warns of every failed send to a follower, once per retry and
+                // group: with a node down, thousands of groups wrote 1 MB/s of them.
+                .unwrap_or_else(|_| {
+                    "info,openraft=warn,openraft::replication=error,\
+                     openraft::engine::handler::replication_handler=error"
+                        .into()
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

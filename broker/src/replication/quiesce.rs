@@ -13,7 +13,8 @@
 //!   may decide; a voter's leader lease still refuses a candidate while a leader is writing to
 //!   it.
 //! - **Rejoin**: when a peer comes back (answers again, or answers with a new incarnation after
-//!   a restart), the leaders of the groups it belongs to send one heartbeat each
+//!   a restart), the leaders of the groups it belongs to end their replication backoff to it
+//!   (quiescent groups back off up to seconds from a dead node) and send one heartbeat each
 //!   (`trigger().heartbeat()`), so the peer learns its leaders (and their commit index) before
 //!   its own no-leader timer would make it disturb them.
 //! - Commit notices need no heartbeat: openraft's replication streams send a follower the
@@ -319,6 +320,20 @@ impl Quiescer {
             q.drain(..n).collect()
         };
         for group in due.iter().filter_map(Weak::upgrade) {
+            // The returning peer's replication stream may be deep in its backoff (up to
+            // seconds): end it so the peer catches up now.
+            let peers: Vec<NodeId> = group
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.me)
+                .collect();
+            if let Err(e) = group.raft.trigger().reset_backoff(peers).await {
+                tracing::debug!(topic = %group.topic, partition = group.partition, "no backoff reset: {e}");
+            }
             if let Err(e) = group.raft.trigger().heartbeat().await {
                 tracing::debug!(topic = %group.topic, partition = group.partition, "no heartbeat: {e}");
             }
