@@ -244,71 +244,92 @@ def test_list_cancel_and_refusals(cluster, tmp_path):
     assert partition_state(c.admin(), "ls")[0][1] == [1, 2]
 
 
-def alter_raw(bootstrap, topic, partition, replicas):
-    """AlterPartitionReassignments v0 by hand (Kafka's tool checks brokers and duplicates
-    itself, so the broker's own checks are reached only this way): the partition's
-    (error_code, error_message)."""
+def uvarint(v):
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7F) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def cstr(s):
+    """A flexible version's compact string."""
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def call_raw(host, port, api_key, version, body):
+    """One flexible-version request (header v2, client id "it") on its own connection: a
+    Reader over the response body after the correlation id and header tags."""
     import socket
     import struct
-
-    def uvarint(v):
-        out = b""
-        while v >= 0x80:
-            out += bytes([(v & 0x7F) | 0x80])
-            v >>= 7
-        return out + bytes([v])
-
-    def cstr(s):
-        b = s.encode()
-        return uvarint(len(b) + 1) + b
-
-    reps = b"\x00" if replicas is None else (
-        uvarint(len(replicas) + 1) + b"".join(struct.pack(">i", r) for r in replicas))
-    body = (struct.pack(">i", 30000) + uvarint(2) + cstr(topic) + uvarint(2)
-            + struct.pack(">i", partition) + reps + b"\x00" + b"\x00" + b"\x00")
-    header = struct.pack(">hhi", 45, 0, 7) + struct.pack(">h", 2) + b"it" + b"\x00"
-    frame = header + body
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    frame = struct.pack(">hhi", api_key, version, 7) + struct.pack(">h", 2) + b"it" + b"\x00" + body
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(struct.pack(">i", len(frame)) + frame)
         size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
         data = b""
         while len(data) < size:
-            data += s.recv(size - len(data))
-    at = 4 + 1  # correlation id, header tags
+            chunk = s.recv(size - len(data))
+            assert chunk, "connection closed mid-response"
+            data += chunk
+    return Reader(data, 4 + 1)
 
-    def read_uvarint():
-        nonlocal at
+
+class Reader:
+    """Reads a flexible-version response."""
+
+    def __init__(self, data, at):
+        self.data, self.at = data, at
+
+    def take(self, fmt):
+        import struct
+        v = struct.unpack_from(fmt, self.data, self.at)[0]
+        self.at += struct.calcsize(fmt)
+        return v
+
+    def uvarint(self):
         shift = v = 0
         while True:
-            b = data[at]
-            at += 1
+            b = self.data[self.at]
+            self.at += 1
             v |= (b & 0x7F) << shift
             if not b & 0x80:
                 return v
             shift += 7
 
-    def read_cstr():
-        nonlocal at
-        n = read_uvarint()
+    def cstr(self):
+        n = self.uvarint()
         if n == 0:
             return None
-        s = data[at:at + n - 1].decode()
-        at += n - 1
+        s = self.data[self.at:self.at + n - 1].decode()
+        self.at += n - 1
         return s
 
-    at += 4  # throttle
-    top = struct.unpack(">h", data[at:at + 2])[0]
-    at += 2
-    read_cstr()
+    def done(self):
+        return self.at == len(self.data)
+
+
+def alter_raw(bootstrap, topic, partition, replicas):
+    """AlterPartitionReassignments v0 by hand (Kafka's tool checks brokers and duplicates
+    itself, so the broker's own checks are reached only this way): the partition's
+    (error_code, error_message)."""
+    import struct
+    reps = b"\x00" if replicas is None else (
+        uvarint(len(replicas) + 1) + b"".join(struct.pack(">i", r) for r in replicas))
+    body = (struct.pack(">i", 30000) + uvarint(2) + cstr(topic) + uvarint(2)
+            + struct.pack(">i", partition) + reps + b"\x00" + b"\x00" + b"\x00")
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    r = call_raw(host, port, 45, 0, body)
+    r.take(">i")  # throttle
+    top = r.take(">h")
+    r.cstr()
     assert top == 0, top
-    assert read_uvarint() == 2
-    assert read_cstr() == topic
-    assert read_uvarint() == 2
-    at += 4
-    code = struct.unpack(">h", data[at:at + 2])[0]
-    at += 2
-    return code, read_cstr()
+    assert r.uvarint() == 2
+    assert r.cstr() == topic
+    assert r.uvarint() == 2
+    r.take(">i")
+    code = r.take(">h")
+    return code, r.cstr()
 
 
 def test_broker_refuses_bad_targets(cluster):
@@ -348,20 +369,7 @@ def describe_log_dirs_raw(node, topics):
     """DescribeLogDirs v4 by hand to one broker (`topics`: [(name, [partitions])] or None for
     all): (top-level error, [(error, log dir, {(topic, partition): (size, lag, future)},
     total bytes, usable bytes)])."""
-    import socket
     import struct
-
-    def uvarint(v):
-        out = b""
-        while v >= 0x80:
-            out += bytes([(v & 0x7F) | 0x80])
-            v >>= 7
-        return out + bytes([v])
-
-    def cstr(s):
-        b = s.encode()
-        return uvarint(len(b) + 1) + b
-
     if topics is None:
         body = b"\x00"
     else:
@@ -369,54 +377,23 @@ def describe_log_dirs_raw(node, topics):
             cstr(t) + uvarint(len(ps) + 1) + b"".join(struct.pack(">i", p) for p in ps) + b"\x00"
             for t, ps in topics)
     body += b"\x00"
-    frame = struct.pack(">hhi", 35, 4, 9) + struct.pack(">h", 2) + b"it" + b"\x00" + body
-    with socket.create_connection(("127.0.0.1", node.kafka_port), timeout=30) as s:
-        s.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
-        data = b""
-        while len(data) < size:
-            data += s.recv(size - len(data))
-    at = 4 + 1 + 4  # correlation id, header tags, throttle
-
-    def take(fmt):
-        nonlocal at
-        v = struct.unpack_from(fmt, data, at)[0]
-        at += struct.calcsize(fmt)
-        return v
-
-    def read_uvarint():
-        nonlocal at
-        shift = v = 0
-        while True:
-            b = data[at]
-            at += 1
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return v
-            shift += 7
-
-    def read_cstr():
-        nonlocal at
-        n = read_uvarint() - 1
-        s = data[at:at + n].decode()
-        at += n
-        return s
-
-    top = take(">h")
+    r = call_raw("127.0.0.1", node.kafka_port, 35, 4, body)
+    r.take(">i")  # throttle
+    top = r.take(">h")
     results = []
-    for _ in range(read_uvarint() - 1):
-        error, log_dir, parts = take(">h"), read_cstr(), {}
-        for _ in range(read_uvarint() - 1):
-            name = read_cstr()
-            for _ in range(read_uvarint() - 1):
-                p, size, lag, future = take(">i"), take(">q"), take(">q"), take(">?")
+    for _ in range(r.uvarint() - 1):
+        error, log_dir, parts = r.take(">h"), r.cstr(), {}
+        for _ in range(r.uvarint() - 1):
+            name = r.cstr()
+            for _ in range(r.uvarint() - 1):
+                p, size, lag, future = r.take(">i"), r.take(">q"), r.take(">q"), r.take(">?")
                 parts[(name, p)] = (size, lag, future)
-                assert read_uvarint() == 0
-            assert read_uvarint() == 0
-        total, usable = take(">q"), take(">q")
-        assert read_uvarint() == 0
+                assert r.uvarint() == 0
+            assert r.uvarint() == 0
+        total, usable = r.take(">q"), r.take(">q")
+        assert r.uvarint() == 0
         results.append((error, log_dir, parts, total, usable))
-    assert read_uvarint() == 0 and at == len(data), (at, len(data))
+    assert r.uvarint() == 0 and r.done(), (r.at, len(r.data))
     return top, results
 
 
