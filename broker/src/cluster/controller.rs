@@ -233,57 +233,45 @@ pub fn plan(
         ControllerRequest::ReportLeaders { leader, reports } => {
             // Reports of partitions that no longer exist (deleted meanwhile) or that the
             // image already shows at this epoch or a later one change nothing.
-            let records: Vec<MetadataRecord> = reports
-                .iter()
-                .filter_map(|r| {
-                    let topic = image.topics.get(&r.topic)?;
-                    let state = usize::try_from(r.partition)
-                        .ok()
-                        .and_then(|p| topic.partitions.get(p))?;
-                    (state.leader < 0 || state.leader_epoch < r.epoch).then_some(
-                        MetadataRecord::PartitionLeader {
-                            id: topic.id,
-                            partition: r.partition,
-                            leader: *leader,
-                            epoch: r.epoch,
-                        },
-                    )
-                })
-                .collect();
-            if records.is_empty() {
-                Ok(Plan::Nothing)
-            } else {
-                Ok(Plan::Propose(records))
-            }
+            propose_any(
+                reports
+                    .iter()
+                    .filter_map(|r| {
+                        let (id, state) = find_partition(image, &r.topic, r.partition)?;
+                        (state.leader < 0 || state.leader_epoch < r.epoch).then_some(
+                            MetadataRecord::PartitionLeader {
+                                id,
+                                partition: r.partition,
+                                leader: *leader,
+                                epoch: r.epoch,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
         }
         ControllerRequest::ReportIsr { leader, changes } => {
             // Reports from a leader the image does not name yet (its own leadership report
             // is still on its way) or from an older epoch are dropped; the leader reports
             // again at its next sweep.
-            let records: Vec<MetadataRecord> = changes
-                .iter()
-                .filter_map(|c| {
-                    let topic = image.topics.get(&c.topic)?;
-                    let state = usize::try_from(c.partition)
-                        .ok()
-                        .and_then(|p| topic.partitions.get(p))?;
-                    (state.leader == *leader
-                        && state.leader_epoch == c.epoch
-                        && state.isr != c.isr
-                        && c.isr.iter().all(|r| state.replicas.contains(r)))
-                    .then(|| MetadataRecord::PartitionIsr {
-                        id: topic.id,
-                        partition: c.partition,
-                        epoch: c.epoch,
-                        isr: c.isr.clone(),
+            propose_any(
+                changes
+                    .iter()
+                    .filter_map(|c| {
+                        let (id, state) = find_partition(image, &c.topic, c.partition)?;
+                        (state.leader == *leader
+                            && state.leader_epoch == c.epoch
+                            && state.isr != c.isr
+                            && c.isr.iter().all(|r| state.replicas.contains(r)))
+                        .then(|| MetadataRecord::PartitionIsr {
+                            id,
+                            partition: c.partition,
+                            epoch: c.epoch,
+                            isr: c.isr.clone(),
+                        })
                     })
-                })
-                .collect();
-            if records.is_empty() {
-                Ok(Plan::Nothing)
-            } else {
-                Ok(Plan::Propose(records))
-            }
+                    .collect(),
+            )
         }
         ControllerRequest::AlterReassignment {
             topic,
@@ -401,21 +389,34 @@ fn partition_of<'a>(
     topic: &str,
     partition: i32,
 ) -> Result<([u8; 16], &'a super::image::PartitionState), Refusal> {
-    image
-        .topics
-        .get(topic)
-        .and_then(|t| {
-            usize::try_from(partition)
-                .ok()
-                .and_then(|p| t.partitions.get(p))
-                .map(|state| (t.id, state))
-        })
-        .ok_or_else(|| {
-            refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("Unable to find partition {topic}-{partition}."),
-            )
-        })
+    find_partition(image, topic, partition).ok_or_else(|| {
+        refuse(
+            ResponseError::UnknownTopicOrPartition,
+            format!("Unable to find partition {topic}-{partition}."),
+        )
+    })
+}
+
+/// A partition's topic id and state, if both exist.
+fn find_partition<'a>(
+    image: &'a MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> Option<([u8; 16], &'a super::image::PartitionState)> {
+    let t = image.topics.get(topic)?;
+    let state = usize::try_from(partition)
+        .ok()
+        .and_then(|p| t.partitions.get(p))?;
+    Some((t.id, state))
+}
+
+/// Records to write, or nothing when every report was stale.
+fn propose_any(records: Vec<MetadataRecord>) -> Result<Plan, Refusal> {
+    Ok(if records.is_empty() {
+        Plan::Nothing
+    } else {
+        Plan::Propose(records)
+    })
 }
 
 /// The overrides that change when `changes` apply to `current` (`None`: removed), as Kafka's
