@@ -67,6 +67,10 @@ def new_producer(bootstrap, label):
         "request.timeout.ms": 5000,
         "topic.metadata.refresh.interval.ms": 5000,
         "error_cb": on_error,
+        # SPOOL_FAULT_RDKAFKA_DEBUG=eos,msg: librdkafka's own account (stderr, kept in the
+        # cluster's work dir) of which request failed how, when a loss needs explaining.
+        **({"debug": os.environ["SPOOL_FAULT_RDKAFKA_DEBUG"]}
+           if os.environ.get("SPOOL_FAULT_RDKAFKA_DEBUG") else {}),
     })
     return p, fatal
 

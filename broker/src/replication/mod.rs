@@ -30,7 +30,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use openraft::{Membership, Raft, ServerState, StoredMembership};
+use openraft::{Instant as _, Membership, Raft, ServerState, StoredMembership};
 use spool_protocol::batch::{self, BatchHeader};
 use spool_raft::store::{DurableProposal, PartitionStore, PROPOSAL_BASE_OFFSET};
 use spool_raft::transport::{GroupId, Router};
@@ -300,6 +300,29 @@ impl ReplicaGroup {
         (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
+    /// Whether a ticking leader holds openraft's leader lease (a quorum acknowledged it within
+    /// `election_timeout_max`). The proposer refuses writes without it, as openraft upstream
+    /// does, so a leader cut off from its peers answers NOT_LEADER_OR_FOLLOWER at once instead
+    /// of leaving clients to time out; refusing here, before the batch is recorded as pending,
+    /// is safe, where openraft refusing a batch already sent to it was not (see [`Pending`]).
+    /// A quiescent group's idle leader has no heartbeats to renew a lease, so it writes
+    /// regardless; a deposed leader's write fails when it learns the new term.
+    fn lease_held(&self) -> bool {
+        let config = self.raft.config();
+        if !config.enable_tick {
+            return true;
+        }
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.membership_config.voter_ids().count() <= 1 {
+            return true;
+        }
+        let lease = Duration::from_millis(config.election_timeout_max);
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| (*at).into_inner().elapsed() < lease)
+    }
+
     /// The in-sync replicas while this replica leads (see [`isr`]), else `None`.
     pub fn in_sync_replicas(&self, lag_max: Duration) -> Option<Vec<i32>> {
         let metrics = self.raft.metrics();
@@ -393,6 +416,13 @@ impl ReplicaGroup {
 /// continues a pending one is accepted although the log has not got the pending one yet, and
 /// a retry of a pending one is told to come back (it is answered as a duplicate once the
 /// original is in the log).
+///
+/// This trusts that the leader's openraft, within one term, appends every write it is sent
+/// until it stops leading: a write refused while a later one is accepted would leave the
+/// later batch in the log without the refused one before it, and the client (librdkafka
+/// counts a later success as proof of the earlier batch) would lose the refused batch. Hence
+/// the vendored openraft appends writes whatever the leader's lease (SPOOL-PATCH.md); a
+/// refusal for a leadership transfer lasts to the end of the term.
 #[derive(Default)]
 struct Pending {
     term: u64,
@@ -501,19 +531,12 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
         let Some(group) = group.upgrade() else {
             return;
         };
-        let Some(term) = group.leadership() else {
+        let Some(term) = group.leadership().filter(|_| group.lease_held()) else {
             let _ = proposal
                 .reply
                 .try_send(group.failed(ResponseError::NotLeaderOrFollower.code()));
             continue;
         };
-        // An idle quiescent leader's lease may have run out, and a write would be refused; a
-        // ticking group's heartbeats keep it fresh, so its produce path skips the check.
-        let config = group.raft.config();
-        if !config.enable_tick {
-            let lease = Duration::from_millis(config.election_timeout_max);
-            quiesce::renew_lease(&group.raft, lease).await;
-        }
         if pending.borrow().term != term {
             *pending.borrow_mut() = Pending {
                 term,

@@ -19,12 +19,10 @@
 //!   its own no-leader timer would make it disturb them.
 //! - Commit notices need no heartbeat: openraft's replication streams send a follower the
 //!   leader's new commit index when it moves.
-//! - **Leader lease**: openraft refuses a leader's writes (`ForwardToLeader`, `LeaseExpired`)
-//!   once no quorum has acknowledged it for `election_timeout_max`; an idle quiescent leader
-//!   sends nothing, so its lease runs out. Before a write the proposer calls [`renew_lease`]:
-//!   one heartbeat round, answered by a quorum, renews it (one round trip on the first write
-//!   after idling). Without it every write to a partition idle for two election timeouts was
-//!   refused with NOT_LEADER_OR_FOLLOWER, and clients retried until they timed out.
+//! - **Leader lease**: an idle quiescent leader sends nothing, so openraft's leader lease
+//!   (`election_timeout_max` since the last quorum acknowledgement) runs out. It no longer
+//!   matters to writes: the vendored openraft appends a leader's writes whatever its lease
+//!   (vendor/openraft/SPOOL-PATCH.md), so the first write after idling goes straight out.
 //!
 //! Owned by: the shard (one loop and one table per shard thread, `!Send`).
 
@@ -35,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{Instant as _, RaftMetrics, ServerState};
+use openraft::ServerState;
 use spool_raft::transport::Router;
-use spool_raft::{NodeId, TypeConfig};
+use spool_raft::NodeId;
 
-use super::{PartitionRaft, ReplicaGroup};
+use super::ReplicaGroup;
 use crate::runtime;
 
 /// Elections one shard starts per round at most; the rest wait for the next round, so a dead
@@ -156,49 +154,6 @@ pub fn last_heard(peer: NodeId) -> Option<Instant> {
             .filter(|p| p.incarnation != 0)
             .map(|p| p.last_ok)
     })
-}
-
-/// Whether this replica leads with a lease (openraft's, `lease` long) past half its life: the
-/// next write would soon be, or is already, refused.
-fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
-    if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
-        return false;
-    }
-    m.last_quorum_acked
-        .as_ref()
-        .is_none_or(|at| (*at).into_inner().elapsed() >= lease / 2)
-}
-
-/// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
-/// round and waits, at most `lease`, for a quorum to acknowledge it. Returns at once when the
-/// lease is fresh or this replica does not lead; after `lease` without a quorum the write goes
-/// ahead and openraft refuses it, as it should.
-pub async fn renew_lease(raft: &PartitionRaft, lease: Duration) {
-    if !lease_stale(&raft.metrics().borrow_watched(), lease) {
-        return;
-    }
-    if raft.trigger().heartbeat().await.is_err() {
-        return;
-    }
-    let deadline = Instant::now() + lease;
-    let mut metrics = raft.metrics();
-    loop {
-        if !lease_stale(&metrics.borrow_watched(), lease) {
-            return;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        let changed = futures::future::select(
-            Box::pin(metrics.changed()),
-            Box::pin(runtime::sleep(deadline - now)),
-        )
-        .await;
-        if let futures::future::Either::Left((Err(_), _)) = changed {
-            return;
-        }
-    }
 }
 
 impl Quiescer {

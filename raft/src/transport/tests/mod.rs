@@ -14,8 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::VoteRequest;
-use openraft::{Config, Raft, ServerState};
+use openraft::{Config, Instant as _, Raft, ServerState};
 
 use spool_storage::{Backend, MemFs};
 
@@ -175,8 +176,9 @@ impl Cluster {
         last
     }
 
-    /// A new leader accepts writes only once a quorum has acknowledged it (its lease), and
-    /// leadership may move meanwhile: retry on the current leader a bounded number of times.
+    /// Writes through a leader a quorum has acknowledged (one that has not, a candidate's
+    /// rival for instance, may be deposed with the write); leadership may move meanwhile:
+    /// retry on the current leader a bounded number of times.
     async fn write_one(&self, group: GroupId, command: Command) -> u64 {
         const ATTEMPTS_MAX: usize = 50;
         for _ in 0..ATTEMPTS_MAX {
@@ -311,6 +313,58 @@ fn groups_share_one_connection_per_node_pair() {
         );
         assert_eq!(opened.iter().sum::<u64>(), accepted.iter().sum::<u64>());
         cluster.shutdown().await;
+    });
+}
+
+/// A leader whose lease ran out (no quorum acknowledgement for `election_timeout_max`) still
+/// appends the writes it is sent: openraft upstream refuses them (`LeaseExpired`) until a
+/// quorum answers again within the same term, and a refused write followed by an accepted
+/// one left a gap in a pipelining producer's log (vendor/openraft/SPOOL-PATCH.md).
+#[test]
+fn leader_without_quorum_acknowledgement_still_appends_writes() {
+    run_test(|| async {
+        let mut cluster = Cluster::bind(3);
+        cluster.start_group(1, &[1, 2, 3], Log::Memory).await;
+        let leader = cluster.initialize(1, 1, &[1, 2, 3]).await;
+        let last = cluster.write(1, "before", 3).await;
+        for id in [1, 2, 3].into_iter().filter(|&id| id != leader) {
+            cluster
+                .raft(id, 1)
+                .shutdown()
+                .await
+                .expect("follower stops");
+        }
+        // Well past the lease: nothing acknowledges the leader any more.
+        glommio::timer::sleep(Duration::from_millis(2 * config().election_timeout_max)).await;
+        let raft = cluster.raft(leader, 1);
+        let lease = raft.metrics().borrow_watched().last_quorum_acked;
+        assert!(
+            lease.is_some_and(
+                |at| at.elapsed() > Duration::from_millis(config().election_timeout_max)
+            ),
+            "the lease has run out"
+        );
+        assert_eq!(raft.metrics().borrow_watched().state, ServerState::Leader);
+        let write = raft.client_write(Command(Bytes::from_static(b"after")));
+        let refused = futures_lite::future::or(async { Some(write.await) }, async {
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+            None
+        })
+        .await;
+        // Without a quorum the write cannot commit: it waits, appended, instead of failing.
+        assert!(
+            refused.is_none(),
+            "write answered without a quorum: {refused:?}"
+        );
+        raft.wait(Some(WAIT_TIMEOUT))
+            .log_index_at_least(Some(last + 1), "the write appended")
+            .await
+            .expect("the leader appends the write");
+        cluster
+            .raft(leader, 1)
+            .shutdown()
+            .await
+            .expect("leader stops");
     });
 }
 

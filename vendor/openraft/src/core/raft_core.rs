@@ -654,7 +654,12 @@ where
 
         tracing::debug!("write {} entries", payloads.len());
 
-        let mut lh = match self.ensure_writable_leader_handler() {
+        // SPOOL-PATCH: no lease check here. A lease that lapses and returns within one term
+        // (a new leader before its first quorum ack, a leader paused past its lease) made the
+        // leader refuse a write and accept the next one, so a pipelined writer's log had a gap
+        // where the refused entry belonged. Raft's safety never needed the lease for writes:
+        // a deposed leader's entries do not commit.
+        let mut lh = match self.ensure_leader_handler() {
             Ok(lh) => lh,
             Err(forward_err) => {
                 let err = ClientWriteError::ForwardToLeader(forward_err);
