@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from replication.checker import check
-from replication.records import (build_batch, parse_segment_bytes, read_partition_dir,
+from replication.records import (build_batch, crc32c, parse_segment_bytes, read_partition_dir,
                                  write_segment)
 from replication.workload import History
 
@@ -246,3 +246,26 @@ def test_two_segment_files_in_order(tmp_path, fields):
         assert [(x.base_offset, x.last_offset) for x in s.batches] == [(0, 1), (2, 2)]
     else:
         assert [r[2] for x in s.batches for r in x.records()] == [b"a", b"b", b"c"]
+
+
+def test_torn_fragment_never_reads_back_as_a_batch():
+    """The harness's torn write (cluster.torn_fragment) must stay torn when the bytes past it
+    read as zeros, as a segment's padding does: a record ends in a zero header count, so a
+    fragment cut one byte short used to read back as a whole batch the node never wrote."""
+    import random
+
+    from replication.cluster import torn_fragment
+
+    last = build_batch(601, ["c1-549"], leader_epoch=2, producer_id=2000, producer_epoch=0,
+                       base_sequence=183)
+    assert last[-1] == 0, "the record's last byte (header count) is zero"
+    rng = random.Random(7)
+    for _ in range(2000):
+        torn = torn_fragment(last, rng, 64 * 1024)
+        assert 1 <= len(torn) < len(last)
+        padded = bytes(last) + torn + bytes(4096)
+        scan = parse_segment_bytes(padded, "00000000000000000601.log")
+        # Recovery takes a batch whose CRC (over attributes onwards) holds.
+        whole = [b for b in scan.batches
+                 if crc32c(b.raw[21:]) == int.from_bytes(b.raw[17:21], "big")]
+        assert [b.base_offset for b in whole] == [601], len(torn)

@@ -40,6 +40,21 @@ START_TIMEOUT = 120.0
 QUIET = 2
 
 
+
+def torn_fragment(last_batch, rng, max_bytes):
+    """A torn write of the batch after `last_batch`: a copy of it with the next base offset,
+    cut short. The cut leaves out at least one non-zero byte: past the logical end a segment
+    reads as zeros (the aligned writes' padding), so a fragment missing only zero bytes (a
+    record's trailing header count) would read back whole, with a valid CRC, as a batch the
+    node never wrote, carrying the last batch's leader epoch: a forged entry no crash can make,
+    which Raft then takes for the cluster's own at that index and term (seen once as a replica
+    mismatch)."""
+    batch = bytearray(last_batch)
+    batch[0:8] = (int.from_bytes(batch[0:8], "big") + 1).to_bytes(8, "big")
+    last_nonzero = max(i for i, b in enumerate(batch) if b)
+    keep_max = max(1, min(max_bytes, len(batch) - 1, last_nonzero))
+    return bytes(batch[:rng.randint(1, keep_max)])
+
 class ClusterError(RuntimeError):
     pass
 
@@ -179,11 +194,7 @@ class FaultCluster:
         for f, raw, scan in self._newest_segments(n, topics):
             last = scan.batches[-1]
             logical = last.position + last.length
-            batch = bytearray(raw[last.position:logical])
-            # The next batch, cut short: its base offset follows the last one's.
-            batch[0:8] = (int.from_bytes(batch[0:8], "big") + 1).to_bytes(8, "big")
-            torn = bytes(batch[:rng.randint(1, max(1, min(self.TORN_MAX_BYTES,
-                                                          len(batch) - 1)))])
+            torn = torn_fragment(raw[last.position:logical], rng, self.TORN_MAX_BYTES)
             with open(f, "r+b") as out:
                 out.seek(logical)
                 out.write(torn)
