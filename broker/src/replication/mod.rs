@@ -75,21 +75,22 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     hash.clamp(1, spool_raft::transport::PING_GROUP - 1)
 }
 
-/// Environment switch for quiescent partition groups: off by default, `1` turns them on (no
-/// per-group ticks, heartbeats or election timers; see ARCHITECTURE.md, "Many groups").
+/// Environment switch for quiescent partition groups (no per-group ticks, heartbeats or
+/// election timers; see ARCHITECTURE.md, "Many groups"): on by default, `0` turns them off
+/// (openraft's own timers per group, which cannot carry a thousand partitions per node).
 pub const QUIESCE_ENV: &str = "SPOOL_PARTITION_QUIESCE";
 
 /// openraft's settings for partition groups: the metadata quorum's election timeout (Kafka's
 /// `replica.lag.time.max.ms` is far longer; a partition fails over like the quorum),
 /// snapshots and purges only when retention asks (`retention.rs`), never by entry count.
-/// With [`QUIESCE_ENV`]`=1`, no tick: a group has no heartbeat or election timer of its own;
+/// Unless [`QUIESCE_ENV`]`=0`, no tick: a group has no heartbeat or election timer of its own;
 /// the shard's `quiesce` loop pings each peer node once per round for all groups and starts
 /// the elections of the groups whose leader's node stopped answering.
 pub fn raft_config(
     cluster: &crate::config::ClusterConfig,
 ) -> Result<Arc<openraft::Config>, String> {
     let election = cluster.election_timeout_ms.max(10);
-    let quiescent = std::env::var(QUIESCE_ENV).is_ok_and(|v| v == "1");
+    let quiescent = std::env::var(QUIESCE_ENV).map_or(true, |v| v != "0");
     let config = openraft::Config {
         cluster_name: "spool-partition".into(),
         election_timeout_min: election,
@@ -300,24 +301,19 @@ impl ReplicaGroup {
         (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
-    /// Whether a ticking leader holds openraft's leader lease (a quorum acknowledged it within
-    /// `election_timeout_max`). The proposer refuses writes without it, as openraft upstream
-    /// does, so a leader cut off from its peers answers NOT_LEADER_OR_FOLLOWER at once instead
-    /// of leaving clients to time out; refusing here, before the batch is recorded as pending,
-    /// is safe, where openraft refusing a batch already sent to it was not (see [`Pending`]).
-    /// A quiescent group's idle leader has no heartbeats to renew a lease, so it writes
-    /// regardless; a deposed leader's write fails when it learns the new term.
+    /// Whether this leader holds its lease: a quorum acknowledged it within
+    /// `election_timeout_max` (openraft's lease). The proposer refuses writes without it, as
+    /// openraft upstream does, so a leader cut off from its peers answers
+    /// NOT_LEADER_OR_FOLLOWER at once instead of leaving clients to time out. Refusing here,
+    /// before the batch is recorded as pending, is safe, where openraft refusing a batch
+    /// already sent to it was not (see [`Pending`]).
     fn lease_held(&self) -> bool {
-        let config = self.raft.config();
-        if !config.enable_tick {
-            return true;
-        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         if m.membership_config.voter_ids().count() <= 1 {
             return true;
         }
-        let lease = Duration::from_millis(config.election_timeout_max);
         m.last_quorum_acked
             .as_ref()
             .is_some_and(|at| (*at).into_inner().elapsed() < lease)
@@ -421,8 +417,9 @@ impl ReplicaGroup {
 /// until it stops leading: a write refused while a later one is accepted would leave the
 /// later batch in the log without the refused one before it, and the client (librdkafka
 /// counts a later success as proof of the earlier batch) would lose the refused batch. Hence
-/// the vendored openraft appends writes whatever the leader's lease (SPOOL-PATCH.md); a
-/// refusal for a leadership transfer lasts to the end of the term.
+/// the vendored openraft appends writes whatever the leader's lease (SPOOL-PATCH.md) and the
+/// proposer checks the lease itself, before recording a batch; a refusal for a leadership
+/// transfer lasts to the end of the term.
 #[derive(Default)]
 struct Pending {
     term: u64,
@@ -531,12 +528,25 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
         let Some(group) = group.upgrade() else {
             return;
         };
-        let Some(term) = group.leadership().filter(|_| group.lease_held()) else {
+        let Some(term) = group.leadership() else {
             let _ = proposal
                 .reply
                 .try_send(group.failed(ResponseError::NotLeaderOrFollower.code()));
             continue;
         };
+        // An idle quiescent leader's lease has run out: one heartbeat round renews it. A
+        // ticking group's heartbeats keep it fresh while a quorum answers.
+        let config = group.raft.config();
+        if !config.enable_tick {
+            let lease = Duration::from_millis(config.election_timeout_max);
+            quiesce::renew_lease(&group.raft, lease).await;
+        }
+        if !group.lease_held() {
+            let _ = proposal
+                .reply
+                .try_send(group.failed(ResponseError::NotLeaderOrFollower.code()));
+            continue;
+        }
         if pending.borrow().term != term {
             *pending.borrow_mut() = Pending {
                 term,

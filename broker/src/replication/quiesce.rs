@@ -8,7 +8,8 @@
 //! - **Elections**: a follower whose leader's node is down, or that knows no leader, starts a
 //!   pre-vote election (`trigger().elect(true)`): one live voter per group at once (within a
 //!   short random stagger), the others as its backup a stagger later; and again after a
-//!   randomized retry interval while it still has no live leader. Raft's safety never depends
+//!   randomized retry interval, doubling per attempt, while it still has no live leader. At
+//!   most `ELECTIONS_IN_FLIGHT_MAX` of a shard's elections run at once. Raft's safety never depends
 //!   on timers, so triggering elections from here changes when groups elect, never what they
 //!   may decide; a voter's leader lease still refuses a candidate while a leader is writing to
 //!   it.
@@ -19,10 +20,13 @@
 //!   its own no-leader timer would make it disturb them.
 //! - Commit notices need no heartbeat: openraft's replication streams send a follower the
 //!   leader's new commit index when it moves.
-//! - **Leader lease**: an idle quiescent leader sends nothing, so openraft's leader lease
-//!   (`election_timeout_max` since the last quorum acknowledgement) runs out. It no longer
-//!   matters to writes: the vendored openraft appends a leader's writes whatever its lease
-//!   (vendor/openraft/SPOOL-PATCH.md), so the first write after idling goes straight out.
+//! - **Leader lease**: the proposer refuses writes while its leader holds no lease (no quorum
+//!   acknowledgement within `election_timeout_max`, openraft's lease), so a leader cut off
+//!   from its peers answers NOT_LEADER_OR_FOLLOWER at once; an idle quiescent leader sends
+//!   nothing, so its lease runs out. Before a write the proposer calls [`renew_lease`]: one
+//!   heartbeat round, answered by a quorum, renews it (one round trip on the first write
+//!   after idling). Without it every write to a partition idle for two election timeouts was
+//!   refused, and clients retried until they timed out.
 //!
 //! Owned by: the shard (one loop and one table per shard thread, `!Send`).
 
@@ -33,16 +37,26 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use openraft::{Instant as _, RaftMetrics, ServerState};
 use spool_raft::transport::Router;
-use spool_raft::NodeId;
+use spool_raft::{NodeId, TypeConfig};
 
-use super::ReplicaGroup;
+use super::{PartitionRaft, ReplicaGroup};
 use crate::runtime;
 
 /// Elections one shard starts per round at most; the rest wait for the next round, so a dead
 /// node's thousands of groups do not all elect in the same instant.
 pub const ELECTIONS_PER_ROUND_MAX: usize = 256;
+
+/// Elections one shard has running at most (started within the last retry interval and not
+/// yet settled by a live leader). Each costs the voters an fsync and a round trip; with no
+/// bound, thousands of groups electing at once on a loaded machine ran past their vote
+/// timeouts, retried at a higher term, and kept the survivors busy without a leader.
+pub const ELECTIONS_IN_FLIGHT_MAX: usize = 128;
+
+/// A group's retry interval doubles after each election that did not give it a live leader,
+/// up to this many doublings.
+const RETRY_DOUBLINGS_MAX: u32 = 3;
 
 /// Rejoin heartbeats one shard sends per round at most.
 pub const HEARTBEATS_PER_ROUND_MAX: usize = 512;
@@ -97,6 +111,19 @@ struct Slot {
     group: Weak<ReplicaGroup>,
     /// When this group elects next if it still has no live leader.
     elect_at: Cell<Option<Instant>>,
+    /// When this shard last started an election of the group, and how many it started since
+    /// the group last had a live leader.
+    elected_at: Cell<Option<Instant>>,
+    elections: Cell<u32>,
+}
+
+impl Slot {
+    /// The group has a live leader (or is it): its next election starts from scratch.
+    fn settled(&self) {
+        self.elect_at.set(None);
+        self.elected_at.set(None);
+        self.elections.set(0);
+    }
 }
 
 /// The shard's quiescent groups and its view of the peers.
@@ -108,6 +135,8 @@ pub struct Quiescer {
     peers: RefCell<AHashMap<NodeId, Peer>>,
     heartbeats: RefCell<VecDeque<Weak<ReplicaGroup>>>,
     rng: Cell<u64>,
+    /// Elections running at the end of the last round (see [`ELECTIONS_IN_FLIGHT_MAX`]).
+    in_flight: Cell<usize>,
 }
 
 thread_local! {
@@ -129,6 +158,7 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
                     peers: RefCell::default(),
                     heartbeats: RefCell::default(),
                     rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ spool_raft::transport::incarnation()),
+                    in_flight: Cell::new(0),
                 })
             })
             .clone();
@@ -140,6 +170,8 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
     q.slots.borrow_mut().push(Slot {
         group: Rc::downgrade(group),
         elect_at: Cell::new(None),
+        elected_at: Cell::new(None),
+        elections: Cell::new(0),
     });
 }
 
@@ -154,6 +186,49 @@ pub fn last_heard(peer: NodeId) -> Option<Instant> {
             .filter(|p| p.incarnation != 0)
             .map(|p| p.last_ok)
     })
+}
+
+/// Whether this replica leads with a lease (openraft's, `lease` long) past half its life: the
+/// next write would soon be, or is already, refused.
+fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
+    if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
+        return false;
+    }
+    m.last_quorum_acked
+        .as_ref()
+        .is_none_or(|at| (*at).into_inner().elapsed() >= lease / 2)
+}
+
+/// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
+/// round and waits, at most `lease`, for a quorum to acknowledge it. Returns at once when the
+/// lease is fresh or this replica does not lead; after `lease` without a quorum the proposer
+/// refuses the write, as it should.
+pub async fn renew_lease(raft: &PartitionRaft, lease: Duration) {
+    if !lease_stale(&raft.metrics().borrow_watched(), lease) {
+        return;
+    }
+    if raft.trigger().heartbeat().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + lease;
+    let mut metrics = raft.metrics();
+    loop {
+        if !lease_stale(&metrics.borrow_watched(), lease) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let changed = futures::future::select(
+            Box::pin(metrics.changed()),
+            Box::pin(runtime::sleep(deadline - now)),
+        )
+        .await;
+        if let futures::future::Either::Left((Err(_), _)) = changed {
+            return;
+        }
+    }
 }
 
 impl Quiescer {
@@ -204,6 +279,10 @@ impl Quiescer {
         let now = Instant::now();
         let mut wanted: BTreeSet<NodeId> = BTreeSet::new();
         let mut elect: Vec<Rc<ReplicaGroup>> = Vec::new();
+        let budget = ELECTIONS_IN_FLIGHT_MAX
+            .saturating_sub(self.in_flight.get())
+            .min(ELECTIONS_PER_ROUND_MAX);
+        let mut in_flight = 0;
         let returned: Vec<NodeId> = self
             .peers
             .borrow_mut()
@@ -222,7 +301,7 @@ impl Quiescer {
                 let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
                 wanted.extend(voters.iter().copied().filter(|v| *v != self.me));
                 if m.state == ServerState::Leader {
-                    slot.elect_at.set(None);
+                    slot.settled();
                     if returned.iter().any(|p| voters.contains(p))
                         && heartbeats.len() < HEARTBEATS_QUEUED_MAX
                     {
@@ -238,8 +317,17 @@ impl Quiescer {
                     _ => (false, false),
                 };
                 if leader_live {
-                    slot.elect_at.set(None);
+                    slot.settled();
                     return true;
+                }
+                // An election this shard started is still running: it is not retried before
+                // its interval, and it holds a place among those in flight.
+                if slot
+                    .elected_at
+                    .get()
+                    .is_some_and(|at| now.duration_since(at) < self.timing.retry)
+                {
+                    in_flight += 1;
                 }
                 match slot.elect_at.get() {
                     None => {
@@ -251,10 +339,14 @@ impl Quiescer {
                         slot.elect_at
                             .set(Some(now + grace + self.first_wait(&group, &voters, now)));
                     }
-                    Some(at) if at <= now && elect.len() < ELECTIONS_PER_ROUND_MAX => {
-                        slot.elect_at.set(Some(
-                            now + self.timing.retry + self.jitter(self.timing.retry),
-                        ));
+                    Some(at) if at <= now && elect.len() < budget => {
+                        let elections = slot.elections.get();
+                        let retry =
+                            self.timing.retry * 2u32.pow(elections.min(RETRY_DOUBLINGS_MAX));
+                        slot.elect_at
+                            .set(Some(now + retry + self.jitter(self.timing.retry)));
+                        slot.elected_at.set(Some(now));
+                        slot.elections.set(elections.saturating_add(1));
                         elect.push(group.clone());
                     }
                     Some(_) => {}
@@ -262,6 +354,7 @@ impl Quiescer {
                 true
             });
         }
+        self.in_flight.set(in_flight + elect.len());
         for group in elect {
             // Pre-vote first: a candidate that cannot win (a voter still hears a leader)
             // changes no term.
