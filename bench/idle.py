@@ -233,9 +233,13 @@ def main():
         led = 0
         while True:
             ok = True
+            # Every node, before any answer is judged: a node that died at start (its port
+            # taken by another process's outgoing connection meanwhile) must fail the run,
+            # not leave it waiting for partitions that cannot be created.
             for n in nodes.values():
                 if not n.alive():
                     raise RuntimeError(f"node {n.node_id} exited:\n{n.tail()}")
+            for n in nodes.values():
                 try:
                     got, _ = leaders(n, names)
                 except Exception:  # noqa: BLE001
