@@ -30,7 +30,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use openraft::{Instant as _, Membership, Raft, ServerState, StoredMembership};
+use openraft::{Membership, Raft, ServerState, StoredMembership};
 use spool_protocol::batch::{self, BatchHeader};
 use spool_raft::store::{DurableProposal, PartitionStore, PROPOSAL_BASE_OFFSET};
 use spool_raft::transport::{GroupId, Router};
@@ -309,14 +309,7 @@ impl ReplicaGroup {
     /// already sent to it was not (see [`Pending`]).
     fn lease_held(&self) -> bool {
         let lease = Duration::from_millis(self.raft.config().election_timeout_max);
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        if m.membership_config.voter_ids().count() <= 1 {
-            return true;
-        }
-        m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| (*at).into_inner().elapsed() < lease)
+        quiesce::quorum_acked_within(&self.raft.metrics().borrow_watched(), lease)
     }
 
     /// The in-sync replicas while this replica leads (see [`isr`]), else `None`.

@@ -188,15 +188,19 @@ pub fn last_heard(peer: NodeId) -> Option<Instant> {
     })
 }
 
-/// Whether this replica leads with a lease (openraft's, `lease` long) past half its life: the
-/// next write would soon be, or is already, refused.
+/// Whether a quorum acknowledged this replica as leader less than `within` ago (always, for a
+/// sole voter): openraft's leader lease is this with `within` = `election_timeout_max`.
+pub(super) fn quorum_acked_within(m: &RaftMetrics<TypeConfig>, within: Duration) -> bool {
+    m.membership_config.voter_ids().count() <= 1
+        || m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| (*at).into_inner().elapsed() < within)
+}
+
+/// Whether this replica leads with a lease (`lease` long) past half its life: the proposer
+/// would soon refuse a write.
 fn lease_stale(m: &RaftMetrics<TypeConfig>, lease: Duration) -> bool {
-    if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
-        return false;
-    }
-    m.last_quorum_acked
-        .as_ref()
-        .is_none_or(|at| (*at).into_inner().elapsed() >= lease / 2)
+    m.state == ServerState::Leader && !quorum_acked_within(m, lease / 2)
 }
 
 /// Renews an idle leader's lease before a write (see the module notes): sends one heartbeat
