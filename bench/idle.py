@@ -194,6 +194,10 @@ def main():
                         for n in nodes.values()]
                 if all(s == 3 for s in seen):
                     break
+            except ImportError:
+                # confluent-kafka missing (deploy/install-test-deps.sh installs it): waiting
+                # would only end in "not registered".
+                raise
             except Exception:  # noqa: BLE001
                 pass
             for n in nodes.values():

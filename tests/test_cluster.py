@@ -339,9 +339,13 @@ def test_every_client_produces_and_consumes_across_the_cluster(cluster, tmp_path
     c = cluster(controllers=3)
     create_topic(c.admin(), "clients", 6)
     assert set(partition_leaders(c.admin(), "clients").values()) == {1, 2, 3}
+    # Each client's topic is replicated (RF=3): acks=all through one broker's bootstrap, read
+    # back through another's, from leaders spread over the three brokers.
     for client in ("confluent", "kafka-python", "java", "franz-go"):
         topic = f"clients-{client}"
-        create_topic(c.admin(), topic, 6)
+        create_topic(c.admin(), topic, 6, rf=3)
+        md = c.admin().list_topics(topic=topic, timeout=10).topics[topic].partitions
+        assert all(sorted(p.replicas) == [1, 2, 3] for p in md.values()), md
         records = tmp_path / f"{client}.jsonl"
         with open(records, "w") as f:
             for i in range(60):

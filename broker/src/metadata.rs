@@ -58,6 +58,9 @@ pub struct TopicMeta {
 pub struct TopicTable {
     by_name: AHashMap<String, Rc<TopicMeta>>,
     by_id: AHashMap<uuid::Uuid, Rc<TopicMeta>>,
+    /// Bumped by every change, so a sweep can tell whether anything changed since it last
+    /// looked.
+    generation: u64,
 }
 
 impl TopicTable {
@@ -67,13 +70,24 @@ impl TopicTable {
     pub fn get_by_id(&self, id: &uuid::Uuid) -> Option<&Rc<TopicMeta>> {
         self.by_id.get(id)
     }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Whether any partition has a reassignment target.
+    pub fn reassigning(&self) -> bool {
+        self.by_name
+            .values()
+            .any(|m| m.targets.iter().any(Option::is_some))
+    }
     pub fn upsert(&mut self, meta: TopicMeta) {
+        self.generation += 1;
         let meta = Rc::new(meta);
         self.by_id.insert(meta.id, meta.clone());
         self.by_name.insert(meta.name.clone(), meta);
     }
     pub fn remove(&mut self, name: &str) -> Option<Rc<TopicMeta>> {
         let meta = self.by_name.remove(name)?;
+        self.generation += 1;
         self.by_id.remove(&meta.id);
         Some(meta)
     }

@@ -58,6 +58,15 @@ pub const ELECTIONS_IN_FLIGHT_MAX: usize = 128;
 /// up to this many doublings.
 const RETRY_DOUBLINGS_MAX: u32 = 3;
 
+/// Every this many rounds the loop looks at every group; in between it looks only at groups
+/// with an election pending or running, and at all of them again as soon as a peer stops
+/// answering, comes back, or a group registers. A settled group (a leader, or a follower of a
+/// live leader) stays settled until one of those events, except for rare changes inside a
+/// group (its leader stepped down without dying, a lost election left it without a leader),
+/// which the full round finds within this many ticks. Looking at all 10,000 groups of a node
+/// every tick cost more than half a core when idle.
+pub const FULL_ROUND_EVERY: u32 = 5;
+
 /// Rejoin heartbeats one shard sends per round at most.
 pub const HEARTBEATS_PER_ROUND_MAX: usize = 512;
 
@@ -137,6 +146,10 @@ pub struct Quiescer {
     rng: Cell<u64>,
     /// Elections running at the end of the last round (see [`ELECTIONS_IN_FLIGHT_MAX`]).
     in_flight: Cell<usize>,
+    /// Rounds run, for [`FULL_ROUND_EVERY`].
+    rounds: Cell<u32>,
+    /// The next round looks at every group (a group registered).
+    full_due: Cell<bool>,
 }
 
 thread_local! {
@@ -159,6 +172,8 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
                     heartbeats: RefCell::default(),
                     rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ spool_raft::transport::incarnation()),
                     in_flight: Cell::new(0),
+                    rounds: Cell::new(0),
+                    full_due: Cell::new(true),
                 })
             })
             .clone();
@@ -167,6 +182,7 @@ pub fn register(group: &Rc<ReplicaGroup>, me: NodeId, router: &Router, timing: T
     if fresh {
         runtime::spawn_detached(run(Rc::downgrade(&q)));
     }
+    q.full_due.set(true);
     q.slots.borrow_mut().push(Slot {
         group: Rc::downgrade(group),
         elect_at: Cell::new(None),
@@ -278,9 +294,22 @@ impl Quiescer {
             .is_some_and(|p| now.duration_since(p.last_ok) < self.timing.down_after)
     }
 
-    /// One round over the shard's groups.
+    /// One round over the shard's groups: all of them when `full` (see [`FULL_ROUND_EVERY`]),
+    /// else those with an election pending or running.
     async fn round(self: &Rc<Self>) {
         let now = Instant::now();
+        let rounds = self.rounds.get();
+        self.rounds.set(rounds.wrapping_add(1));
+        let mut full = self.full_due.replace(false) || rounds.is_multiple_of(FULL_ROUND_EVERY);
+        // A peer that stopped answering makes this round look at every group, so its groups'
+        // followers start electing now, not at the next full round.
+        for (id, peer) in self.peers.borrow_mut().iter_mut() {
+            if !peer.down && now.duration_since(peer.last_ok) >= self.timing.down_after {
+                peer.down = true;
+                full = true;
+                tracing::info!(peer = id, "peer stopped answering pings; its groups elect");
+            }
+        }
         let mut wanted: BTreeSet<NodeId> = BTreeSet::new();
         let mut elect: Vec<Rc<ReplicaGroup>> = Vec::new();
         let budget = ELECTIONS_IN_FLIGHT_MAX
@@ -293,10 +322,16 @@ impl Quiescer {
             .iter_mut()
             .filter_map(|(id, p)| std::mem::take(&mut p.returned).then_some(*id))
             .collect();
+        full |= !returned.is_empty();
         {
             let mut slots = self.slots.borrow_mut();
             let mut heartbeats = self.heartbeats.borrow_mut();
             slots.retain(|slot| {
+                // Settled (no election pending): nothing to do until an event or the next
+                // full round. Reading its metrics is what a round costs.
+                if !full && slot.elect_at.get().is_none() {
+                    return true;
+                }
                 let Some(group) = slot.group.upgrade() else {
                     return false;
                 };
@@ -392,9 +427,12 @@ impl Quiescer {
         }
         let mut to_ping = Vec::new();
         let mut peers = self.peers.borrow_mut();
-        peers.retain(|id, _| wanted.contains(id));
+        // Only a full round saw every group's voters, so only it forgets peers.
+        if full {
+            peers.retain(|id, _| wanted.contains(id));
+        }
         for id in wanted {
-            let peer = peers.entry(id).or_insert(Peer {
+            peers.entry(id).or_insert(Peer {
                 // A new peer gets one down_after of grace before its groups elect.
                 last_ok: now,
                 incarnation: 0,
@@ -402,13 +440,11 @@ impl Quiescer {
                 returned: false,
                 down: false,
             });
-            if !peer.down && now.duration_since(peer.last_ok) >= self.timing.down_after {
-                peer.down = true;
-                tracing::info!(peer = id, "peer stopped answering pings; its groups elect");
-            }
+        }
+        for (id, peer) in peers.iter_mut() {
             if !peer.pinging {
                 peer.pinging = true;
-                to_ping.push(id);
+                to_ping.push(*id);
             }
         }
         // glommio may run a spawned task at once, up to its first pending await: no borrow of

@@ -38,6 +38,12 @@ use crate::shard::Shard;
 /// Pause between two sweeps of a shard's groups.
 pub const REASSIGN_SWEEP: Duration = Duration::from_millis(250);
 
+/// While no partition has a target and the topics have not changed since a sweep found nothing
+/// to do, a shard looks at its groups only every this many sweeps (a cancelled move's stray
+/// learners, a lost leader's unreported voters). Reading every led group's metrics four
+/// times a second was a visible share of an idle node's CPU with thousands of partitions.
+pub const REASSIGN_IDLE_SWEEP_EVERY: u32 = 20;
+
 /// Groups one sweep takes a step for at most (each step may wait for a commit).
 pub const REASSIGN_STEPS_PER_SWEEP_MAX: usize = 16;
 
@@ -177,21 +183,38 @@ pub async fn reassign_loop(shard: Rc<Shard>) {
     if shard.config.cluster.single_node() {
         return;
     }
+    let mut sweeps: u32 = 0;
+    // The topics' generation when a sweep last found nothing to do.
+    let mut quiet_at: Option<u64> = None;
     loop {
         runtime::sleep(REASSIGN_SWEEP).await;
         if shard.shutting_down.get() {
             return;
         }
-        sweep(&shard).await;
+        sweeps = sweeps.wrapping_add(1);
+        let (generation, reassigning) = {
+            let topics = shard.topics.borrow();
+            (topics.generation(), topics.reassigning())
+        };
+        if !reassigning
+            && quiet_at == Some(generation)
+            && !sweeps.is_multiple_of(REASSIGN_IDLE_SWEEP_EVERY)
+        {
+            continue;
+        }
+        let busy = sweep(&shard).await;
+        quiet_at = (!busy).then_some(generation);
     }
 }
 
-async fn sweep(shard: &Rc<Shard>) {
+/// One pass over the groups this shard leads; whether any had something to do or wait for.
+async fn sweep(shard: &Rc<Shard>) -> bool {
     let groups = shard.replica_groups();
     let mut steps = 0;
+    let mut busy = false;
     for group in groups {
         if steps >= REASSIGN_STEPS_PER_SWEEP_MAX {
-            return;
+            return true;
         }
         let Some(meta) = shard.topics.borrow().get(&group.topic).cloned() else {
             continue;
@@ -203,13 +226,18 @@ async fn sweep(shard: &Rc<Shard>) {
             continue;
         };
         let step = decide(&view, &replicas, target.as_deref());
-        if step == Step::Nothing || step == Step::Wait {
+        if step == Step::Nothing {
+            continue;
+        }
+        busy = true;
+        if step == Step::Wait {
             continue;
         }
         steps += 1;
         tracing::debug!(topic = %group.topic, partition = group.partition, ?step, "reassignment step");
         take(shard, &group, step).await;
     }
+    busy
 }
 
 async fn take(shard: &Rc<Shard>, group: &ReplicaGroup, step: Step) {

@@ -91,6 +91,11 @@ pub struct Shard {
     topic_apply: futures::lock::Mutex<()>,
     /// Leadership reports waiting for the controller, sent in batches.
     leader_reports: crate::replication::reports::LeaderReports,
+    /// Topics with a partition `apply_topic` could not open or start: the next update of
+    /// the topic, whatever it changes, tries them again.
+    topics_incomplete: RefCell<ahash::AHashSet<String>>,
+    /// The tail cache share last applied to every partition.
+    tail_share: Cell<usize>,
 }
 
 pub fn now_ms() -> i64 {
@@ -163,6 +168,8 @@ impl Shard {
             raft_router: spool_raft::transport::Router::new(config_node_id as u64),
             group_owners: RefCell::new(AHashMap::new()),
             topic_apply: futures::lock::Mutex::new(()),
+            topics_incomplete: RefCell::default(),
+            tail_share: Cell::new(0),
         })
     }
 
@@ -872,6 +879,9 @@ impl Shard {
     /// Applies the current share to every partition (after partitions come or go).
     fn share_tail_cache(&self) {
         let share = self.tail_cache_share();
+        if self.tail_share.replace(share) == share {
+            return;
+        }
         for p in self.partitions.borrow().values() {
             p.log.set_tail_cache_bytes_max(share);
         }
@@ -897,6 +907,23 @@ impl Shard {
         if self.shutting_down.get() {
             return;
         }
+        // Most updates are a partition's leader or ISR report: nothing to open, close or
+        // reconfigure. Walking every partition of the topic for each of them (and resharing
+        // the tail cache over every partition of the shard) was most of an idle node's CPU
+        // with 10,000 partitions, and quadratic while they were being created.
+        let only_leaders_or_isr = self.topics.borrow().get(&meta.name).is_some_and(|old| {
+            old.id == meta.id
+                && old.partitions == meta.partitions
+                && old.replication_factor == meta.replication_factor
+                && old.replicas == meta.replicas
+                && old.targets == meta.targets
+                && old.configs == meta.configs
+        }) && !self.topics_incomplete.borrow().contains(&meta.name);
+        if only_leaders_or_isr {
+            self.topics.borrow_mut().upsert(meta);
+            return;
+        }
+        let mut incomplete = false;
         let config = self.log_config(&meta);
         let replicated = self.replicates(&meta.name);
         for index in 0..meta.partitions {
@@ -942,6 +969,7 @@ impl Shard {
                                 dir = %dir.display(),
                                 "cannot start the partition's Raft group; partition offline: {e}"
                             );
+                            incomplete = true;
                             continue;
                         }
                     }
@@ -951,11 +979,19 @@ impl Shard {
                 }
                 // One unreadable partition (or running out of file descriptors) must not keep the
                 // whole broker down: it stays offline and the others serve.
-                Err(e) => tracing::error!(
-                    dir = %dir.display(),
-                    "cannot open partition log; partition offline: {e}"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        dir = %dir.display(),
+                        "cannot open partition log; partition offline: {e}"
+                    );
+                    incomplete = true;
+                }
             }
+        }
+        if incomplete {
+            self.topics_incomplete.borrow_mut().insert(meta.name.clone());
+        } else {
+            self.topics_incomplete.borrow_mut().remove(&meta.name);
         }
         self.topics.borrow_mut().upsert(meta);
         self.share_tail_cache();
@@ -1068,6 +1104,7 @@ impl Shard {
 
     pub async fn drop_topic(&self, name: &str) {
         let removed = self.topics.borrow_mut().remove(name);
+        self.topics_incomplete.borrow_mut().remove(name);
         if let Some(meta) = removed {
             let mut owners = self.group_owners.borrow_mut();
             for index in 0..meta.partitions {
