@@ -7,21 +7,27 @@ Checked with real clients and Kafka's own tools:
   the first record of a new partition is at offset 1 (after the first leader's LEADER_CHANGE
   control batch), and consumers skip the control batches;
 - every replica's partition directory holds byte-identical batches below the high watermark;
+- on the wire (franz-go's kmsg, the newest versions both sides know): a Produce or Fetch to a
+  follower gets NOT_LEADER_OR_FOLLOWER naming the current leader, its epoch and its endpoint
+  (KIP-951); a Fetch to the leader with an older epoch gets FENCED_LEADER_EPOCH (naming the
+  leader too), with a newer one UNKNOWN_LEADER_EPOCH;
 - kill -9 of a partition leader: a follower takes over, Metadata names it with a higher epoch,
   idempotent acks=all producers carry on, and every acknowledged record is read back exactly
   once at its acknowledged offset.
 Every wait is bounded; processes are signalled only by their own PID.
 """
 import glob
+import json
 import os
 import signal
 import struct
+import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import TARGET
+from conftest import TARGET, helper_cmd
 from test_cluster import Cluster, cluster, create_topic, pytest_runtest_makereport  # noqa: F401
 
 pytestmark = pytest.mark.skipif(TARGET != "spool", reason="multi-node Spool clusters")
@@ -169,6 +175,29 @@ def test_rf3_topic_replicates_with_leaders_offsets_and_identical_replicas(cluste
     # Followers learn the commit point with the next replication round.
     time.sleep(1.0)
     check_replicas_identical(c, "rep", 3, hws)
+
+    out = subprocess.run(helper_cmd("franz-go") + ["leader-errors", "--bootstrap", c.bootstrap,
+                         "--topic", "rep", "--partition", "0"],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout)
+    sys.stderr.write(f"[leader errors on the wire: {out.stdout.strip()}]\n")
+    not_leader, fenced, unknown_epoch = 6, 74, 75
+    # Metadata's epoch is the leader's own: the leader takes a Fetch at it and fences one below.
+    assert r["leader"] == leaders[0] and r["leader_epoch"] >= 1, r
+    for key, kip951_from in (("produce_to_follower", 10), ("fetch_from_follower", 16)):
+        a = r[key]
+        assert a["version"] >= kip951_from, r
+        assert a["error_code"] == not_leader, r
+        assert (a["current_leader"], a["current_leader_epoch"]) == (r["leader"], r["leader_epoch"]), r
+        assert a["endpoints"] == [r["leader"]], r
+    stale = r["fetch_stale_epoch"]
+    assert stale["error_code"] == fenced, r
+    # KIP-951 names the leader with FENCED_LEADER_EPOCH too: here the broker asked itself.
+    assert (stale["current_leader"], stale["current_leader_epoch"]) == (r["leader"], r["leader_epoch"]), r
+    assert stale["endpoints"] == [r["leader"]], r
+    assert r["fetch_future_epoch"]["error_code"] == unknown_epoch, r
+    assert r["fetch_right_epoch"]["error_code"] == 0, r
 
 
 def test_partition_leader_kill9_fails_over_without_losing_acknowledged_records(cluster):

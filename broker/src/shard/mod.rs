@@ -989,7 +989,9 @@ impl Shard {
             }
         }
         if incomplete {
-            self.topics_incomplete.borrow_mut().insert(meta.name.clone());
+            self.topics_incomplete
+                .borrow_mut()
+                .insert(meta.name.clone());
         } else {
             self.topics_incomplete.borrow_mut().remove(&meta.name);
         }

@@ -3,6 +3,7 @@
 //
 //	produce --bootstrap H:P --topic T --compression C --acks A --input records.jsonl
 //	consume --bootstrap H:P --topic T --partitions N --count C --timeout-ms X
+//	leader-errors --bootstrap H:P --topic T --partition P   (leader_errors.go)
 package main
 
 import (
@@ -273,13 +274,15 @@ func consume(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: %s {produce|consume} ...", os.Args[0])
+		die("usage: %s {produce|consume|leader-errors} ...", os.Args[0])
 	}
 	switch os.Args[1] {
 	case "produce":
 		produce(os.Args[2:])
 	case "consume":
 		consume(os.Args[2:])
+	case "leader-errors":
+		leaderErrors(os.Args[2:])
 	default:
 		die("unknown command %q", os.Args[1])
 	}

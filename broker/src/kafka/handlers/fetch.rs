@@ -128,8 +128,11 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable_offset)
                 .with_records(None);
-            // KIP-951 (v12+ carries CurrentLeader, v16+ the leaders' endpoints).
-            if ctx.version() >= 12 && r.error_code == ResponseError::NotLeaderOrFollower.code() {
+            // KIP-951 (v12+ carries CurrentLeader, v16+ the leaders' endpoints), with either
+            // error that sends the client to a newer leader.
+            let moved = r.error_code == ResponseError::NotLeaderOrFollower.code()
+                || r.error_code == ResponseError::FencedLeaderEpoch.code();
+            if ctx.version() >= 12 && moved {
                 if let Some((leader, epoch)) = w
                     .topic
                     .as_deref()

@@ -155,9 +155,9 @@ pub async fn dispatch(
                             .with_base_offset(r.base_offset)
                             .with_log_append_time_ms(r.log_append_time_ms);
                         // KIP-951: where the leader moved, say where to.
-                        if version >= 10
-                            && r.error_code == ResponseError::NotLeaderOrFollower.code()
-                        {
+                        let moved = r.error_code == ResponseError::NotLeaderOrFollower.code()
+                            || r.error_code == ResponseError::FencedLeaderEpoch.code();
+                        if version >= 10 && moved {
                             if let Some((leader, epoch)) =
                                 shard.current_leader(name.0.as_str(), index)
                             {
