@@ -13,7 +13,8 @@ Checked with real clients and Kafka's own tools:
   leader too), with a newer one UNKNOWN_LEADER_EPOCH;
 - kill -9 of a partition leader: a follower takes over, Metadata names it with a higher epoch,
   idempotent acks=all producers carry on, and every acknowledged record is read back exactly
-  once at its acknowledged offset.
+  once at its acknowledged offset; OffsetForLeaderEpoch answers each epoch's end from the
+  terms in the log.
 Every wait is bounded; processes are signalled only by their own PID.
 """
 import glob
@@ -245,7 +246,25 @@ def test_partition_leader_kill9_fails_over_without_losing_acknowledged_records(c
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    sys.stderr.write(f"[partition leader failover after kill -9: {failover:.2f} s]\n")
+    # OffsetForLeaderEpoch answers from the Raft terms the log holds (how clients detect a
+    # truncation after a failover): for each epoch, the largest epoch at or below it and where
+    # that epoch's entries end, which is where the next epoch's first batch starts.
+    from test_offsets import offset_for_leader_epoch
+    leader_now = wait_leaders(c, "failover", 1)[0]
+    starts = {}
+    for base, body in read_batches(str(c.nodes[leader_now].data_dir / "failover-0")):
+        if base < hws[0]:
+            starts.setdefault(struct.unpack(">i", body[:4])[0], base)
+    epochs = sorted(starts)
+    assert len(epochs) >= 2, f"one leader epoch across a failover: {starts}"
+    for asked in range(epochs[0], epochs[-1] + 1):
+        have = max(e for e in epochs if e <= asked)
+        later = [starts[e] for e in epochs if e > have]
+        end = later[0] if later else hws[0]
+        got = offset_for_leader_epoch(c.nodes[leader_now].bootstrap, "failover", 0, asked, 3)
+        assert got == (0, have, end), f"epoch {asked}: {got}, expected {(0, have, end)} ({starts})"
+    sys.stderr.write(f"[partition leader failover after kill -9: {failover:.2f} s; "
+                     f"epochs start at {starts}]\n")
 
 
 def produce_one(bootstrap, topic, value, acks, timeout=15):
