@@ -229,7 +229,12 @@ def test_retention_moves_the_log_start_on_every_replica_alike(cluster):
 
 
 def test_replica_behind_the_purge_point_installs_the_snapshot_and_keeps_producer_state(cluster):
-    c = cluster(controllers=3, extra=EXTRA + ("leader.imbalance.check.interval.seconds=1",))
+    # Any partition led off its preferred replica counts as imbalance (Kafka's rule is a ratio
+    # per broker, 10 % by default): the restarted broker is also preferred for a share of
+    # __consumer_offsets, and once those moved back, "lag" alone (1 of ~17) fell under 10 % and
+    # stayed where it was whenever it caught up after them (seen once in CI).
+    c = cluster(controllers=3, extra=EXTRA + ("leader.imbalance.check.interval.seconds=1",
+                                              "leader.imbalance.per.broker.percentage=0"))
     create_small_segment_topic(c, "lag")
     wait_leaders(c, "lag", 1)
     preferred = partition_state(c.admin(), "lag")[0][1][0]
