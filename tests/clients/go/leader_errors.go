@@ -63,18 +63,12 @@ func oneRecordBatch() []byte {
 	return b
 }
 
-func endpointIDs(eps []kmsg.ProduceResponseBroker) []int32 {
+// nodeIDs lists the node ids of a response's NodeEndpoints (Produce and Fetch each have
+// their own type for them).
+func nodeIDs[T any](eps []T, id func(T) int32) []int32 {
 	ids := []int32{}
 	for _, e := range eps {
-		ids = append(ids, e.NodeID)
-	}
-	return ids
-}
-
-func fetchEndpointIDs(eps []kmsg.FetchResponseBroker) []int32 {
-	ids := []int32{}
-	for _, e := range eps {
-		ids = append(ids, e.NodeID)
+		ids = append(ids, id(e))
 	}
 	return ids
 }
@@ -147,7 +141,7 @@ func leaderErrors(args []string) {
 	}
 	ppr := pr.Topics[0].Partitions[0]
 	rep.FollowerProd = leaderAnswer{pr.Version, ppr.ErrorCode, ppr.CurrentLeader.LeaderID,
-		ppr.CurrentLeader.LeaderEpoch, endpointIDs(pr.Brokers)}
+		ppr.CurrentLeader.LeaderEpoch, nodeIDs(pr.Brokers, func(b kmsg.ProduceResponseBroker) int32 { return b.NodeID })}
 
 	fetch := func(broker int32, epoch int32) leaderAnswer {
 		req := kmsg.NewPtrFetchRequest()
@@ -177,7 +171,7 @@ func leaderErrors(args []string) {
 		}
 		p := fr.Topics[0].Partitions[0]
 		return leaderAnswer{fr.Version, p.ErrorCode, p.CurrentLeader.LeaderID,
-			p.CurrentLeader.LeaderEpoch, fetchEndpointIDs(fr.Brokers)}
+			p.CurrentLeader.LeaderEpoch, nodeIDs(fr.Brokers, func(b kmsg.FetchResponseBroker) int32 { return b.NodeID })}
 	}
 	rep.FollowerFetch = fetch(rep.Follower, rep.LeaderEpoch)
 	rep.StaleEpoch = fetch(rep.Leader, rep.LeaderEpoch-1)
