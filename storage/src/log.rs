@@ -49,7 +49,8 @@ use crate::entry_index::{self, EntryInfo, EntryWindow, SegmentEntries};
 use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::producer::{ProducerState, SequenceCheck};
+use crate::producer::{AbortedTxn, ProducerState, SequenceCheck};
+use spool_protocol::control::TxnMarker;
 use crate::segment::{self, FlushTarget, Indexes, SealWork, Segment, SegmentView};
 use crate::tail::{CachedBatch, TailCache};
 use crate::{AppendInfo, LogConfig, ReadResult, StorageError, TimestampType};
@@ -68,6 +69,15 @@ const TIMESTAMP_LOOKUP_ATTEMPTS_MAX: usize = 4;
 
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub(crate) const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+
+/// The transaction marker a batch holds (a control batch with a producer id).
+pub(crate) fn marker_of(header: &BatchHeader, bytes: &[u8]) -> Option<TxnMarker> {
+    if header.is_control() && header.has_producer_id() {
+        spool_protocol::control::decode_txn_marker(bytes)
+    } else {
+        None
+    }
+}
 
 pub(crate) fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
     dir.join(format!("{offset:020}.snapshot"))
@@ -715,6 +725,29 @@ impl PartitionLog {
         best.map(|(ts, offset)| (offset, ts, state.epochs.epoch_for_offset(offset)))
     }
 
+    /// Kafka's last stable offset for a high watermark of `high_watermark`: read_committed
+    /// readers stop below the first offset of the oldest transaction not yet decided below it.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.state
+            .borrow_mut()
+            .producers
+            .last_stable_offset(high_watermark)
+    }
+
+    /// The aborted transactions overlapping `[fetch_offset, upper_bound)` (read_committed).
+    pub fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        self.state
+            .borrow()
+            .producers
+            .aborted_txns(fetch_offset, upper_bound)
+    }
+
+    /// Every producer's state, for DescribeProducers: (id, epoch, last sequence, last
+    /// timestamp, coordinator epoch, ongoing transaction's first offset).
+    pub fn describe_producers(&self) -> Vec<(i64, i16, i32, i64, i32, Option<i64>)> {
+        self.state.borrow().producers.describe()
+    }
+
     /// OffsetForLeaderEpoch: `(largest epoch <= epoch, its end offset)`, or (-1, -1).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let state = self.state.borrow();
@@ -813,8 +846,8 @@ impl LogState {
         let mark = self.producers.undo_mark();
         let mut stamped = Vec::with_capacity(frames.len());
         let mut next_offset = self.log_end_offset;
-        for (position, header) in frames {
-            match self.producers.check(&header, now_ms, expiration_ms) {
+        for (position, header, marker) in frames {
+            match self.producers.check(&header, marker, now_ms, expiration_ms) {
                 Ok(SequenceCheck::Append) => {}
                 Ok(SequenceCheck::Duplicate {
                     base_offset,
@@ -839,7 +872,7 @@ impl LogState {
             if log_append_time {
                 header.max_timestamp = now_ms;
             }
-            self.producers.apply(&header, now_ms);
+            self.producers.apply(&header, marker, now_ms);
             next_offset = header.last_offset() + 1;
             stamped.push((position, header));
         }
@@ -866,7 +899,7 @@ impl LogState {
         stamp: crate::entries::EntryStamp,
     ) -> Result<AppendInfo, StorageError> {
         use crate::entries::EntryStamp;
-        let (position, header) = match stamp {
+        let (position, header, marker) = match stamp {
             EntryStamp::Propose => {
                 let mut frames = self.validate_batches(&batch)?;
                 if frames.len() != 1 {
@@ -891,7 +924,7 @@ impl LogState {
                         expected_epoch: epoch,
                     });
                 }
-                (0, header)
+                (0, header, marker_of(&header, &batch))
             }
         };
         let log_append_time = matches!(stamp, EntryStamp::Propose)
@@ -903,7 +936,7 @@ impl LogState {
         if log_append_time {
             header.max_timestamp = now_ms;
         }
-        self.producers.apply(&header, now_ms);
+        self.producers.apply(&header, marker, now_ms);
         let next_offset = header.last_offset() + 1;
         self.maybe_roll(batch.len() as u64, next_offset, now_ms, mark);
         let base_offset = self.log_end_offset;
@@ -928,11 +961,18 @@ impl LogState {
         if frames.len() != 1 {
             return Err(StorageError::NotOneBatch);
         }
-        self.producers
-            .check(&frames[0].1, now_ms, self.config.producer_id_expiration_ms)
+        self.producers.check(
+            &frames[0].1,
+            frames[0].2,
+            now_ms,
+            self.config.producer_id_expiration_ms,
+        )
     }
 
-    fn validate_batches(&self, records: &Bytes) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
+    fn validate_batches(
+        &self,
+        records: &Bytes,
+    ) -> Result<Vec<(usize, BatchHeader, Option<TxnMarker>)>, StorageError> {
         let mut frames = Vec::new();
         for frame in batch::batches(records.clone()) {
             let (position, bytes) = frame.map_err(|error| corrupt(records.len(), &error))?;
@@ -949,12 +989,15 @@ impl LogState {
                     reason: "empty batch",
                 });
             }
-            if header.has_producer_id() && (header.base_sequence < 0 || header.producer_epoch < 0) {
+            // A transaction marker carries no sequence (Kafka's NO_SEQUENCE).
+            let sequence_ok = header.base_sequence >= 0 || header.is_control();
+            if header.has_producer_id() && (!sequence_ok || header.producer_epoch < 0) {
                 return Err(StorageError::InvalidRecord {
                     reason: "a batch with a producer id needs a sequence and an epoch",
                 });
             }
-            frames.push((position, header));
+            let marker = marker_of(&header, &bytes);
+            frames.push((position, header, marker));
         }
         if frames.is_empty() {
             return Err(StorageError::CorruptBatch {

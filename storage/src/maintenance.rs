@@ -605,6 +605,7 @@ impl LogState {
         let log_start = self.log_start_offset();
         self.tail.drop_before(log_start);
         self.entry_window.drop_before_offset(log_start);
+        self.producers.prune_aborted(log_start);
         if !self.epochs.truncate_from_start(log_start) {
             return (detached, None);
         }

@@ -16,10 +16,20 @@
 //! entries and runs lazily: every [`EXPIRE_INTERVAL_APPENDS`] appends, before a snapshot is
 //! written, and on retention enforcement. Memory is bounded by [`PRODUCERS_PER_PARTITION_MAX`]:
 //! past it the least recently appended-to producers are evicted.
+//!
+//! Transactions (Kafka's `ProducerStateManager`): a transactional batch starts or extends its
+//! producer's ongoing transaction (its first offset is kept); a transaction marker (a control
+//! batch with the producer id: COMMIT or ABORT) ends it, and an ABORT adds the transaction to
+//! the aborted list that read_committed fetches return. The first offset of the ongoing
+//! transactions, and of ended ones whose marker the high watermark has not passed yet, bounds
+//! the last stable offset. A producer with an ongoing transaction never expires and is never
+//! evicted (Kafka's rule); ongoing transactions are bounded by the producer cap. All of it is a
+//! fold of the log, so every replica holds the same state, and snapshots carry it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use spool_protocol::batch::{sequence_add, BatchHeader};
+use spool_protocol::control::TxnMarker;
 
 use crate::StorageError;
 
@@ -40,9 +50,15 @@ const SNAPSHOT_PRODUCERS_MAX: usize = 10_000_000;
 const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"SPPS";
 /// Version 2: each entry carries the time of its last append.
 const SNAPSHOT_MAGIC_V2: &[u8; 4] = b"SPP2";
+/// Version 3: entries carry the coordinator epoch and the ongoing transaction's first offset;
+/// the aborted transactions and the ended-but-unstable ones follow the entries.
+const SNAPSHOT_MAGIC_V3: &[u8; 4] = b"SPP3";
 const SNAPSHOT_ENTRY_BYTES_V1: usize = 8 + 2 + 1;
 const SNAPSHOT_ENTRY_BYTES_V2: usize = 8 + 2 + 8 + 1;
+const SNAPSHOT_ENTRY_BYTES_V3: usize = 8 + 2 + 8 + 4 + 8 + 1;
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
+const SNAPSHOT_ABORTED_BYTES: usize = 8 + 8 + 8 + 8;
+const SNAPSHOT_ENDED_BYTES: usize = 8 + 8;
 
 const _: () = assert!(PRODUCERS_PER_PARTITION_MAX <= SNAPSHOT_PRODUCERS_MAX);
 const _: () = assert!(PRODUCERS_EVICT_DIVISOR > 0 && EXPIRE_INTERVAL_APPENDS > 0);
@@ -63,12 +79,42 @@ pub(crate) struct ProducerEntry {
     /// batch; never decreases.
     pub last_timestamp_ms: i64,
     pub batches: VecDeque<BatchMeta>,
+    /// The coordinator epoch of the last marker (-1: none yet).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's ongoing transaction on this partition.
+    pub txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
-    fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
-        expiration_ms >= 0 && now_ms.saturating_sub(self.last_timestamp_ms) >= expiration_ms
+    fn new(epoch: i16, last_timestamp_ms: i64) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            last_timestamp_ms,
+            batches: VecDeque::new(),
+            coordinator_epoch: -1,
+            txn_first_offset: None,
+        }
     }
+
+    /// Kafka never expires (nor may a cap evict) a producer in a transaction: its marker
+    /// must still find the transaction.
+    fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        self.txn_first_offset.is_none()
+            && expiration_ms >= 0
+            && now_ms.saturating_sub(self.last_timestamp_ms) >= expiration_ms
+    }
+}
+
+/// An aborted transaction as read_committed fetches report it (Kafka's `AbortedTxn`):
+/// records of `producer_id` from `first_offset` up to the marker at `last_offset` are
+/// dropped by the client. `last_stable_offset` is the LSO right after the abort: every
+/// transaction still open then starts at or above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub last_stable_offset: i64,
 }
 
 /// What an append of one batch must do.
@@ -81,6 +127,15 @@ pub enum SequenceCheck {
 #[derive(Debug)]
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every ongoing transaction: an index of
+    /// `ProducerEntry::txn_first_offset`, kept in step by every change to `producers`.
+    ongoing: BTreeSet<(i64, i64)>,
+    /// (marker offset, first offset) of ended transactions, in marker order, until the high
+    /// watermark passes the marker: until then they still hold the LSO back.
+    ended: VecDeque<(i64, i64)>,
+    /// Aborted transactions whose marker is in the log, in marker order (pruned below the
+    /// log start).
+    aborted: Vec<AbortedTxn>,
     /// (batch base offset, producer id, prior entry) for changes since the last commit,
     /// oldest first. An eviction is recorded under the base offset of the batch that caused it.
     undo: Vec<(i64, i64, Option<ProducerEntry>)>,
@@ -96,6 +151,9 @@ impl Default for ProducerState {
     fn default() -> ProducerState {
         ProducerState {
             producers: HashMap::new(),
+            ongoing: BTreeSet::new(),
+            ended: VecDeque::new(),
+            aborted: Vec::new(),
             undo: Vec::new(),
             producers_max: PRODUCERS_PER_PARTITION_MAX,
             appends_since_expire: 0,
@@ -140,6 +198,7 @@ impl ProducerState {
     pub(crate) fn check(
         &self,
         header: &BatchHeader,
+        marker: Option<TxnMarker>,
         now_ms: i64,
         expiration_ms: i64,
     ) -> Result<SequenceCheck, StorageError> {
@@ -147,6 +206,31 @@ impl ProducerState {
             return Ok(SequenceCheck::Append);
         }
         let producer_id = header.producer_id;
+        if header.is_control() {
+            // A marker from an older epoch or an older coordinator is a zombie's (Kafka's
+            // `checkProducerEpoch` and `checkCoordinatorEpoch`); expiry does not apply, as a
+            // producer in a transaction never expires.
+            let Some(entry) = self.producers.get(&producer_id) else {
+                return Ok(SequenceCheck::Append);
+            };
+            if header.producer_epoch < entry.epoch {
+                return Err(StorageError::InvalidProducerEpoch {
+                    producer_id,
+                    epoch: header.producer_epoch,
+                    current: entry.epoch,
+                });
+            }
+            if let Some(marker) = marker {
+                if marker.coordinator_epoch < entry.coordinator_epoch {
+                    return Err(StorageError::TransactionCoordinatorFenced {
+                        producer_id,
+                        epoch: marker.coordinator_epoch,
+                        current: entry.coordinator_epoch,
+                    });
+                }
+            }
+            return Ok(SequenceCheck::Append);
+        }
         // Kafka 4 accepts an unknown producer at any sequence and starts tracking it.
         let Some(entry) = self
             .producers
@@ -197,7 +281,7 @@ impl ProducerState {
 
     /// Records a batch appended at `now_ms` (offsets already assigned), remembering how to undo
     /// it and any eviction it causes.
-    pub(crate) fn apply(&mut self, header: &BatchHeader, now_ms: i64) {
+    pub(crate) fn apply(&mut self, header: &BatchHeader, marker: Option<TxnMarker>, now_ms: i64) {
         if !header.has_producer_id() {
             return;
         }
@@ -205,7 +289,7 @@ impl ProducerState {
         let prior = self.producers.get(&header.producer_id).cloned();
         self.undo
             .push((header.base_offset, header.producer_id, prior));
-        self.update(header, now_ms);
+        self.update(header, marker, now_ms);
         for (producer_id, entry) in self.evict_over_cap(Some(header.producer_id)) {
             self.undo
                 .push((header.base_offset, producer_id, Some(entry)));
@@ -214,23 +298,28 @@ impl ProducerState {
 
     /// Records a batch read back from the log during recovery (no undo), timed by its max
     /// timestamp: the log holds nothing else.
-    pub(crate) fn replay(&mut self, header: &BatchHeader) {
+    pub(crate) fn replay(&mut self, header: &BatchHeader, marker: Option<TxnMarker>) {
         if !header.has_producer_id() {
             return;
         }
-        self.update(header, header.max_timestamp);
+        self.update(header, marker, header.max_timestamp);
         self.evict_over_cap(Some(header.producer_id));
     }
 
-    fn update(&mut self, header: &BatchHeader, timestamp_ms: i64) {
+    fn update(&mut self, header: &BatchHeader, marker: Option<TxnMarker>, timestamp_ms: i64) {
+        if header.is_control() {
+            self.end_transaction(header, marker, timestamp_ms);
+            return;
+        }
+        let producer_id = header.producer_id;
         let entry = self
             .producers
-            .entry(header.producer_id)
-            .or_insert(ProducerEntry {
-                epoch: header.producer_epoch,
-                last_timestamp_ms: timestamp_ms,
-                batches: VecDeque::new(),
-            });
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch, timestamp_ms));
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
+            self.ongoing.insert((header.base_offset, producer_id));
+        }
         // A batch that does not continue the sequence of its epoch was accepted as an unknown
         // producer's (expired or evicted): start over, as the live append did.
         let continues = entry
@@ -254,6 +343,132 @@ impl ProducerState {
         assert!(entry.batches.len() <= BATCHES_PER_PRODUCER_MAX);
     }
 
+    /// A marker (Kafka's `appendEndTxnMarker`): a newer epoch restarts the producer's
+    /// sequences; its ongoing transaction, if any, ends at the marker's offset, and an ABORT
+    /// adds it to the aborted list. A control batch of another type changes nothing but time.
+    fn end_transaction(&mut self, header: &BatchHeader, marker: Option<TxnMarker>, timestamp_ms: i64) {
+        let producer_id = header.producer_id;
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch, timestamp_ms));
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        let Some(marker) = marker else {
+            return;
+        };
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        let Some(first_offset) = entry.txn_first_offset.take() else {
+            return;
+        };
+        let marker_offset = header.base_offset;
+        self.ongoing.remove(&(first_offset, producer_id));
+        self.ended.push_back((marker_offset, first_offset));
+        if !marker.commit {
+            let last_stable_offset = self
+                .ongoing
+                .first()
+                .map_or(marker_offset + 1, |&(first, _)| first);
+            assert!(self
+                .aborted
+                .last()
+                .is_none_or(|last| last.last_offset < marker_offset));
+            self.aborted.push(AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset: marker_offset,
+                last_stable_offset,
+            });
+        }
+    }
+
+    /// The first offset a read_committed reader may not pass: the first offset of the oldest
+    /// ongoing transaction, or of an ended one whose marker is not below `high_watermark` yet,
+    /// else `high_watermark` (Kafka's last stable offset). Forgets ended transactions whose
+    /// marker the high watermark has passed.
+    pub(crate) fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        while self
+            .ended
+            .front()
+            .is_some_and(|&(marker, _)| marker < high_watermark)
+        {
+            self.ended.pop_front();
+        }
+        let ongoing = self.ongoing.first().map_or(i64::MAX, |&(first, _)| first);
+        let ended = self.ended.iter().map(|&(_, first)| first).min().unwrap_or(i64::MAX);
+        high_watermark.min(ongoing).min(ended)
+    }
+
+    /// The aborted transactions a read_committed fetch from `fetch_offset` up to
+    /// `upper_bound` must report (Kafka's `collectAbortedTxns`): those ending at or after the
+    /// fetch offset and starting below the bound; the scan stops at the first whose LSO
+    /// reaches the bound, as every later one starts above it.
+    pub(crate) fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let from = self.aborted.partition_point(|a| a.last_offset < fetch_offset);
+        let mut out = Vec::new();
+        for txn in &self.aborted[from..] {
+            if txn.first_offset < upper_bound {
+                out.push(*txn);
+            }
+            if txn.last_stable_offset >= upper_bound {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Forgets aborted transactions whose marker is below the log start (no reader can get
+    /// their records any more).
+    pub(crate) fn prune_aborted(&mut self, log_start_offset: i64) {
+        let gone = self.aborted.partition_point(|a| a.last_offset < log_start_offset);
+        self.aborted.drain(..gone);
+    }
+
+    /// Every producer's (id, epoch, last sequence, last timestamp, coordinator epoch,
+    /// ongoing transaction's first offset), for DescribeProducers.
+    pub(crate) fn describe(&self) -> Vec<(i64, i16, i32, i64, i32, Option<i64>)> {
+        let mut out: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (id, e.epoch, last_seq, e.last_timestamp_ms, e.coordinator_epoch, e.txn_first_offset)
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.0);
+        out
+    }
+
+    /// Removes or replaces a producer's entry, keeping the ongoing index in step.
+    fn restore(&mut self, id: i64, prior: Option<ProducerEntry>) {
+        let current = match prior {
+            Some(entry) => {
+                if let Some(first) = entry.txn_first_offset {
+                    self.ongoing.insert((first, id));
+                }
+                self.producers.insert(id, entry)
+            }
+            None => self.producers.remove(&id),
+        };
+        if let Some(first) = current.and_then(|e| e.txn_first_offset) {
+            if self.producers.get(&id).and_then(|e| e.txn_first_offset) != Some(first) {
+                self.ongoing.remove(&(first, id));
+            }
+        }
+    }
+
+    /// Forgets markers at or after `offset` (their batches were rolled back).
+    fn forget_markers_from(&mut self, offset: i64) {
+        while self.ended.back().is_some_and(|&(marker, _)| marker >= offset) {
+            self.ended.pop_back();
+        }
+        let keep = self.aborted.partition_point(|a| a.last_offset < offset);
+        self.aborted.truncate(keep);
+    }
+
     /// Past the cap, removes the least recently appended-to producers (never `keep`) down to
     /// `producers_max - producers_max / PRODUCERS_EVICT_DIVISOR`, and returns them.
     fn evict_over_cap(&mut self, keep: Option<i64>) -> Vec<(i64, ProducerEntry)> {
@@ -264,7 +479,7 @@ impl ProducerState {
         let mut oldest: Vec<(i64, i64)> = self
             .producers
             .iter()
-            .filter(|&(&id, _)| Some(id) != keep)
+            .filter(|&(&id, entry)| Some(id) != keep && entry.txn_first_offset.is_none())
             .map(|(&id, entry)| (entry.last_timestamp_ms, id))
             .collect();
         let count = (excess + self.producers_max / PRODUCERS_EVICT_DIVISOR).min(oldest.len());
@@ -342,12 +557,15 @@ impl ProducerState {
     /// Reverts the changes made after `mark`, newest first.
     pub(crate) fn rollback_to(&mut self, mark: usize) {
         assert!(mark <= self.undo.len());
+        let mut lowest = i64::MAX;
         while self.undo.len() > mark {
-            let Some((_, producer_id, prior)) = self.undo.pop() else {
+            let Some((base, producer_id, prior)) = self.undo.pop() else {
                 break;
             };
-            restore(&mut self.producers, producer_id, prior);
+            lowest = lowest.min(base);
+            self.restore(producer_id, prior);
         }
+        self.forget_markers_from(lowest);
     }
 
     /// Reverts the changes made by batches at or after `offset` (a failed flush), then commits.
@@ -356,8 +574,9 @@ impl ProducerState {
             let Some((_, producer_id, prior)) = self.undo.pop() else {
                 break;
             };
-            restore(&mut self.producers, producer_id, prior);
+            self.restore(producer_id, prior);
         }
+        self.forget_markers_from(offset);
         self.undo.clear();
     }
 
@@ -369,29 +588,44 @@ impl ProducerState {
         }
         let mut past = ProducerState {
             producers: self.producers.clone(),
+            ongoing: self.ongoing.clone(),
+            ended: self.ended.clone(),
+            aborted: self.aborted.clone(),
             ..ProducerState::default()
         };
-        for (_, producer_id, prior) in self.undo[mark..].iter().rev() {
-            restore(&mut past.producers, *producer_id, prior.clone());
+        let mut lowest = i64::MAX;
+        for (base, producer_id, prior) in self.undo[mark..].iter().rev() {
+            lowest = lowest.min(*base);
+            past.restore(*producer_id, prior.clone());
         }
+        past.forget_markers_from(lowest);
         past.encode()
     }
 
-    /// Snapshot bytes (version 2): magic, count, entries (id, epoch, last timestamp, batches),
-    /// CRC-32C of everything before it.
+    /// Snapshot bytes (version 3): magic, count, entries (id, epoch, last timestamp,
+    /// coordinator epoch, ongoing transaction's first offset or -1, batches), the aborted
+    /// transactions (count, then id, first, last, LSO), the ended-but-unstable ones (count,
+    /// then marker offset, first offset), CRC-32C of everything before it.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut ids: Vec<_> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         let mut bytes = Vec::with_capacity(
-            4 + 8 + 4 + ids.len() * (SNAPSHOT_ENTRY_BYTES_V2 + SNAPSHOT_BATCH_BYTES),
+            4 + 8
+                + 4
+                + ids.len() * (SNAPSHOT_ENTRY_BYTES_V3 + SNAPSHOT_BATCH_BYTES)
+                + 16
+                + self.aborted.len() * SNAPSHOT_ABORTED_BYTES
+                + self.ended.len() * SNAPSHOT_ENDED_BYTES,
         );
-        bytes.extend_from_slice(SNAPSHOT_MAGIC_V2);
+        bytes.extend_from_slice(SNAPSHOT_MAGIC_V3);
         bytes.extend_from_slice(&(ids.len() as u64).to_be_bytes());
         for id in ids {
             let entry = &self.producers[&id];
             bytes.extend_from_slice(&id.to_be_bytes());
             bytes.extend_from_slice(&entry.epoch.to_be_bytes());
             bytes.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            bytes.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            bytes.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
             bytes.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 bytes.extend_from_slice(&batch.first_seq.to_be_bytes());
@@ -399,6 +633,18 @@ impl ProducerState {
                 bytes.extend_from_slice(&batch.base_offset.to_be_bytes());
                 bytes.extend_from_slice(&batch.last_offset.to_be_bytes());
             }
+        }
+        bytes.extend_from_slice(&(self.aborted.len() as u64).to_be_bytes());
+        for txn in &self.aborted {
+            bytes.extend_from_slice(&txn.producer_id.to_be_bytes());
+            bytes.extend_from_slice(&txn.first_offset.to_be_bytes());
+            bytes.extend_from_slice(&txn.last_offset.to_be_bytes());
+            bytes.extend_from_slice(&txn.last_stable_offset.to_be_bytes());
+        }
+        bytes.extend_from_slice(&(self.ended.len() as u64).to_be_bytes());
+        for &(marker, first) in &self.ended {
+            bytes.extend_from_slice(&marker.to_be_bytes());
+            bytes.extend_from_slice(&first.to_be_bytes());
         }
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
@@ -416,15 +662,17 @@ impl ProducerState {
         }
         let mut reader = Reader { bytes: body };
         let magic = reader.take(4)?;
-        let has_timestamps = match magic {
-            m if m == SNAPSHOT_MAGIC_V2 => true,
-            m if m == SNAPSHOT_MAGIC_V1 => false,
+        let version = match magic {
+            m if m == SNAPSHOT_MAGIC_V3 => 3,
+            m if m == SNAPSHOT_MAGIC_V2 => 2,
+            m if m == SNAPSHOT_MAGIC_V1 => 1,
             _ => return None,
         };
-        let entry_bytes = if has_timestamps {
-            SNAPSHOT_ENTRY_BYTES_V2
-        } else {
-            SNAPSHOT_ENTRY_BYTES_V1
+        let has_timestamps = version >= 2;
+        let entry_bytes = match version {
+            1 => SNAPSHOT_ENTRY_BYTES_V1,
+            2 => SNAPSHOT_ENTRY_BYTES_V2,
+            _ => SNAPSHOT_ENTRY_BYTES_V3,
         };
         let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
         if count > SNAPSHOT_PRODUCERS_MAX || count * entry_bytes > reader.bytes.len() {
@@ -438,6 +686,13 @@ impl ProducerState {
                 i64::from_be_bytes(reader.take(8)?.try_into().ok()?)
             } else {
                 load_ms
+            };
+            let (coordinator_epoch, txn_first_offset) = if version >= 3 {
+                let epoch = i32::from_be_bytes(reader.take(4)?.try_into().ok()?);
+                let first = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+                (epoch, (first >= 0).then_some(first))
+            } else {
+                (-1, None)
             };
             let batch_count = usize::from(reader.take(1)?[0]);
             if batch_count > BATCHES_PER_PRODUCER_MAX {
@@ -457,9 +712,45 @@ impl ProducerState {
                 epoch,
                 last_timestamp_ms,
                 batches,
+                coordinator_epoch,
+                txn_first_offset,
             };
+            if let Some(first) = txn_first_offset {
+                state.ongoing.insert((first, id));
+            }
             if state.producers.insert(id, entry).is_some() {
                 return None;
+            }
+        }
+        if version >= 3 {
+            let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
+            if count > reader.bytes.len() / SNAPSHOT_ABORTED_BYTES {
+                return None;
+            }
+            state.aborted.reserve(count);
+            for _ in 0..count {
+                let t = reader.take(SNAPSHOT_ABORTED_BYTES)?;
+                let txn = AbortedTxn {
+                    producer_id: i64::from_be_bytes(t[0..8].try_into().ok()?),
+                    first_offset: i64::from_be_bytes(t[8..16].try_into().ok()?),
+                    last_offset: i64::from_be_bytes(t[16..24].try_into().ok()?),
+                    last_stable_offset: i64::from_be_bytes(t[24..32].try_into().ok()?),
+                };
+                if state.aborted.last().is_some_and(|l| l.last_offset >= txn.last_offset) {
+                    return None;
+                }
+                state.aborted.push(txn);
+            }
+            let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
+            if count > reader.bytes.len() / SNAPSHOT_ENDED_BYTES {
+                return None;
+            }
+            for _ in 0..count {
+                let t = reader.take(SNAPSHOT_ENDED_BYTES)?;
+                state.ended.push_back((
+                    i64::from_be_bytes(t[0..8].try_into().ok()?),
+                    i64::from_be_bytes(t[8..16].try_into().ok()?),
+                ));
             }
         }
         if !reader.bytes.is_empty() {
@@ -468,13 +759,6 @@ impl ProducerState {
         state.evict_over_cap(None);
         Some(state)
     }
-}
-
-fn restore(producers: &mut HashMap<i64, ProducerEntry>, id: i64, prior: Option<ProducerEntry>) {
-    match prior {
-        Some(entry) => producers.insert(id, entry),
-        None => producers.remove(&id),
-    };
 }
 
 struct Reader<'a> {
@@ -547,9 +831,9 @@ mod tests {
 
     /// Checks and applies like an append at `now_ms`.
     fn append(state: &mut ProducerState, header: &BatchHeader, now_ms: i64) -> SequenceCheck {
-        let check = state.check(header, now_ms, EXPIRATION_MS).unwrap();
+        let check = state.check(header, None, now_ms, EXPIRATION_MS).unwrap();
         if check == SequenceCheck::Append {
-            state.apply(header, now_ms);
+            state.apply(header, None, now_ms);
         }
         check
     }
@@ -563,17 +847,17 @@ mod tests {
         let gap = header(1, 9, 1, 2, 5);
         let just_before = 100 + EXPIRATION_MS - 1;
         assert!(matches!(
-            state.check(&gap, just_before, EXPIRATION_MS),
+            state.check(&gap, None, just_before, EXPIRATION_MS),
             Err(StorageError::OutOfOrderSequence { expected: 2, .. })
         ));
         assert_eq!(
             state
-                .check(&gap, 100 + EXPIRATION_MS, EXPIRATION_MS)
+                .check(&gap, None, 100 + EXPIRATION_MS, EXPIRATION_MS)
                 .unwrap(),
             SequenceCheck::Append
         );
         // A negative expiration never expires.
-        assert!(state.check(&gap, i64::MAX, -1).is_err());
+        assert!(state.check(&gap, None, i64::MAX, -1).is_err());
         // The sweep keeps entries with undone changes, then removes expired ones.
         assert_eq!(state.expire(100 + EXPIRATION_MS, EXPIRATION_MS), 0);
         state.commit_below(i64::MAX);
@@ -585,7 +869,7 @@ mod tests {
         assert_eq!(append(&mut state, &gap, now), SequenceCheck::Append);
         assert_eq!(state.get(1).unwrap().batches.len(), 1);
         assert!(state
-            .check(&header(1, 0, 2, 3, 5), now, EXPIRATION_MS)
+            .check(&header(1, 0, 2, 3, 5), None, now, EXPIRATION_MS)
             .is_err());
     }
 
@@ -600,8 +884,8 @@ mod tests {
             SequenceCheck::Append
         );
         let mut replayed = ProducerState::default();
-        replayed.replay(&first);
-        replayed.replay(&restart);
+        replayed.replay(&first, None);
+        replayed.replay(&restart, None);
         assert_eq!(live.get(1), replayed.get(1));
         assert_eq!(live.get(1).unwrap().batches.len(), 1);
     }
@@ -609,8 +893,8 @@ mod tests {
     #[test]
     fn replay_uses_max_timestamp_and_never_goes_back() {
         let mut state = ProducerState::default();
-        state.replay(&header(1, 0, 1, 0, 500));
-        state.replay(&header(1, 1, 1, 1, 300));
+        state.replay(&header(1, 0, 1, 0, 500), None);
+        state.replay(&header(1, 1, 1, 1, 300), None);
         assert_eq!(state.get(1).unwrap().last_timestamp_ms, 500);
     }
 
@@ -627,7 +911,7 @@ mod tests {
             }
         }
         let bytes = state.encode();
-        assert_eq!(&bytes[..4], SNAPSHOT_MAGIC_V2);
+        assert_eq!(&bytes[..4], SNAPSHOT_MAGIC_V3);
         let decoded = ProducerState::decode(&bytes, 999_999).unwrap();
         assert_eq!(decoded.producers, state.producers);
         assert_eq!(decoded.get(7).unwrap().last_timestamp_ms, 70);
@@ -657,7 +941,7 @@ mod tests {
         // Nothing expires before a whole expiration after the load.
         let retry = header(3, 0, 2, 0, 0);
         assert!(matches!(
-            decoded.check(&retry, 5_000 + EXPIRATION_MS - 1, EXPIRATION_MS),
+            decoded.check(&retry, None, 5_000 + EXPIRATION_MS - 1, EXPIRATION_MS),
             Ok(SequenceCheck::Duplicate { base_offset: 0, .. })
         ));
     }
@@ -711,10 +995,10 @@ mod tests {
         let mut state = ProducerState::default();
         let max = PRODUCERS_PER_PARTITION_MAX as i64;
         for id in 0..max {
-            state.replay(&header(id, 0, 1, id, 1_000 + id));
+            state.replay(&header(id, 0, 1, id, 1_000 + id), None);
         }
         assert_eq!(state.len(), PRODUCERS_PER_PARTITION_MAX);
-        state.replay(&header(max, 0, 1, max, 0));
+        state.replay(&header(max, 0, 1, max, 0), None);
         assert_eq!(
             state.len(),
             PRODUCERS_PER_PARTITION_MAX - PRODUCERS_PER_PARTITION_MAX / PRODUCERS_EVICT_DIVISOR

@@ -454,13 +454,13 @@ impl PartitionLog {
                 0
             };
             let path = segment::log_path(&self.dir, view.base_offset);
-            let visit = |_: u64, header: &BatchHeader, _: &bytes::Bytes| {
+            let visit = |_: u64, header: &BatchHeader, batch: &bytes::Bytes| {
                 if header.base_offset >= end {
                     return false;
                 }
                 if header.last_offset() >= from {
                     if header.base_offset >= producers_from {
-                        producers.replay(header);
+                        producers.replay(header, crate::log::marker_of(header, batch));
                     }
                     if header.base_offset >= epochs_from {
                         epochs_changed |=

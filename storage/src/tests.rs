@@ -597,7 +597,7 @@ fn version_1_producer_snapshot_still_loads() {
     // The next snapshot is written in the current format.
     block_on(log.close()).unwrap();
     let bytes = block_on(backend.read_file(&path)).unwrap().unwrap();
-    assert_eq!(&bytes[..4], b"SPP2");
+    assert_eq!(&bytes[..4], b"SPP3");
 }
 
 #[test]
@@ -2056,4 +2056,97 @@ fn size_bytes_counts_segment_data_through_roll_retention_and_reopen() {
     block_on(log.close()).unwrap();
     let log = open(&fs, config());
     assert_eq!(log.size_bytes(), before);
+}
+
+/// A transactional batch of `count` records from `producer_id`.
+fn txn_batch(count: i64, producer_id: i64, epoch: i16, base_seq: i32, ts: i64) -> Bytes {
+    let mut bytes = BytesMut::from(&batch_of(count, producer_id, epoch, base_seq, ts)[..]);
+    // Attributes (bit 4: transactional), then the CRC over everything after it.
+    let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) | 0x10;
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes.freeze()
+}
+
+fn marker(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Bytes {
+    spool_protocol::control::encode_txn_marker(
+        producer_id,
+        epoch,
+        spool_protocol::control::TxnMarker {
+            commit,
+            coordinator_epoch,
+        },
+        10,
+    )
+}
+
+#[test]
+fn transactions_hold_the_lso_and_aborts_are_listed() {
+    for clean in [true, false] {
+        let fs = MemFs::new();
+        let log = open(&fs, config());
+        // 0..2: plain; 2..5: producer 1's transaction; 5..7: producer 2's; 7: plain.
+        log.append(plain(2, 10), 1, 10).unwrap();
+        log.append(txn_batch(3, 1, 0, 0, 10), 1, 10).unwrap();
+        log.append(txn_batch(2, 2, 0, 0, 10), 1, 10).unwrap();
+        log.append(plain(1, 10), 1, 10).unwrap();
+        block_on(log.flush()).unwrap();
+        assert_eq!(log.last_stable_offset(8), 2);
+        assert_eq!(log.last_stable_offset(1), 1, "capped by the high watermark");
+        // Producer 1 aborts (marker at 8): the LSO moves to producer 2's first offset once
+        // the high watermark passes the marker, not before.
+        let abort = log.append(marker(1, 0, false, 3), 1, 10).unwrap();
+        assert_eq!(abort.base_offset, 8);
+        assert_eq!(log.last_stable_offset(8), 2);
+        assert_eq!(log.last_stable_offset(9), 5);
+        let aborted = log.aborted_txns(0, 9);
+        assert_eq!(aborted.len(), 1);
+        assert_eq!(
+            (aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset),
+            (1, 2, 8)
+        );
+        assert_eq!(aborted[0].last_stable_offset, 5, "producer 2 still open");
+        assert!(log.aborted_txns(9, 20).is_empty());
+        // A zombie marker (older coordinator epoch or producer epoch) is refused.
+        assert!(matches!(
+            log.append(marker(1, 0, true, 2), 1, 10),
+            Err(StorageError::TransactionCoordinatorFenced { .. })
+        ));
+        // Producer 2 commits; then producer 1 starts again and stays open.
+        log.append(marker(2, 0, true, 3), 1, 10).unwrap();
+        log.append(txn_batch(1, 1, 0, 3, 10), 1, 10).unwrap();
+        block_on(log.flush()).unwrap();
+        assert_eq!(log.last_stable_offset(11), 10);
+        assert!(matches!(
+            log.append(txn_batch(1, 1, 0, 3, 10), 1, 10),
+            Ok(info) if info.duplicate
+        ));
+        if clean {
+            block_on(log.close()).unwrap();
+        } else {
+            drop(log);
+            fs.crash();
+        }
+        let log = open(&fs, config());
+        assert_eq!(log.last_stable_offset(11), 10, "clean={clean}");
+        assert_eq!(log.aborted_txns(0, 11), aborted, "clean={clean}");
+        // The transaction open across the restart ends with its marker.
+        log.append(marker(1, 0, false, 3), 1, 10).unwrap();
+        block_on(log.flush()).unwrap();
+        assert_eq!(log.last_stable_offset(12), 12);
+        let all = log.aborted_txns(0, 12);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[1].first_offset, all[1].last_offset), (10, 11));
+        // A failed flush takes an appended marker back with its abort.
+        log.append(txn_batch(1, 2, 0, 2, 10), 1, 10).unwrap();
+        block_on(log.flush()).unwrap();
+        log.append(marker(2, 0, false, 3), 1, 10).unwrap();
+        assert_eq!(log.aborted_txns(0, 20).len(), 3);
+        fs.set_enospc(true);
+        assert!(block_on(log.flush()).is_err());
+        fs.set_enospc(false);
+        assert_eq!(log.aborted_txns(0, 20).len(), 2);
+        assert_eq!(log.last_stable_offset(14), 12, "producer 2 is open again");
+    }
 }
