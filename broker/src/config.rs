@@ -85,6 +85,14 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "group.consumer.heartbeat.interval.ms", default: "5000", doc: "KIP-848 consumer groups: the heartbeat interval given to members." },
     SettingSpec { name: "group.consumer.assignors", default: "uniform,range", doc: "KIP-848 consumer groups: the server-side assignors (uniform, range); the first is the default." },
     SettingSpec { name: "group.consumer.max.size", default: "2147483647", doc: "KIP-848 consumer groups: most members of one group." },
+    SettingSpec { name: "transaction.state.log.num.partitions", default: "50", doc: "Partitions of __transaction_state (fixed once the topic exists); a transactional id's coordinator is the leader of partition abs(transactionalId.hashCode()) % this." },
+    SettingSpec { name: "transaction.state.log.replication.factor", default: "3", doc: "Replication factor of __transaction_state when it is created, capped by the brokers live then." },
+    SettingSpec { name: "transaction.state.log.min.isr", default: "2", doc: "min.insync.replicas of __transaction_state (capped by its replication factor)." },
+    SettingSpec { name: "transaction.state.log.segment.bytes", default: "104857600", doc: "segment.bytes of __transaction_state when it is created." },
+    SettingSpec { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT)." },
+    SettingSpec { name: "transactional.id.expiration.ms", default: "604800000", doc: "A transactional id with no transaction for this long is forgotten." },
+    SettingSpec { name: "transaction.abort.timed.out.transaction.cleanup.interval.ms", default: "10000", doc: "How often the coordinator aborts transactions past their timeout." },
+    SettingSpec { name: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "How often the coordinator removes expired transactional ids." },
 ];
 
 /// The node's place in the cluster (KRaft's settings).
@@ -173,6 +181,14 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     pub group_consumer_assignors: Vec<String>,
     pub group_consumer_max_size: usize,
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
+    pub transaction_state_log_min_isr: i32,
+    pub transaction_state_log_segment_bytes: u64,
+    pub transaction_max_timeout_ms: i32,
+    pub transactional_id_expiration_ms: i64,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
     pub auto_leader_rebalance_enable: bool,
     pub leader_imbalance_check_interval_seconds: u64,
     pub leader_imbalance_per_broker_percentage: u32,
@@ -309,6 +325,38 @@ impl BrokerConfig {
                 "offsets.topic.num.partitions",
                 get("offsets.topic.num.partitions"),
             )?,
+            transaction_state_log_num_partitions: parse(
+                "transaction.state.log.num.partitions",
+                get("transaction.state.log.num.partitions"),
+            )?,
+            transaction_state_log_replication_factor: parse(
+                "transaction.state.log.replication.factor",
+                get("transaction.state.log.replication.factor"),
+            )?,
+            transaction_state_log_min_isr: parse(
+                "transaction.state.log.min.isr",
+                get("transaction.state.log.min.isr"),
+            )?,
+            transaction_state_log_segment_bytes: parse(
+                "transaction.state.log.segment.bytes",
+                get("transaction.state.log.segment.bytes"),
+            )?,
+            transaction_max_timeout_ms: parse(
+                "transaction.max.timeout.ms",
+                get("transaction.max.timeout.ms"),
+            )?,
+            transactional_id_expiration_ms: parse(
+                "transactional.id.expiration.ms",
+                get("transactional.id.expiration.ms"),
+            )?,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: parse(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                get("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+            )?,
+            transaction_remove_expired_transaction_cleanup_interval_ms: parse(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                get("transaction.remove.expired.transaction.cleanup.interval.ms"),
+            )?,
             offsets_topic_segment_bytes: parse(
                 "offsets.topic.segment.bytes",
                 get("offsets.topic.segment.bytes"),
@@ -406,6 +454,32 @@ impl BrokerConfig {
                 "offsets.topic.num.partitions",
                 self.offsets_topic_num_partitions.to_string(),
             ));
+        }
+        for (name, value) in [
+            (
+                "transaction.state.log.num.partitions",
+                i64::from(self.transaction_state_log_num_partitions),
+            ),
+            (
+                "transaction.state.log.replication.factor",
+                i64::from(self.transaction_state_log_replication_factor),
+            ),
+            (
+                "transaction.state.log.min.isr",
+                i64::from(self.transaction_state_log_min_isr),
+            ),
+            (
+                "transaction.max.timeout.ms",
+                i64::from(self.transaction_max_timeout_ms),
+            ),
+            (
+                "transactional.id.expiration.ms",
+                self.transactional_id_expiration_ms,
+            ),
+        ] {
+            if value < 1 {
+                return Err(invalid(name, value.to_string()));
+            }
         }
         if self.offsets_topic_replication_factor < 1 {
             return Err(invalid(

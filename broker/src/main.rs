@@ -17,6 +17,7 @@ mod replication;
 mod runtime;
 mod shard;
 mod topic_config;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -279,6 +280,8 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::load(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::tick_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
+    runtime::spawn_detached(txn::TxnCoordinator::load(shard.clone()));
+    runtime::spawn_detached(txn::TxnCoordinator::timeout_loop(shard.clone()));
     runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
     runtime::spawn_detached(replication::leadership::rebalance_loop(
         shard.clone(),

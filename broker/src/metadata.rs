@@ -23,10 +23,43 @@ pub fn topic_name_valid(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// Topics the broker writes itself (`__consumer_offsets`): clients may read and describe them but
-/// not produce to, delete or grow them, as in Kafka.
+/// Topics the broker writes itself (`__consumer_offsets`, `__transaction_state`): clients may
+/// read and describe them but not produce to, delete or grow them, as in Kafka.
 pub fn topic_is_internal(name: &str) -> bool {
-    name == crate::group::OFFSETS_TOPIC
+    name == crate::group::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
+}
+
+/// Asks the controller for an internal topic (`partitions` × `replication_factor`, spread over
+/// the brokers live now, with `configs`); one that exists already is success.
+pub async fn ensure_internal_topic(
+    shard: &std::rc::Rc<crate::shard::Shard>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: Vec<(String, String)>,
+) {
+    use kafka_protocol::error::ResponseError;
+    let meta = TopicMeta {
+        name: name.to_string(),
+        id: uuid::Uuid::new_v4(),
+        partitions,
+        replication_factor,
+        configs: configs.into_iter().collect(),
+        replicas: Vec::new(),
+        leaders: Vec::new(),
+        isr: Vec::new(),
+        targets: Vec::new(),
+    };
+    let (code, message, _) = shard
+        .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {
+            meta,
+            validate_only: false,
+            timeout_ms: 0,
+        })
+        .await;
+    if code != 0 && code != ResponseError::TopicAlreadyExists.code() {
+        tracing::warn!("cannot create {name} yet: error {code} {message:?}");
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

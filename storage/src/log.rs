@@ -989,8 +989,9 @@ impl LogState {
                     reason: "empty batch",
                 });
             }
-            // A transaction marker carries no sequence (Kafka's NO_SEQUENCE).
-            let sequence_ok = header.base_sequence >= 0 || header.is_control();
+            // A transaction marker, or a coordinator's transactional write, carries no
+            // sequence (Kafka's NO_SEQUENCE); the broker refuses such batches from clients.
+            let sequence_ok = header.base_sequence >= 0 || header.is_transactional();
             if header.has_producer_id() && (!sequence_ok || header.producer_epoch < 0) {
                 return Err(StorageError::InvalidRecord {
                     reason: "a batch with a producer id needs a sequence and an epoch",

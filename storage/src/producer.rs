@@ -206,10 +206,11 @@ impl ProducerState {
             return Ok(SequenceCheck::Append);
         }
         let producer_id = header.producer_id;
-        if header.is_control() {
-            // A marker from an older epoch or an older coordinator is a zombie's (Kafka's
-            // `checkProducerEpoch` and `checkCoordinatorEpoch`); expiry does not apply, as a
-            // producer in a transaction never expires.
+        if header.is_control() || header.base_sequence < 0 {
+            // A marker, or a coordinator's transactional write (a group coordinator's
+            // TxnOffsetCommit: no sequence). One from an older epoch or an older coordinator
+            // is a zombie's (Kafka's `checkProducerEpoch` and `checkCoordinatorEpoch`); expiry
+            // does not apply, as a producer in a transaction never expires.
             let Some(entry) = self.producers.get(&producer_id) else {
                 return Ok(SequenceCheck::Append);
             };
@@ -319,6 +320,15 @@ impl ProducerState {
         if header.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(header.base_offset);
             self.ongoing.insert((header.base_offset, producer_id));
+        }
+        if header.base_sequence < 0 {
+            // A coordinator's write has no sequence to remember (validated as transactional).
+            if header.producer_epoch > entry.epoch {
+                entry.epoch = header.producer_epoch;
+                entry.batches.clear();
+            }
+            entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+            return;
         }
         // A batch that does not continue the sequence of its epoch was accepted as an unknown
         // producer's (expired or evicted): start over, as the live append did.

@@ -379,7 +379,8 @@ pub fn plan(
         }),
         ControllerRequest::Heartbeat { .. }
         | ControllerRequest::DescribeQuorum
-        | ControllerRequest::MoveLeader { .. } => Ok(Plan::Nothing),
+        | ControllerRequest::MoveLeader { .. }
+        | ControllerRequest::WriteTxnMarkers { .. } => Ok(Plan::Nothing),
     }
 }
 

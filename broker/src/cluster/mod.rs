@@ -169,11 +169,17 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
                         Box::pin(async move {
                             // Leadership moves are served by this node, whoever leads the
                             // metadata quorum.
-                            match crate::replication::leadership::serve_rpc(&shard, &payload).await
+                            if let Some(answer) =
+                                crate::replication::leadership::serve_rpc(&shard, &payload).await
                             {
-                                Some(answer) => answer,
-                                None => node.handle_rpc(payload).await,
+                                return answer;
                             }
+                            if let Some(answer) =
+                                crate::txn::markers::serve_rpc(&shard, &payload).await
+                            {
+                                return answer;
+                            }
+                            node.handle_rpc(payload).await
                         })
                     })),
                 )

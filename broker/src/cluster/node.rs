@@ -365,7 +365,9 @@ impl ClusterNode {
                     };
                 }
                 Some(
-                    answer @ (ControllerResponse::Heartbeat { .. } | ControllerResponse::Quorum(_)),
+                    answer @ (ControllerResponse::Heartbeat { .. }
+                    | ControllerResponse::Quorum(_)
+                    | ControllerResponse::Codes(_)),
                 ) => return answer,
                 Some(ControllerResponse::NotController {
                     leader: Some(leader),

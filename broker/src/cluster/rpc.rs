@@ -71,6 +71,11 @@ pub enum ControllerRequest {
         partition: i32,
         voters: Vec<i32>,
     },
+    /// Not for the controller: transaction markers for partitions the receiving node leads,
+    /// answered by that node with `Codes`, one per marker (see `txn::markers`).
+    WriteTxnMarkers {
+        markers: Vec<crate::txn::markers::MarkerPart>,
+    },
     /// Not for the controller: asks the node that leads a partition's Raft group to hand its
     /// leadership to replica `to` (ElectLeaders), answered by that node itself with
     /// `Done { value: leader it knows, or -1 }` (see `replication::leadership`).
@@ -201,6 +206,8 @@ pub enum ControllerResponse {
         fenced: bool,
     },
     Quorum(QuorumState),
+    /// One Kafka error code per item of the request (`WriteTxnMarkers`).
+    Codes(Vec<i16>),
 }
 
 impl ControllerRequest {

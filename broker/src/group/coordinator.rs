@@ -34,6 +34,7 @@ use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
     LeaveGroupRequest, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use openraft::async_runtime::WatchReceiver;
@@ -81,6 +82,10 @@ pub struct GroupCoordinator {
     /// Replicated offsets partitions whose groups are loaded: index → the Raft term this shard
     /// leads them in. Their groups are served only while that term lasts.
     led: RefCell<AHashMap<i32, u64>>,
+    /// Transactional offset commits waiting for their transaction's marker, by producer id:
+    /// (offsets partition, log offset, record). A COMMIT marker applies them, an ABORT drops
+    /// them (Kafka's pending transactional offsets).
+    txn_offsets: RefCell<AHashMap<i64, Vec<(i32, i64, Key, Option<Value>)>>>,
     /// The deadline (ms) the timer task sleeps until; `i64::MAX` when none.
     armed: Cell<i64>,
     /// Wakes the timer task when a deadline earlier than `armed` appears.
@@ -101,6 +106,7 @@ impl GroupCoordinator {
         let (wake, wake_rx) = runtime::new_bounded(1);
         GroupCoordinator {
             armed: Cell::new(i64::MAX),
+            txn_offsets: RefCell::new(AHashMap::new()),
             led: RefCell::new(AHashMap::new()),
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
@@ -162,6 +168,9 @@ impl GroupCoordinator {
             GroupCall::OffsetCommit { version, request } => {
                 GroupReply::OffsetCommit(self.offset_commit(shard, version, request).await)
             }
+            GroupCall::TxnOffsetCommit { version, request } => GroupReply::TxnOffsetCommit(
+                self.txn_offset_commit(shard, version, *request).await,
+            ),
             GroupCall::OffsetFetch {
                 group,
                 topics,
@@ -484,7 +493,7 @@ impl GroupCoordinator {
         let key = Key::Group {
             group: group_id.to_string(),
         };
-        match append(shard, group_id, &[(key, Some(Value::Group(value)))]) {
+        match append(shard, group_id, &[(key, Some(Value::Group(value)))], None) {
             Ok(write) => Some(write),
             Err(code) => {
                 tracing::warn!(
@@ -762,7 +771,7 @@ impl GroupCoordinator {
             group: group_id.to_string(),
         };
         let value = Value::ConsumerGroup(ConsumerGroupValue { epoch });
-        match append(shard, group_id, &[(key, Some(value))]) {
+        match append(shard, group_id, &[(key, Some(value))], None) {
             Ok(write) => Some(write),
             Err(code) => {
                 tracing::warn!(group = group_id, "cannot write group epoch: error {code}");
@@ -974,6 +983,157 @@ impl GroupCoordinator {
         OffsetCommitResponse::default().with_topics(topics)
     }
 
+    /// TxnOffsetCommit: the offsets are written as transactional records of the producer and
+    /// kept pending until the transaction's marker reaches this partition (`complete_txn`).
+    /// Members are checked as OffsetCommit checks them, except that a request with
+    /// generation -1 and no member id (clients before v3) is not checked, as in Kafka.
+    async fn txn_offset_commit(
+        &self,
+        shard: &Rc<Shard>,
+        version: i16,
+        request: TxnOffsetCommitRequest,
+    ) -> TxnOffsetCommitResponse {
+        use crate::kafka::handlers::txn_offset_commit::answer;
+        let group_id = request.group_id.0.to_string();
+        let producer = (request.producer_id.0, request.producer_epoch);
+        let (generation, member_id) = if version >= 3 {
+            (request.generation_id, request.member_id.to_string())
+        } else {
+            (-1, String::new())
+        };
+        let now = now_ms();
+        let group_error: Option<i16> = if group_id.is_empty() {
+            Some(ResponseError::InvalidGroupId.code())
+        } else if self
+            .txn_offsets
+            .borrow()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            >= TXN_OFFSETS_PENDING_MAX
+        {
+            Some(ResponseError::CoordinatorNotAvailable.code())
+        } else if generation < 0 && member_id.is_empty() {
+            self.groups
+                .borrow_mut()
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, now));
+            None
+        } else {
+            let mut groups = self.groups.borrow_mut();
+            let consumer_group = self.consumer.borrow();
+            match (groups.get_mut(&group_id), consumer_group.get(&group_id)) {
+                (_, Some(cg)) => cg.validate_offset_commit(&member_id, generation, 9).err(),
+                (None, None) => Some(ResponseError::IllegalGeneration.code()),
+                (Some(g), None) => g
+                    .validate_offset_commit(
+                        &member_id,
+                        opt(&request.group_instance_id).as_deref(),
+                        generation,
+                        now,
+                    )
+                    .err(),
+            }
+        };
+        let mut codes: Vec<Vec<i16>> = Vec::new();
+        let mut entries: Vec<(Key, Option<Value>)> = Vec::new();
+        for t in &request.topics {
+            let topic = t.name.0.to_string();
+            let partitions = shard.topics.borrow().get(&topic).map(|m| m.partitions);
+            let mut row = Vec::new();
+            for p in &t.partitions {
+                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+                let code = if let Some(code) = group_error {
+                    code
+                } else if !matches!(partitions, Some(n) if p.partition_index >= 0 && p.partition_index < n)
+                {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else if metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > self.metadata_max_bytes)
+                {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                } else {
+                    entries.push((
+                        Key::Offset {
+                            group: group_id.clone(),
+                            topic: topic.clone(),
+                            partition: p.partition_index,
+                        },
+                        Some(Value::Offset(OffsetValue {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 2 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata: metadata.unwrap_or_default(),
+                            commit_timestamp_ms: now,
+                        })),
+                    ));
+                    0
+                };
+                row.push(code);
+            }
+            codes.push(row);
+        }
+        if !entries.is_empty() {
+            let written = match append(shard, &group_id, &entries, Some(producer)) {
+                Ok(write) => write.done().await,
+                Err(code) => Err(code),
+            };
+            match written {
+                Ok(base) => {
+                    let index = routing::group_partition(&group_id, super::offsets_partitions(shard));
+                    let mut pending = self.txn_offsets.borrow_mut();
+                    let list = pending.entry(producer.0).or_default();
+                    for (i, (key, value)) in entries.into_iter().enumerate() {
+                        list.push((index, base + i as i64, key, value));
+                    }
+                }
+                Err(code) => {
+                    // Kafka's answer for a write the producer's epoch no longer owns.
+                    let code = if code == ResponseError::InvalidProducerEpoch.code() {
+                        ResponseError::ProducerFenced.code()
+                    } else {
+                        code
+                    };
+                    for row in &mut codes {
+                        for c in row.iter_mut().filter(|c| **c == 0) {
+                            *c = code;
+                        }
+                    }
+                }
+            }
+        }
+        answer(&request, &codes)
+    }
+
+    /// A transaction marker reached offsets partition `index` (committed there): a COMMIT
+    /// makes the producer's pending offsets on it the group's, an ABORT drops them.
+    pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool) {
+        let settled = {
+            let mut pending = self.txn_offsets.borrow_mut();
+            let Some(list) = pending.get_mut(&producer_id) else {
+                return;
+            };
+            let (settled, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|e| e.0 == index);
+            *list = rest;
+            if list.is_empty() {
+                pending.remove(&producer_id);
+            }
+            settled
+        };
+        if !commit {
+            return;
+        }
+        let mut groups = self.groups.borrow_mut();
+        let mut consumer = self.consumer.borrow_mut();
+        for (_, log_offset, key, value) in settled {
+            apply_loaded(&mut groups, &mut consumer, log_offset, key, value);
+        }
+    }
+
     /// Appends offset records (values or tombstones) of one group, waits until durable, then
     /// applies them. Returns the error code for all of them.
     async fn write_and_apply(
@@ -982,7 +1142,7 @@ impl GroupCoordinator {
         group_id: &str,
         entries: Vec<(Key, Option<Value>)>,
     ) -> i16 {
-        let base = match append(shard, group_id, &entries) {
+        let base = match append(shard, group_id, &entries, None) {
             Ok(write) => match write.done().await {
                 Ok(base) => base,
                 Err(code) => return code,
@@ -1342,6 +1502,24 @@ impl GroupCoordinator {
                 break;
             }
             for batch in &read.batches {
+                let header = spool_protocol::batch::BatchHeader::parse(batch).ok();
+                if let Some(h) = header.filter(|h| h.has_producer_id()) {
+                    // A transaction's offsets wait for its marker, later in the log.
+                    if h.is_control() {
+                        if let Some(marker) = spool_protocol::control::decode_txn_marker(batch) {
+                            self.complete_txn(index, h.producer_id, marker.commit);
+                        }
+                    } else if let Ok(entries) = records::decode_batch(batch) {
+                        records += entries.len();
+                        let mut pending = self.txn_offsets.borrow_mut();
+                        let list = pending.entry(h.producer_id).or_default();
+                        for (log_offset, key, value) in entries {
+                            list.push((index, log_offset, key, value));
+                        }
+                    }
+                    offset = records::next_offset(batch).unwrap_or(end).max(offset + 1);
+                    continue;
+                }
                 match records::decode_batch(batch) {
                     Ok(entries) => {
                         records += entries.len();
@@ -1421,6 +1599,10 @@ impl GroupCoordinator {
     /// waiting JoinGroup and SyncGroup requests get NOT_COORDINATOR.
     fn unload(&self, shard: &Rc<Shard>, index: i32) {
         self.led.borrow_mut().remove(&index);
+        self.txn_offsets.borrow_mut().retain(|_, list| {
+            list.retain(|e| e.0 != index);
+            !list.is_empty()
+        });
         let partitions = super::offsets_partitions(shard);
         let ours = |g: &str| routing::group_partition(g, partitions) == index;
         let gone: Vec<String> = self
@@ -1553,6 +1735,10 @@ impl GroupCoordinator {
     }
 }
 
+/// Pending transactional offset commits one shard keeps at most; past it TxnOffsetCommit
+/// answers COORDINATOR_NOT_AVAILABLE until transactions end.
+pub const TXN_OFFSETS_PENDING_MAX: usize = 1_000_000;
+
 /// How often a new leader of an offsets partition looks whether its log is committed.
 const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
 
@@ -1599,6 +1785,7 @@ fn group_of(call: &GroupCall) -> Option<String> {
         GroupCall::Heartbeat { request } => request.group_id.0.to_string(),
         GroupCall::Leave { request, .. } => request.group_id.0.to_string(),
         GroupCall::OffsetCommit { request, .. } => request.group_id.0.to_string(),
+        GroupCall::TxnOffsetCommit { request, .. } => request.group_id.0.to_string(),
         GroupCall::OffsetDelete { request } => request.group_id.0.to_string(),
         GroupCall::ConsumerHeartbeat { request, .. } => request.group_id.0.to_string(),
         GroupCall::OffsetFetch { group, .. }
@@ -1742,7 +1929,7 @@ async fn write_tombstones(
     if entries.is_empty() {
         return 0;
     }
-    match append(shard, group_id, entries) {
+    match append(shard, group_id, entries, None) {
         Ok(write) => write.done().await.err().unwrap_or(0),
         Err(code) => code,
     }
@@ -1788,7 +1975,7 @@ impl Write {
 /// The error a client gets for a group write the partition refused, as Kafka's group
 /// coordinator normalizes append errors: leadership gone → NOT_COORDINATOR (look it up
 /// again); not enough replicas or no commit in time → COORDINATOR_NOT_AVAILABLE.
-fn coordinator_write_error(code: i16) -> i16 {
+pub(crate) fn coordinator_write_error(code: i16) -> i16 {
     use ResponseError as E;
     match ResponseError::try_from_code(code) {
         Some(E::NotLeaderOrFollower | E::KafkaStorageError | E::FencedLeaderEpoch) => {
@@ -1813,13 +2000,17 @@ fn append(
     shard: &Rc<Shard>,
     group_id: &str,
     entries: &[(Key, Option<Value>)],
+    producer: Option<(i64, i16)>,
 ) -> Result<Write, i16> {
     let index = crate::shard::routing::group_partition(group_id, super::offsets_partitions(shard));
     let Some(p) = shard.partition(OFFSETS_TOPIC, index) else {
         return Err(ResponseError::NotCoordinator.code());
     };
     let now = now_ms();
-    let batch = records::encode_batch(entries, now);
+    let batch = match producer {
+        Some(producer) => records::encode_txn_batch(entries, now, producer),
+        None => records::encode_batch(entries, now),
+    };
     if let Some(group) = p.group.borrow().as_ref() {
         // The local append checks this itself; a proposal must be refused before it is in
         // the Raft log (a big group's members and assignments can outgrow a message).
@@ -1924,6 +2115,9 @@ pub fn error_reply(call: GroupCall, code: i16) -> GroupReply {
                 .collect();
             GroupReply::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
         }
+        GroupCall::TxnOffsetCommit { request, .. } => GroupReply::TxnOffsetCommit(
+            crate::kafka::handlers::txn_offset_commit::failed(&request, code),
+        ),
         GroupCall::OffsetFetch { .. } => GroupReply::OffsetFetch(FetchedOffsets {
             error_code: code,
             topics: Vec::new(),

@@ -84,6 +84,10 @@ pub enum GroupCall {
         version: i16,
         request: OffsetCommitRequest,
     },
+    TxnOffsetCommit {
+        version: i16,
+        request: Box<kafka_protocol::messages::TxnOffsetCommitRequest>,
+    },
     /// `topics`: None = every committed partition of the group. `member`: (member id, member
     /// epoch) of OffsetFetch v9, checked for consumer (KIP-848) groups.
     OffsetFetch {
@@ -140,6 +144,7 @@ pub enum GroupReply {
     Heartbeat(HeartbeatResponse),
     Leave(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
+    TxnOffsetCommit(kafka_protocol::messages::TxnOffsetCommitResponse),
     OffsetFetch(FetchedOffsets),
     OffsetDelete(OffsetDeleteResponse),
     List(Vec<ListedGroup>),
@@ -169,42 +174,26 @@ pub fn owner(shard: &Shard, group: &str) -> usize {
 /// so it spreads over the brokers live by then), `offsets.topic.replication.factor` replicas
 /// capped by the live brokers. Already existing is success.
 pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
-    use kafka_protocol::error::ResponseError;
     let live = shard.view.borrow().live().count().max(1);
     let replication_factor = shard
         .config
         .offsets_topic_replication_factor
         .min(i16::try_from(live).unwrap_or(i16::MAX));
-    let meta = crate::metadata::TopicMeta {
-        name: OFFSETS_TOPIC.to_string(),
-        id: uuid::Uuid::new_v4(),
-        partitions: shard.config.offsets_topic_num_partitions,
+    crate::metadata::ensure_internal_topic(
+        shard,
+        OFFSETS_TOPIC,
+        shard.config.offsets_topic_num_partitions,
         replication_factor,
-        configs: [
+        vec![
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
             (
                 "segment.bytes".to_string(),
                 shard.config.offsets_topic_segment_bytes.to_string(),
             ),
-        ]
-        .into_iter()
-        .collect(),
-        replicas: Vec::new(),
-        leaders: Vec::new(),
-        isr: Vec::new(),
-        targets: Vec::new(),
-    };
-    let (code, message, _) = shard
-        .admin_call(crate::shard::mesh::AdminRequest::CreateTopic {
-            meta,
-            validate_only: false,
-            timeout_ms: 0,
-        })
-        .await;
-    if code != 0 && code != ResponseError::TopicAlreadyExists.code() {
-        tracing::warn!("cannot create {OFFSETS_TOPIC} yet: error {code} {message:?}");
-    }
+        ],
+    )
+    .await;
 }
 
 /// Whether this node holds the group's `__consumer_offsets` partition, i.e. coordinates it.

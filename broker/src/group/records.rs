@@ -89,12 +89,12 @@ pub enum Value {
 
 /// A record that does not parse as any of the layouts above.
 #[derive(Debug, thiserror::Error)]
-#[error("undecodable __consumer_offsets record: {reason}")]
+#[error("undecodable coordinator record: {reason}")]
 pub struct RecordError {
     pub reason: &'static str,
 }
 
-fn put_str(buf: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(buf: &mut BytesMut, s: &str) {
     let len = i16::try_from(s.len()).expect("strings are checked to fit an i16 length");
     buf.put_i16(len);
     buf.put_slice(s.as_bytes());
@@ -107,7 +107,7 @@ fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
     }
 }
 
-fn get_opt_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
+pub(crate) fn get_opt_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
     if buf.remaining() < 2 {
         return Err(RecordError {
             reason: "short string length",
@@ -131,7 +131,7 @@ fn get_opt_str(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
         })
 }
 
-fn get_str(buf: &mut Bytes) -> Result<String, RecordError> {
+pub(crate) fn get_str(buf: &mut Bytes) -> Result<String, RecordError> {
     get_opt_str(buf)?.ok_or(RecordError {
         reason: "null string",
     })
@@ -153,7 +153,7 @@ fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
     Ok(buf.split_to(len))
 }
 
-fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
+pub(crate) fn need(buf: &Bytes, n: usize) -> Result<(), RecordError> {
     if buf.remaining() < n {
         Err(RecordError {
             reason: "short record",
@@ -363,18 +363,34 @@ fn decode_members(buf: &mut Bytes, version: i16) -> Result<Vec<MemberValue>, Rec
 /// One magic-2 record batch holding `entries` (key, value or tombstone), ready for
 /// `PartitionLog::append` (which assigns the offsets).
 pub fn encode_batch(entries: &[(Key, Option<Value>)], now_ms: i64) -> Bytes {
+    encode_batch_of(entries, now_ms, None)
+}
+
+/// A transactional batch of `producer` (id, epoch), as TxnOffsetCommit writes it: Kafka's
+/// coordinator writes it without a sequence.
+pub fn encode_txn_batch(entries: &[(Key, Option<Value>)], now_ms: i64, producer: (i64, i16)) -> Bytes {
+    encode_batch_of(entries, now_ms, Some(producer))
+}
+
+fn encode_batch_of(entries: &[(Key, Option<Value>)], now_ms: i64, producer: Option<(i64, i16)>) -> Bytes {
     assert!(!entries.is_empty());
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
         .map(|(i, (key, value))| {
-            plain_record(
+            let mut record = plain_record(
                 i as i64,
                 i as i32,
                 now_ms,
                 Some(encode_key(key)),
                 value.as_ref().map(encode_value),
-            )
+            );
+            if let Some((producer_id, producer_epoch)) = producer {
+                record.transactional = true;
+                record.producer_id = producer_id;
+                record.producer_epoch = producer_epoch;
+            }
+            record
         })
         .collect();
     let mut buf = BytesMut::new();

@@ -189,6 +189,43 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         delete_groups::VERSIONS,
         delete_groups::VERSIONS,
     ),
+    // Transactions (txn/).
+    (
+        ApiKey::AddPartitionsToTxn,
+        add_partitions_to_txn::VERSIONS,
+        add_partitions_to_txn::VERSIONS,
+    ),
+    (
+        ApiKey::AddOffsetsToTxn,
+        add_offsets_to_txn::VERSIONS,
+        add_offsets_to_txn::VERSIONS,
+    ),
+    (ApiKey::EndTxn, end_txn::VERSIONS, end_txn::VERSIONS),
+    (
+        ApiKey::WriteTxnMarkers,
+        write_txn_markers::VERSIONS,
+        write_txn_markers::VERSIONS,
+    ),
+    (
+        ApiKey::TxnOffsetCommit,
+        txn_offset_commit::VERSIONS,
+        txn_offset_commit::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeProducers,
+        describe_producers::VERSIONS,
+        describe_producers::VERSIONS,
+    ),
+    (
+        ApiKey::DescribeTransactions,
+        describe_transactions::VERSIONS,
+        describe_transactions::VERSIONS,
+    ),
+    (
+        ApiKey::ListTransactions,
+        list_transactions::VERSIONS,
+        list_transactions::VERSIONS,
+    ),
     // KIP-848 consumer groups (group/consumer.rs).
     (
         ApiKey::ConsumerGroupHeartbeat,
@@ -361,6 +398,16 @@ pub async fn dispatch(
         ApiKey::ConsumerGroupDescribe => {
             serve!(consumer_group_describe, m::ConsumerGroupDescribeRequest)
         }
+        ApiKey::AddPartitionsToTxn => serve!(add_partitions_to_txn, m::AddPartitionsToTxnRequest),
+        ApiKey::AddOffsetsToTxn => serve!(add_offsets_to_txn, m::AddOffsetsToTxnRequest),
+        ApiKey::EndTxn => serve!(end_txn, m::EndTxnRequest),
+        ApiKey::WriteTxnMarkers => serve!(write_txn_markers, m::WriteTxnMarkersRequest),
+        ApiKey::TxnOffsetCommit => serve!(txn_offset_commit, m::TxnOffsetCommitRequest),
+        ApiKey::DescribeProducers => serve!(describe_producers, m::DescribeProducersRequest),
+        ApiKey::DescribeTransactions => {
+            serve!(describe_transactions, m::DescribeTransactionsRequest)
+        }
+        ApiKey::ListTransactions => serve!(list_transactions, m::ListTransactionsRequest),
         other => Err(DispatchError::UnsupportedVersion {
             api: other,
             version,

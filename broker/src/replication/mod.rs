@@ -434,7 +434,9 @@ enum Verdict {
 
 impl Pending {
     fn check(&self, log: &PartitionLog, records: &Bytes, header: &BatchHeader) -> Verdict {
-        if header.has_producer_id() {
+        // A transaction marker or a coordinator's transactional write has no sequence: only
+        // the log's epoch checks apply.
+        if sequenced(header) {
             if let Some(pending) = self.producers.get(&header.producer_id) {
                 let ordered = if header.producer_epoch < pending.epoch {
                     Err(ResponseError::InvalidProducerEpoch.code())
@@ -475,7 +477,7 @@ impl Pending {
     }
 
     fn record(&mut self, header: &BatchHeader) {
-        if !header.has_producer_id() {
+        if !sequenced(header) {
             return;
         }
         let entry = self
@@ -497,7 +499,7 @@ impl Pending {
     }
 
     fn settle(&mut self, header: &BatchHeader, term: u64) {
-        if term != self.term || !header.has_producer_id() {
+        if term != self.term || !sequenced(header) {
             return;
         }
         if let Some(entry) = self.producers.get_mut(&header.producer_id) {
@@ -510,6 +512,11 @@ impl Pending {
             }
         }
     }
+}
+
+/// Whether a batch carries an idempotent producer's sequence.
+fn sequenced(header: &BatchHeader) -> bool {
+    header.has_producer_id() && header.base_sequence >= 0 && !header.is_control()
 }
 
 /// The leader's proposer: takes produce requests in arrival order, checks each batch, proposes

@@ -53,6 +53,8 @@ pub struct FetchPart {
     pub max_bytes: usize,
     /// The epoch the client believes the leader has (-1: not checked; Fetch v9+).
     pub current_leader_epoch: i32,
+    /// Isolation level READ_COMMITTED: read up to the last stable offset only.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,9 @@ pub struct FetchResult {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub batches: Vec<Bytes>,
+    /// READ_COMMITTED: (producer id, first offset) of the aborted transactions overlapping
+    /// what was read.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +77,8 @@ pub struct OffsetQuery {
     pub timestamp: i64,
     /// The epoch the client believes the leader has (-1: not checked; ListOffsets v4+).
     pub current_leader_epoch: i32,
+    /// Isolation level READ_COMMITTED (ListOffsets v2+): LATEST is the last stable offset.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,6 +162,15 @@ pub enum Request {
     Admin(AdminRequest),
     /// To a group's shard (`routing::group_shard`): a consumer-group request.
     Group(crate::group::GroupCall),
+    /// To a transactional id's shard: a transaction coordinator request.
+    Txn(crate::txn::TxnCall),
+    /// To the partitions' shard: transaction markers to append (`txn::markers`).
+    TxnMarkers(Vec<crate::txn::markers::MarkerPart>),
+    /// To a partition's shard: its producer state (DescribeProducers).
+    Producers {
+        topic: String,
+        partition: i32,
+    },
     /// To a partition's shard: hand the group's leadership to replica `to` if this replica
     /// leads (`replication::leadership::move_local`); answered with `Reply::Admin` (value: the
     /// leader this replica knows, -1 none).
@@ -239,6 +255,12 @@ pub enum Reply {
         value: i64,
     },
     Group(crate::group::GroupReply),
+    Txn(crate::txn::TxnReply),
+    /// One error code per marker.
+    TxnMarkers(Vec<i16>),
+    /// (id, epoch, last sequence, last timestamp, coordinator epoch, open transaction's first
+    /// offset) per producer, or an error code.
+    Producers(Result<Vec<(i64, i16, i32, i64, i32, Option<i64>)>, i16>),
     Quorum(Result<crate::cluster::rpc::QuorumState, i16>),
     Raft(spool_raft::transport::Response),
 }

@@ -77,6 +77,8 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::GroupCoordinator,
+    /// The transactional ids whose `__transaction_state` partition this shard owns.
+    pub txns: crate::txn::TxnCoordinator,
     /// This shard's Raft groups as peers' RPCs reach them (shard 0: also the metadata group
     /// and the controller RPCs).
     pub raft_groups: spool_raft::transport::GroupRegistry,
@@ -115,6 +117,9 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         StorageError::Io { .. } => ResponseError::KafkaStorageError.code(),
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord.code(),
+        StorageError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced.code()
+        }
         #[allow(unreachable_patterns)]
         _ => ResponseError::UnknownServerError.code(),
     }
@@ -152,6 +157,7 @@ impl Shard {
         Rc::new(Shard {
             leader_reports: Default::default(),
             groups: crate::group::GroupCoordinator::new(&config),
+            txns: crate::txn::TxnCoordinator::new(&config),
             id,
             count,
             config,
@@ -306,6 +312,19 @@ impl Shard {
             }
             Request::Admin(admin) => self.admin(admin).await,
             Request::Group(call) => Reply::Group(self.groups.serve(self, call).await),
+            // Boxed: a coordinator's InitProducerId asks shard 0 for a producer id, through
+            // this same function.
+            Request::Txn(call) => Reply::Txn(Box::pin(self.txns.serve(self, call)).await),
+            Request::TxnMarkers(parts) => {
+                Reply::TxnMarkers(crate::txn::markers::write_local(self, parts).await)
+            }
+            Request::Producers { topic, partition } => Reply::Producers(
+                match self.partition(&topic, partition) {
+                    None => Err(self.missing_partition_code(&topic, partition)),
+                    Some(p) if p.follows() => Err(ResponseError::NotLeaderOrFollower.code()),
+                    Some(p) => Ok(p.log.describe_producers()),
+                },
+            ),
         }
     }
 
@@ -453,7 +472,7 @@ impl Shard {
     }
 
     /// The topic's `min.insync.replicas` (its override, else the broker's).
-    fn min_insync_replicas(&self, topic: &str) -> usize {
+    pub fn min_insync_replicas(&self, topic: &str) -> usize {
         let topics = self.topics.borrow();
         let value = topics
             .get(topic)
@@ -586,6 +605,7 @@ impl Shard {
                     last_stable_offset: -1,
                     log_start_offset: -1,
                     batches: Vec::new(),
+                    aborted: None,
                 });
                 continue;
             };
@@ -598,16 +618,23 @@ impl Shard {
                     last_stable_offset: -1,
                     log_start_offset: -1,
                     batches: Vec::new(),
+                    aborted: None,
                 });
                 continue;
             }
             let hw = p.high_watermark();
+            let lso = p.log.last_stable_offset(hw);
+            // A read_committed reader stops at the LSO and gets the aborted transactions of
+            // what it may read (Kafka lists those overlapping the range; the client drops their
+            // records itself).
+            let end = if part.read_committed { lso } else { hw };
             let mut result = FetchResult {
                 error_code: 0,
                 high_watermark: hw,
-                last_stable_offset: hw,
+                last_stable_offset: lso,
                 log_start_offset: p.log.log_start_offset(),
                 batches: Vec::new(),
+                aborted: None,
             };
             // Between the high watermark and the log end is a valid position (the data is not yet
             // committed): an empty answer, not an error.
@@ -615,8 +642,19 @@ impl Shard {
                 || part.fetch_offset < p.log.log_start_offset()
             {
                 result.error_code = ResponseError::OffsetOutOfRange.code();
-            } else if part.fetch_offset < hw {
-                reads.push((out.len(), p, part.fetch_offset, part.max_bytes.max(1), hw));
+            } else {
+                if part.read_committed {
+                    let aborted = p.log.aborted_txns(part.fetch_offset, end);
+                    result.aborted = Some(
+                        aborted
+                            .iter()
+                            .map(|a| (a.producer_id, a.first_offset))
+                            .collect(),
+                    );
+                }
+                if part.fetch_offset < end {
+                    reads.push((out.len(), p, part.fetch_offset, part.max_bytes.max(1), end));
+                }
             }
             out.push(result);
         }
@@ -707,6 +745,11 @@ impl Shard {
                 None => -1,
             };
             let hw = p.high_watermark();
+            let latest = if q.read_committed {
+                p.log.last_stable_offset(hw)
+            } else {
+                hw
+            };
             let none = OffsetAnswer {
                 error_code: 0,
                 timestamp: -1,
@@ -715,7 +758,7 @@ impl Shard {
             };
             let answer = match q.timestamp {
                 -1 => OffsetAnswer {
-                    offset: hw,
+                    offset: latest,
                     leader_epoch: known_epoch,
                     ..none
                 },
@@ -726,8 +769,8 @@ impl Shard {
                 },
                 -5 => OffsetAnswer { offset: -1, ..none },
                 -3 => match p.log.max_timestamp() {
-                    Some((offset, ts, epoch)) if offset < hw => {
-                        match first_record_at_or_after(&p, offset, ts, hw).await {
+                    Some((offset, ts, epoch)) if offset < latest => {
+                        match first_record_at_or_after(&p, offset, ts, latest).await {
                             Ok(Some((offset, ts))) => OffsetAnswer {
                                 offset,
                                 timestamp: ts,
@@ -744,8 +787,8 @@ impl Shard {
                     _ => none,
                 },
                 ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
-                    Ok(Some((batch_offset, _, epoch))) if batch_offset < hw => {
-                        match first_record_at_or_after(&p, batch_offset, ts, hw).await {
+                    Ok(Some((batch_offset, _, epoch))) if batch_offset < latest => {
+                        match first_record_at_or_after(&p, batch_offset, ts, latest).await {
                             Ok(Some((offset, found_ts))) => OffsetAnswer {
                                 offset,
                                 timestamp: found_ts,
@@ -1050,6 +1093,13 @@ impl Shard {
         *p.group.borrow_mut() = Some(group.clone());
         if meta.name == crate::group::OFFSETS_TOPIC {
             runtime::spawn_detached(crate::group::coordinator::follow_leadership(
+                self.clone(),
+                index,
+                group.clone(),
+            ));
+        }
+        if meta.name == crate::txn::TXN_TOPIC {
+            runtime::spawn_detached(crate::txn::coordinator::follow_leadership(
                 self.clone(),
                 index,
                 group.clone(),

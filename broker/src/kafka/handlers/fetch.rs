@@ -1,17 +1,17 @@
 //! Fetch, versions 4–17: reads with long polling (`max_wait_ms`, `min_bytes`), response and
 //! per-partition byte limits, and topic ids from v13. Incremental fetch sessions (KIP-227) are
 //! declined by answering session id 0, which every client handles by sending full fetches.
-//! Isolation level is accepted; with no transactions yet, READ_COMMITTED sees what
-//! READ_UNCOMMITTED sees.
+//! READ_COMMITTED reads stop at the last stable offset and carry the aborted transactions of
+//! the range read (the client drops their records, Kafka's contract).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::Ctx;
@@ -29,6 +29,7 @@ struct Wanted {
     fetch_offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    read_committed: bool,
 }
 
 /// A Fetch response with its records kept out of it: `records[t][p]` are the batches of
@@ -66,6 +67,7 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
                 } else {
                     -1
                 },
+                read_committed: request.isolation_level == 1,
             });
         }
     }
@@ -127,6 +129,15 @@ pub async fn handle(ctx: &Ctx, request: FetchRequest) -> FetchReply {
                 .with_error_code(r.error_code)
                 .with_high_watermark(r.high_watermark)
                 .with_last_stable_offset(r.last_stable_offset)
+                .with_aborted_transactions(r.aborted.map(|list| {
+                    list.into_iter()
+                        .map(|(producer_id, first_offset)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(producer_id))
+                                .with_first_offset(first_offset)
+                        })
+                        .collect()
+                }))
                 .with_records(None);
             // KIP-951 (v12+ carries CurrentLeader, v16+ the leaders' endpoints), with either
             // error that sends the client to a newer leader.
@@ -202,6 +213,7 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted], budget: usize) -> Vec<FetchResul
             last_stable_offset: -1,
             log_start_offset: -1,
             batches: Vec::new(),
+            aborted: None,
         })
         .collect();
     let mut per_shard: Vec<Vec<(usize, FetchPart)>> =
@@ -220,6 +232,7 @@ async fn read_all(ctx: &Ctx, wanted: &[Wanted], budget: usize) -> Vec<FetchResul
                 fetch_offset: w.fetch_offset,
                 max_bytes: w.max_bytes,
                 current_leader_epoch: w.current_leader_epoch,
+                read_committed: w.read_committed,
             },
         ));
     }

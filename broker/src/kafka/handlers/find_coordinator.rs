@@ -3,8 +3,9 @@
 //! partition's Raft leader as the metadata names it, none yet = COORDINATOR_NOT_AVAILABLE), on
 //! whichever broker that is; on that broker the group lives on the partition's shard. With no offsets topic yet, the
 //! first lookup asks the controller to create it (spread over the brokers live then) and
-//! answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client asks again. Transactions do not
-//! exist yet, so transaction coordinators are COORDINATOR_NOT_AVAILABLE. Batched keys from v4.
+//! answers COORDINATOR_NOT_AVAILABLE, as Kafka does; the client asks again. A transactional
+//! id's coordinator is the leader of its `__transaction_state` partition, found and created the
+//! same way. Batched keys from v4.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -12,6 +13,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::group::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
 use crate::kafka::Ctx;
 use crate::runtime;
 use crate::shard::routing;
@@ -33,6 +35,13 @@ pub async fn handle(ctx: &Ctx, request: FindCoordinatorRequest) -> FindCoordinat
         let shard = ctx.shard.clone();
         runtime::spawn_detached(async move {
             crate::group::ensure_offsets_topic(&shard).await;
+        });
+    }
+    if request.key_type == KEY_TYPE_TRANSACTION && ctx.shard.topics.borrow().get(TXN_TOPIC).is_none()
+    {
+        let shard = ctx.shard.clone();
+        runtime::spawn_detached(async move {
+            crate::txn::ensure_txn_topic(&shard).await;
         });
     }
     let coordinators: Vec<Coordinator> = keys
@@ -65,16 +74,21 @@ fn coordinator(ctx: &Ctx, key: StrBytes, key_type: i8) -> Coordinator {
             .with_error_code(e.code())
             .with_error_message(Some(StrBytes::from_string(e.to_string())))
     };
+    let topic = match key_type {
+        KEY_TYPE_GROUP => OFFSETS_TOPIC,
+        KEY_TYPE_TRANSACTION => TXN_TOPIC,
+        _ => return fail(ResponseError::InvalidRequest, key),
+    };
     match key_type {
-        KEY_TYPE_GROUP if key.is_empty() => fail(ResponseError::InvalidRequest, key),
-        KEY_TYPE_GROUP => {
+        _ if key.is_empty() => fail(ResponseError::InvalidRequest, key),
+        _ => {
             let leader = {
                 let topics = ctx.shard.topics.borrow();
-                topics.get(OFFSETS_TOPIC).and_then(|meta| {
+                topics.get(topic).and_then(|meta| {
                     let index = routing::group_partition(&key, meta.partitions);
-                    if ctx.shard.replicates(OFFSETS_TOPIC) {
+                    if ctx.shard.replicates(topic) {
                         // The partition's Raft leader, as last reported to the controller.
-                        let (leader, _epoch) = ctx.shard.current_leader(OFFSETS_TOPIC, index)?;
+                        let (leader, _epoch) = ctx.shard.current_leader(topic, index)?;
                         return ctx.shard.view.borrow().broker(leader).cloned();
                     }
                     let replicas = meta.replicas.get(index as usize)?;
@@ -90,7 +104,5 @@ fn coordinator(ctx: &Ctx, key: StrBytes, key_type: i8) -> Coordinator {
                 None => fail(ResponseError::CoordinatorNotAvailable, key),
             }
         }
-        KEY_TYPE_TRANSACTION => fail(ResponseError::CoordinatorNotAvailable, key),
-        _ => fail(ResponseError::InvalidRequest, key),
     }
 }

@@ -1,5 +1,6 @@
 //! ListOffsets, versions 1–10: earliest (-2), latest (-1), max timestamp (-3, v7+), earliest
-//! local (-4) and latest tiered (-5, answered -1: nothing is tiered), and by timestamp.
+//! local (-4) and latest tiered (-5, answered -1: nothing is tiered), and by timestamp. With
+//! isolation READ_COMMITTED (v2+) every answer stops at the last stable offset, as Kafka's.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -28,6 +29,7 @@ pub async fn handle(ctx: &Ctx, request: ListOffsetsRequest) -> ListOffsetsRespon
                 } else {
                     -1
                 },
+                read_committed: version >= 2 && request.isolation_level == 1,
             });
         }
     }

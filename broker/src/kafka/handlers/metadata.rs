@@ -241,5 +241,5 @@ fn describe(
             uuid::Uuid::nil()
         })
         .with_partitions(partitions)
-        .with_is_internal(meta.name == crate::group::OFFSETS_TOPIC)
+        .with_is_internal(crate::metadata::topic_is_internal(&meta.name))
 }
