@@ -8,11 +8,10 @@ the suite itself gates on a broker capability, see ALLOWED_SKIPS).
 
 About 110 of the ~150 tests are unit tests that never dial; the rest talk to the broker
 (client_test.go, consumer_test.go, group_test.go, produce_request_test.go, share_test.go,
-txn_test.go). Consumer groups, classic and KIP-848, are required to pass (BROKER_TESTS).
+txn_test.go). Consumer groups, classic and KIP-848, and transactions (TestTxnEtl) are
+required to pass (BROKER_TESTS).
 EXCLUDED are the ones that need what Spool does not have yet:
 
-  TestTxnEtl                         TransactionalID: InitProducerId(txn), AddPartitionsToTxn,
-                                     AddOffsetsToTxn, TxnOffsetCommit, EndTxn + consumer groups
   TestShareGroup                     share groups (KIP-932; skip themselves without ShareFetch v2)
   TestShareGroupETL                  share groups
   TestShareGroupAckOnClose           share groups + FindCoordinator(share)
@@ -39,7 +38,6 @@ KGO_VERSION = "v1.22.3"
 RUN_TIMEOUT_S = 600  # the whole binary; go's own -test.timeout is a bit shorter
 
 EXCLUDED = {
-    "TestTxnEtl": "transactions + consumer groups",
     "TestShareGroup": "share groups",
     "TestShareGroupETL": "share groups",
     "TestShareGroupAckOnClose": "share groups",
@@ -69,6 +67,9 @@ BROKER_TESTS = {
     # consumer groups (classic and KIP-848)
     "TestUnknownGroupOffsetFetchPinned", "TestIssue1034", "TestConsumeRegex", "TestGroupSimple",
     "TestIssue523", "Test848RegexBrokerResolves", "TestGroupETL",
+    # transactions (issue 11): a transactional consume-process-produce with consumer groups,
+    # classic and KIP-848, eager, cooperative and static members
+    "TestTxnEtl",
 }
 
 RESULT_RE = re.compile(r"^--- (PASS|FAIL|SKIP): (\S+) \(([\d.]+)s\)")

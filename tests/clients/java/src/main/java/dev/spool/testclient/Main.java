@@ -68,6 +68,10 @@ public final class Main {
         switch (args[0]) {
             case "produce" -> rc = produce(opts, out);
             case "consume" -> rc = consume(opts, out);
+            case "txn-produce" -> rc = Txn.produce(opts, out);
+            case "txn-consume" -> rc = Txn.consume(opts, out);
+            case "fence" -> rc = Txn.fence(opts, out);
+            case "txn-copy" -> rc = Txn.copy(opts, out);
             default -> {
                 usage();
                 rc = 2;
