@@ -162,7 +162,17 @@ mod tests {
             }
         }
         // A data batch is no marker.
-        let mut data = BytesMut::from(&encode_txn_marker(1, 0, TxnMarker { commit: true, coordinator_epoch: 0 }, 0)[..]);
+        let mut data = BytesMut::from(
+            &encode_txn_marker(
+                1,
+                0,
+                TxnMarker {
+                    commit: true,
+                    coordinator_epoch: 0,
+                },
+                0,
+            )[..],
+        );
         data[21..23].copy_from_slice(&0x10i16.to_be_bytes());
         assert_eq!(decode_txn_marker(&data), None);
     }

@@ -40,7 +40,7 @@ pub use crate::entries::EntryStamp;
 pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
-pub use crate::producer::{AbortedTxn, SequenceCheck};
+pub use crate::producer::{AbortedTxn, ProducerInfo, SequenceCheck};
 pub use crate::raft_snapshot::producer_snapshot_is_valid;
 pub use crate::side_file::{SIDE_FILE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
 
@@ -98,7 +98,9 @@ pub enum StorageError {
         epoch: i16,
         current: i16,
     },
-    #[error("marker of coordinator epoch {epoch} for producer {producer_id} is older than {current}")]
+    #[error(
+        "marker of coordinator epoch {epoch} for producer {producer_id} is older than {current}"
+    )]
     TransactionCoordinatorFenced {
         producer_id: i64,
         epoch: i32,

@@ -50,10 +50,10 @@ use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{AbortedTxn, ProducerState, SequenceCheck};
-use spool_protocol::control::TxnMarker;
 use crate::segment::{self, FlushTarget, Indexes, SealWork, Segment, SegmentView};
 use crate::tail::{CachedBatch, TailCache};
 use crate::{AppendInfo, LogConfig, ReadResult, StorageError, TimestampType};
+use spool_protocol::control::TxnMarker;
 
 /// Largest segment Spool writes: positions in the offset index are u32, and Kafka caps
 /// `segment.bytes` at i32::MAX.
@@ -742,9 +742,8 @@ impl PartitionLog {
             .aborted_txns(fetch_offset, upper_bound)
     }
 
-    /// Every producer's state, for DescribeProducers: (id, epoch, last sequence, last
-    /// timestamp, coordinator epoch, ongoing transaction's first offset).
-    pub fn describe_producers(&self) -> Vec<(i64, i16, i32, i64, i32, Option<i64>)> {
+    /// Every producer's state, for DescribeProducers.
+    pub fn describe_producers(&self) -> Vec<crate::ProducerInfo> {
         self.state.borrow().producers.describe()
     }
 

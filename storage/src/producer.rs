@@ -105,6 +105,20 @@ impl ProducerEntry {
     }
 }
 
+/// A producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// -1: none (a coordinator's writes only).
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+    /// Of the last marker; -1 none.
+    pub coordinator_epoch: i32,
+    /// The open transaction's first offset here.
+    pub txn_first_offset: Option<i64>,
+}
+
 /// An aborted transaction as read_committed fetches report it (Kafka's `AbortedTxn`):
 /// records of `producer_id` from `first_offset` up to the marker at `last_offset` are
 /// dropped by the client. `last_stable_offset` is the LSO right after the abort: every
@@ -356,7 +370,12 @@ impl ProducerState {
     /// A marker (Kafka's `appendEndTxnMarker`): a newer epoch restarts the producer's
     /// sequences; its ongoing transaction, if any, ends at the marker's offset, and an ABORT
     /// adds it to the aborted list. A control batch of another type changes nothing but time.
-    fn end_transaction(&mut self, header: &BatchHeader, marker: Option<TxnMarker>, timestamp_ms: i64) {
+    fn end_transaction(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<TxnMarker>,
+        timestamp_ms: i64,
+    ) {
         let producer_id = header.producer_id;
         let entry = self
             .producers
@@ -408,7 +427,12 @@ impl ProducerState {
             self.ended.pop_front();
         }
         let ongoing = self.ongoing.first().map_or(i64::MAX, |&(first, _)| first);
-        let ended = self.ended.iter().map(|&(_, first)| first).min().unwrap_or(i64::MAX);
+        let ended = self
+            .ended
+            .iter()
+            .map(|&(_, first)| first)
+            .min()
+            .unwrap_or(i64::MAX);
         high_watermark.min(ongoing).min(ended)
     }
 
@@ -417,7 +441,9 @@ impl ProducerState {
     /// fetch offset and starting below the bound; the scan stops at the first whose LSO
     /// reaches the bound, as every later one starts above it.
     pub(crate) fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
-        let from = self.aborted.partition_point(|a| a.last_offset < fetch_offset);
+        let from = self
+            .aborted
+            .partition_point(|a| a.last_offset < fetch_offset);
         let mut out = Vec::new();
         for txn in &self.aborted[from..] {
             if txn.first_offset < upper_bound {
@@ -433,22 +459,27 @@ impl ProducerState {
     /// Forgets aborted transactions whose marker is below the log start (no reader can get
     /// their records any more).
     pub(crate) fn prune_aborted(&mut self, log_start_offset: i64) {
-        let gone = self.aborted.partition_point(|a| a.last_offset < log_start_offset);
+        let gone = self
+            .aborted
+            .partition_point(|a| a.last_offset < log_start_offset);
         self.aborted.drain(..gone);
     }
 
-    /// Every producer's (id, epoch, last sequence, last timestamp, coordinator epoch,
-    /// ongoing transaction's first offset), for DescribeProducers.
-    pub(crate) fn describe(&self) -> Vec<(i64, i16, i32, i64, i32, Option<i64>)> {
+    /// Every producer's state, for DescribeProducers, by producer id.
+    pub(crate) fn describe(&self) -> Vec<ProducerInfo> {
         let mut out: Vec<_> = self
             .producers
             .iter()
-            .map(|(&id, e)| {
-                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
-                (id, e.epoch, last_seq, e.last_timestamp_ms, e.coordinator_epoch, e.txn_first_offset)
+            .map(|(&id, e)| ProducerInfo {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp_ms: e.last_timestamp_ms,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_first_offset: e.txn_first_offset,
             })
             .collect();
-        out.sort_unstable_by_key(|p| p.0);
+        out.sort_unstable_by_key(|p| p.producer_id);
         out
     }
 
@@ -472,7 +503,11 @@ impl ProducerState {
 
     /// Forgets markers at or after `offset` (their batches were rolled back).
     fn forget_markers_from(&mut self, offset: i64) {
-        while self.ended.back().is_some_and(|&(marker, _)| marker >= offset) {
+        while self
+            .ended
+            .back()
+            .is_some_and(|&(marker, _)| marker >= offset)
+        {
             self.ended.pop_back();
         }
         let keep = self.aborted.partition_point(|a| a.last_offset < offset);
@@ -733,7 +768,8 @@ impl ProducerState {
             }
         }
         if version >= 3 {
-            let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
+            let count =
+                usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
             if count > reader.bytes.len() / SNAPSHOT_ABORTED_BYTES {
                 return None;
             }
@@ -746,12 +782,17 @@ impl ProducerState {
                     last_offset: i64::from_be_bytes(t[16..24].try_into().ok()?),
                     last_stable_offset: i64::from_be_bytes(t[24..32].try_into().ok()?),
                 };
-                if state.aborted.last().is_some_and(|l| l.last_offset >= txn.last_offset) {
+                if state
+                    .aborted
+                    .last()
+                    .is_some_and(|l| l.last_offset >= txn.last_offset)
+                {
                     return None;
                 }
                 state.aborted.push(txn);
             }
-            let count = usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
+            let count =
+                usize::try_from(u64::from_be_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
             if count > reader.bytes.len() / SNAPSHOT_ENDED_BYTES {
                 return None;
             }

@@ -2103,7 +2103,11 @@ fn transactions_hold_the_lso_and_aborts_are_listed() {
         let aborted = log.aborted_txns(0, 9);
         assert_eq!(aborted.len(), 1);
         assert_eq!(
-            (aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset),
+            (
+                aborted[0].producer_id,
+                aborted[0].first_offset,
+                aborted[0].last_offset
+            ),
             (1, 2, 8)
         );
         assert_eq!(aborted[0].last_stable_offset, 5, "producer 2 still open");

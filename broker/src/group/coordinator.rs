@@ -65,6 +65,9 @@ pub const LOAD_READ_BYTES: usize = 1 << 20;
 pub const EXPIRE_BATCH_RECORDS_MAX: usize = 1000;
 
 type WaitKey = (String, String);
+/// A transactional offset record waiting for its marker: (offsets partition, log offset, key,
+/// value).
+type PendingTxnOffset = (i32, i64, Key, Option<Value>);
 /// Records to append: a key and its value, or `None` for a tombstone.
 type Entries = Vec<(Key, Option<Value>)>;
 
@@ -85,7 +88,7 @@ pub struct GroupCoordinator {
     /// Transactional offset commits waiting for their transaction's marker, by producer id:
     /// (offsets partition, log offset, record). A COMMIT marker applies them, an ABORT drops
     /// them (Kafka's pending transactional offsets).
-    txn_offsets: RefCell<AHashMap<i64, Vec<(i32, i64, Key, Option<Value>)>>>,
+    txn_offsets: RefCell<AHashMap<i64, Vec<PendingTxnOffset>>>,
     /// The deadline (ms) the timer task sleeps until; `i64::MAX` when none.
     armed: Cell<i64>,
     /// Wakes the timer task when a deadline earlier than `armed` appears.
@@ -168,9 +171,9 @@ impl GroupCoordinator {
             GroupCall::OffsetCommit { version, request } => {
                 GroupReply::OffsetCommit(self.offset_commit(shard, version, request).await)
             }
-            GroupCall::TxnOffsetCommit { version, request } => GroupReply::TxnOffsetCommit(
-                self.txn_offset_commit(shard, version, *request).await,
-            ),
+            GroupCall::TxnOffsetCommit { version, request } => {
+                GroupReply::TxnOffsetCommit(self.txn_offset_commit(shard, version, *request).await)
+            }
             GroupCall::OffsetFetch {
                 group,
                 topics,
@@ -1084,7 +1087,8 @@ impl GroupCoordinator {
             };
             match written {
                 Ok(base) => {
-                    let index = routing::group_partition(&group_id, super::offsets_partitions(shard));
+                    let index =
+                        routing::group_partition(&group_id, super::offsets_partitions(shard));
                     let mut pending = self.txn_offsets.borrow_mut();
                     let list = pending.entry(producer.0).or_default();
                     for (i, (key, value)) in entries.into_iter().enumerate() {

@@ -368,11 +368,19 @@ pub fn encode_batch(entries: &[(Key, Option<Value>)], now_ms: i64) -> Bytes {
 
 /// A transactional batch of `producer` (id, epoch), as TxnOffsetCommit writes it: Kafka's
 /// coordinator writes it without a sequence.
-pub fn encode_txn_batch(entries: &[(Key, Option<Value>)], now_ms: i64, producer: (i64, i16)) -> Bytes {
+pub fn encode_txn_batch(
+    entries: &[(Key, Option<Value>)],
+    now_ms: i64,
+    producer: (i64, i16),
+) -> Bytes {
     encode_batch_of(entries, now_ms, Some(producer))
 }
 
-fn encode_batch_of(entries: &[(Key, Option<Value>)], now_ms: i64, producer: Option<(i64, i16)>) -> Bytes {
+fn encode_batch_of(
+    entries: &[(Key, Option<Value>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Bytes {
     assert!(!entries.is_empty());
     let records: Vec<Record> = entries
         .iter()

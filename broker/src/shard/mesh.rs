@@ -258,9 +258,8 @@ pub enum Reply {
     Txn(crate::txn::TxnReply),
     /// One error code per marker.
     TxnMarkers(Vec<i16>),
-    /// (id, epoch, last sequence, last timestamp, coordinator epoch, open transaction's first
-    /// offset) per producer, or an error code.
-    Producers(Result<Vec<(i64, i16, i32, i64, i32, Option<i64>)>, i16>),
+    /// The partition's producers, or an error code.
+    Producers(Result<Vec<spool_storage::ProducerInfo>, i16>),
     Quorum(Result<crate::cluster::rpc::QuorumState, i16>),
     Raft(spool_raft::transport::Response),
 }

@@ -318,13 +318,13 @@ impl Shard {
             Request::TxnMarkers(parts) => {
                 Reply::TxnMarkers(crate::txn::markers::write_local(self, parts).await)
             }
-            Request::Producers { topic, partition } => Reply::Producers(
-                match self.partition(&topic, partition) {
+            Request::Producers { topic, partition } => {
+                Reply::Producers(match self.partition(&topic, partition) {
                     None => Err(self.missing_partition_code(&topic, partition)),
                     Some(p) if p.follows() => Err(ResponseError::NotLeaderOrFollower.code()),
                     Some(p) => Ok(p.log.describe_producers()),
-                },
-            ),
+                })
+            }
         }
     }
 

@@ -86,7 +86,13 @@ impl TxnCoordinator {
                 producer_epoch,
             } => {
                 match self
-                    .init_producer_id(shard, &transactional_id, timeout_ms, producer_id, producer_epoch)
+                    .init_producer_id(
+                        shard,
+                        &transactional_id,
+                        timeout_ms,
+                        producer_id,
+                        producer_epoch,
+                    )
                     .await
                 {
                     Ok((producer_id, producer_epoch)) => TxnReply::InitProducerId {
@@ -107,10 +113,16 @@ impl TxnCoordinator {
                 producer_epoch,
                 partitions,
             } => TxnReply::Code(
-                self.add_partitions(shard, &transactional_id, producer_id, producer_epoch, partitions)
-                    .await
-                    .err()
-                    .unwrap_or(0),
+                self.add_partitions(
+                    shard,
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                )
+                .await
+                .err()
+                .unwrap_or(0),
             ),
             TxnCall::EndTxn {
                 transactional_id,
@@ -118,10 +130,16 @@ impl TxnCoordinator {
                 producer_epoch,
                 commit,
             } => TxnReply::Code(
-                self.end_txn(shard, &transactional_id, producer_id, producer_epoch, commit)
-                    .await
-                    .err()
-                    .unwrap_or(0),
+                self.end_txn(
+                    shard,
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                )
+                .await
+                .err()
+                .unwrap_or(0),
             ),
             TxnCall::Describe { transactional_id } => {
                 TxnReply::Describe(self.describe(shard, &transactional_id))
@@ -216,7 +234,8 @@ impl TxnCoordinator {
                 last_update_ms: now,
                 start_ms: -1,
             };
-            self.write(shard, index, transactional_id, Some(value)).await?;
+            self.write(shard, index, transactional_id, Some(value))
+                .await?;
             return Ok((new_id, 0));
         };
         // KIP-360: a client that names its producer id and epoch must name the current ones.
@@ -238,7 +257,8 @@ impl TxnCoordinator {
                     timeout_ms: current.timeout_ms,
                     ..fenced
                 };
-                self.write(shard, index, transactional_id, Some(value)).await?;
+                self.write(shard, index, transactional_id, Some(value))
+                    .await?;
                 self.spawn_completion(shard, transactional_id, coordinator_epoch);
                 Err(code(ResponseError::ConcurrentTransactions))
             }
@@ -256,7 +276,8 @@ impl TxnCoordinator {
                 value.partitions.clear();
                 value.start_ms = -1;
                 let answer = (value.producer_id, value.producer_epoch);
-                self.write(shard, index, transactional_id, Some(value)).await?;
+                self.write(shard, index, transactional_id, Some(value))
+                    .await?;
                 Ok(answer)
             }
         }
@@ -316,7 +337,8 @@ impl TxnCoordinator {
         }
         value.state = TxnState::Ongoing;
         value.last_update_ms = now;
-        self.write(shard, index, transactional_id, Some(value)).await
+        self.write(shard, index, transactional_id, Some(value))
+            .await
     }
 
     async fn end_txn(
@@ -341,7 +363,8 @@ impl TxnCoordinator {
                     last_update_ms: now_ms(),
                     ..current
                 };
-                self.write(shard, index, transactional_id, Some(value)).await?;
+                self.write(shard, index, transactional_id, Some(value))
+                    .await?;
                 self.spawn_completion(shard, transactional_id, coordinator_epoch);
                 Ok(())
             }
@@ -420,8 +443,7 @@ impl TxnCoordinator {
                 let Ok((index, epoch)) = coordinator.coordinates(&shard, &id) else {
                     return;
                 };
-                if epoch != coordinator_epoch
-                    || coordinator.txns.borrow().get(&id) != Some(&value)
+                if epoch != coordinator_epoch || coordinator.txns.borrow().get(&id) != Some(&value)
                 {
                     return;
                 }
@@ -487,8 +509,7 @@ impl TxnCoordinator {
             .filter(|(_, v)| states.is_empty() || states.iter().any(|s| s == v.state.name()))
             .filter(|(_, v)| producer_ids.is_empty() || producer_ids.contains(&v.producer_id))
             .filter(|(_, v)| {
-                duration_ms < 0
-                    || (v.state == TxnState::Ongoing && now - v.start_ms >= duration_ms)
+                duration_ms < 0 || (v.state == TxnState::Ongoing && now - v.start_ms >= duration_ms)
             })
             .map(|(id, v)| described(id, v))
             .collect()
@@ -531,7 +552,9 @@ impl TxnCoordinator {
         while offset < end {
             let read = match p.log.read(offset, LOAD_READ_BYTES, end).await {
                 Ok(read) => read,
-                Err(e) => crate::fatal::fatal(format!("cannot load {TXN_TOPIC}-{index} at {offset}: {e}")),
+                Err(e) => {
+                    crate::fatal::fatal(format!("cannot load {TXN_TOPIC}-{index} at {offset}: {e}"))
+                }
             };
             if read.batches.is_empty() {
                 break;
@@ -577,7 +600,13 @@ impl TxnCoordinator {
 
     /// Loads replicated partition `index` once this replica leads it at `term` with its whole
     /// log committed. False if leadership moved first.
-    async fn load_led(&self, shard: &Rc<Shard>, index: i32, group: &ReplicaGroup, term: u64) -> bool {
+    async fn load_led(
+        &self,
+        shard: &Rc<Shard>,
+        index: i32,
+        group: &ReplicaGroup,
+        term: u64,
+    ) -> bool {
         let Some(p) = shard.partition(TXN_TOPIC, index) else {
             return false;
         };
@@ -596,7 +625,12 @@ impl TxnCoordinator {
         }
         self.led.borrow_mut().insert(index, term);
         self.resume_prepared(shard, index, i32::try_from(term).unwrap_or(i32::MAX));
-        tracing::info!(partition = index, term, records, "coordinator for {TXN_TOPIC}-{index}");
+        tracing::info!(
+            partition = index,
+            term,
+            records,
+            "coordinator for {TXN_TOPIC}-{index}"
+        );
         true
     }
 
@@ -682,12 +716,17 @@ impl TxnCoordinator {
         if current.state != TxnState::Ongoing {
             return Ok(());
         }
-        tracing::info!(transactional_id, producer_id = current.producer_id, "aborting a transaction past its timeout");
+        tracing::info!(
+            transactional_id,
+            producer_id = current.producer_id,
+            "aborting a transaction past its timeout"
+        );
         let value = TxnValue {
             state: TxnState::PrepareAbort,
             ..bump(&current, now_ms())
         };
-        self.write(shard, index, transactional_id, Some(value)).await?;
+        self.write(shard, index, transactional_id, Some(value))
+            .await?;
         self.spawn_completion(shard, transactional_id, coordinator_epoch);
         Ok(())
     }
@@ -750,7 +789,9 @@ async fn write_record(
         }
         return match group.propose(batch, -1, min_insync, lag_max).recv().await {
             Some(r) if r.error_code == 0 => Ok(()),
-            Some(r) => Err(crate::group::coordinator::coordinator_write_error(r.error_code)),
+            Some(r) => Err(crate::group::coordinator::coordinator_write_error(
+                r.error_code,
+            )),
             None => Err(code(ResponseError::CoordinatorNotAvailable)),
         };
     }

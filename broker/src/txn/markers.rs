@@ -71,7 +71,10 @@ pub async fn send(
             .get(&topic)
             .is_some_and(|m| partition >= 0 && partition < m.partitions);
         if !known {
-            out.push(((topic, partition), ResponseError::UnknownTopicOrPartition.code()));
+            out.push((
+                (topic, partition),
+                ResponseError::UnknownTopicOrPartition.code(),
+            ));
             continue;
         }
         let leader = if shard.replicates(&topic) {
@@ -80,7 +83,10 @@ pub async fn send(
             Some(me)
         };
         let Some(leader) = leader else {
-            out.push(((topic, partition), ResponseError::NotLeaderOrFollower.code()));
+            out.push((
+                (topic, partition),
+                ResponseError::NotLeaderOrFollower.code(),
+            ));
             continue;
         };
         by_leader.entry(leader).or_default().push(MarkerPart {
@@ -239,5 +245,9 @@ pub async fn serve_rpc(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
     } else {
         write_here(shard, markers).await
     };
-    Some(ControllerResponse::Codes(codes).encode().unwrap_or_default())
+    Some(
+        ControllerResponse::Codes(codes)
+            .encode()
+            .unwrap_or_default(),
+    )
 }

@@ -14,7 +14,9 @@
 use std::collections::BTreeSet;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
 use spool_protocol::record::plain_record;
 
 use crate::group::records::{get_str, need, put_str, RecordError};
@@ -232,6 +234,7 @@ pub fn decode_batch(batch: &Bytes) -> Result<Vec<(String, Option<TxnValue>)>, Re
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -242,9 +245,13 @@ mod tests {
             producer_epoch: 7,
             timeout_ms: 60_000,
             state: TxnState::PrepareCommit,
-            partitions: [("a".to_string(), 0), ("a".to_string(), 3), ("b".to_string(), 1)]
-                .into_iter()
-                .collect(),
+            partitions: [
+                ("a".to_string(), 0),
+                ("a".to_string(), 3),
+                ("b".to_string(), 1),
+            ]
+            .into_iter()
+            .collect(),
             last_update_ms: 10,
             start_ms: 5,
         };

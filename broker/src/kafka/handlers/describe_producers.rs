@@ -24,9 +24,8 @@ pub async fn handle(ctx: &Ctx, request: DescribeProducersRequest) -> DescribePro
         for &p in &t.partition_indexes {
             let response = PartitionResponse::default().with_partition_index(p);
             if !matches!(count, Some(n) if p >= 0 && p < n) {
-                partitions.push(
-                    response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                );
+                partitions
+                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             }
             let owner = ctx.shard.owner(&name, p);
@@ -44,14 +43,14 @@ pub async fn handle(ctx: &Ctx, request: DescribeProducersRequest) -> DescribePro
                 Some(Reply::Producers(Ok(producers))) => response.with_active_producers(
                     producers
                         .into_iter()
-                        .map(|(id, epoch, last_seq, last_ts, coordinator_epoch, first)| {
+                        .map(|p| {
                             ProducerState::default()
-                                .with_producer_id(ProducerId(id))
-                                .with_producer_epoch(i32::from(epoch))
-                                .with_last_sequence(last_seq)
-                                .with_last_timestamp(last_ts)
-                                .with_coordinator_epoch(coordinator_epoch)
-                                .with_current_txn_start_offset(first.unwrap_or(-1))
+                                .with_producer_id(ProducerId(p.producer_id))
+                                .with_producer_epoch(i32::from(p.epoch))
+                                .with_last_sequence(p.last_sequence)
+                                .with_last_timestamp(p.last_timestamp_ms)
+                                .with_coordinator_epoch(p.coordinator_epoch)
+                                .with_current_txn_start_offset(p.txn_first_offset.unwrap_or(-1))
                         })
                         .collect(),
                 ),

@@ -13,10 +13,10 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::group::OFFSETS_TOPIC;
-use crate::txn::TXN_TOPIC;
 use crate::kafka::Ctx;
 use crate::runtime;
 use crate::shard::routing;
+use crate::txn::TXN_TOPIC;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
@@ -37,7 +37,8 @@ pub async fn handle(ctx: &Ctx, request: FindCoordinatorRequest) -> FindCoordinat
             crate::group::ensure_offsets_topic(&shard).await;
         });
     }
-    if request.key_type == KEY_TYPE_TRANSACTION && ctx.shard.topics.borrow().get(TXN_TOPIC).is_none()
+    if request.key_type == KEY_TYPE_TRANSACTION
+        && ctx.shard.topics.borrow().get(TXN_TOPIC).is_none()
     {
         let shard = ctx.shard.clone();
         runtime::spawn_detached(async move {

@@ -25,7 +25,11 @@ const STATES: [&str; 8] = [
 ];
 
 pub async fn handle(ctx: &Ctx, request: ListTransactionsRequest) -> ListTransactionsResponse {
-    let states: Vec<String> = request.state_filters.iter().map(|s| s.to_string()).collect();
+    let states: Vec<String> = request
+        .state_filters
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let unknown: Vec<StrBytes> = request
         .state_filters
         .iter()

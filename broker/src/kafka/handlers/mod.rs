@@ -1,6 +1,5 @@
 //! One file per Kafka API, named after it; each states the versions it serves.
 
-
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;

@@ -87,9 +87,8 @@ pub async fn dispatch(
                 // Produce v3+ carries exactly one batch per partition; Kafka answers INVALID_RECORD.
                 Slot::Done(error(ResponseError::InvalidRecord))
             } else if part.records.as_ref().is_some_and(|r| {
-                batch::BatchHeader::parse(r).is_ok_and(|h| {
-                    h.is_control() || (h.has_producer_id() && h.base_sequence < 0)
-                })
+                batch::BatchHeader::parse(r)
+                    .is_ok_and(|h| h.is_control() || (h.has_producer_id() && h.base_sequence < 0))
             }) {
                 // Control batches (transaction markers) and writes without a sequence come
                 // only from coordinators.

@@ -83,11 +83,9 @@ pub async fn handle(ctx: &Ctx, request: WriteTxnMarkersRequest) -> WriteTxnMarke
                                         .map(|&p| {
                                             WritableTxnMarkerPartitionResult::default()
                                                 .with_partition_index(p)
-                                                .with_error_code(
-                                                    codes.next().unwrap_or(
-                                                        ResponseError::UnknownServerError.code(),
-                                                    ),
-                                                )
+                                                .with_error_code(codes.next().unwrap_or(
+                                                    ResponseError::UnknownServerError.code(),
+                                                ))
                                         })
                                         .collect(),
                                 )
