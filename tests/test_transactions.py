@@ -317,3 +317,38 @@ def test_transactions_survive_kill9_of_coordinator_and_partition_leader(cluster,
     during = [json.loads(x)["value"] for x in reader_out.read_text().splitlines() if x.strip()]
     assert not aborted & set(during), sorted(aborted & set(during))[:5]
     assert len(during) == len(set(during)), "the reader saw a record twice"
+
+
+def test_transactional_offsets_are_pending_until_commit(broker):
+    """sendOffsetsToTransaction's offsets (TxnOffsetCommit) become the group's only at COMMIT;
+    until then OffsetFetch with require_stable (librdkafka's read_committed consumer) answers
+    UNSTABLE_OFFSET_COMMIT and a plain one sees the previous offset; an ABORT drops them."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    b = broker.bootstrap
+    new_topic(b, "txn-offsets", 1)
+    group = "stable-g"
+    member = Consumer({"bootstrap.servers": b, "group.id": group})
+    metadata = member.consumer_group_metadata()
+    p = Producer({"bootstrap.servers": b, "transactional.id": "offsets-1"})
+    p.init_transactions(30)
+
+    def committed(isolation, timeout=10):
+        c = Consumer({"bootstrap.servers": b, "group.id": group, "isolation.level": isolation})
+        try:
+            return c.committed([TopicPartition("txn-offsets", 0)], timeout=timeout)[0].offset
+        finally:
+            c.close()
+
+    for offset, commit in ((42, True), (77, False), (90, True)):
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition("txn-offsets", 0, offset)], metadata, 30)
+        before = 42 if offset > 42 else -1001
+        assert committed("read_uncommitted") == before
+        with pytest.raises(KafkaException):
+            committed("read_committed", timeout=3)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+        assert committed("read_committed") == (offset if commit else 42)
+    member.close()

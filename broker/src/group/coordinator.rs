@@ -178,7 +178,8 @@ impl GroupCoordinator {
                 group,
                 topics,
                 member,
-            } => GroupReply::OffsetFetch(self.offset_fetch(&group, topics, member)),
+                require_stable,
+            } => GroupReply::OffsetFetch(self.offset_fetch(&group, topics, member, require_stable)),
             GroupCall::OffsetDelete { request } => {
                 GroupReply::OffsetDelete(self.offset_delete(shard, request).await)
             }
@@ -1181,6 +1182,7 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(Option<String>, i32)>,
+        require_stable: bool,
     ) -> FetchedOffsets {
         if let Some((member_id, epoch)) = member {
             if let Some(cg) = self.consumer.borrow().get(group_id) {
@@ -1194,7 +1196,34 @@ impl GroupCoordinator {
         }
         let groups = self.groups.borrow();
         let group = groups.get(group_id);
+        // Kafka's requireStable: partitions with a transactional commit in flight.
+        let pending: ahash::AHashSet<(String, i32)> = if require_stable {
+            self.txn_offsets
+                .borrow()
+                .values()
+                .flatten()
+                .filter_map(|(_, _, key, _)| match key {
+                    Key::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } if group == group_id => Some((topic.clone(), *partition)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            ahash::AHashSet::new()
+        };
         let found = |topic: &str, partition: i32| -> FetchedOffset {
+            if pending.contains(&(topic.to_string(), partition)) {
+                return FetchedOffset {
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: Some(String::new()),
+                    error_code: ResponseError::UnstableOffsetCommit.code(),
+                };
+            }
             match group.and_then(|g| g.offsets.get(&(topic.to_string(), partition))) {
                 Some(c) => FetchedOffset {
                     partition,

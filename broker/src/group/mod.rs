@@ -90,10 +90,13 @@ pub enum GroupCall {
     },
     /// `topics`: None = every committed partition of the group. `member`: (member id, member
     /// epoch) of OffsetFetch v9, checked for consumer (KIP-848) groups.
+    /// `require_stable` (v7+): a partition with a transactional commit pending answers
+    /// UNSTABLE_OFFSET_COMMIT.
     OffsetFetch {
         group: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(Option<String>, i32)>,
+        require_stable: bool,
     },
     OffsetDelete {
         request: OffsetDeleteRequest,

@@ -1,7 +1,8 @@
 //! OffsetFetch, versions 1–9: committed offsets from the group's shard; `topics` null = every
 //! committed partition (v2+); several groups per request from v8; v9's member id and epoch are
-//! checked for consumer (KIP-848) groups (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH). `require_stable` is accepted:
-//! without transactions no offset is ever pending.
+//! checked for consumer (KIP-848) groups (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH). With
+//! `require_stable` (v7+) a partition whose transactional commit waits for its marker answers
+//! UNSTABLE_OFFSET_COMMIT (the client retries).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
@@ -27,7 +28,15 @@ pub async fn handle(ctx: &Ctx, request: OffsetFetchRequest) -> OffsetFetchRespon
             });
             let member =
                 (version >= 9).then(|| (g.member_id.map(|m| m.to_string()), g.member_epoch));
-            let fetched = fetch(ctx, g.group_id.0.to_string(), topics, member).await;
+            let require_stable = request.require_stable;
+            let fetched = fetch(
+                ctx,
+                g.group_id.0.to_string(),
+                topics,
+                member,
+                require_stable,
+            )
+            .await;
             OffsetFetchResponseGroup::default()
                 .with_group_id(g.group_id)
                 .with_error_code(fetched.error_code)
@@ -66,7 +75,15 @@ pub async fn handle(ctx: &Ctx, request: OffsetFetchRequest) -> OffsetFetchRespon
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let fetched = fetch(ctx, group_id.0.to_string(), topics.clone(), None).await;
+    let require_stable = version >= 7 && request.require_stable;
+    let fetched = fetch(
+        ctx,
+        group_id.0.to_string(),
+        topics.clone(),
+        None,
+        require_stable,
+    )
+    .await;
     let mut fetched_topics = fetched.topics;
     if fetched.error_code != 0 && version < 2 {
         // v1 has no top-level error: report it on every requested partition.
@@ -125,6 +142,7 @@ async fn fetch(
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(Option<String>, i32)>,
+    require_stable: bool,
 ) -> FetchedOffsets {
     match group::call(
         &ctx.shard,
@@ -133,6 +151,7 @@ async fn fetch(
             group,
             topics,
             member,
+            require_stable,
         },
     )
     .await
