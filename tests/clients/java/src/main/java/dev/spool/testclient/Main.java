@@ -72,6 +72,7 @@ public final class Main {
             case "txn-consume" -> rc = Txn.consume(opts, out);
             case "fence" -> rc = Txn.fence(opts, out);
             case "txn-copy" -> rc = Txn.copy(opts, out);
+            case "streams-sum" -> rc = StreamsSum.run(opts);
             default -> {
                 usage();
                 rc = 2;

@@ -36,7 +36,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *       ("unknown": commitTransaction failed, so the transaction may or may not have committed).
  *   txn-consume --bootstrap H:P --topic T --partitions N --idle-ms X [--isolation I]
  *       reads from the beginning until nothing new arrives for X ms; stdout: one
- *       {"partition","offset","value"} per record.
+ *       {"partition","offset","key","value"} per record.
  *   fence --bootstrap H:P --topic T --transactional-id ID
  *       a second producer with the same id fences the first mid-transaction; stdout
  *       {"fenced": true|false, "second_committed": bool}.
@@ -164,6 +164,7 @@ final class Txn {
                     ObjectNode on = M.createObjectNode();
                     on.put("partition", r.partition());
                     on.put("offset", r.offset());
+                    on.put("key", r.key());
                     on.put("value", r.value());
                     out.println(on.toString());
                     lastNew = System.nanoTime();
