@@ -69,6 +69,8 @@ const TIMESTAMP_LOOKUP_ATTEMPTS_MAX: usize = 4;
 
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub(crate) const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+/// The side file holding the log start offset DeleteRecords set (8 bytes, then CRC-32C).
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 
 /// The transaction marker a batch holds (a control batch with a producer id).
 pub(crate) fn marker_of(header: &BatchHeader, bytes: &[u8]) -> Option<TxnMarker> {
@@ -117,6 +119,9 @@ pub(crate) struct LogState {
     pub(crate) entry_index: bool,
     /// The most recent entries' locations (empty without an entry index).
     pub(crate) entry_window: EntryWindow,
+    /// Kafka's log start offset where DeleteRecords moved it past the first segment's base
+    /// (`advance_start`); 0 when never moved. Persisted in [`LOG_START_FILE`].
+    pub(crate) start_floor: i64,
 }
 
 /// An async mutex without data: at most one holder, the others wait (woken on release).
@@ -403,6 +408,14 @@ impl PartitionLog {
 
     pub fn log_start_offset(&self) -> i64 {
         self.state.borrow().log_start_offset()
+    }
+
+    /// Kafka's log start offset, what clients are told and may read from: the first segment's
+    /// base, or further where DeleteRecords moved it ([`PartitionLog::advance_start`]).
+    /// [`PartitionLog::log_start_offset`] is where the stored data starts (what a Raft log and
+    /// the broker's own readers use).
+    pub fn visible_start_offset(&self) -> i64 {
+        self.state.borrow().visible_start_offset()
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -786,6 +799,13 @@ pub(crate) async fn close_shared(file: Rc<SegmentFile>) -> io::Result<()> {
 impl LogState {
     pub(crate) fn log_start_offset(&self) -> i64 {
         self.segments[0].base_offset
+    }
+
+    /// Kafka's log start offset: the first segment's base, or further where DeleteRecords
+    /// moved it (never past the log end).
+    pub(crate) fn visible_start_offset(&self) -> i64 {
+        self.log_start_offset()
+            .max(self.start_floor.min(self.log_end_offset))
     }
 
     pub(crate) fn active(&self) -> &Segment {

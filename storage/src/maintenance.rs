@@ -141,6 +141,10 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&self.dir))?;
             self.write_epochs(&EpochCache::default()).await?;
+            // The log restarts at `offset`: that is its start now, whatever DeleteRecords set.
+            if std::mem::take(&mut self.state.borrow_mut().start_floor) != 0 {
+                self.write_start_floor(0).await?;
+            }
             let first_entry = self.state.borrow().segments[0]
                 .entries
                 .as_ref()
@@ -367,6 +371,61 @@ impl PartitionLog {
         self.unlink_retired(doomed).await
     }
 
+    /// DeleteRecords: moves Kafka's log start offset up to `offset` (never back, never past the
+    /// log end: the caller checks it against the high watermark), durably, before it returns. Records below it are no longer served
+    /// (fetches get OFFSET_OUT_OF_RANGE); the segments wholly below it go at the next retention
+    /// pass (`enforce_retention`, or a Raft log's snapshot and purge). Returns the new start.
+    pub async fn advance_start(&self, offset: i64) -> Result<i64, StorageError> {
+        let _gate = self.gate.lock().await;
+        let (floor, start) = {
+            let state = self.state.borrow();
+            let end = state.log_end_offset;
+            if offset < 0 || offset > end {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    start: state.visible_start_offset(),
+                    end,
+                });
+            }
+            (state.start_floor, state.visible_start_offset())
+        };
+        if offset <= start {
+            return Ok(start);
+        }
+        self.write_start_floor(offset.max(floor)).await?;
+        let mut state = self.state.borrow_mut();
+        state.start_floor = offset.max(floor);
+        let start = state.visible_start_offset();
+        state.tail.drop_before(start);
+        state.producers.prune_aborted(start);
+        Ok(start)
+    }
+
+    pub(crate) async fn write_start_floor(&self, floor: i64) -> Result<(), StorageError> {
+        let mut bytes = floor.to_be_bytes().to_vec();
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        self.write_side_file(crate::log::LOG_START_FILE, &bytes)
+            .await
+    }
+
+    /// The log start DeleteRecords set, from its side file (0 if none). A damaged file is
+    /// an error: serving records the user deleted is not an option.
+    pub(crate) async fn read_start_floor(&self) -> Result<i64, StorageError> {
+        let Some(bytes) = self.read_side_file(crate::log::LOG_START_FILE).await? else {
+            return Ok(0);
+        };
+        let valid = bytes.len() == 12
+            && crc32c::crc32c(&bytes[..8])
+                == u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if !valid {
+            return Err(StorageError::CorruptSnapshot {
+                reason: "the log start offset file is damaged",
+            });
+        }
+        Ok(i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")))
+    }
+
     /// Deletes every whole segment whose records all lie below `offset`, oldest first, under
     /// the same rules as retention (never the active segment, nor one with non-durable data
     /// or pending seal work), moving the log start offset. Returns how many were deleted.
@@ -546,7 +605,7 @@ impl LogState {
     /// checkpoint to write if the cache changed.
     fn detach_expired(&mut self, now_ms: i64) -> (Vec<Segment>, Option<EpochCache>) {
         let mut rule = RetentionRule::new(self, now_ms);
-        self.detach_front(|first, _| rule.deletes(first))
+        self.detach_front(|first, next| rule.deletes(first, next))
     }
 
     /// The log start retention would leave, deleting only settled segments whose records all
@@ -558,7 +617,7 @@ impl LogState {
         let mut keep_from = None;
         for pair in self.segments.windows(2) {
             let (first, next) = (&pair[0], &pair[1]);
-            if !first.is_settled() || next.base_offset > limit || !rule.deletes(first) {
+            if !first.is_settled() || next.base_offset > limit || !rule.deletes(first, next) {
                 break;
             }
             keep_from = Some(next.base_offset);
@@ -619,6 +678,8 @@ impl LogState {
 /// record is older than `retention.ms`, or while the log without it still holds at least
 /// `retention.bytes`.
 struct RetentionRule {
+    /// Segments whose records all lie below it (DeleteRecords) go whatever their age.
+    start_floor: i64,
     now_ms: i64,
     retention_ms: i64,
     retention_bytes: i64,
@@ -628,6 +689,7 @@ struct RetentionRule {
 impl RetentionRule {
     fn new(state: &LogState, now_ms: i64) -> RetentionRule {
         RetentionRule {
+            start_floor: state.start_floor,
             now_ms,
             retention_ms: state.config.retention_ms,
             retention_bytes: state.config.retention_bytes,
@@ -640,7 +702,12 @@ impl RetentionRule {
     }
 
     /// Whether `first` (the oldest segment not yet deleted) goes; counts it gone if so.
-    fn deletes(&mut self, first: &Segment) -> bool {
+    fn deletes(&mut self, first: &Segment, next: &Segment) -> bool {
+        if next.base_offset <= self.start_floor {
+            self.total_bytes -= first.size_bytes;
+            tracing::debug!(base = first.base_offset, "deleted records: segment goes");
+            return true;
+        }
         let expired =
             self.retention_ms >= 0 && self.now_ms - first.max_timestamp.0 > self.retention_ms;
         let oversize = self.retention_bytes >= 0

@@ -150,6 +150,7 @@ impl PartitionLog {
                 epochs_dirty: false,
                 entry_index,
                 entry_window: EntryWindow::default(),
+                start_floor: 0,
             }),
             gate: Gate::default(),
         };
@@ -195,6 +196,8 @@ impl PartitionLog {
             state.durable_end_offset = state.log_end_offset;
         }
         log.recover_epochs_and_producers(marker.is_some()).await?;
+        let floor = log.read_start_floor().await?;
+        log.state.borrow_mut().start_floor = floor;
         tracing::debug!(dir = %log.dir.display(), clean = marker.is_some(),
             start = log.log_start_offset(), end = log.log_end_offset(), "partition log opened");
         Ok(log)

@@ -2154,3 +2154,39 @@ fn transactions_hold_the_lso_and_aborts_are_listed() {
         assert_eq!(log.last_stable_offset(14), 12, "producer 2 is open again");
     }
 }
+
+#[test]
+fn delete_records_moves_the_start_durably_and_retention_frees_whole_segments() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    fill(&log, 40, 10); // 3-record batches over several 2,000-byte segments
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    assert!(matches!(
+        block_on(log.advance_start(log.log_end_offset() + 1)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(block_on(log.advance_start(50)).unwrap(), 50);
+    assert_eq!(log.visible_start_offset(), 50);
+    // Never back.
+    assert_eq!(block_on(log.advance_start(20)).unwrap(), 50);
+    // Only segments wholly below 50 go (retention itself is off in `config`).
+    block_on(log.enforce_retention(i64::MAX / 4)).unwrap();
+    assert!(log.segment_count() < segments);
+    assert!(log.log_start_offset() <= 50);
+    assert_eq!(log.visible_start_offset(), 50);
+    block_on(log.close()).unwrap();
+    let log = open(&fs, config());
+    assert_eq!(log.visible_start_offset(), 50, "after a clean restart");
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_eq!(log.visible_start_offset(), 50, "after a crash");
+    block_on(log.close()).unwrap();
+    // A log restarted at an offset starts there.
+    let log = open(&fs, config());
+    block_on(log.truncate_fully_and_start_at(30)).unwrap();
+    assert_eq!(log.visible_start_offset(), 30);
+    block_on(log.close()).unwrap();
+    assert_eq!(open(&fs, config()).visible_start_offset(), 30);
+}

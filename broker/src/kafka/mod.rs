@@ -64,6 +64,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
     ),
     (ApiKey::Metadata, metadata::VERSIONS, metadata::VERSIONS),
     (
+        ApiKey::DescribeTopicPartitions,
+        describe_topic_partitions::VERSIONS,
+        describe_topic_partitions::VERSIONS,
+    ),
+    (
         ApiKey::ApiVersions,
         api_versions::VERSIONS,
         api_versions::VERSIONS,
@@ -77,6 +82,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange, VersionRange)] = &[
         ApiKey::DeleteTopics,
         delete_topics::VERSIONS,
         delete_topics::VERSIONS,
+    ),
+    (
+        ApiKey::DeleteRecords,
+        delete_records::VERSIONS,
+        delete_records::VERSIONS,
     ),
     (
         ApiKey::InitProducerId,
@@ -356,9 +366,13 @@ pub async fn dispatch(
         }
         ApiKey::ListOffsets => serve!(list_offsets, m::ListOffsetsRequest),
         ApiKey::Metadata => serve!(metadata, m::MetadataRequest),
+        ApiKey::DescribeTopicPartitions => {
+            serve!(describe_topic_partitions, m::DescribeTopicPartitionsRequest)
+        }
         ApiKey::ApiVersions => serve!(api_versions, m::ApiVersionsRequest),
         ApiKey::CreateTopics => serve!(create_topics, m::CreateTopicsRequest),
         ApiKey::DeleteTopics => serve!(delete_topics, m::DeleteTopicsRequest),
+        ApiKey::DeleteRecords => serve!(delete_records, m::DeleteRecordsRequest),
         ApiKey::InitProducerId => serve!(init_producer_id, m::InitProducerIdRequest),
         ApiKey::OffsetForLeaderEpoch => {
             serve!(offset_for_leader_epoch, m::OffsetForLeaderEpochRequest)

@@ -389,7 +389,7 @@ impl ReplicaGroup {
             error_code,
             base_offset: -1,
             log_append_time_ms: -1,
-            log_start_offset: self.log.log_start_offset(),
+            log_start_offset: self.log.visible_start_offset(),
         }
     }
 
@@ -587,7 +587,7 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                             error_code: 0,
                             base_offset,
                             log_append_time_ms: -1,
-                            log_start_offset: group.log.log_start_offset(),
+                            log_start_offset: group.log.visible_start_offset(),
                         });
                     }
                 }
@@ -659,7 +659,7 @@ async fn proposer(group: std::rc::Weak<ReplicaGroup>, queue: LocalReceiver<Propo
                                 error_code: 0,
                                 base_offset: d.base_offset,
                                 log_append_time_ms: d.log_append_time_ms,
-                                log_start_offset: group.log.log_start_offset(),
+                                log_start_offset: group.log.visible_start_offset(),
                             });
                             unsettled.push((header, committed));
                             continue;
@@ -770,7 +770,7 @@ fn committed_code<E>(
                     error_code: 0,
                     base_offset: appended.base_offset,
                     log_append_time_ms: appended.log_append_time_ms,
-                    log_start_offset: group.log.log_start_offset(),
+                    log_start_offset: group.log.visible_start_offset(),
                 });
                 0
             }

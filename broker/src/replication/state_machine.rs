@@ -223,6 +223,19 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             let answer = match &entry.payload {
                 EntryPayload::Normal(Command(batch)) => {
                     let header = BatchHeader::parse(batch).map_err(io_err)?;
+                    // DeleteRecords: every replica moves its log start as it applies the entry,
+                    // so a new leader serves exactly what the old one did.
+                    if let Some(start) = spool_raft::store::decode_log_start_entry(batch) {
+                        match self.log.advance_start(start).await {
+                            Ok(_) => {}
+                            // The leader checked it against its high watermark; a bad one is
+                            // ignored rather than stopping the group.
+                            Err(e @ spool_storage::StorageError::OffsetOutOfRange { .. }) => {
+                                tracing::warn!("DeleteRecords entry not applied: {e}");
+                            }
+                            Err(e) => return Err(io_err(e)),
+                        }
+                    }
                     self.hw.advance(header.last_offset() + 1);
                     Appended {
                         base_offset: header.base_offset,

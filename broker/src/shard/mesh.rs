@@ -166,6 +166,12 @@ pub enum Request {
     Txn(crate::txn::TxnCall),
     /// To the partitions' shard: transaction markers to append (`txn::markers`).
     TxnMarkers(Vec<crate::txn::markers::MarkerPart>),
+    /// To a partition's shard: DeleteRecords up to `offset` (-1: the high watermark).
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
     /// To a partition's shard: its producer state (DescribeProducers).
     Producers {
         topic: String,
@@ -258,6 +264,11 @@ pub enum Reply {
     Txn(crate::txn::TxnReply),
     /// One error code per marker.
     TxnMarkers(Vec<i16>),
+    /// DeleteRecords' answer: an error code and the new log start offset.
+    DeleteRecords {
+        error_code: i16,
+        low_watermark: i64,
+    },
     /// The partition's producers, or an error code.
     Producers(Result<Vec<spool_storage::ProducerInfo>, i16>),
     Quorum(Result<crate::cluster::rpc::QuorumState, i16>),

@@ -318,6 +318,21 @@ impl Shard {
             Request::TxnMarkers(parts) => {
                 Reply::TxnMarkers(crate::txn::markers::write_local(self, parts).await)
             }
+            Request::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => {
+                let (error_code, low_watermark) =
+                    match self.delete_records(&topic, partition, offset).await {
+                        Ok(start) => (0, start),
+                        Err(code) => (code, -1),
+                    };
+                Reply::DeleteRecords {
+                    error_code,
+                    low_watermark,
+                }
+            }
             Request::Producers { topic, partition } => {
                 Reply::Producers(match self.partition(&topic, partition) {
                     None => Err(self.missing_partition_code(&topic, partition)),
@@ -383,7 +398,7 @@ impl Shard {
                         error_code: ResponseError::NotLeaderOrFollower.code(),
                         base_offset: -1,
                         log_append_time_ms: -1,
-                        log_start_offset: p.log.log_start_offset(),
+                        log_start_offset: p.log.visible_start_offset(),
                     };
                     out.push((result, Wait::None));
                     continue;
@@ -403,7 +418,7 @@ impl Shard {
                             error_code: ResponseError::NotEnoughReplicas.code(),
                             base_offset: -1,
                             log_append_time_ms: -1,
-                            log_start_offset: p.log.log_start_offset(),
+                            log_start_offset: p.log.visible_start_offset(),
                         };
                         out.push((result, Wait::None));
                         continue;
@@ -414,7 +429,7 @@ impl Shard {
                     error_code: 0,
                     base_offset: -1,
                     log_append_time_ms: -1,
-                    log_start_offset: p.log.log_start_offset(),
+                    log_start_offset: p.log.visible_start_offset(),
                 };
                 let wait = if acks == 0 {
                     Wait::None
@@ -429,7 +444,7 @@ impl Shard {
                     error_code: ResponseError::KafkaStorageError.code(),
                     base_offset: -1,
                     log_append_time_ms: -1,
-                    log_start_offset: p.log.log_start_offset(),
+                    log_start_offset: p.log.visible_start_offset(),
                 };
                 out.push((result, Wait::None));
                 continue;
@@ -440,7 +455,7 @@ impl Shard {
                         error_code: 0,
                         base_offset: info.base_offset,
                         log_append_time_ms: info.log_append_time_ms,
-                        log_start_offset: p.log.log_start_offset(),
+                        log_start_offset: p.log.visible_start_offset(),
                     };
                     let wait = match self.config.flush_mode {
                         FlushMode::Sync if acks != 0 => {
@@ -462,13 +477,56 @@ impl Shard {
                         error_code: storage_error_code(&e),
                         base_offset: -1,
                         log_append_time_ms: -1,
-                        log_start_offset: p.log.log_start_offset(),
+                        log_start_offset: p.log.visible_start_offset(),
                     };
                     out.push((result, Wait::None));
                 }
             }
         }
         out
+    }
+
+    /// DeleteRecords on this shard's partition (see `kafka/handlers/delete_records.rs`): the
+    /// new log start offset, or an error code.
+    async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
+        let Some(p) = self.partition(topic, partition) else {
+            return Err(self.missing_partition_code(topic, partition));
+        };
+        if p.follows() {
+            return Err(ResponseError::NotLeaderOrFollower.code());
+        }
+        let deletable = self.topics.borrow().get(topic).is_some_and(|m| {
+            m.configs
+                .get("cleanup.policy")
+                .is_none_or(|policy| policy.split(',').any(|v| v.trim() == "delete"))
+        });
+        if !deletable {
+            return Err(ResponseError::PolicyViolation.code());
+        }
+        let hw = p.high_watermark();
+        let offset = if offset == -1 { hw } else { offset };
+        if offset < 0 || offset > hw {
+            return Err(ResponseError::OffsetOutOfRange.code());
+        }
+        if offset <= p.log.visible_start_offset() {
+            return Ok(p.log.visible_start_offset());
+        }
+        match p.replicated() {
+            None => p
+                .log
+                .advance_start(offset)
+                .await
+                .map_err(|e| storage_error_code(&e)),
+            Some(group) => {
+                let entry = spool_raft::store::encode_log_start_entry(offset, now_ms());
+                let lag_max = Duration::from_millis(self.config.replica_lag_time_max_ms);
+                match group.propose(entry, -1, 1, lag_max).recv().await {
+                    Some(r) if r.error_code == 0 => Ok(p.log.visible_start_offset()),
+                    Some(r) => Err(r.error_code),
+                    None => Err(ResponseError::NotEnoughReplicas.code()),
+                }
+            }
+        }
     }
 
     /// The topic's `min.insync.replicas` (its override, else the broker's).
@@ -632,14 +690,14 @@ impl Shard {
                 error_code: 0,
                 high_watermark: hw,
                 last_stable_offset: lso,
-                log_start_offset: p.log.log_start_offset(),
+                log_start_offset: p.log.visible_start_offset(),
                 batches: Vec::new(),
                 aborted: None,
             };
             // Between the high watermark and the log end is a valid position (the data is not yet
             // committed): an empty answer, not an error.
             if part.fetch_offset > p.log.log_end_offset()
-                || part.fetch_offset < p.log.log_start_offset()
+                || part.fetch_offset < p.log.visible_start_offset()
             {
                 result.error_code = ResponseError::OffsetOutOfRange.code();
             } else {
@@ -763,7 +821,7 @@ impl Shard {
                     ..none
                 },
                 -2 | -4 => OffsetAnswer {
-                    offset: p.log.log_start_offset(),
+                    offset: p.log.visible_start_offset(),
                     leader_epoch: known_epoch,
                     ..none
                 },

@@ -456,6 +456,10 @@ pub(crate) const CONTROL_LEADER_CHANGE: i16 = 2;
 /// collides with it; clients map unknown types to "ignore" (Java `UNKNOWN`, librdkafka
 /// "unsupported ctrl message type").
 pub(crate) const CONTROL_SPOOL_MEMBERSHIP: i16 = -0x5350;
+/// Control type of a DeleteRecords entry, private to Spool like the membership entry: its value
+/// is the new log start offset (i64), which every replica sets when it applies the entry.
+/// For openraft it is client data (`Normal`), proposed and committed as a produce is.
+pub(crate) const CONTROL_SPOOL_LOG_START: i16 = -0x534c;
 /// Version of a control record key; librdkafka fails a fetch whose control key is not
 /// version 0 and exactly 4 bytes.
 const CONTROL_KEY_VERSION: i16 = 0;
@@ -488,6 +492,34 @@ pub(crate) fn encode_partition_control(entry: &Entry) -> Result<Option<Bytes>, S
 /// Kafka's "no timestamp".
 const NO_TIMESTAMP: i64 = -1;
 
+/// The DeleteRecords entry moving a partition's log start to `offset`.
+pub fn encode_log_start_entry(offset: i64, now_ms: i64) -> Bytes {
+    let mut key = [0u8; 4];
+    key[..2].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+    key[2..].copy_from_slice(&CONTROL_SPOOL_LOG_START.to_be_bytes());
+    encode_batch(
+        &key,
+        Some(&offset.to_be_bytes()),
+        -1,
+        now_ms,
+        ATTRIBUTE_CONTROL,
+    )
+}
+
+/// The log start a DeleteRecords entry sets, if `batch` is one.
+pub fn decode_log_start_entry(batch_bytes: &Bytes) -> Option<i64> {
+    let header = batch::BatchHeader::parse(batch_bytes).ok()?;
+    if !header.is_control() || header.has_producer_id() {
+        return None;
+    }
+    let (key, value) = decode_record(batch_bytes.slice(HEADER_BYTES..))?;
+    let key = key?;
+    if key.len() != 4 || i16::from_be_bytes([key[2], key[3]]) != CONTROL_SPOOL_LOG_START {
+        return None;
+    }
+    Some(i64::from_be_bytes(value?.as_ref().try_into().ok()?))
+}
+
 /// A `LeaderChangeMessage` v0 (flexible) naming no leader and no voters: Version 0,
 /// LeaderId -1, empty compact arrays Voters and GrantingVoters, no tagged fields. The entry's
 /// epoch names the term; which node leads it is not in the log id openraft hands the store.
@@ -514,6 +546,7 @@ pub(crate) fn decode_partition_entry(batch_bytes: &Bytes, index: u64) -> Result<
             return Err(corrupt("unknown control key version"));
         }
         match i16::from_be_bytes([key[2], key[3]]) {
+            CONTROL_SPOOL_LOG_START => EntryPayload::Normal(Command(batch_bytes.clone())),
             CONTROL_LEADER_CHANGE => EntryPayload::Blank,
             CONTROL_SPOOL_MEMBERSHIP => {
                 let value = value.ok_or(corrupt("membership entry without a value"))?;

@@ -45,6 +45,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
 use self::codec::{decode_entry, encode_entry, Entry, PersistentState, RaftLogId, Vote};
+pub use self::codec::{decode_log_start_entry, encode_log_start_entry};
 pub use self::partition::{
     DurableObserver, DurableProposal, PartitionLogReader, PartitionStore, PROPOSAL_BASE_OFFSET,
 };

@@ -274,7 +274,7 @@ func consume(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		die("usage: %s {produce|consume|leader-errors} ...", os.Args[0])
+		die("usage: %s {produce|consume|leader-errors|describe-topic-partitions} ...", os.Args[0])
 	}
 	switch os.Args[1] {
 	case "produce":
@@ -283,6 +283,8 @@ func main() {
 		consume(os.Args[2:])
 	case "leader-errors":
 		leaderErrors(os.Args[2:])
+	case "describe-topic-partitions":
+		describeTopicPartitions(os.Args[2:])
 	default:
 		die("unknown command %q", os.Args[1])
 	}

@@ -162,7 +162,7 @@ async fn topic_entry(ctx: &Ctx, name: &str, auto_create: bool) -> MetadataRespon
 /// A replicated partition's leader is its Raft group's, as last reported to the controller
 /// (none until the first report: LEADER_NOT_AVAILABLE, and the client asks again); an
 /// unreplicated one's is its first replica.
-fn describe(
+pub(crate) fn describe(
     meta: &TopicMeta,
     view: &ClusterView,
     version: i16,
