@@ -292,3 +292,50 @@ def test_no_refused_connection_once_one_succeeded(workdir):
     later_failures = [err for _, err in attempts[first_connect:] if err is not None]
     assert later_failures == [], (f"{len(later_failures)} of {len(attempts) - first_connect} "
                                   f"attempts after the first connect failed: {later_failures[:5]}")
+
+
+def test_kafka_server_properties_start_spool_and_misspellings_are_refused(workdir):
+    """A Kafka user's server.properties (as a TOML file of the same names) starts Spool: the
+    settings it uses apply, the Kafka ones it does not are logged as ignored with a reason; a
+    misspelt name still refuses to start, naming the closest setting."""
+    port = free_port()
+    config = workdir / "server.toml"
+    config.write_text("\n".join([
+        '"num.network.threads" = "3"',
+        '"num.io.threads" = "8"',
+        '"socket.send.buffer.bytes" = "102400"',
+        '"log.retention.hours" = "168"',
+        '"log.segment.bytes" = "1073741824"',
+        '"group.initial.rebalance.delay.ms" = "0"',
+        '"transaction.state.log.replication.factor" = "1"',
+        '"ssl.keystore.type" = "JKS"',
+    ]) + "\n")
+    cmd = [str(spool_bin()), "broker", "--config", str(config),
+           "--listeners", f"PLAINTEXT://{HOST}:{port}", "--log-dirs", str(workdir / "data"),
+           "--cores", CORES]
+    log = open(workdir / "broker.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (workdir / "broker.log").read_text()
+            try:
+                if api_round_trip(f"{HOST}:{port}", timeout=1):
+                    break
+            except Exception:  # noqa: BLE001  (not listening yet)
+                time.sleep(0.1)
+        output = (workdir / "broker.log").read_text()
+        for name in ("num.network.threads", "num.io.threads", "socket.send.buffer.bytes",
+                     "ssl.keystore.type"):
+            assert f"ignored setting {name}=" in output, output
+        assert "thread-per-core" in output and "TLS" in output
+        assert "ignored setting log.retention.hours" not in output, "hours are applied"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    config.write_text('"log.retenton.ms" = "1000"\n')
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=FAIL_FAST_S,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode != 0
+    assert fatal_line(out.stdout + out.stderr) == (
+        "spool: fatal: unknown setting `log.retenton.ms`; did you mean `log.retention.ms`?")

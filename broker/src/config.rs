@@ -2,8 +2,10 @@
 //!
 //! Layering, lowest to highest precedence: built-in defaults, a TOML file (`--config`), environment
 //! variables (`SPOOL_` + the upper-cased name with `.` → `_`, e.g. `SPOOL_LOG_DIRS`), command-line
-//! flags (`--log-dirs`) and `--set name=value` overrides. Every setting is known by its Kafka name;
-//! an unknown name is an error, not silently ignored.
+//! flags (`--log-dirs`) and `--set name=value` overrides. Every setting is known by its Kafka name.
+//! Any Apache Kafka broker setting is accepted, so a Kafka user's settings start Spool: the ones
+//! Spool does not use are logged as ignored, each with the reason (`ignored_reason`). Any other
+//! name is an error, with the closest known name as a suggestion.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +19,105 @@ pub enum FlushMode {
     Sync,
     /// Acks come first; a background flusher syncs every `log.flush.interval.ms` (Kafka's model).
     Interval,
+}
+
+use crate::kafka_config_names::KAFKA_BROKER_SETTINGS;
+
+/// Why Spool ignores a Kafka broker setting it does not use.
+pub fn ignored_reason(name: &str) -> &'static str {
+    let has = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
+    if matches!(
+        name,
+        "log.retention.hours" | "log.retention.minutes" | "log.roll.hours"
+    ) {
+        "the `.ms` spelling of this duration is given too, and wins, as in Kafka"
+    } else if has(&[
+        "ssl.",
+        "sasl.",
+        "security.",
+        "listener.security",
+        "principal.builder",
+        "authorizer.",
+        "super.users",
+        "delegation.token",
+        "connections.max.reauth",
+    ]) {
+        "Spool's listeners are PLAINTEXT: TLS, SASL and ACLs are not built"
+    } else if has(&[
+        "num.network.threads",
+        "num.io.threads",
+        "num.replica.fetchers",
+        "background.threads",
+        "num.recovery.threads",
+        "queued.max.request.bytes",
+        "socket.send.buffer",
+        "socket.receive.buffer",
+        "socket.listen.backlog",
+    ]) {
+        "thread-per-core: one executor per core (`cores`) serves sockets, disk and replication"
+    } else if has(&["replica.", "unclean.leader.election", "min.insync"]) {
+        "partitions replicate through Raft groups, not follower fetching"
+    } else if has(&[
+        "log.cleaner",
+        "log.cleanup",
+        "compression.",
+        "log.preallocate",
+        "log.message.downconversion",
+    ]) {
+        "this log setting is not applied by Spool's storage"
+    } else if has(&["remote.", "log.local.retention"]) {
+        "tiered storage is not built"
+    } else if has(&["share.", "group.share."]) {
+        "share groups (KIP-932) are not built"
+    } else if name.contains("quota") {
+        "client quotas are not built"
+    } else if has(&["metric", "kafka.metrics", "telemetry"]) {
+        "Kafka's JMX metrics are not built"
+    } else if has(&[
+        "controller.",
+        "metadata.",
+        "node.id",
+        "process.roles",
+        "initial.broker",
+        "broker.",
+        "eligible.leader",
+        "early.start",
+    ]) {
+        "KRaft tuning Spool's metadata quorum (openraft) does not need"
+    } else if has(&["group.", "offsets.", "transaction", "producer.id"]) {
+        "coordinator tuning Spool's coordinators do not use"
+    } else {
+        "Spool does not use this setting"
+    }
+}
+
+/// The known setting name closest to `name` (a likely misspelling), if any is close.
+fn closest_name(name: &str) -> Option<&'static str> {
+    let limit = (name.len() / 4).clamp(2, 6);
+    SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .chain(KAFKA_BROKER_SETTINGS.iter().copied())
+        .map(|known| (edit_distance(name, known), known))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Smallest `offsets.topic.segment.bytes`, as Kafka's.
@@ -195,6 +296,8 @@ pub struct BrokerConfig {
     pub controlled_shutdown_enable: bool,
     /// Every setting's value as text, with where it came from (for DescribeConfigs).
     pub values: BTreeMap<&'static str, (String, ConfigSource)>,
+    /// Kafka settings given that Spool does not use: (name, value, why), logged at start.
+    pub ignored: Vec<(String, String, &'static str)>,
 }
 
 /// Where a setting's value came from, as DescribeConfigs reports it.
@@ -212,16 +315,63 @@ impl BrokerConfig {
             .iter()
             .map(|s| (s.name, (s.default.to_string(), ConfigSource::Default)))
             .collect();
+        let mut ignored: BTreeMap<String, String> = BTreeMap::new();
         for layer in layers {
             for (name, value) in layer {
-                let spec = SETTINGS
-                    .iter()
-                    .find(|s| s.name == name.as_str())
-                    .ok_or_else(|| ConfigError::Unknown { name: name.clone() })?;
-                values.insert(spec.name, (value.clone(), ConfigSource::Static));
+                if let Some(spec) = SETTINGS.iter().find(|s| s.name == name.as_str()) {
+                    values.insert(spec.name, (value.clone(), ConfigSource::Static));
+                } else if KAFKA_BROKER_SETTINGS.contains(&name.as_str()) {
+                    ignored.insert(name.clone(), value.clone());
+                } else {
+                    return Err(ConfigError::Unknown {
+                        name: name.clone(),
+                        suggestion: closest_name(name).map(str::to_string),
+                    });
+                }
             }
         }
-        Self::from_values(values)
+        // Kafka's coarser spellings of two durations, used when the `.ms` one is not given
+        // (Kafka's precedence: ms, then minutes, then hours).
+        for (ms_name, coarser) in [
+            (
+                "log.retention.ms",
+                &[
+                    ("log.retention.minutes", 60_000i64),
+                    ("log.retention.hours", 3_600_000),
+                ][..],
+            ),
+            ("log.roll.ms", &[("log.roll.hours", 3_600_000)][..]),
+        ] {
+            if values
+                .get(ms_name)
+                .is_some_and(|v| v.1 == ConfigSource::Static)
+            {
+                continue;
+            }
+            if let Some((name, unit)) = coarser.iter().find(|(n, _)| ignored.contains_key(*n)) {
+                let given = ignored.remove(*name).unwrap_or_default();
+                let amount: i64 = parse(name, &given)?;
+                let ms = if amount < 0 {
+                    -1
+                } else {
+                    amount.saturating_mul(*unit)
+                };
+                let spec = SETTINGS
+                    .iter()
+                    .find(|s| s.name == ms_name)
+                    .expect("a known setting");
+                values.insert(spec.name, (ms.to_string(), ConfigSource::Static));
+            }
+        }
+        let mut config = Self::from_values(values)?;
+        config.ignored = ignored
+            .into_iter()
+            .map(|(name, value)| {
+                let why = ignored_reason(&name);
+                (name, value, why)
+            })
+            .collect();
+        Ok(config)
     }
 
     fn from_values(
@@ -424,6 +574,7 @@ impl BrokerConfig {
                 get("controlled.shutdown.enable"),
             )?,
             values,
+            ignored: Vec::new(),
         };
         config.validate()?;
         Ok(config)
@@ -901,6 +1052,33 @@ mod tests {
             BrokerConfig::resolve(&[layer(&[("no.such.setting", "1")])]),
             Err(ConfigError::Unknown { .. })
         ));
+        // Any Kafka broker setting is accepted; those Spool does not use are ignored, with why.
+        let c = BrokerConfig::resolve(&[layer(&[
+            ("num.network.threads", "8"),
+            ("ssl.keystore.location", "/x"),
+            ("log.retention.hours", "24"),
+            ("log.roll.hours", "2"),
+        ])])
+        .expect("Kafka settings are accepted");
+        let ignored: Vec<&str> = c.ignored.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(ignored, ["num.network.threads", "ssl.keystore.location"]);
+        assert!(c.ignored[0].2.contains("thread-per-core"));
+        assert!(c.ignored[1].2.contains("TLS"));
+        // Kafka's hours and minutes spellings count, below the `.ms` one.
+        assert_eq!(c.log_retention_ms, 24 * 3_600_000);
+        assert_eq!(c.log_roll_ms, 2 * 3_600_000);
+        let c = BrokerConfig::resolve(&[layer(&[
+            ("log.retention.hours", "24"),
+            ("log.retention.ms", "5000"),
+        ])])
+        .expect("resolves");
+        assert_eq!(c.log_retention_ms, 5000);
+        // A misspelling is still an error, with the closest name.
+        let e = BrokerConfig::resolve(&[layer(&[("log.retenton.ms", "1")])]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown setting `log.retenton.ms`; did you mean `log.retention.ms`?"
+        );
         assert!(matches!(
             BrokerConfig::resolve(&[layer(&[("num.partitions", "zero")])]),
             Err(ConfigError::Invalid { .. })

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown setting `{name}`")]
-    Unknown { name: String },
+    #[error("unknown setting `{name}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("invalid value `{value}` for `{name}`")]
     Invalid { name: String, value: String },
     #[error("cannot read config file {path}: {reason}")]

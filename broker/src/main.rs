@@ -11,6 +11,7 @@ mod fatal;
 mod group;
 mod identity;
 mod kafka;
+mod kafka_config_names;
 mod metadata;
 mod net;
 mod replication;
@@ -163,6 +164,12 @@ fn run_broker(args: BrokerArgs) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = resolve_config(&args);
+    for (name, value, why) in &config.ignored {
+        tracing::info!(
+            "ignored setting {name}={value} (Kafka {}): {why}",
+            kafka_config_names::KAFKA_VERSION
+        );
+    }
     // Every partition keeps its segment files open; take the hard limit, as Kafka's packaging
     // asks operators to.
     match rlimit::increase_nofile_limit(u64::MAX) {
