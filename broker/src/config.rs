@@ -1074,7 +1074,8 @@ mod tests {
         .expect("resolves");
         assert_eq!(c.log_retention_ms, 5000);
         // A misspelling is still an error, with the closest name.
-        let e = BrokerConfig::resolve(&[layer(&[("log.retenton.ms", "1")])]).unwrap_err();
+        let e = BrokerConfig::resolve(&[layer(&[("log.retenton.ms", "1")])])
+            .expect_err("a misspelling is refused");
         assert_eq!(
             e.to_string(),
             "unknown setting `log.retenton.ms`; did you mean `log.retention.ms`?"
