@@ -6,7 +6,8 @@ offset commits for one group (4000-byte metadata), so `__consumer_offsets-0` rol
 segments; the shard's compaction re-appends the live values and deletes the old segments
 until the directory holds at most 3 `.log` files. After a restart (SIGTERM) the last commit
 (offset and metadata) is what OffsetFetch answers, and a group deleted (DeleteGroups) before
-the compaction stays deleted.
+the compaction stays deleted; a transactional offset commit stays committed and an aborted
+one never becomes an offset.
 """
 import time
 import uuid
@@ -75,6 +76,22 @@ def test_offsets_log_is_compacted_and_keeps_the_latest_values(cbroker):
         .result(timeout=30)
     commit(b, gone, topic, [(7, "gone")])
     admin.delete_consumer_groups([gone], request_timeout=15)[gone].result(timeout=30)
+    # Transactional commits (TxnOffsetCommit) before the flood: one committed, one aborted.
+    # Compaction must keep the committed one and never turn the aborted one into an offset.
+    txn_committed, txn_aborted = f"g-txn-{uuid.uuid4().hex[:6]}", f"g-abort-{uuid.uuid4().hex[:6]}"
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": b, "transactional.id": f"compaction-{topic}"})
+    p.init_transactions(30)
+    for group, offset, commit_it in ((txn_committed, 5, True), (txn_aborted, 9, False)):
+        member = consumer(b, group)
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition(topic, 0, offset)],
+                                      member.consumer_group_metadata(), 30)
+        if commit_it:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+        member.close()
 
     def metadata(i):
         return f"{i:08d}" + "m" * (METADATA_BYTES - 8)
@@ -91,6 +108,8 @@ def test_offsets_log_is_compacted_and_keeps_the_latest_values(cbroker):
 
     cbroker.restart()
     assert committed(b, live, topic) == (COMMITS, metadata(COMMITS))
+    assert committed(b, txn_committed, topic)[0] == 5
+    assert committed(b, txn_aborted, topic)[0] < 0, "an aborted transaction's offset is not one"
     assert committed(b, gone, topic)[0] < 0, "a deleted group's offset must stay deleted"
     admin = AdminClient({"bootstrap.servers": b})
     listed = admin.list_consumer_groups(request_timeout=15).result(timeout=30)

@@ -31,6 +31,10 @@
 //! If anything fails (an append, a flush), nothing is deleted: records re-appended at or
 //! after X repeat latest values, which is harmless.
 //!
+//! Transactions: a TxnOffsetCommit's records count only once their COMMIT marker is read (an
+//! ABORT drops them), as at load; a round that finds a transaction still open below X stops,
+//! since deleting its records would leave its marker nothing to commit.
+//!
 //! Owned by: the partition's shard.
 
 use std::rc::Rc;
@@ -127,6 +131,7 @@ pub async fn compaction_loop(shard: Rc<Shard>) {
 /// One compaction round (see the module header). Returns how many segments it deleted.
 async fn compact_partition(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<usize, CompactionError> {
     let mut latest: AHashMap<Bytes, Latest> = AHashMap::new();
+    let mut pending: AHashMap<i64, Vec<(Bytes, Latest)>> = AHashMap::new();
     let mut x = p.log.log_start_offset();
     let mut caught_up = false;
     let mut read_bytes = 0usize;
@@ -137,11 +142,16 @@ async fn compact_partition(shard: &Rc<Shard>, p: &Rc<Partition>) -> Result<usize
             break;
         }
         wait_durable(p, end - 1).await?;
-        read_bytes += read_latest(p, x, end, &mut latest).await?;
+        read_bytes += read_latest(p, x, end, &mut latest, &mut pending).await?;
         x = end;
     }
     // No `.await` from here to the last append: no writer can come between.
     if !caught_up || p.log.log_end_offset() != x {
+        return Err(CompactionError::Busy);
+    }
+    // A transaction with offsets below X and no marker yet: its records would go with the
+    // segments, and a later COMMIT would find nothing. Compact once it has ended.
+    if !pending.is_empty() {
         return Err(CompactionError::Busy);
     }
     let mut live: Vec<Latest> = latest.into_values().filter(|l| l.value.is_some()).collect();
@@ -166,13 +176,15 @@ async fn wait_durable(p: &Partition, offset: i64) -> Result<(), CompactionError>
     Ok(())
 }
 
-/// Folds the records in [from, to) into `latest` (later records replace earlier ones).
-/// Returns the bytes read.
+/// Folds the records in [from, to) into `latest` (later records replace earlier ones), as the
+/// load does: a transaction's records (TxnOffsetCommit) wait in `pending` for their marker, and
+/// count only if it is a COMMIT. Returns the bytes read.
 async fn read_latest(
     p: &Partition,
     from: i64,
     to: i64,
     latest: &mut AHashMap<Bytes, Latest>,
+    pending: &mut AHashMap<i64, Vec<(Bytes, Latest)>>,
 ) -> Result<usize, CompactionError> {
     let mut offset = from;
     let mut read_bytes = 0;
@@ -183,6 +195,17 @@ async fn read_latest(
         }
         for batch in &read.batches {
             read_bytes += batch.len();
+            let producer = spool_protocol::batch::BatchHeader::parse(batch)
+                .ok()
+                .filter(|h| h.has_producer_id());
+            if let Some(h) = producer.filter(|h| h.is_control()) {
+                let ended = pending.remove(&h.producer_id).unwrap_or_default();
+                if spool_protocol::control::decode_txn_marker(batch).is_some_and(|m| m.commit) {
+                    latest.extend(ended);
+                }
+                offset = records::next_offset(batch).unwrap_or(to).max(offset + 1);
+                continue;
+            }
             // Undecodable batches are skipped, as the load skips them.
             match records::decode_batch(batch) {
                 Ok(entries) => {
@@ -196,7 +219,15 @@ async fn read_latest(
                             value,
                             bytes,
                         };
-                        latest.insert(encoded, entry);
+                        match producer {
+                            Some(h) => pending
+                                .entry(h.producer_id)
+                                .or_default()
+                                .push((encoded, entry)),
+                            None => {
+                                latest.insert(encoded, entry);
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(offset, "compaction skips a batch: {e}"),
