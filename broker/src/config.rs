@@ -91,6 +91,59 @@ pub fn ignored_reason(name: &str) -> &'static str {
     }
 }
 
+/// Fails closed: a listener whose protocol is not PLAINTEXT (by its name or
+/// `listener.security.protocol.map`), an authorizer, or a non-PLAINTEXT inter-broker protocol
+/// would be served without the security asked for, since Spool has no TLS, SASL or ACLs.
+/// (Other `ssl.*` and `sasl.*` settings are inert without such a listener, as in Kafka.)
+fn refuse_security(
+    values: &BTreeMap<&'static str, (String, ConfigSource)>,
+    ignored: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let map: BTreeMap<&str, &str> = ignored
+        .get("listener.security.protocol.map")
+        .map(|m| {
+            m.split(',')
+                .filter_map(|pair| pair.split_once(':'))
+                .map(|(name, protocol)| (name.trim(), protocol.trim()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let listeners = values.get("listeners").map_or("", |v| v.0.as_str());
+    for entry in listeners.split(',').filter(|e| !e.trim().is_empty()) {
+        let name = entry.split("://").next().unwrap_or("").trim();
+        let protocol = map.get(name).copied().unwrap_or(
+            if matches!(name, "SSL" | "SASL_SSL" | "SASL_PLAINTEXT") {
+                name
+            } else {
+                "PLAINTEXT"
+            },
+        );
+        if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+            return Err(ConfigError::Cluster(format!(
+                "listener {name} uses {protocol}: Spool serves PLAINTEXT only (no TLS or SASL), \
+                 and refuses to start rather than serve it without"
+            )));
+        }
+    }
+    for (name, refused) in [
+        ("authorizer.class.name", "ACLs are not built"),
+        (
+            "security.inter.broker.protocol",
+            "inter-node security is not built",
+        ),
+    ] {
+        let set = ignored
+            .get(name)
+            .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("PLAINTEXT"));
+        if set {
+            return Err(ConfigError::Cluster(format!(
+                "{name} is set: {refused}, and Spool refuses to start rather than run without it"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The known setting name closest to `name` (a likely misspelling), if any is close.
 fn closest_name(name: &str) -> Option<&'static str> {
     let limit = (name.len() / 4).clamp(2, 6);
@@ -363,6 +416,7 @@ impl BrokerConfig {
                 values.insert(spec.name, (ms.to_string(), ConfigSource::Static));
             }
         }
+        refuse_security(&values, &ignored)?;
         let mut config = Self::from_values(values)?;
         config.ignored = ignored
             .into_iter()
@@ -1073,6 +1127,27 @@ mod tests {
         ])])
         .expect("resolves");
         assert_eq!(c.log_retention_ms, 5000);
+        // Security asked for is refused, not silently dropped.
+        for (name, value) in [
+            ("listeners", "SASL_SSL://127.0.0.1:9093"),
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    BrokerConfig::resolve(&[layer(&[(name, value)])]),
+                    Err(ConfigError::Cluster(_))
+                ),
+                "{name}"
+            );
+        }
+        let mapped = BrokerConfig::resolve(&[layer(&[
+            ("listeners", "EXTERNAL://127.0.0.1:9093"),
+            ("listener.security.protocol.map", "EXTERNAL:SSL"),
+        ])]);
+        assert!(matches!(mapped, Err(ConfigError::Cluster(_))));
         // A misspelling is still an error, with the closest name.
         let e = BrokerConfig::resolve(&[layer(&[("log.retenton.ms", "1")])])
             .expect_err("a misspelling is refused");

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub use glommio::channels::local_channel::{
     new_bounded, new_unbounded, LocalReceiver, LocalSender,
 };
+pub use glommio::sync::Semaphore;
 pub use glommio::Task;
 
 /// Spawns a task on the current shard.

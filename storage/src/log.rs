@@ -747,6 +747,15 @@ impl PartitionLog {
             .last_stable_offset(high_watermark)
     }
 
+    /// The high watermark moved to `high_watermark`: ended transactions below it no longer hold
+    /// the LSO back (a replicated partition's state machine calls this as it applies).
+    pub fn advance_stable(&self, high_watermark: i64) {
+        self.state
+            .borrow_mut()
+            .producers
+            .advance_stable(high_watermark);
+    }
+
     /// The aborted transactions overlapping `[fetch_offset, upper_bound)` (read_committed).
     pub fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
         self.state
@@ -1165,6 +1174,11 @@ impl LogState {
         }
         self.durable_end_offset = plan.end_offset;
         self.producers.commit_below(plan.end_offset);
+        // Without Raft the durable end is the high watermark; a Raft log's moves at apply
+        // (`PartitionLog::advance_stable`).
+        if !self.entry_index {
+            self.producers.advance_stable(plan.end_offset);
+        }
         self.tail
             .evict(self.config.tail_cache_bytes_max, self.durable_end_offset);
         self.entry_window.evict(self.durable_end_offset);

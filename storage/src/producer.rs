@@ -351,7 +351,9 @@ impl ProducerState {
             .back()
             .is_none_or(|last| header.base_sequence == sequence_add(last.last_seq, 1));
         if header.producer_epoch != entry.epoch || !continues {
-            entry.epoch = header.producer_epoch;
+            // Never back to an older epoch: the leader refuses such batches, and a marker's
+            // bump must hold whatever follows it.
+            entry.epoch = entry.epoch.max(header.producer_epoch);
             entry.batches.clear();
         }
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
@@ -414,11 +416,9 @@ impl ProducerState {
         }
     }
 
-    /// The first offset a read_committed reader may not pass: the first offset of the oldest
-    /// ongoing transaction, or of an ended one whose marker is not below `high_watermark` yet,
-    /// else `high_watermark` (Kafka's last stable offset). Forgets ended transactions whose
-    /// marker the high watermark has passed.
-    pub(crate) fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+    /// Forgets ended transactions whose marker `high_watermark` has passed (every replica, as
+    /// its high watermark moves), so the list holds only transactions ending above it.
+    pub(crate) fn advance_stable(&mut self, high_watermark: i64) {
         while self
             .ended
             .front()
@@ -426,6 +426,14 @@ impl ProducerState {
         {
             self.ended.pop_front();
         }
+    }
+
+    /// The first offset a read_committed reader may not pass: the first offset of the oldest
+    /// ongoing transaction, or of an ended one whose marker is not below `high_watermark` yet,
+    /// else `high_watermark` (Kafka's last stable offset). Forgets ended transactions whose
+    /// marker the high watermark has passed.
+    pub(crate) fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        self.advance_stable(high_watermark);
         let ongoing = self.ongoing.first().map_or(i64::MAX, |&(first, _)| first);
         let ended = self
             .ended
@@ -541,7 +549,9 @@ impl ProducerState {
                 )
             })
             .collect();
-        assert!(self.producers.len() <= self.producers_max);
+        // Producers in a transaction are never evicted (Kafka's rule), so they may keep the
+        // count above the cap: they are bounded by the transactional ids the coordinators
+        // admit, and the broker refuses transactional batches without one.
         tracing::debug!(
             evicted = evicted.len(),
             producers_max = self.producers_max,

@@ -78,6 +78,8 @@ impl PartitionLog {
         };
         let mut unused = EpochCache::default();
         self.replay(replay, &mut producers, &mut unused).await?;
+        // A snapshot is of committed entries: no transaction ended below it holds the LSO.
+        producers.advance_stable(offset);
         Ok(producers.encode())
     }
 

@@ -197,7 +197,15 @@ impl PartitionLog {
         }
         log.recover_epochs_and_producers(marker.is_some()).await?;
         let floor = log.read_start_floor().await?;
-        log.state.borrow_mut().start_floor = floor;
+        {
+            let mut state = log.state.borrow_mut();
+            state.start_floor = floor;
+            // Without Raft everything recovered is durable, so below the high watermark.
+            if !state.entry_index {
+                let end = state.durable_end_offset;
+                state.producers.advance_stable(end);
+            }
+        }
         tracing::debug!(dir = %log.dir.display(), clean = marker.is_some(),
             start = log.log_start_offset(), end = log.log_end_offset(), "partition log opened");
         Ok(log)

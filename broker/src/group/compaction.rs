@@ -201,7 +201,13 @@ async fn read_latest(
             if let Some(h) = producer.filter(|h| h.is_control()) {
                 let ended = pending.remove(&h.producer_id).unwrap_or_default();
                 if spool_protocol::control::decode_txn_marker(batch).is_some_and(|m| m.commit) {
-                    latest.extend(ended);
+                    // By log offset, as the load's `apply_offset`: a plain commit or a
+                    // tombstone written after the transaction's record wins over it.
+                    for (key, entry) in ended {
+                        if latest.get(&key).is_none_or(|l| l.offset < entry.offset) {
+                            latest.insert(key, entry);
+                        }
+                    }
                 }
                 offset = records::next_offset(batch).unwrap_or(to).max(offset + 1);
                 continue;

@@ -89,6 +89,11 @@ pub struct GroupCoordinator {
     /// (offsets partition, log offset, record). A COMMIT marker applies them, an ABORT drops
     /// them (Kafka's pending transactional offsets).
     txn_offsets: RefCell<AHashMap<i64, Vec<PendingTxnOffset>>>,
+    /// Markers committed on an offsets partition while it was not loaded yet: (partition,
+    /// marker offset, producer id, commit). Applied once it is, unless the load read them.
+    deferred_markers: RefCell<Vec<(i32, i64, i64, bool)>>,
+    /// Per offsets partition, where its last load stopped reading.
+    load_end: RefCell<AHashMap<i32, i64>>,
     /// The deadline (ms) the timer task sleeps until; `i64::MAX` when none.
     armed: Cell<i64>,
     /// Wakes the timer task when a deadline earlier than `armed` appears.
@@ -110,6 +115,8 @@ impl GroupCoordinator {
         GroupCoordinator {
             armed: Cell::new(i64::MAX),
             txn_offsets: RefCell::new(AHashMap::new()),
+            deferred_markers: RefCell::new(Vec::new()),
+            load_end: RefCell::new(AHashMap::new()),
             led: RefCell::new(AHashMap::new()),
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
@@ -1116,6 +1123,51 @@ impl GroupCoordinator {
 
     /// A transaction marker reached offsets partition `index` (committed there): a COMMIT
     /// makes the producer's pending offsets on it the group's, an ABORT drops them.
+    /// The marker path committed a marker at `marker_offset` of offsets partition `index` on
+    /// this shard. A partition still loading gets it once loaded: its load may stop below the
+    /// marker and add the transaction's offsets as pending afterwards.
+    pub fn marker_written(
+        &self,
+        index: i32,
+        replicated: bool,
+        marker_offset: i64,
+        producer_id: i64,
+        commit: bool,
+    ) {
+        let loaded = if replicated {
+            self.led.borrow().contains_key(&index)
+        } else {
+            self.loaded.get()
+        };
+        if loaded {
+            self.complete_txn(index, producer_id, commit);
+            return;
+        }
+        let mut deferred = self.deferred_markers.borrow_mut();
+        if deferred.len() < TXN_OFFSETS_PENDING_MAX {
+            deferred.push((index, marker_offset, producer_id, commit));
+        }
+    }
+
+    /// Applies the markers deferred for partition `index` (all partitions: None) that its load
+    /// did not read.
+    fn apply_deferred(&self, index: Option<i32>) {
+        let mine: Vec<(i32, i64, i64, bool)> = {
+            let mut deferred = self.deferred_markers.borrow_mut();
+            let (mine, rest) = deferred
+                .drain(..)
+                .partition(|d| index.is_none_or(|i| d.0 == i));
+            *deferred = rest;
+            mine
+        };
+        for (index, offset, producer_id, commit) in mine {
+            let end = self.load_end.borrow().get(&index).copied().unwrap_or(0);
+            if offset >= end {
+                self.complete_txn(index, producer_id, commit);
+            }
+        }
+    }
+
     pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool) {
         let settled = {
             let mut pending = self.txn_offsets.borrow_mut();
@@ -1507,6 +1559,7 @@ impl GroupCoordinator {
             records += shard.groups.read_partition(&p, index).await;
         }
         shard.groups.loaded.set(true);
+        shard.groups.apply_deferred(None);
         let _ = shard.groups.wake.try_send(());
         let groups = shard.groups.groups.borrow().len();
         tracing::info!(
@@ -1523,6 +1576,7 @@ impl GroupCoordinator {
     async fn read_partition(&self, p: &crate::shard::partition::Partition, index: i32) -> usize {
         let mut records = 0;
         let end = p.high_watermark();
+        self.load_end.borrow_mut().insert(index, end);
         let mut offset = p.log.log_start_offset();
         while offset < end {
             let read = match p.log.read(offset, LOAD_READ_BYTES, end).await {
@@ -1616,6 +1670,7 @@ impl GroupCoordinator {
             return false;
         }
         self.led.borrow_mut().insert(index, term);
+        self.apply_deferred(Some(index));
         // Loaded members' sessions run from now: the timer must learn their deadlines.
         let _ = self.wake.try_send(());
         tracing::info!(
@@ -1636,6 +1691,7 @@ impl GroupCoordinator {
             list.retain(|e| e.0 != index);
             !list.is_empty()
         });
+        self.deferred_markers.borrow_mut().retain(|d| d.0 != index);
         let partitions = super::offsets_partitions(shard);
         let ours = |g: &str| routing::group_partition(g, partitions) == index;
         let gone: Vec<String> = self

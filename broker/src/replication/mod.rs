@@ -417,6 +417,11 @@ impl ReplicaGroup {
 struct Pending {
     term: u64,
     producers: AHashMap<i64, PendingProducer>,
+    /// Per producer, the epoch of its newest marker or coordinator write in flight (a fence's
+    /// bumped epoch): until that entry is in the log, the log's own check would still let the
+    /// old epoch through, and a zombie's batch appended after the fence would reopen a
+    /// transaction no coordinator knows.
+    fences: AHashMap<i64, (i16, usize)>,
 }
 
 struct PendingProducer {
@@ -434,6 +439,14 @@ enum Verdict {
 
 impl Pending {
     fn check(&self, log: &PartitionLog, records: &Bytes, header: &BatchHeader) -> Verdict {
+        if header.has_producer_id()
+            && self
+                .fences
+                .get(&header.producer_id)
+                .is_some_and(|&(epoch, _)| header.producer_epoch < epoch)
+        {
+            return Verdict::Refused(ResponseError::InvalidProducerEpoch.code());
+        }
         // A transaction marker or a coordinator's transactional write has no sequence: only
         // the log's epoch checks apply.
         if sequenced(header) {
@@ -477,6 +490,15 @@ impl Pending {
     }
 
     fn record(&mut self, header: &BatchHeader) {
+        if header.has_producer_id() && !sequenced(header) {
+            let fence = self
+                .fences
+                .entry(header.producer_id)
+                .or_insert((header.producer_epoch, 0));
+            fence.0 = fence.0.max(header.producer_epoch);
+            fence.1 += 1;
+            return;
+        }
         if !sequenced(header) {
             return;
         }
@@ -499,7 +521,20 @@ impl Pending {
     }
 
     fn settle(&mut self, header: &BatchHeader, term: u64) {
-        if term != self.term || !sequenced(header) {
+        if term != self.term {
+            return;
+        }
+        if header.has_producer_id() && !sequenced(header) {
+            // In the log now (whatever its fate): the log's check holds its epoch from here.
+            if let Some(fence) = self.fences.get_mut(&header.producer_id) {
+                fence.1 -= 1;
+                if fence.1 == 0 {
+                    self.fences.remove(&header.producer_id);
+                }
+            }
+            return;
+        }
+        if !sequenced(header) {
             return;
         }
         if let Some(entry) = self.producers.get_mut(&header.producer_id) {

@@ -237,6 +237,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                         }
                     }
                     self.hw.advance(header.last_offset() + 1);
+                    self.log.advance_stable(header.last_offset() + 1);
                     Appended {
                         base_offset: header.base_offset,
                         last_offset: header.last_offset(),

@@ -681,7 +681,12 @@ impl Shard {
                 continue;
             }
             let hw = p.high_watermark();
-            let lso = p.log.last_stable_offset(hw);
+            // Kafka clamps the first unstable offset to the log start: a transaction whose
+            // start retention or DeleteRecords removed no longer holds readers back.
+            let lso = p
+                .log
+                .last_stable_offset(hw)
+                .max(p.log.visible_start_offset());
             // A read_committed reader stops at the LSO and gets the aborted transactions of
             // what it may read (Kafka lists those overlapping the range; the client drops their
             // records itself).
@@ -804,7 +809,9 @@ impl Shard {
             };
             let hw = p.high_watermark();
             let latest = if q.read_committed {
-                p.log.last_stable_offset(hw)
+                p.log
+                    .last_stable_offset(hw)
+                    .max(p.log.visible_start_offset())
             } else {
                 hw
             };

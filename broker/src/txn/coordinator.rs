@@ -33,6 +33,9 @@ pub const TXN_IDS_PER_SHARD_MAX: usize = 1_000_000;
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// How often a new leader looks whether its log is committed before it loads.
 const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
+/// Transactions whose markers one shard sends at once; the others wait their turn (a new
+/// coordinator may resume up to `TXN_IDS_PER_SHARD_MAX` prepared transactions at once).
+pub const TXN_MARKERS_IN_FLIGHT_MAX: u64 = 64;
 /// Pause between rounds of markers that did not all succeed, doubling up to the maximum.
 const MARKER_RETRY_MIN: Duration = Duration::from_millis(50);
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -47,6 +50,8 @@ pub struct TxnCoordinator {
     busy: RefCell<AHashSet<String>>,
     max_timeout_ms: i32,
     expiration_ms: i64,
+    /// Bounds the transactions sending markers at once ([`TXN_MARKERS_IN_FLIGHT_MAX`]).
+    markers_in_flight: runtime::Semaphore,
 }
 
 /// Marks an id busy for the life of a write; the mark goes when this is dropped.
@@ -74,6 +79,7 @@ impl TxnCoordinator {
             busy: RefCell::new(AHashSet::new()),
             max_timeout_ms: config.transaction_max_timeout_ms,
             expiration_ms: config.transactional_id_expiration_ms,
+            markers_in_flight: runtime::Semaphore::new(TXN_MARKERS_IN_FLIGHT_MAX),
         }
     }
 
@@ -267,6 +273,7 @@ impl TxnCoordinator {
             | TxnState::CompleteAbort
             | TxnState::Dead => {
                 let mut value = bump(&current, now);
+                // Kafka's rule: the epoch after i16::MAX - 1 needs a new producer id.
                 if current.producer_epoch >= i16::MAX - 1 {
                     value.producer_id = allocate_producer_id(shard).await?;
                     value.producer_epoch = 0;
@@ -312,6 +319,8 @@ impl TxnCoordinator {
         partitions: Vec<(String, i32)>,
     ) -> Result<(), i16> {
         let (index, _) = self.coordinates(shard, transactional_id)?;
+        // Kafka checks the producer before the pending state: a fenced producer hears so.
+        self.checked(transactional_id, producer_id, producer_epoch)?;
         let _busy = self.claim(transactional_id)?;
         let current = self.checked(transactional_id, producer_id, producer_epoch)?;
         match current.state {
@@ -350,6 +359,8 @@ impl TxnCoordinator {
         commit: bool,
     ) -> Result<(), i16> {
         let (index, coordinator_epoch) = self.coordinates(shard, transactional_id)?;
+        // Kafka checks the producer before the pending state: a fenced producer hears so.
+        self.checked(transactional_id, producer_id, producer_epoch)?;
         let _busy = self.claim(transactional_id)?;
         let current = self.checked(transactional_id, producer_id, producer_epoch)?;
         match (current.state, commit) {
@@ -407,6 +418,9 @@ impl TxnCoordinator {
                 let remaining: Vec<(String, i32)> =
                     value.partitions.difference(&done).cloned().collect();
                 if !remaining.is_empty() {
+                    let Ok(_permit) = coordinator.markers_in_flight.acquire_permit(1).await else {
+                        return;
+                    };
                     let results = markers::send(
                         &shard,
                         value.producer_id,
@@ -417,7 +431,18 @@ impl TxnCoordinator {
                     )
                     .await;
                     for (partition, error_code) in results {
-                        if markers::settled(error_code) {
+                        if markers::fenced(error_code) {
+                            tracing::warn!(
+                                transactional_id = %id,
+                                topic = %partition.0,
+                                partition = partition.1,
+                                error_code,
+                                "a newer producer epoch or coordinator passed the partition: \
+                                 this coordinator stops completing the transaction"
+                            );
+                            return;
+                        }
+                        if error_code == 0 {
                             done.insert(partition);
                         } else {
                             tracing::debug!(
@@ -508,9 +533,8 @@ impl TxnCoordinator {
             .filter(|(id, _)| self.coordinates(shard, id).is_ok())
             .filter(|(_, v)| states.is_empty() || states.iter().any(|s| s == v.state.name()))
             .filter(|(_, v)| producer_ids.is_empty() || producer_ids.contains(&v.producer_id))
-            .filter(|(_, v)| {
-                duration_ms < 0 || (v.state == TxnState::Ongoing && now - v.start_ms >= duration_ms)
-            })
+            // Kafka's v1 filter: running longer than the duration, whatever the state.
+            .filter(|(_, v)| duration_ms < 0 || now - v.start_ms > duration_ms)
             .map(|(id, v)| described(id, v))
             .collect()
     }
@@ -732,11 +756,11 @@ impl TxnCoordinator {
     }
 }
 
-/// The state with the next epoch (a new producer id once the epoch is exhausted: Kafka's
-/// `nextProducerId` path, the id allocated by the caller).
+/// The state with the next epoch. A fence may take the last one, `i16::MAX` (Kafka's
+/// `prepareFenceProducerEpoch`); InitProducerId then moves to a new producer id.
 fn bump(current: &TxnValue, now: i64) -> TxnValue {
     let mut value = current.clone();
-    if current.producer_epoch < i16::MAX - 1 {
+    if current.producer_epoch < i16::MAX {
         value.producer_epoch = current.producer_epoch + 1;
     }
     value.last_update_ms = now;

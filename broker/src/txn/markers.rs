@@ -36,20 +36,15 @@ pub struct MarkerPart {
     pub commit: bool,
 }
 
-/// Whether a marker's answer ends its retries: written, or never to be written (the partition
-/// is gone, or a newer epoch of the producer or coordinator already passed there).
-pub fn settled(error_code: i16) -> bool {
+/// Whether a marker's answer says a newer producer epoch or a newer coordinator passed the
+/// partition: Kafka's coordinator then stops sending this transaction's markers and does not
+/// complete it (the newer coordinator, or the fencing epoch's abort, finishes it).
+pub fn fenced(error_code: i16) -> bool {
     use ResponseError as E;
-    error_code == 0
-        || matches!(
-            ResponseError::try_from_code(error_code),
-            Some(
-                E::UnknownTopicOrPartition
-                    | E::InvalidProducerEpoch
-                    | E::ProducerFenced
-                    | E::TransactionCoordinatorFenced
-            )
-        )
+    matches!(
+        ResponseError::try_from_code(error_code),
+        Some(E::InvalidProducerEpoch | E::ProducerFenced | E::TransactionCoordinatorFenced)
+    )
 }
 
 /// Writes the markers of one transaction on `partitions`; answers each partition's error code.
@@ -71,10 +66,9 @@ pub async fn send(
             .get(&topic)
             .is_some_and(|m| partition >= 0 && partition < m.partitions);
         if !known {
-            out.push((
-                (topic, partition),
-                ResponseError::UnknownTopicOrPartition.code(),
-            ));
+            // Deleted (as this coordinator's metadata has it): nothing to mark, as Kafka skips
+            // partitions of deleted topics. Any other failure is retried.
+            out.push(((topic, partition), 0));
             continue;
         }
         let leader = if shard.replicates(&topic) {
@@ -159,27 +153,29 @@ pub async fn write_local(shard: &Rc<Shard>, parts: Vec<MarkerPart>) -> Vec<i16> 
 
 async fn write_one(shard: &Rc<Shard>, part: &MarkerPart) -> i16 {
     let Some(p) = shard.partition(&part.topic, part.partition) else {
-        return ResponseError::UnknownTopicOrPartition.code();
+        // Not here (yet, or any more): the coordinator retries at the leader it learns next.
+        return shard.missing_partition_code(&part.topic, part.partition);
     };
     let marker = TxnMarker {
         commit: part.commit,
         coordinator_epoch: part.coordinator_epoch,
     };
     let batch = encode_txn_marker(part.producer_id, part.producer_epoch, marker, now_ms());
-    let result = if let Some(group) = p.replicated() {
+    let replicated = p.replicated();
+    let (result, offset) = if let Some(group) = &replicated {
         if group.leadership().is_none() {
             return ResponseError::NotLeaderOrFollower.code();
         }
         let lag_max = Duration::from_millis(shard.config.replica_lag_time_max_ms);
         match group.propose(batch, -1, 1, lag_max).recv().await {
-            Some(r) => r.error_code,
-            None => ResponseError::NotEnoughReplicas.code(),
+            Some(r) => (r.error_code, r.base_offset),
+            None => (ResponseError::NotEnoughReplicas.code(), -1),
         }
     } else {
         match p.log.append(batch, 0, now_ms()) {
             Ok(info) => {
                 shard.mark_dirty(&p);
-                if shard.config.flush_mode == FlushMode::Sync {
+                let code = if shard.config.flush_mode == FlushMode::Sync {
                     p.wait_durable(info.last_offset)
                         .recv()
                         .await
@@ -187,15 +183,20 @@ async fn write_one(shard: &Rc<Shard>, part: &MarkerPart) -> i16 {
                 } else {
                     p.wake_fetchers();
                     0
-                }
+                };
+                (code, info.base_offset)
             }
-            Err(e) => storage_error_code(&e),
+            Err(e) => (storage_error_code(&e), -1),
         }
     };
     if result == 0 && part.topic == crate::group::OFFSETS_TOPIC {
-        shard
-            .groups
-            .complete_txn(part.partition, part.producer_id, part.commit);
+        shard.groups.marker_written(
+            part.partition,
+            replicated.is_some(),
+            offset,
+            part.producer_id,
+            part.commit,
+        );
     }
     result
 }

@@ -34,6 +34,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *       (A = 0: none). stdout, per transaction once its outcome is known:
  *       {"txn": k, "outcome": "commit"|"abort"|"unknown", "values": [...]}
  *       ("unknown": commitTransaction failed, so the transaction may or may not have committed).
+ *       stderr ends with elapsed_ms=T, the time from initTransactions' return to the last outcome.
  *   txn-consume --bootstrap H:P --topic T --partitions N --idle-ms X [--isolation I]
  *       reads from the beginning until nothing new arrives for X ms; stdout: one
  *       {"partition","offset","key","value"} per record.
@@ -84,6 +85,7 @@ final class Txn {
         String id = req(o, "transactional-id");
         KafkaProducer<String, String> prod = producer(bootstrap, id);
         prod.initTransactions();
+        long started = System.nanoTime();
         int failures = 0;
         for (int k = 0; k < txns; k++) {
             boolean abort = abortEvery > 0 && k % abortEvery == abortEvery - 1;
@@ -127,7 +129,9 @@ final class Txn {
             }
             emit(out, k, outcome, values);
         }
+        long elapsedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
         prod.close(Duration.ofSeconds(10));
+        System.err.println("elapsed_ms=" + elapsedMs);
         return 0;
     }
 
