@@ -244,10 +244,18 @@ impl TxnCoordinator {
                 .await?;
             return Ok((new_id, 0));
         };
-        // KIP-360: a client that names its producer id and epoch must name the current ones.
+        // KIP-360: a client that names its producer id and epoch must name the current ones,
+        // or the ones just before this id's last bump (its retry of an InitProducerId whose
+        // answer it lost, Kafka's `lastProducerEpoch`): that retry gets the same answer.
         if producer_id >= 0
             && (producer_id != current.producer_id || producer_epoch != current.producer_epoch)
         {
+            let retry = producer_id == current.producer_id
+                && producer_epoch == current.producer_epoch - 1
+                && current.state == TxnState::Empty;
+            if retry {
+                return Ok((current.producer_id, current.producer_epoch));
+            }
             return Err(code(ResponseError::ProducerFenced));
         }
         match current.state {

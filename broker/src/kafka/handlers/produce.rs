@@ -57,6 +57,16 @@ pub async fn dispatch(
         .sum();
     let bad_acks = !matches!(acks, -1..=1);
     let too_many = total > PARTITIONS_PER_REQUEST_MAX;
+    // Kafka's rule: transactional records need the request's transactional id (else
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED for the whole request).
+    let anonymous_txn = request.transactional_id.is_none()
+        && request.topic_data.iter().any(|t| {
+            t.partition_data.iter().any(|p| {
+                p.records.as_ref().is_some_and(|r| {
+                    batch::BatchHeader::parse(r).is_ok_and(|h| h.is_transactional())
+                })
+            })
+        });
 
     // Sort parts by owner, remembering where each answer goes.
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
@@ -71,7 +81,9 @@ pub async fn dispatch(
         let known = shard.topics.borrow().get(&name).map(|m| m.partitions);
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for part in topic.partition_data {
-            let slot = if bad_acks {
+            let slot = if anonymous_txn {
+                Slot::Done(error(ResponseError::TransactionalIdAuthorizationFailed))
+            } else if bad_acks {
                 Slot::Done(error(ResponseError::InvalidRequiredAcks))
             } else if too_many {
                 Slot::Done(error(ResponseError::InvalidRequest))
