@@ -117,7 +117,12 @@ def run(target, args, workdir):
         if out.returncode != 0:
             raise SystemExit(f"{target}: txn-produce failed:\n{out.stderr[-2000:]}")
         committed = out.stdout.count('"outcome":"commit"') * args.per_txn
-        elapsed_ms = int(out.stderr.strip().splitlines()[-1].split("=")[1])
+        elapsed = [l for l in out.stderr.splitlines() if l.startswith("elapsed_ms=")]
+        if not elapsed:
+            raise SystemExit(f"{target}: no elapsed_ms in\n{out.stderr[-2000:]}")
+        elapsed_ms = int(elapsed[-1].split("=")[1])
+        print(f"{target}: {committed} records committed in {elapsed_ms} ms, "
+              f"{len(samples)} LSO samples", file=sys.stderr)
         return {
             "records_per_s": committed * 1000 / max(elapsed_ms, 1),
             "txn_per_s": committed / args.per_txn * 1000 / max(elapsed_ms, 1),
