@@ -37,7 +37,6 @@ use kafka_protocol::messages::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use openraft::async_runtime::WatchReceiver;
 
 use super::assignor::Assignment;
 use super::classic::{
@@ -65,6 +64,19 @@ pub const LOAD_READ_BYTES: usize = 1 << 20;
 pub const EXPIRE_BATCH_RECORDS_MAX: usize = 1000;
 
 type WaitKey = (String, String);
+/// One partition's offset as a commit request gives it (`offset_record`). `partitions`: the
+/// topic's partition count, None if the topic is unknown.
+struct OffsetToCommit<'a> {
+    group_id: &'a str,
+    topic: &'a str,
+    partition: i32,
+    partitions: Option<i32>,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+    now: i64,
+}
+
 /// A transactional offset record waiting for its marker: (offsets partition, log offset, key,
 /// value).
 type PendingTxnOffset = (i32, i64, Key, Option<Value>);
@@ -928,36 +940,27 @@ impl GroupCoordinator {
             let partitions = shard.topics.borrow().get(&topic).map(|m| m.partitions);
             let mut row = Vec::new();
             for p in &t.partitions {
-                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
-                let code = if let Some(code) = group_error {
-                    Err(code)
-                } else if !matches!(partitions, Some(n) if p.partition_index >= 0 && p.partition_index < n)
-                {
-                    Err(ResponseError::UnknownTopicOrPartition.code())
-                } else if metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > self.metadata_max_bytes)
-                {
-                    Err(ResponseError::OffsetMetadataTooLarge.code())
+                let leader_epoch = if version >= 6 {
+                    p.committed_leader_epoch
                 } else {
-                    entries.push((
-                        Key::Offset {
-                            group: group_id.clone(),
-                            topic: topic.clone(),
-                            partition: p.partition_index,
-                        },
-                        Some(Value::Offset(OffsetValue {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 6 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: metadata.unwrap_or_default(),
-                            commit_timestamp_ms: now,
-                        })),
-                    ));
-                    Ok(entries.len() - 1)
+                    -1
+                };
+                let commit = OffsetToCommit {
+                    group_id: &group_id,
+                    topic: &topic,
+                    partition: p.partition_index,
+                    partitions,
+                    offset: p.committed_offset,
+                    leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    now,
+                };
+                let code = match group_error {
+                    Some(code) => Err(code),
+                    None => self.offset_record(commit).map(|record| {
+                        entries.push(record);
+                        entries.len() - 1
+                    }),
                 };
                 row.push(code);
             }
@@ -992,6 +995,33 @@ impl GroupCoordinator {
             })
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
+    }
+
+    /// The record committing one partition's offset (OffsetCommit and TxnOffsetCommit), or
+    /// Kafka's error for it: UNKNOWN_TOPIC_OR_PARTITION, OFFSET_METADATA_TOO_LARGE.
+    fn offset_record(&self, c: OffsetToCommit<'_>) -> Result<(Key, Option<Value>), i16> {
+        if !matches!(c.partitions, Some(n) if c.partition >= 0 && c.partition < n) {
+            return Err(ResponseError::UnknownTopicOrPartition.code());
+        }
+        if c.metadata
+            .as_ref()
+            .is_some_and(|m| m.len() > self.metadata_max_bytes)
+        {
+            return Err(ResponseError::OffsetMetadataTooLarge.code());
+        }
+        Ok((
+            Key::Offset {
+                group: c.group_id.to_string(),
+                topic: c.topic.to_string(),
+                partition: c.partition,
+            },
+            Some(Value::Offset(OffsetValue {
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.unwrap_or_default(),
+                commit_timestamp_ms: c.now,
+            })),
+        ))
     }
 
     /// TxnOffsetCommit: the offsets are written as transactional records of the producer and
@@ -1053,36 +1083,30 @@ impl GroupCoordinator {
             let partitions = shard.topics.borrow().get(&topic).map(|m| m.partitions);
             let mut row = Vec::new();
             for p in &t.partitions {
-                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
-                let code = if let Some(code) = group_error {
-                    code
-                } else if !matches!(partitions, Some(n) if p.partition_index >= 0 && p.partition_index < n)
-                {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else if metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > self.metadata_max_bytes)
-                {
-                    ResponseError::OffsetMetadataTooLarge.code()
+                let leader_epoch = if version >= 2 {
+                    p.committed_leader_epoch
                 } else {
-                    entries.push((
-                        Key::Offset {
-                            group: group_id.clone(),
-                            topic: topic.clone(),
-                            partition: p.partition_index,
-                        },
-                        Some(Value::Offset(OffsetValue {
-                            offset: p.committed_offset,
-                            leader_epoch: if version >= 2 {
-                                p.committed_leader_epoch
-                            } else {
-                                -1
-                            },
-                            metadata: metadata.unwrap_or_default(),
-                            commit_timestamp_ms: now,
-                        })),
-                    ));
-                    0
+                    -1
+                };
+                let commit = OffsetToCommit {
+                    group_id: &group_id,
+                    topic: &topic,
+                    partition: p.partition_index,
+                    partitions,
+                    offset: p.committed_offset,
+                    leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    now,
+                };
+                let code = match group_error {
+                    Some(code) => code,
+                    None => match self.offset_record(commit) {
+                        Ok(record) => {
+                            entries.push(record);
+                            0
+                        }
+                        Err(code) => code,
+                    },
                 };
                 row.push(code);
             }
@@ -1836,27 +1860,13 @@ const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
 /// COORDINATOR_LOAD_IN_PROGRESS meanwhile); losing it unloads them (NOT_COORDINATOR). Ends
 /// when the group stops.
 pub async fn follow_leadership(shard: Rc<Shard>, index: i32, group: Rc<ReplicaGroup>) {
-    let mut metrics = group.raft.metrics();
-    let mut loaded: Option<u64> = None;
-    loop {
-        let leading = group.leadership();
-        if leading != loaded {
-            if loaded.take().is_some() {
-                shard.groups.unload(&shard, index);
-            }
-            if let Some(term) = leading {
-                if shard.groups.load_led(&shard, index, &group, term).await {
-                    loaded = Some(term);
-                }
-            }
-        }
-        if metrics.changed().await.is_err() || shard.shutting_down.get() {
-            if loaded.is_some() {
-                shard.groups.unload(&shard, index);
-            }
-            return;
-        }
-    }
+    crate::replication::leadership::follow_leadership(
+        &group,
+        &shard.shutting_down,
+        |term| shard.groups.load_led(&shard, index, &group, term),
+        || shard.groups.unload(&shard, index),
+    )
+    .await;
 }
 
 /// Wall-clock microseconds (the deadlines are `now_ms` milliseconds).

@@ -323,6 +323,42 @@ fn current_leader(group: &ReplicaGroup) -> i32 {
         .map_or(-1, |l| l as i32)
 }
 
+/// Follows this replica's leadership of `group` for a coordinator whose state is the
+/// partition's log (the group and transaction coordinators): `load(term)` when it becomes
+/// leader (false: leadership moved before the load ended), `unload()` when it stops leading
+/// or the group stops (`shutting_down`). Ends when the group stops.
+pub async fn follow_leadership<F>(
+    group: &ReplicaGroup,
+    shutting_down: &std::cell::Cell<bool>,
+    mut load: impl FnMut(u64) -> F,
+    unload: impl Fn(),
+) where
+    F: std::future::Future<Output = bool>,
+{
+    use openraft::async_runtime::WatchReceiver;
+    let mut metrics = group.raft.metrics();
+    let mut loaded: Option<u64> = None;
+    loop {
+        let leading = group.leadership();
+        if leading != loaded {
+            if loaded.take().is_some() {
+                unload();
+            }
+            if let Some(term) = leading {
+                if load(term).await {
+                    loaded = Some(term);
+                }
+            }
+        }
+        if metrics.changed().await.is_err() || shutting_down.get() {
+            if loaded.is_some() {
+                unload();
+            }
+            return;
+        }
+    }
+}
+
 /// Shard 0's RPC listener: serves a `MoveLeader` from another node (on the partition's shard);
 /// None for every other message (the controller's).
 pub async fn serve_rpc(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use ahash::{AHashMap, AHashSet};
 use kafka_protocol::error::ResponseError;
-use openraft::async_runtime::WatchReceiver;
 
 use super::records::{self, TxnState, TxnValue, TXN_PARTITIONS_MAX};
 use super::{markers, txn_partition, txn_partitions, DescribedTxn, TxnCall, TxnReply, TXN_TOPIC};
@@ -848,27 +847,13 @@ async fn write_record(
 /// becoming leader loads its ids (requests get COORDINATOR_LOAD_IN_PROGRESS meanwhile);
 /// losing it forgets them (NOT_COORDINATOR). Ends when the group stops.
 pub async fn follow_leadership(shard: Rc<Shard>, index: i32, group: Rc<ReplicaGroup>) {
-    let mut metrics = group.raft.metrics();
-    let mut loaded: Option<u64> = None;
-    loop {
-        let leading = group.leadership();
-        if leading != loaded {
-            if loaded.take().is_some() {
-                shard.txns.unload(&shard, index);
-            }
-            if let Some(term) = leading {
-                if shard.txns.load_led(&shard, index, &group, term).await {
-                    loaded = Some(term);
-                }
-            }
-        }
-        if metrics.changed().await.is_err() || shard.shutting_down.get() {
-            if loaded.is_some() {
-                shard.txns.unload(&shard, index);
-            }
-            return;
-        }
-    }
+    crate::replication::leadership::follow_leadership(
+        &group,
+        &shard.shutting_down,
+        |term| shard.txns.load_led(&shard, index, &group, term),
+        || shard.txns.unload(&shard, index),
+    )
+    .await;
 }
 
 /// The answer to `call` when it cannot be served (`error_code`).
