@@ -9,7 +9,7 @@
 //! may append, read, flush and enforce retention on one log concurrently; the rules (no state
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
-//! Code map: `log` (append, flush, read), `recovery` (open, close), `maintenance` (truncation,
+//! Code map: `log` (append, flush, read), `cleaner` (compaction's offset map; the cleaner itself is not built), `recovery` (open, close), `maintenance` (truncation,
 //! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+mod cleaner;
 mod entries;
 mod entry_index;
 mod epoch;
@@ -36,6 +37,7 @@ mod tail;
 #[cfg(test)]
 mod tests;
 
+pub use crate::cleaner::{OffsetMap, OFFSET_MAP_ENTRY_BYTES};
 pub use crate::entries::EntryStamp;
 pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
