@@ -14,6 +14,7 @@ use kafka_protocol::compression::{self as codec, Compressor};
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
+use crate::varint::put_varint;
 
 /// What filtering a batch left.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,15 +136,6 @@ fn encode_like(header: &BatchHeader, records: &[Record]) -> Result<Bytes, BatchE
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out.freeze())
-}
-
-fn put_varint(buf: &mut BytesMut, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
 }
 
 fn put_bytes(buf: &mut BytesMut, bytes: Option<&[u8]>) {

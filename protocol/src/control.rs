@@ -7,6 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, HEADER_BYTES, MAGIC_V2};
+use crate::varint::{get_varint, put_varint};
 
 /// Control record types (Kafka's `ControlRecordType`).
 pub const CONTROL_TYPE_ABORT: i16 = 0;
@@ -107,28 +108,6 @@ pub fn decode_txn_marker(batch_bytes: &[u8]) -> Option<TxnMarker> {
         commit,
         coordinator_epoch: i32::from_be_bytes([value[2], value[3], value[4], value[5]]),
     })
-}
-
-fn put_varint(buf: &mut BytesMut, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ pub mod fetch_frame;
 pub mod frame;
 pub mod murmur2;
 pub mod record;
+pub mod varint;

@@ -57,16 +57,9 @@ pub async fn dispatch(
         .sum();
     let bad_acks = !matches!(acks, -1..=1);
     let too_many = total > PARTITIONS_PER_REQUEST_MAX;
-    // Kafka's rule: transactional records need the request's transactional id (else
-    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED for the whole request).
-    let anonymous_txn = request.transactional_id.is_none()
-        && request.topic_data.iter().any(|t| {
-            t.partition_data.iter().any(|p| {
-                p.records.as_ref().is_some_and(|r| {
-                    batch::BatchHeader::parse(r).is_ok_and(|h| h.is_transactional())
-                })
-            })
-        });
+    let has_transactional_id = request.transactional_id.is_some();
+    // Set when a batch is transactional and the request names no transactional id.
+    let mut anonymous_txn = false;
 
     // Sort parts by owner, remembering where each answer goes.
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> = Vec::new();
@@ -81,9 +74,13 @@ pub async fn dispatch(
         let known = shard.topics.borrow().get(&name).map(|m| m.partitions);
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for part in topic.partition_data {
-            let slot = if anonymous_txn {
-                Slot::Done(error(ResponseError::TransactionalIdAuthorizationFailed))
-            } else if bad_acks {
+            // One parse of the batch header serves every check below.
+            let header = part
+                .records
+                .as_ref()
+                .and_then(|r| batch::BatchHeader::parse(r).ok());
+            anonymous_txn |= !has_transactional_id && header.is_some_and(|h| h.is_transactional());
+            let slot = if bad_acks {
                 Slot::Done(error(ResponseError::InvalidRequiredAcks))
             } else if too_many {
                 Slot::Done(error(ResponseError::InvalidRequest))
@@ -98,10 +95,9 @@ pub async fn dispatch(
             {
                 // Produce v3+ carries exactly one batch per partition; Kafka answers INVALID_RECORD.
                 Slot::Done(error(ResponseError::InvalidRecord))
-            } else if part.records.as_ref().is_some_and(|r| {
-                batch::BatchHeader::parse(r)
-                    .is_ok_and(|h| h.is_control() || (h.has_producer_id() && h.base_sequence < 0))
-            }) {
+            } else if header
+                .is_some_and(|h| h.is_control() || (h.has_producer_id() && h.base_sequence < 0))
+            {
                 // Control batches (transaction markers) and writes without a sequence come
                 // only from coordinators.
                 Slot::Done(error(ResponseError::InvalidRecord))
@@ -128,6 +124,17 @@ pub async fn dispatch(
             slots.push((part.index, slot));
         }
         layout.push((topic.name, slots));
+    }
+    if anonymous_txn {
+        // Kafka's rule: transactional records need the request's transactional id, else the
+        // whole request gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing is appended.
+        local.clear();
+        remote.iter_mut().for_each(Vec::clear);
+        for (_, slots) in &mut layout {
+            for (_, slot) in slots.iter_mut() {
+                *slot = Slot::Done(error(ResponseError::TransactionalIdAuthorizationFailed));
+            }
+        }
     }
 
     let local_pending = shard.produce_local(acks, local);
