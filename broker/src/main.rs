@@ -282,6 +282,7 @@ async fn shard_main(args: ShardArgs) {
     }
     runtime::spawn_detached(shard.clone().flusher());
     runtime::spawn_detached(shard.clone().retention_loop());
+    runtime::spawn_detached(shard::cleaner::cleaner_loop(shard.clone()));
     runtime::spawn_detached(shard.clone().isr_loop());
     runtime::spawn_detached(replication::reassign::reassign_loop(shard.clone()));
     runtime::spawn_detached(group::GroupCoordinator::load(shard.clone()));

@@ -34,6 +34,8 @@ const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+/// Attribute bit 6: the base timestamp is the batch's delete horizon (KIP-534).
+pub const DELETE_HORIZON_BIT: i16 = 0x40;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
@@ -144,6 +146,12 @@ impl BatchHeader {
 
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
+    }
+
+    /// KIP-534's delete horizon: when a cleaning marked the batch, its base timestamp field
+    /// holds the time after which its tombstones (or, for a marker, the marker itself) may go.
+    pub fn delete_horizon(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
     }
 
     /// Sequence number of the last record, wrapping at i32::MAX like Kafka.

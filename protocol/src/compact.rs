@@ -27,6 +27,34 @@ pub enum Retained {
     Some(Bytes),
 }
 
+/// What a cleaning's offset map needs of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    /// A null value: the key's tombstone.
+    pub tombstone: bool,
+}
+
+/// The offset, key and tombstone flag of every record of `batch` (a stored v2 batch),
+/// decompressing it when needed.
+pub fn record_keys(batch: &Bytes) -> Result<Vec<RecordKey>, BatchError> {
+    batch::validate_stored(batch)?;
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| BatchError::UndecodableRecords {
+        reason: e.to_string(),
+    })?;
+    Ok(set
+        .records
+        .into_iter()
+        .map(|r| RecordKey {
+            offset: r.offset,
+            tombstone: r.value.is_none(),
+            key: r.key,
+        })
+        .collect())
+}
+
 /// Keeps the records of `batch` for which `keep` is true (called once per record, in offset
 /// order). A batch that does not decode is an error, never a panic.
 pub fn retain(
@@ -47,15 +75,39 @@ pub fn retain(
     if kept.is_empty() {
         return Ok(Retained::None);
     }
-    encode_like(&header, &kept).map(Retained::Some)
+    encode_like(&header, &kept, header.delete_horizon()).map(Retained::Some)
+}
+
+/// `batch` (already validated as stored) with its records as they are and `horizon_ms` as its
+/// KIP-534 delete horizon: the attribute bit set and the base timestamp field holding the
+/// horizon, record timestamps unchanged (their deltas count from the horizon, as Kafka's
+/// builder writes them).
+pub fn with_delete_horizon(batch: &Bytes, horizon_ms: i64) -> Result<Bytes, BatchError> {
+    let header = batch::validate_stored(batch)?;
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| BatchError::UndecodableRecords {
+        reason: e.to_string(),
+    })?;
+    encode_like(&header, &set.records, Some(horizon_ms))
 }
 
 /// A batch with `header`'s base offset, last offset delta and producer fields holding
 /// `records` (a subset of the original's, in offset order).
-fn encode_like(header: &BatchHeader, records: &[Record]) -> Result<Bytes, BatchError> {
+/// With `delete_horizon`, the base timestamp field holds it (and the attribute bit says so)
+/// and record timestamps are deltas from it.
+fn encode_like(
+    header: &BatchHeader,
+    records: &[Record],
+    delete_horizon: Option<i64>,
+) -> Result<Bytes, BatchError> {
     let log_append_time = header.is_log_append_time();
     let (first_ts, max_ts) = if log_append_time {
-        (header.base_timestamp, header.max_timestamp)
+        (
+            header
+                .delete_horizon()
+                .map_or(header.base_timestamp, |_| header.max_timestamp),
+            header.max_timestamp,
+        )
     } else {
         let min = records
             .iter()
@@ -69,6 +121,7 @@ fn encode_like(header: &BatchHeader, records: &[Record]) -> Result<Bytes, BatchE
             .unwrap_or(header.max_timestamp);
         (min, max)
     };
+    let base_field = delete_horizon.unwrap_or(first_ts);
     let write_records = |out: &mut BytesMut| -> anyhow::Result<()> {
         for r in records {
             let mut body = BytesMut::new();
@@ -78,7 +131,7 @@ fn encode_like(header: &BatchHeader, records: &[Record]) -> Result<Bytes, BatchE
                 if log_append_time {
                     0
                 } else {
-                    r.timestamp - first_ts
+                    r.timestamp - base_field
                 },
             );
             put_varint(&mut body, r.offset - header.base_offset);
@@ -100,9 +153,12 @@ fn encode_like(header: &BatchHeader, records: &[Record]) -> Result<Bytes, BatchE
     out.put_i32(header.partition_leader_epoch);
     out.put_i8(header.magic);
     out.put_u32(0); // crc, below
-    out.put_i16(header.attributes);
+    out.put_i16(match delete_horizon {
+        Some(_) => header.attributes | batch::DELETE_HORIZON_BIT,
+        None => header.attributes & !batch::DELETE_HORIZON_BIT,
+    });
     out.put_i32(header.last_offset_delta);
-    out.put_i64(first_ts);
+    out.put_i64(base_field);
     out.put_i64(max_ts);
     out.put_i64(header.producer_id);
     out.put_i16(header.producer_epoch);

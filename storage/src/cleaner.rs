@@ -1,127 +1,742 @@
-//! The log cleaner's offset map (ARCHITECTURE.md, "Compaction"): for a dirty range of a
-//! compacted log, each key's last offset, in a fixed memory budget (Kafka's `SkimpyOffsetMap`
-//! under `log.cleaner.dedupe.buffer.size`). Keys are kept as 16-byte digests, as Kafka keeps
-//! MD5s: two SipHash-1-3 hashes with different keys, so a collision that would drop a live
-//! record is as unlikely as Kafka's.
+//! Log compaction of one partition log (ARCHITECTURE.md, "Compaction"): Kafka's `LogCleaner`
+//! with offsets preserved, for logs that are not Raft logs.
 //!
-//! Not wired into the log yet: the cleaner that fills it and rewrites segments with
-//! `spool_protocol::compact::retain` is the next step.
+//! One cleaning ([`PartitionLog::clean`]):
+//! 1. **Plan** (one short borrow): the cleanable range is the prefix of sealed, durable
+//!    segments that end at or below the last stable offset (an open transaction is never
+//!    cleaned) and whose newest record is older than `min.compaction.lag.ms`. Its *dirty* part
+//!    starts at the cleaner checkpoint (the side file [`CLEANER_CHECKPOINT_FILE`]). The round
+//!    runs when dirty / cleanable bytes ≥ `min.cleanable.dirty.ratio`, when the first dirty
+//!    segment is older than `max.compaction.lag.ms`, or when a delete horizon set by an
+//!    earlier round has passed (KIP-534).
+//! 2. **Offset map**: each key's last offset in the dirty part, skipping markers and aborted
+//!    transactions, in the caller's bounded [`OffsetMap`]. A full map ends the round's dirty
+//!    range there (Kafka's rule); the rest waits for the next round.
+//! 3. **Rewrite**, group by group (consecutive segments from the log start whose sizes add up
+//!    to at most `segment.bytes`): a record stays unless the map holds a later offset for its
+//!    key, it has no key, it belongs to an aborted transaction, or it is a tombstone whose
+//!    batch's delete horizon has passed. A batch keeping a tombstone gets a horizon of now +
+//!    `delete.retention.ms` the first time. A COMMIT/ABORT marker whose transaction kept no
+//!    record gets a horizon likewise and goes once it passed. Batches keep their base offset,
+//!    last offset delta and producer fields (`spool_protocol::compact`); a batch left without
+//!    records is dropped (producer state lives in snapshots taken at rolls, above every
+//!    cleanable segment, so nothing replays it).
+//! 4. **Swap** (under the log's gate, a few renames): the output, written as
+//!    `<base>.cleaned` and fdatasynced, is renamed `<base>-<end>.swap` and the directory synced
+//!    (the commit point); the replaced segments' files are retired; the swap becomes
+//!    `<base>.log`. [`recover_swaps`] finishes a swap found on open and drops a `.cleaned`.
+//!    Readers holding an old segment's file keep reading it.
+//!
+//! Memory: the offset map (its budget), one scan chunk, one decoded batch and the output
+//! buffer ([`CLEANER_WRITE_BUFFER_BYTES`]), whatever the log's size. No Raft log is cleaned
+//! here: a replicated partition's log is its Raft log, whose entries must stay as appended.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-/// Bytes one entry costs: the digest, the offset, and the hash table's own share.
-pub const OFFSET_MAP_ENTRY_BYTES: usize = 16 + 8 + 16;
+use bytes::Bytes;
+use spool_protocol::batch::{self, BatchHeader};
+use spool_protocol::compact::{self, Retained};
 
-/// Key digest → last offset, bounded by a byte budget.
-#[derive(Debug)]
-pub struct OffsetMap {
-    entries: HashMap<[u8; 16], i64>,
-    slots: usize,
-    /// The largest offset put so far (the cleaning of this round reaches it).
-    last_offset: i64,
+use crate::fs::{failpoints, pad_to_alignment, Backend, SegmentFile};
+use crate::log::{close_shared, io_error, marker_of, write_indexes_of, PartitionLog};
+use crate::offset_map::OffsetMap;
+use crate::producer::AbortedTxn;
+use crate::segment::{self, Segment, SegmentView};
+use crate::StorageError;
+
+/// The side file holding the end of the last cleaning's dirty range (8 bytes, then CRC-32C).
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-checkpoint";
+/// Output bytes a rewrite buffers before writing them (aligned part only).
+pub const CLEANER_WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// Bytes read per I/O by the cleaner: small enough that decoding one chunk's batches is a short
+/// slice of the shard's time.
+const CLEANER_READ_CHUNK_BYTES: usize = 256 << 10;
+const CLEANED_SUFFIX: &str = ".cleaned";
+const SWAP_SUFFIX: &str = ".swap";
+
+/// What one cleaning did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    /// The dirty range this round covered: `[dirty_start, dirty_end)`.
+    pub dirty_start: i64,
+    pub dirty_end: i64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_read: u64,
+    pub records_kept: u64,
+    pub segments_before: usize,
+    pub segments_after: usize,
+    /// Keys the offset map held (its memory: this × `OFFSET_MAP_ENTRY_BYTES`).
+    pub map_keys: usize,
 }
 
-impl OffsetMap {
-    /// A map of at most `bytes_max / OFFSET_MAP_ENTRY_BYTES` keys (at least one).
-    pub fn new(bytes_max: usize) -> OffsetMap {
-        let slots = (bytes_max / OFFSET_MAP_ENTRY_BYTES).max(1);
-        OffsetMap {
-            entries: HashMap::new(),
-            slots,
-            last_offset: -1,
+/// What a round cleans, copied out of the log state.
+struct CleanPlan {
+    /// The cleanable segments, oldest first.
+    segments: Vec<(SegmentView, i64)>,
+    dirty_start: i64,
+    cleanable_end: i64,
+    aborted: Vec<AbortedTxn>,
+    segment_bytes: u64,
+    index_interval_bytes: u64,
+    delete_retention_ms: i64,
+}
+
+pub(crate) fn cleaned_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}{CLEANED_SUFFIX}"))
+}
+
+fn swap_path(dir: &Path, base_offset: i64, end_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}-{end_offset:020}{SWAP_SUFFIX}"))
+}
+
+/// `<20 digits>-<20 digits>.swap` → (base, end).
+fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_suffix(SWAP_SUFFIX)?;
+    let (base, end) = stem.split_once('-')?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(base) && digits(end)).then(|| Some((base.parse().ok()?, end.parse().ok()?)))?
+}
+
+/// On open, before segments are listed: finishes every committed swap (removes the segments
+/// it replaces, then renames it into place) and removes unfinished `.cleaned` outputs.
+/// Returns whether it changed the directory (the caller lists it again).
+pub(crate) async fn recover_swaps(
+    backend: &Backend,
+    dir: &Path,
+    names: &[String],
+) -> Result<bool, StorageError> {
+    let mut changed = false;
+    for name in names {
+        if name.ends_with(CLEANED_SUFFIX) {
+            let path = dir.join(name);
+            backend.remove_file(&path).await.map_err(io_error(&path))?;
+            changed = true;
+        }
+    }
+    for name in names {
+        let Some((base, end)) = parse_swap_name(name) else {
+            continue;
+        };
+        let replaced = names
+            .iter()
+            .filter_map(|other| segment::parse_file_name(other, "log"))
+            .filter(|&other| other >= base && other < end);
+        for old in replaced.chain(std::iter::once(base)) {
+            for path in [
+                segment::log_path(dir, old),
+                segment::index_path(dir, old),
+                segment::time_index_path(dir, old),
+            ] {
+                backend.remove_file(&path).await.map_err(io_error(&path))?;
+            }
+        }
+        let from = dir.join(name);
+        let to = segment::log_path(dir, base);
+        backend.rename(&from, &to).map_err(io_error(&from))?;
+        tracing::info!(dir = %dir.display(), base, end, "finished an interrupted cleaning swap");
+        changed = true;
+    }
+    if changed {
+        backend.sync_dir(dir).await.map_err(io_error(dir))?;
+    }
+    Ok(changed)
+}
+
+/// Writes a cleaned segment sequentially with O_DIRECT, buffering at most
+/// [`CLEANER_WRITE_BUFFER_BYTES`] plus one batch.
+struct CleanWriter {
+    file: SegmentFile,
+    path: PathBuf,
+    /// Bytes on disk so far (aligned).
+    written: u64,
+    buffer: Vec<u8>,
+}
+
+impl CleanWriter {
+    async fn push(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CLEANER_WRITE_BUFFER_BYTES {
+            let alignment = usize::try_from(self.file.alignment()).unwrap_or(usize::MAX);
+            let aligned = self.buffer.len() - self.buffer.len() % alignment;
+            let image = self.file.image([&self.buffer[..aligned]], aligned);
+            self.file
+                .write_image(self.written, image)
+                .await
+                .map_err(io_error(&self.path))?;
+            self.written += aligned as u64;
+            self.buffer.drain(..aligned);
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, trims the padding and makes the file durable; returns its size.
+    async fn finish(self) -> Result<(SegmentFile, u64), StorageError> {
+        let size = self.written + self.buffer.len() as u64;
+        if !self.buffer.is_empty() {
+            let padded = pad_to_alignment(&self.buffer, self.file.alignment());
+            self.file
+                .write_at(self.written, &padded)
+                .await
+                .map_err(io_error(&self.path))?;
+        }
+        self.file
+            .truncate(size)
+            .await
+            .map_err(io_error(&self.path))?;
+        self.file.fdatasync().await.map_err(io_error(&self.path))?;
+        Ok((self.file, size))
+    }
+}
+
+/// Reads a sealed segment's batches in order, a chunk at a time.
+struct BatchReader<'a> {
+    file: &'a SegmentFile,
+    path: PathBuf,
+    position: u64,
+    end: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+}
+
+impl<'a> BatchReader<'a> {
+    fn new(file: &'a SegmentFile, path: PathBuf, end: u64) -> BatchReader<'a> {
+        BatchReader {
+            file,
+            path,
+            position: 0,
+            end,
+            chunk: Bytes::new(),
+            chunk_start: 0,
         }
     }
 
-    /// Records `offset` as `key`'s latest. False (nothing recorded) when the map is full and
-    /// `key` is new: the round's dirty range ends before this record (Kafka's rule).
-    pub fn put(&mut self, key: &[u8], offset: i64) -> bool {
-        let digest = digest(key);
-        if self.entries.len() >= self.slots && !self.entries.contains_key(&digest) {
-            return false;
+    /// The next batch; a sealed segment is trusted to be whole, so anything else is corrupt.
+    async fn next(&mut self) -> Result<Option<(BatchHeader, Bytes)>, StorageError> {
+        if self.position >= self.end {
+            return Ok(None);
         }
-        let slot = self.entries.entry(digest).or_insert(offset);
-        *slot = (*slot).max(offset);
-        self.last_offset = self.last_offset.max(offset);
-        true
-    }
-
-    /// `key`'s latest offset, if the dirty range holds it.
-    pub fn get(&self, key: &[u8]) -> Option<i64> {
-        self.entries.get(&digest(key)).copied()
-    }
-
-    /// Whether a record of `key` at `offset` survives the cleaning: no later record of its key
-    /// in the dirty range.
-    pub fn keeps(&self, key: &[u8], offset: i64) -> bool {
-        self.get(key).is_none_or(|latest| offset >= latest)
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The largest offset put, -1 if none.
-    pub fn last_offset(&self) -> i64 {
-        self.last_offset
-    }
-
-    /// Keys it may hold.
-    pub fn slots(&self) -> usize {
-        self.slots
+        let corrupt = |position| StorageError::SegmentCorrupt {
+            path: self.path.clone(),
+            position,
+        };
+        let mut in_chunk = (self.position - self.chunk_start) as usize;
+        let total = match batch::frame_length(self.chunk.get(in_chunk..).unwrap_or_default()) {
+            Ok(total) => total,
+            Err(_) => {
+                // Read at least the declared length, checked against the segment's end first.
+                let head = self
+                    .file
+                    .read_at(self.position, batch::LOG_OVERHEAD_BYTES)
+                    .await
+                    .map_err(io_error(&self.path))?;
+                if head.len() < batch::LOG_OVERHEAD_BYTES {
+                    return Err(corrupt(self.position));
+                }
+                let length = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+                let total = usize::try_from(length)
+                    .ok()
+                    .map(|length| length + batch::LOG_OVERHEAD_BYTES)
+                    .filter(|&total| total as u64 <= self.end - self.position)
+                    .ok_or_else(|| corrupt(self.position))?;
+                let want = total
+                    .max(CLEANER_READ_CHUNK_BYTES)
+                    .min((self.end - self.position) as usize);
+                self.chunk = self
+                    .file
+                    .read_at(self.position, want)
+                    .await
+                    .map_err(io_error(&self.path))?;
+                self.chunk_start = self.position;
+                in_chunk = 0;
+                batch::frame_length(&self.chunk).map_err(|_| corrupt(self.position))?
+            }
+        };
+        let bytes = self.chunk.slice(in_chunk..in_chunk + total);
+        let header = batch::validate_stored(&bytes).map_err(|_| corrupt(self.position))?;
+        self.position += total as u64;
+        Ok(Some((header, bytes)))
     }
 }
 
-fn digest(key: &[u8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (half, seed) in [(0usize, 0x5350_4f4f_4c31u64), (8, 0x5350_4f4f_4c32u64)] {
-        let mut hasher = DefaultHasher::new();
-        hasher.write_u64(seed);
-        hasher.write(key);
-        out[half..half + 8].copy_from_slice(&hasher.finish().to_be_bytes());
-    }
-    out
+/// The per-batch decisions of one rewrite pass (step 3 of the module header).
+struct Rewriter<'a> {
+    map: &'a OffsetMap,
+    /// Aborted transactions by producer: `(first offset, marker offset)`.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    now_ms: i64,
+    delete_retention_ms: i64,
+    /// Producers whose current transaction kept a record so far in this pass.
+    txn_kept: HashSet<i64>,
+    /// The earliest delete horizon still ahead among the batches written.
+    next_horizon: Option<i64>,
+    records_read: u64,
+    records_kept: u64,
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latest_offset_per_key_within_the_budget() {
-        let mut map = OffsetMap::new(3 * OFFSET_MAP_ENTRY_BYTES);
-        assert_eq!(map.slots(), 3);
-        assert!(map.put(b"a", 1));
-        assert!(map.put(b"b", 2));
-        assert!(map.put(b"a", 5));
-        assert!(map.put(b"c", 6));
-        // Full: a new key is refused, a known one still moves.
-        assert!(!map.put(b"d", 7));
-        assert!(map.put(b"b", 8));
-        assert_eq!(map.len(), 3);
-        assert_eq!(map.get(b"a"), Some(5));
-        assert_eq!(map.get(b"d"), None);
-        assert_eq!(map.last_offset(), 8);
-        // Only each key's latest record survives; keys outside the map do.
-        assert!(!map.keeps(b"a", 1) && map.keeps(b"a", 5));
-        assert!(!map.keeps(b"b", 2) && map.keeps(b"b", 8));
-        assert!(map.keeps(b"d", 7) && map.keeps(b"zzz", 0));
-        // Offsets never go back.
-        assert!(map.put(b"a", 3));
-        assert_eq!(map.get(b"a"), Some(5));
+impl Rewriter<'_> {
+    fn aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && self.aborted.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| first <= header.base_offset && header.base_offset <= last)
+            })
     }
 
-    #[test]
-    fn digests_differ_for_keys_that_differ() {
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..100_000u32 {
-            assert!(seen.insert(digest(&i.to_be_bytes())));
+    fn horizon_ahead(&mut self, horizon: i64) {
+        self.next_horizon = Some(self.next_horizon.map_or(horizon, |h| h.min(horizon)));
+    }
+
+    /// The bytes to write for one batch, None to drop it.
+    fn decide(
+        &mut self,
+        header: &BatchHeader,
+        bytes: &Bytes,
+    ) -> Result<Option<Bytes>, batch::BatchError> {
+        let new_horizon = self.now_ms.saturating_add(self.delete_retention_ms);
+        if header.is_control() {
+            if marker_of(header, bytes).is_none() {
+                return Ok(Some(bytes.clone()));
+            }
+            if self.txn_kept.remove(&header.producer_id) {
+                return Ok(Some(bytes.clone()));
+            }
+            // Its transaction left nothing below it: the marker goes once its horizon passed.
+            return match header.delete_horizon() {
+                Some(horizon) if self.now_ms >= horizon => Ok(None),
+                Some(horizon) => {
+                    self.horizon_ahead(horizon);
+                    Ok(Some(bytes.clone()))
+                }
+                None => {
+                    self.horizon_ahead(new_horizon);
+                    compact::with_delete_horizon(bytes, new_horizon).map(Some)
+                }
+            };
         }
-        assert_ne!(digest(b""), digest(b"\0"));
+        let count = u64::try_from(header.records_count).unwrap_or(0);
+        self.records_read += count;
+        if self.aborted(header) {
+            return Ok(None);
+        }
+        let expired = header.delete_horizon().is_some_and(|h| self.now_ms >= h);
+        let mut kept = 0u64;
+        let mut kept_tombstone = false;
+        let map = self.map;
+        let retained = compact::retain(bytes, |record| {
+            let keep = record
+                .key
+                .as_deref()
+                .is_some_and(|key| map.keeps(key, record.offset))
+                && !(record.value.is_none() && expired);
+            if keep {
+                kept += 1;
+                kept_tombstone |= record.value.is_none();
+            }
+            keep
+        })?;
+        self.records_kept += kept;
+        if kept > 0 && header.is_transactional() {
+            self.txn_kept.insert(header.producer_id);
+        }
+        let out = match retained {
+            Retained::None => return Ok(None),
+            Retained::All => bytes.clone(),
+            Retained::Some(thinned) => thinned,
+        };
+        match header.delete_horizon() {
+            Some(horizon) if kept_tombstone => {
+                self.horizon_ahead(horizon);
+                Ok(Some(out))
+            }
+            None if kept_tombstone => {
+                self.horizon_ahead(new_horizon);
+                compact::with_delete_horizon(&out, new_horizon).map(Some)
+            }
+            _ => Ok(Some(out)),
+        }
+    }
+}
+
+impl PartitionLog {
+    /// One cleaning round if one is due (module header); None if nothing was due. `map` is the
+    /// shard's offset map, reused round after round (its budget bounds the round's memory).
+    pub async fn clean(
+        &self,
+        now_ms: i64,
+        map: &mut OffsetMap,
+    ) -> Result<Option<CleanStats>, StorageError> {
+        let Some(plan) = self.plan_clean(now_ms) else {
+            return Ok(None);
+        };
+        map.clear();
+        let mut stats = CleanStats {
+            dirty_start: plan.dirty_start,
+            segments_before: plan.segments.len(),
+            ..CleanStats::default()
+        };
+        let dirty_end = self.build_offset_map(&plan, map, &mut stats).await?;
+        stats.dirty_end = dirty_end;
+        stats.map_keys = map.len();
+        let mut rewriter = Rewriter {
+            map,
+            aborted: HashMap::new(),
+            now_ms,
+            delete_retention_ms: plan.delete_retention_ms,
+            txn_kept: HashSet::new(),
+            next_horizon: None,
+            records_read: 0,
+            records_kept: 0,
+        };
+        for txn in &plan.aborted {
+            rewriter
+                .aborted
+                .entry(txn.producer_id)
+                .or_default()
+                .push((txn.first_offset, txn.last_offset));
+        }
+        // Every segment holding an offset below the dirty end, grouped within segment.bytes.
+        let cleaned: Vec<&(SegmentView, i64)> = plan
+            .segments
+            .iter()
+            .take_while(|(view, _)| view.base_offset < dirty_end.max(plan.dirty_start + 1))
+            .collect();
+        let mut groups: Vec<Vec<&(SegmentView, i64)>> = Vec::new();
+        for entry in cleaned {
+            let fits = groups.last().is_some_and(|group| {
+                let bytes: u64 = group.iter().map(|(view, _)| view.size_bytes).sum();
+                let span = entry.1 - group[0].0.base_offset;
+                bytes + entry.0.size_bytes <= plan.segment_bytes && span <= i64::from(u32::MAX)
+            });
+            match groups.last_mut() {
+                Some(group) if fits => group.push(entry),
+                _ => groups.push(vec![entry]),
+            }
+        }
+        for group in &groups {
+            self.clean_group(&plan, group, &mut rewriter, &mut stats)
+                .await?;
+        }
+        stats.records_read += rewriter.records_read;
+        stats.records_kept = rewriter.records_kept;
+        self.write_cleaner_checkpoint(dirty_end).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.cleaned_to = state.cleaned_to.max(dirty_end);
+            state.next_delete_horizon = rewriter.next_horizon;
+            stats.segments_after = state
+                .segments
+                .iter()
+                .take_while(|s| s.base_offset < plan.cleanable_end)
+                .count();
+        }
+        Ok(Some(stats))
+    }
+
+    /// Step 1 of the module header.
+    fn plan_clean(&self, now_ms: i64) -> Option<CleanPlan> {
+        let mut state = self.state.borrow_mut();
+        let compaction = state.config.compaction;
+        if !compaction.compact || state.entry_index {
+            return None;
+        }
+        let durable_end = state.durable_end_offset;
+        let stable = state.producers.last_stable_offset(durable_end);
+        let lag_limit = now_ms.saturating_sub(compaction.min_compaction_lag_ms);
+        let sealed = state.segments.len() - 1;
+        let cleanable = state.segments[..sealed]
+            .iter()
+            .take_while(|s| {
+                s.sealed
+                    && s.is_settled()
+                    && s.next_offset <= stable
+                    && s.max_timestamp.0 <= lag_limit
+            })
+            .count();
+        if cleanable == 0 {
+            return None;
+        }
+        let segments = &state.segments[..cleanable];
+        let start = segments[0].base_offset;
+        let cleanable_end = segments[cleanable - 1].next_offset;
+        let dirty_start = state.cleaned_to.clamp(start, cleanable_end);
+        let total: u64 = segments.iter().map(|s| s.size_bytes).sum();
+        let dirty: u64 = segments
+            .iter()
+            .filter(|s| s.next_offset > dirty_start)
+            .map(|s| s.size_bytes)
+            .sum();
+        let first_dirty = segments.iter().find(|s| s.next_offset > dirty_start);
+        let ratio_due = dirty > 0
+            && (dirty as f64) >= compaction.min_cleanable_dirty_ratio * (total.max(1) as f64);
+        let lag_due = first_dirty.is_some_and(|s| {
+            dirty_start < cleanable_end
+                && now_ms.saturating_sub(s.max_timestamp.0) > compaction.max_compaction_lag_ms
+        });
+        let horizon_due = state.next_delete_horizon.is_some_and(|h| h <= now_ms);
+        if !(ratio_due || lag_due || horizon_due) {
+            return None;
+        }
+        let plan = CleanPlan {
+            segments: segments.iter().map(|s| (s.view(), s.next_offset)).collect(),
+            dirty_start,
+            cleanable_end,
+            aborted: state.producers.aborted_txns(start, cleanable_end),
+            segment_bytes: state.config.segment_bytes,
+            index_interval_bytes: u64::from(state.config.index_interval_bytes),
+            delete_retention_ms: compaction.delete_retention_ms,
+        };
+        tracing::debug!(dir = %self.dir.display(), dirty, total, ratio_due, lag_due, horizon_due,
+            "cleaning");
+        Some(plan)
+    }
+
+    /// Step 2: fills `map` from the dirty range; returns where the round's dirty range ends.
+    async fn build_offset_map(
+        &self,
+        plan: &CleanPlan,
+        map: &mut OffsetMap,
+        stats: &mut CleanStats,
+    ) -> Result<i64, StorageError> {
+        let aborted = |header: &BatchHeader| {
+            header.is_transactional()
+                && plan.aborted.iter().any(|txn| {
+                    txn.producer_id == header.producer_id
+                        && txn.first_offset <= header.base_offset
+                        && header.base_offset <= txn.last_offset
+                })
+        };
+        for (view, next_offset) in &plan.segments {
+            if *next_offset <= plan.dirty_start {
+                continue;
+            }
+            let Some(file) = view.file.as_ref() else {
+                continue;
+            };
+            let path = segment::log_path(&self.dir, view.base_offset);
+            let mut reader = BatchReader::new(file, path.clone(), view.durable_bytes);
+            while let Some((header, bytes)) = reader.next().await? {
+                stats.bytes_read += bytes.len() as u64;
+                if header.last_offset() < plan.dirty_start
+                    || header.is_control()
+                    || aborted(&header)
+                {
+                    continue;
+                }
+                let records =
+                    compact::record_keys(&bytes).map_err(|_| StorageError::SegmentCorrupt {
+                        path: path.clone(),
+                        position: reader.position - bytes.len() as u64,
+                    })?;
+                for record in records {
+                    if record.offset < plan.dirty_start {
+                        continue;
+                    }
+                    let Some(key) = record.key else { continue };
+                    if !map.put(&key, record.offset) {
+                        // Full: this round cleans up to here; the rest waits (Kafka's rule).
+                        return Ok(record.offset);
+                    }
+                }
+            }
+        }
+        Ok(plan.cleanable_end)
+    }
+
+    /// Steps 3 and 4 for one group of consecutive segments.
+    async fn clean_group(
+        &self,
+        plan: &CleanPlan,
+        group: &[&(SegmentView, i64)],
+        rewriter: &mut Rewriter<'_>,
+        stats: &mut CleanStats,
+    ) -> Result<(), StorageError> {
+        let base = group[0].0.base_offset;
+        let end = group[group.len() - 1].1;
+        let out_path = cleaned_path(&self.dir, base);
+        self.backend
+            .remove_file(&out_path)
+            .await
+            .map_err(io_error(&out_path))?;
+        let file = self
+            .backend
+            .open_file(&out_path)
+            .await
+            .map_err(io_error(&out_path))?;
+        let mut writer = CleanWriter {
+            file,
+            path: out_path.clone(),
+            written: 0,
+            buffer: Vec::with_capacity(CLEANER_WRITE_BUFFER_BYTES),
+        };
+        let mut tracker = Segment::new(base, None);
+        for (view, _) in group {
+            let Some(file) = view.file.as_ref() else {
+                continue;
+            };
+            let path = segment::log_path(&self.dir, view.base_offset);
+            let mut reader = BatchReader::new(file, path.clone(), view.durable_bytes);
+            while let Some((header, bytes)) = reader.next().await? {
+                stats.bytes_read += bytes.len() as u64;
+                let position = reader.position - bytes.len() as u64;
+                let corrupt = |_| StorageError::SegmentCorrupt {
+                    path: path.clone(),
+                    position,
+                };
+                let Some(out) = rewriter.decide(&header, &bytes).map_err(corrupt)? else {
+                    continue;
+                };
+                let out_header = batch::validate_stored(&out).map_err(corrupt)?;
+                tracker.track_batch(&out_header, plan.index_interval_bytes);
+                writer.push(&out).await?;
+            }
+        }
+        let (file, size) = writer.finish().await?;
+        assert_eq!(size, tracker.size_bytes);
+        stats.bytes_written += size;
+        tracker.finish_time_index();
+        self.swap_in(group, tracker, file, end).await
+    }
+
+    /// Step 4: replaces the group's segments by the cleaned one, unless the log changed under
+    /// the cleaning (retention deleted one of them), in which case the output is dropped.
+    async fn swap_in(
+        &self,
+        group: &[&(SegmentView, i64)],
+        mut cleaned: Segment,
+        file: SegmentFile,
+        end: i64,
+    ) -> Result<(), StorageError> {
+        let base = cleaned.base_offset;
+        let out_path = cleaned_path(&self.dir, base);
+        let _gate = self.gate.lock().await;
+        let at = {
+            let state = self.state.borrow();
+            state.position_of(base).filter(|&at| {
+                group.iter().enumerate().all(|(k, (view, next))| {
+                    state.segments.get(at + k).is_some_and(|s| {
+                        s.base_offset == view.base_offset
+                            && s.next_offset == *next
+                            && s.size_bytes == view.size_bytes
+                            && s.is_settled()
+                            && at + k + 1 < state.segments.len()
+                    })
+                })
+            })
+        };
+        let Some(at) = at else {
+            file.close().await.map_err(io_error(&out_path))?;
+            self.backend
+                .remove_file(&out_path)
+                .await
+                .map_err(io_error(&out_path))?;
+            tracing::debug!(base, "the log changed under the cleaning; output dropped");
+            return Ok(());
+        };
+        let swap = swap_path(&self.dir, base, end);
+        self.backend
+            .failpoint(failpoints::CLEAN_BEFORE_SWAP)
+            .map_err(io_error(&out_path))?;
+        self.backend
+            .rename(&out_path, &swap)
+            .map_err(io_error(&out_path))?;
+        self.backend
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_error(&self.dir))?;
+        // Committed: from here a crash finishes the swap on open (`recover_swaps`).
+        self.backend
+            .failpoint(failpoints::CLEAN_AFTER_SWAP_COMMIT)
+            .map_err(io_error(&swap))?;
+        let old: Vec<Segment> = {
+            let mut state = self.state.borrow_mut();
+            cleaned.file = Some(Rc::new(file));
+            cleaned.next_offset = end;
+            cleaned.sealed = true;
+            cleaned.durable_bytes = cleaned.size_bytes;
+            cleaned.durable_next_offset = end;
+            cleaned.durable_max_timestamp = cleaned.max_timestamp;
+            let removed = state
+                .segments
+                .splice(at..at + group.len(), std::iter::once(cleaned))
+                .collect();
+            // Cached batches of the replaced segments would serve records the cleaning removed.
+            state.tail.drop_before(end);
+            removed
+        };
+        let mut retired = Vec::new();
+        for segment in old {
+            let path = segment::log_path(&self.dir, segment.base_offset);
+            if let Some(file) = segment.file {
+                close_shared(file).await.map_err(io_error(&path))?;
+            }
+            let doomed = segment::deleted_path(&path);
+            self.backend
+                .rename(&path, &doomed)
+                .map_err(io_error(&path))?;
+            retired.push(doomed);
+            for index in [
+                segment::index_path(&self.dir, segment.base_offset),
+                segment::time_index_path(&self.dir, segment.base_offset),
+            ] {
+                self.backend
+                    .remove_file(&index)
+                    .await
+                    .map_err(io_error(&index))?;
+            }
+        }
+        let log = segment::log_path(&self.dir, base);
+        self.backend.rename(&swap, &log).map_err(io_error(&swap))?;
+        self.backend
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_error(&self.dir))?;
+        let indexes = {
+            let state = self.state.borrow();
+            state
+                .segment(base)
+                .and_then(|s| s.indexes.borrow().clone())
+                .unwrap_or_default()
+        };
+        write_indexes_of(&self.backend, &self.dir, base, &indexes).await?;
+        drop(_gate);
+        for path in retired {
+            self.backend
+                .remove_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
+
+    async fn write_cleaner_checkpoint(&self, offset: i64) -> Result<(), StorageError> {
+        let mut bytes = offset.to_be_bytes().to_vec();
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        self.write_side_file(CLEANER_CHECKPOINT_FILE, &bytes).await
+    }
+
+    /// The cleaner checkpoint (0 if none or damaged: cleaning again from the start is only
+    /// work, never loss).
+    pub(crate) async fn read_cleaner_checkpoint(&self) -> Result<i64, StorageError> {
+        let Some(bytes) = self.read_side_file(CLEANER_CHECKPOINT_FILE).await? else {
+            return Ok(0);
+        };
+        let valid = bytes.len() == 12
+            && crc32c::crc32c(&bytes[..8])
+                == u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        Ok(if valid {
+            i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+        } else {
+            0
+        })
+    }
+
+    /// Whether the topic compacts and how much of the log its cleaner checkpoint covers.
+    pub fn cleaned_to(&self) -> i64 {
+        self.state.borrow().cleaned_to
     }
 }

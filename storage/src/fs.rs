@@ -56,6 +56,10 @@ pub mod failpoints {
     pub const ROLL_AFTER_CREATE: &str = "roll.after_create";
     /// In `close`, after everything is flushed, before the clean-shutdown marker is written.
     pub const CLOSE_BEFORE_MARKER: &str = "close.before_marker";
+    /// In a cleaning, after the output is written and synced, before the swap commits.
+    pub const CLEAN_BEFORE_SWAP: &str = "clean.before_swap";
+    /// In a cleaning, right after the swap committed (renamed and the directory synced).
+    pub const CLEAN_AFTER_SWAP_COMMIT: &str = "clean.after_swap_commit";
 
     pub const ALL: [&str; 6] = [
         FLUSH_AFTER_WRITE_BEFORE_SYNC,

@@ -9,7 +9,7 @@
 //! may append, read, flush and enforce retention on one log concurrently; the rules (no state
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
-//! Code map: `log` (append, flush, read), `cleaner` (compaction's offset map; the cleaner itself is not built), `recovery` (open, close), `maintenance` (truncation,
+//! Code map: `log` (append, flush, read), `cleaner` (log compaction: plan, rewrite, swap), `offset_map` (its bounded key map), `recovery` (open, close), `maintenance` (truncation,
 //! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
@@ -28,6 +28,7 @@ mod fs;
 mod index;
 mod log;
 mod maintenance;
+mod offset_map;
 mod producer;
 mod raft_snapshot;
 mod recovery;
@@ -37,11 +38,12 @@ mod tail;
 #[cfg(test)]
 mod tests;
 
-pub use crate::cleaner::{OffsetMap, OFFSET_MAP_ENTRY_BYTES};
+pub use crate::cleaner::{CleanStats, CLEANER_CHECKPOINT_FILE};
 pub use crate::entries::EntryStamp;
 pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};
 pub use crate::fs::{failpoints, Backend, MemFs, MemOp};
 pub use crate::log::PartitionLog;
+pub use crate::offset_map::{OffsetMap, OFFSET_MAP_ENTRY_BYTES};
 pub use crate::producer::{AbortedTxn, ProducerInfo, SequenceCheck};
 pub use crate::raft_snapshot::producer_snapshot_is_valid;
 pub use crate::side_file::{SIDE_FILE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
@@ -75,6 +77,40 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms` (Kafka default 86400000 = 24 h): a producer id is forgotten
     /// this long after its last append; -1 = never.
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` and the compaction settings.
+    pub compaction: Compaction,
+}
+
+/// `cleanup.policy` and the settings of log compaction, named after Kafka's topic configs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Compaction {
+    /// `cleanup.policy` holds `compact`.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention deletes old segments.
+    pub delete: bool,
+    /// `min.cleanable.dirty.ratio` (Kafka default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms` (Kafka default 0).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms` (Kafka default Long.MAX_VALUE).
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms` (Kafka default 86400000): how long tombstones and empty
+    /// transaction markers stay after the cleaning that first kept them.
+    pub delete_retention_ms: i64,
+}
+
+impl Default for Compaction {
+    /// Kafka's defaults: `cleanup.policy=delete`.
+    fn default() -> Compaction {
+        Compaction {
+            compact: false,
+            delete: true,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -122,6 +122,10 @@ pub(crate) struct LogState {
     /// Kafka's log start offset where DeleteRecords moved it past the first segment's base
     /// (`advance_start`); 0 when never moved. Persisted in [`LOG_START_FILE`].
     pub(crate) start_floor: i64,
+    /// The cleaner checkpoint: where the last cleaning's dirty range ended.
+    pub(crate) cleaned_to: i64,
+    /// The earliest delete horizon the last cleaning left ahead (a round is due once it passes).
+    pub(crate) next_delete_horizon: Option<i64>,
 }
 
 /// An async mutex without data: at most one holder, the others wait (woken on release).
@@ -452,31 +456,42 @@ impl PartitionLog {
         max_bytes: usize,
         upper_bound: i64,
     ) -> Result<ReadResult, StorageError> {
-        let (view, chunk_bytes) = {
-            let state = self.state.borrow();
-            let (start, end) = (state.log_start_offset(), state.log_end_offset);
-            if offset < start || offset > end {
-                return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        let mut offset = offset;
+        let mut first = true;
+        loop {
+            let (view, chunk_bytes, next_segment) = {
+                let state = self.state.borrow();
+                let (start, end) = (state.log_start_offset(), state.log_end_offset);
+                if first && (offset < start || offset > end) {
+                    return Err(StorageError::OffsetOutOfRange { offset, start, end });
+                }
+                if offset >= end || offset >= upper_bound || offset < start {
+                    return Ok(ReadResult::default());
+                }
+                if state.tail.covers(offset) {
+                    return Ok(ReadResult {
+                        batches: state.tail.read(offset, max_bytes, upper_bound),
+                    });
+                }
+                let chunk_bytes = max_bytes
+                    .saturating_add(2 * state.config.index_interval_bytes as usize)
+                    .clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
+                let at = state.segment_index(offset);
+                let next_segment = state.segments.get(at + 1).map(|s| s.base_offset);
+                (state.segments[at].view(), chunk_bytes, next_segment)
+            };
+            first = false;
+            let indexes = self.indexes_of(&view).await?;
+            let batches = self
+                .read_segment(&view, &indexes, offset, max_bytes, upper_bound, chunk_bytes)
+                .await?;
+            // A cleaned segment may end in a gap (its last records removed): the answer is in
+            // the next segment, as Kafka reads on past an exhausted one.
+            match next_segment {
+                Some(next) if batches.is_empty() && next > offset => offset = next,
+                _ => return Ok(ReadResult { batches }),
             }
-            if offset == end || offset >= upper_bound {
-                return Ok(ReadResult::default());
-            }
-            if state.tail.covers(offset) {
-                return Ok(ReadResult {
-                    batches: state.tail.read(offset, max_bytes, upper_bound),
-                });
-            }
-            let chunk_bytes = max_bytes
-                .saturating_add(2 * state.config.index_interval_bytes as usize)
-                .clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX);
-            let segment = &state.segments[state.segment_index(offset)];
-            (segment.view(), chunk_bytes)
-        };
-        let indexes = self.indexes_of(&view).await?;
-        let batches = self
-            .read_segment(&view, &indexes, offset, max_bytes, upper_bound, chunk_bytes)
-            .await?;
-        Ok(ReadResult { batches })
+        }
     }
 
     async fn read_segment(
@@ -590,13 +605,21 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         let path = segment::log_path(&self.dir, view.base_offset);
         let interval = u64::from(self.state.borrow().config.index_interval_bytes);
+        // Offsets increase, with gaps where a cleaning removed records.
+        let mut next = view.base_offset;
         let scan = segment::scan_batches(
             file,
             0,
             view.durable_bytes,
-            Some(view.base_offset),
+            None,
             segment::SCAN_CHUNK_BYTES,
             |_, header, _| {
+                if header.base_offset < next
+                    || header.last_offset() - view.base_offset > i64::from(u32::MAX)
+                {
+                    return false;
+                }
+                next = header.last_offset() + 1;
                 tracker.track_batch(header, interval);
                 true
             },

@@ -688,11 +688,21 @@ struct RetentionRule {
 
 impl RetentionRule {
     fn new(state: &LogState, now_ms: i64) -> RetentionRule {
+        // `cleanup.policy=compact` alone: old segments are cleaned, never deleted by age or size.
+        let delete = state.config.compaction.delete;
         RetentionRule {
             start_floor: state.start_floor,
             now_ms,
-            retention_ms: state.config.retention_ms,
-            retention_bytes: state.config.retention_bytes,
+            retention_ms: if delete {
+                state.config.retention_ms
+            } else {
+                -1
+            },
+            retention_bytes: if delete {
+                state.config.retention_bytes
+            } else {
+                -1
+            },
             total_bytes: state
                 .segments
                 .iter()

@@ -116,7 +116,10 @@ impl PartitionLog {
             .prime_iopoll_probe(&dir)
             .await
             .map_err(io_error(&dir))?;
-        let names = backend.list_dir(&dir).map_err(io_error(&dir))?;
+        let mut names = backend.list_dir(&dir).map_err(io_error(&dir))?;
+        if crate::cleaner::recover_swaps(&backend, &dir, &names).await? {
+            names = backend.list_dir(&dir).map_err(io_error(&dir))?;
+        }
         let mut bases: Vec<i64> = names
             .iter()
             .filter_map(|name| segment::parse_file_name(name, "log"))
@@ -151,6 +154,8 @@ impl PartitionLog {
                 entry_index,
                 entry_window: EntryWindow::default(),
                 start_floor: 0,
+                cleaned_to: 0,
+                next_delete_horizon: None,
             }),
             gate: Gate::default(),
         };
@@ -197,9 +202,11 @@ impl PartitionLog {
         }
         log.recover_epochs_and_producers(marker.is_some()).await?;
         let floor = log.read_start_floor().await?;
+        let cleaned_to = log.read_cleaner_checkpoint().await?;
         {
             let mut state = log.state.borrow_mut();
             state.start_floor = floor;
+            state.cleaned_to = cleaned_to;
             // Without Raft everything recovered is durable, so below the high watermark.
             if !state.entry_index {
                 let end = state.durable_end_offset;

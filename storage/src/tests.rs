@@ -34,6 +34,7 @@ fn config() -> LogConfig {
         timestamp_type: TimestampType::CreateTime,
         tail_cache_bytes_max: 0,
         producer_id_expiration_ms: 86_400_000,
+        compaction: Default::default(),
     }
 }
 
@@ -2189,4 +2190,339 @@ fn delete_records_moves_the_start_durably_and_retention_frees_whole_segments() {
     assert_eq!(log.visible_start_offset(), 30);
     block_on(log.close()).unwrap();
     assert_eq!(open(&fs, config()).visible_start_offset(), 30);
+}
+
+// ---- compaction (cleaner.rs) ----------------------------------------------------------------
+
+fn compacting(delete_retention_ms: i64) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1_000,
+        compaction: crate::Compaction {
+            compact: true,
+            delete: false,
+            min_cleanable_dirty_ratio: 0.0,
+            delete_retention_ms,
+            ..Default::default()
+        },
+        ..config()
+    }
+}
+
+/// One record batch of `(key, value)` records (None value: a tombstone).
+fn keyed(records: &[(&str, Option<String>)], producer_id: i64, ts: i64) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: if producer_id >= 0 { 0 } else { -1 },
+            timestamp_type: KTimestampType::Creation,
+            offset: i as i64,
+            sequence: if producer_id >= 0 { i as i32 } else { -1 },
+            timestamp: ts + i as i64,
+            key: Some(Bytes::from(key.to_string())),
+            value: value.clone().map(Bytes::from),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::Lz4,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+/// Every record the log serves, `(offset, key, value, timestamp)`, reading over gaps.
+fn records_of(log: &PartitionLog) -> Vec<(i64, String, Option<String>, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let result = block_on(log.read(offset, 1 << 20, i64::MAX)).unwrap();
+        assert!(!result.batches.is_empty(), "nothing served at {offset}");
+        for bytes in &result.batches {
+            let header = batch::validate_stored(bytes).unwrap();
+            assert!(header.last_offset() >= offset, "batches go forward");
+            offset = header.last_offset() + 1;
+            if header.is_control() {
+                continue;
+            }
+            let mut buf = bytes.clone();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
+            for r in set.records {
+                out.push((
+                    r.offset,
+                    String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                    r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    r.timestamp,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Appends 300 single-record batches over keys k0..k9 (value `v<offset>`, timestamp 1000 +
+/// offset); offset 253 is k3's tombstone and k3 never comes back.
+fn fill_keyed(log: &PartitionLog) {
+    for i in 0..300i64 {
+        let key = format!("k{}", i % 10);
+        let value = (i != 253).then(|| format!("v{i}"));
+        if i > 253 && i % 10 == 3 {
+            // k3 stays deleted: later k3 slots write k3x instead.
+            log.append(
+                keyed(&[("k3x", Some(format!("v{i}")))], -1, 1_000 + i),
+                1,
+                1_000 + i,
+            )
+            .unwrap();
+        } else {
+            log.append(keyed(&[(&key, value)], -1, 1_000 + i), 1, 1_000 + i)
+                .unwrap();
+        }
+        if i % 7 == 0 {
+            block_on(log.flush()).unwrap();
+        }
+    }
+    block_on(log.flush()).unwrap();
+}
+
+/// Checks the compaction rule below `cleaned_to`: each key's last record below it is there, as
+/// written (offset, value, timestamp), and no earlier one; everything at or above it is intact.
+fn assert_compacted(
+    records: &[(i64, String, Option<String>, i64)],
+    cleaned_to: i64,
+    tombstones_gone: bool,
+) {
+    let written = |offset: i64| -> (String, Option<String>) {
+        if offset > 253 && offset % 10 == 3 {
+            ("k3x".into(), Some(format!("v{offset}")))
+        } else if offset == 253 {
+            ("k3".into(), None)
+        } else {
+            (format!("k{}", offset % 10), Some(format!("v{offset}")))
+        }
+    };
+    let mut last_below = std::collections::HashMap::new();
+    for offset in 0..cleaned_to.min(300) {
+        last_below.insert(written(offset).0, offset);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (offset, key, value, ts) in records {
+        assert_eq!(
+            (key.clone(), value.clone()),
+            written(*offset),
+            "offset {offset}"
+        );
+        assert_eq!(*ts, 1_000 + offset, "timestamp of {offset}");
+        seen.insert(*offset);
+        if *offset < cleaned_to {
+            assert_eq!(
+                last_below[key], *offset,
+                "{key} at {offset} is not its latest"
+            );
+        }
+    }
+    for (key, offset) in &last_below {
+        let tombstone = written(*offset).1.is_none();
+        if tombstone && tombstones_gone {
+            assert!(
+                !seen.contains(offset),
+                "tombstone of {key} outlived its horizon"
+            );
+        } else {
+            assert!(seen.contains(offset), "latest {key} at {offset} lost");
+        }
+    }
+    for offset in cleaned_to..300 {
+        assert!(seen.contains(&offset), "uncleaned offset {offset} lost");
+    }
+}
+
+#[test]
+fn compaction_keeps_each_keys_latest_record_at_its_offset() {
+    let fs = MemFs::new();
+    let log = open(&fs, compacting(1_000));
+    fill_keyed(&log);
+    let segments = log.segment_count();
+    assert!(segments > 10, "{segments} segments");
+    let mut map = crate::OffsetMap::new(1 << 20);
+    let stats = block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+    assert_eq!(stats.dirty_start, 0);
+    assert!(stats.dirty_end > 250, "{stats:?}");
+    assert!(stats.bytes_written < stats.bytes_read / 4, "{stats:?}");
+    let cleaned_to = log.cleaned_to();
+    assert_eq!(cleaned_to, stats.dirty_end);
+    // The tombstone (k3 at 253) stays until its horizon, 1 s after this cleaning.
+    assert_compacted(&records_of(&log), cleaned_to, false);
+    // Reads that start in a gap get the next record.
+    let result = block_on(log.read(1, 1, i64::MAX)).unwrap();
+    assert!(
+        batch::validate_stored(&result.batches[0])
+            .unwrap()
+            .base_offset
+            > 1
+    );
+    // Nothing is due before the horizon; after it, the tombstone goes.
+    assert!(block_on(log.clean(10_500, &mut map)).unwrap().is_none());
+    block_on(log.clean(11_001, &mut map)).unwrap().unwrap();
+    assert_compacted(&records_of(&log), cleaned_to, true);
+    // Groups are chosen by input size (as Kafka's), so the second round merges the shrunken
+    // segments of the first.
+    assert!(
+        log.segment_count() < segments / 3,
+        "{} of {segments}",
+        log.segment_count()
+    );
+    let after = records_of(&log);
+    block_on(log.close()).unwrap();
+    let log = open(&fs, compacting(1_000));
+    assert_eq!(records_of(&log), after, "after a clean restart");
+    assert_eq!(log.cleaned_to(), cleaned_to);
+    drop(log);
+    fs.crash();
+    let log = open(&fs, compacting(1_000));
+    assert_eq!(records_of(&log), after, "after a crash");
+    // Appends go on after the cleaned log.
+    let end = log.log_end_offset();
+    log.append(keyed(&[("k1", Some("new".into()))], -1, 5_000), 1, 5_000)
+        .unwrap();
+    block_on(log.flush()).unwrap();
+    assert_eq!(log.log_end_offset(), end + 1);
+}
+
+#[test]
+fn a_small_offset_map_cleans_in_several_rounds() {
+    let fs = MemFs::new();
+    let log = open(&fs, compacting(1_000));
+    fill_keyed(&log);
+    // Three keys per round.
+    let mut map = crate::OffsetMap::new(3 * crate::OFFSET_MAP_ENTRY_BYTES);
+    let mut rounds = 0;
+    let mut now = 10_000;
+    while let Some(stats) = block_on(log.clean(now, &mut map)).unwrap() {
+        assert!(stats.map_keys <= 3);
+        rounds += 1;
+        now += 10;
+        assert!(rounds < 200, "cleaning never ends");
+        if log.cleaned_to() >= 290 {
+            break;
+        }
+    }
+    assert!(rounds > 2, "{rounds} rounds");
+    assert_compacted(&records_of(&log), log.cleaned_to(), false);
+}
+
+#[test]
+fn an_interrupted_cleaning_is_undone_or_finished_on_open() {
+    for (point, committed) in [
+        (failpoints::CLEAN_BEFORE_SWAP, false),
+        (failpoints::CLEAN_AFTER_SWAP_COMMIT, true),
+    ] {
+        let fs = MemFs::new();
+        let log = open(&fs, compacting(1_000));
+        fill_keyed(&log);
+        let before = records_of(&log);
+        fs.arm(point);
+        let mut map = crate::OffsetMap::new(1 << 20);
+        assert!(block_on(log.clean(10_000, &mut map)).is_err(), "{point}");
+        drop(log);
+        fs.crash();
+        let log = open(&fs, compacting(1_000));
+        let after = records_of(&log);
+        if committed {
+            // The first group's swap committed: its segments are cleaned, the rest intact.
+            assert!(after.len() < before.len(), "{point}");
+            let first_kept = after.iter().map(|r| r.0).collect::<Vec<_>>();
+            assert!(first_kept.windows(2).all(|w| w[0] < w[1]));
+        } else {
+            assert_eq!(after, before, "{point}");
+        }
+        let leftovers: Vec<_> = fs
+            .paths()
+            .into_iter()
+            .filter(|p| {
+                let name = p.to_string_lossy();
+                name.ends_with(".cleaned") || name.ends_with(".swap") || name.ends_with(".deleted")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+        // A later cleaning completes the job.
+        block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+        assert_compacted(&records_of(&log), log.cleaned_to(), false);
+    }
+}
+
+#[test]
+fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
+    let fs = MemFs::new();
+    let log = open(&fs, compacting(1_000));
+    let flush = |log: &PartitionLog| block_on(log.flush()).unwrap();
+    // Producer 7 commits k1=a; producer 8 aborts k2=b; later k1 is overwritten by a plain write.
+    let k = |key: &str, v: &str| keyed(&[(key, Some(v.to_string()))], -1, 1_000);
+    let txn = |pid: i64, key: &str, v: &str| {
+        let mut bytes = BytesMut::from(&keyed(&[(key, Some(v.to_string()))], pid, 1_000)[..]);
+        let attributes = i16::from_be_bytes([bytes[21], bytes[22]]) | 0x10;
+        bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.freeze()
+    };
+    log.append(txn(7, "k1", "a"), 1, 1_000).unwrap(); // 0
+    log.append(txn(8, "k2", "b"), 1, 1_000).unwrap(); // 1
+    log.append(marker(7, 0, true, 1), 1, 1_000).unwrap(); // 2
+    log.append(marker(8, 0, false, 1), 1, 1_000).unwrap(); // 3
+    flush(&log);
+    for i in 0..40 {
+        log.append(k("k1", &format!("p{i}")), 1, 1_000).unwrap(); // 4..44
+        flush(&log);
+    }
+    // An open transaction of producer 9 (offset 44) holds the cleanable range below it.
+    log.append(txn(9, "k5", "open"), 1, 1_000).unwrap();
+    flush(&log);
+    for i in 0..30 {
+        log.append(k("k6", &format!("q{i}")), 1, 1_000).unwrap();
+        flush(&log);
+    }
+    let mut map = crate::OffsetMap::new(1 << 20);
+    block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+    assert!(log.cleaned_to() <= 44, "cleaned past the open transaction");
+    let controls = |log: &PartitionLog| -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let result = block_on(log.read(offset, 1 << 20, i64::MAX)).unwrap();
+            for bytes in &result.batches {
+                let header = batch::validate_stored(bytes).unwrap();
+                if header.is_control() {
+                    out.push(header.base_offset);
+                }
+                offset = header.last_offset() + 1;
+            }
+        }
+        out
+    };
+    let offsets: Vec<i64> = records_of(&log).iter().map(|r| r.0).collect();
+    assert!(!offsets.contains(&1), "an aborted record survived");
+    assert!(
+        !offsets.contains(&0),
+        "k1's committed value was overwritten later"
+    );
+    assert_eq!(
+        controls(&log),
+        vec![2, 3],
+        "markers stay until their horizon"
+    );
+    assert!(
+        offsets.contains(&44),
+        "the open transaction's record is intact"
+    );
+    // After the horizon (10 s + 1 s) the empty markers go.
+    block_on(log.clean(11_001, &mut map)).unwrap().unwrap();
+    assert_eq!(controls(&log), Vec::<i64>::new());
 }

@@ -7,6 +7,7 @@
 //! - shard 0 is the metadata shard: it alone changes the topic table and persists it, then tells
 //!   every shard (`Request::TopicUpsert` / `TopicDelete`).
 
+pub mod cleaner;
 pub mod mesh;
 pub mod partition;
 pub mod routing;
@@ -971,6 +972,33 @@ impl Shard {
             },
             tail_cache_bytes_max: self.tail_cache_share(),
             producer_id_expiration_ms: c.producer_id_expiration_ms,
+            compaction: {
+                let policy = get("cleanup.policy").unwrap_or(&c.log_cleanup_policy);
+                let has = |name: &str| policy.split(',').any(|v| v.trim() == name);
+                let float = |name: &str, default: f64| {
+                    get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+                };
+                spool_storage::Compaction {
+                    compact: has("compact"),
+                    delete: has("delete"),
+                    min_cleanable_dirty_ratio: float(
+                        "min.cleanable.dirty.ratio",
+                        c.log_cleaner_min_cleanable_ratio,
+                    ),
+                    min_compaction_lag_ms: num(
+                        "min.compaction.lag.ms",
+                        c.log_cleaner_min_compaction_lag_ms,
+                    ),
+                    max_compaction_lag_ms: num(
+                        "max.compaction.lag.ms",
+                        c.log_cleaner_max_compaction_lag_ms,
+                    ),
+                    delete_retention_ms: num(
+                        "delete.retention.ms",
+                        c.log_cleaner_delete_retention_ms,
+                    ),
+                }
+            },
         }
     }
 

@@ -214,6 +214,7 @@ fn log_config(config: &StoreConfig) -> LogConfig {
         timestamp_type: TimestampType::CreateTime,
         tail_cache_bytes_max: config.tail_cache_bytes_max,
         producer_id_expiration_ms: -1,
+        compaction: Default::default(),
     }
 }
 

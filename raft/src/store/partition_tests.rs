@@ -37,6 +37,7 @@ fn config() -> LogConfig {
         timestamp_type: TimestampType::CreateTime,
         tail_cache_bytes_max: 0,
         producer_id_expiration_ms: -1,
+        compaction: Default::default(),
     }
 }
 

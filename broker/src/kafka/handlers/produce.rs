@@ -71,7 +71,21 @@ pub async fn dispatch(
     dedupe_partitions(&mut request);
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
-        let known = shard.topics.borrow().get(&name).map(|m| m.partitions);
+        let (known, compacted) = shard
+            .topics
+            .borrow()
+            .get(&name)
+            .map(|m| {
+                let policy = m
+                    .configs
+                    .get("cleanup.policy")
+                    .map_or(shard.config.log_cleanup_policy.as_str(), String::as_str);
+                (
+                    Some(m.partitions),
+                    policy.split(',').any(|v| v.trim() == "compact"),
+                )
+            })
+            .unwrap_or((None, false));
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for part in topic.partition_data {
             // One parse of the batch header serves every check below.
@@ -100,6 +114,14 @@ pub async fn dispatch(
             {
                 // Control batches (transaction markers) and writes without a sequence come
                 // only from coordinators.
+                Slot::Done(error(ResponseError::InvalidRecord))
+            } else if compacted
+                && part.records.as_ref().is_some_and(|r| {
+                    spool_protocol::compact::record_keys(r)
+                        .is_ok_and(|records| records.iter().any(|k| k.key.is_none()))
+                })
+            {
+                // Kafka's rule: a compacted topic cannot accept a record without a key.
                 Slot::Done(error(ResponseError::InvalidRecord))
             } else if let Some(records) = part.records {
                 let owner = shard.owner(&name, part.index);

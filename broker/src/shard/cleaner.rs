@@ -1,0 +1,66 @@
+//! The shard's log cleaner (ARCHITECTURE.md, "Compaction"): one task per shard walks the
+//! shard's partitions whose `cleanup.policy` holds `compact` and runs a cleaning round on each
+//! that is due (`PartitionLog::clean`). One offset map per shard, of
+//! `log.cleaner.dedupe.buffer.size / shards` bytes, is reused for every round, so the cleaner's
+//! memory is that budget plus a few MiB of buffers however large the logs are.
+//!
+//! Replicated partitions are not cleaned here: their log is their Raft log, which a cleaning
+//! would rewrite under openraft (their cleaning point below the Raft snapshot is not built).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use spool_storage::OffsetMap;
+
+use super::partition::Partition;
+use super::{now_ms, Shard};
+use crate::runtime;
+
+/// Smallest pause between two passes, so a misconfigured backoff cannot spin the shard.
+const CLEANER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// Runs until the shard shuts down; returns at once when `log.cleaner.enable` is false.
+pub async fn cleaner_loop(shard: Rc<Shard>) {
+    if !shard.config.log_cleaner_enable {
+        return;
+    }
+    let budget = shard.config.log_cleaner_dedupe_buffer_size / shard.count.max(1);
+    let mut map = OffsetMap::new(budget);
+    let backoff =
+        Duration::from_millis(shard.config.log_cleaner_backoff_ms).max(CLEANER_BACKOFF_MIN);
+    loop {
+        runtime::sleep(backoff).await;
+        if shard.shutting_down.get() {
+            return;
+        }
+        let parts: Vec<Rc<Partition>> = shard.partitions.borrow().values().cloned().collect();
+        for p in parts {
+            if shard.shutting_down.get() {
+                return;
+            }
+            if p.deleted.get() || p.offline.get() || p.group.borrow().is_some() {
+                continue;
+            }
+            match p.log.clean(now_ms(), &mut map).await {
+                Ok(None) => {}
+                Ok(Some(stats)) => tracing::info!(
+                    topic = %p.topic,
+                    partition = p.index,
+                    dirty_start = stats.dirty_start,
+                    dirty_end = stats.dirty_end,
+                    read = stats.bytes_read,
+                    written = stats.bytes_written,
+                    records = stats.records_read,
+                    kept = stats.records_kept,
+                    segments = stats.segments_before,
+                    segments_after = stats.segments_after,
+                    keys = stats.map_keys,
+                    "cleaned"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "cleaning failed: {e}")
+                }
+            }
+        }
+    }
+}
