@@ -234,7 +234,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower that has not caught up with its leader's log end for this long leaves the in-sync replicas." },
     SettingSpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of __consumer_offsets (fixed once the topic exists); a group's partition is abs(groupId.hashCode()) % this." },
     SettingSpec { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of __consumer_offsets when it is created, capped by the brokers live then (so a one-node cluster gets 1)." },
-    SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created; the log is compacted once it has 3 segments (minimum 1048576)." },
+    SettingSpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets when it is created (minimum 1048576); the topic is compacted by the log cleaner." },
     SettingSpec { name: "offsets.retention.minutes", default: "10080", doc: "Offsets of a group Empty for longer than this are deleted." },
     SettingSpec { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired offsets are looked for." },
     SettingSpec { name: "offset.metadata.max.bytes", default: "4096", doc: "Largest metadata string of a committed offset." },

@@ -290,7 +290,6 @@ async fn shard_main(args: ShardArgs) {
     runtime::spawn_detached(group::GroupCoordinator::expire_loop(shard.clone()));
     runtime::spawn_detached(txn::TxnCoordinator::load(shard.clone()));
     runtime::spawn_detached(txn::TxnCoordinator::timeout_loop(shard.clone()));
-    runtime::spawn_detached(group::compaction::compaction_loop(shard.clone()));
     runtime::spawn_detached(replication::leadership::rebalance_loop(
         shard.clone(),
         args.shutdown.clone(),

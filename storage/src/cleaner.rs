@@ -12,8 +12,8 @@
 //! 2. **Offset map**: each key's last offset in the dirty part, skipping markers and aborted
 //!    transactions, in the caller's bounded [`OffsetMap`]. A full map ends the round's dirty
 //!    range there (Kafka's rule); the rest waits for the next round.
-//! 3. **Rewrite**, group by group (consecutive segments from the log start whose sizes add up
-//!    to at most `segment.bytes`): a record stays unless the map holds a later offset for its
+//! 3. **Rewrite**, group by group (consecutive segments from the log start; a segment joins
+//!    the group while the output so far plus its size fits `segment.bytes`): a record stays unless the map holds a later offset for its
 //!    key, it has no key, it belongs to an aborted transaction, or it is a tombstone whose
 //!    batch's delete horizon has passed. A batch keeping a tombstone gets a horizon of now +
 //!    `delete.retention.ms` the first time. A COMMIT/ABORT marker whose transaction kept no
@@ -398,26 +398,16 @@ impl PartitionLog {
                 .or_default()
                 .push((txn.first_offset, txn.last_offset));
         }
-        // Every segment holding an offset below the dirty end, grouped within segment.bytes.
+        // Every segment holding an offset below the dirty end, rewritten in groups.
         let cleaned: Vec<&(SegmentView, i64)> = plan
             .segments
             .iter()
             .take_while(|(view, _)| view.base_offset < dirty_end.max(plan.dirty_start + 1))
             .collect();
-        let mut groups: Vec<Vec<&(SegmentView, i64)>> = Vec::new();
-        for entry in cleaned {
-            let fits = groups.last().is_some_and(|group| {
-                let bytes: u64 = group.iter().map(|(view, _)| view.size_bytes).sum();
-                let span = entry.1 - group[0].0.base_offset;
-                bytes + entry.0.size_bytes <= plan.segment_bytes && span <= i64::from(u32::MAX)
-            });
-            match groups.last_mut() {
-                Some(group) if fits => group.push(entry),
-                _ => groups.push(vec![entry]),
-            }
-        }
-        for group in &groups {
-            self.clean_group(&plan, group, &mut rewriter, &mut stats)
+        let mut at = 0;
+        while at < cleaned.len() {
+            at += self
+                .clean_group(&plan, &cleaned[at..], &mut rewriter, &mut stats)
                 .await?;
         }
         stats.records_read += rewriter.records_read;
@@ -546,16 +536,18 @@ impl PartitionLog {
         Ok(plan.cleanable_end)
     }
 
-    /// Steps 3 and 4 for one group of consecutive segments.
+    /// Steps 3 and 4 for one group: the first of `segments` and as many of the next as fit.
+    /// A segment joins while the output so far plus its whole size stays within
+    /// `segment.bytes` (Kafka groups by input sizes; by output, a second round is not needed
+    /// to merge the segments a first one emptied). Returns how many segments it took.
     async fn clean_group(
         &self,
         plan: &CleanPlan,
-        group: &[&(SegmentView, i64)],
+        segments: &[&(SegmentView, i64)],
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
-    ) -> Result<(), StorageError> {
-        let base = group[0].0.base_offset;
-        let end = group[group.len() - 1].1;
+    ) -> Result<usize, StorageError> {
+        let base = segments[0].0.base_offset;
         let out_path = cleaned_path(&self.dir, base);
         self.backend
             .remove_file(&out_path)
@@ -573,7 +565,14 @@ impl PartitionLog {
             buffer: Vec::with_capacity(CLEANER_WRITE_BUFFER_BYTES),
         };
         let mut tracker = Segment::new(base, None);
-        for (view, _) in group {
+        let mut taken = 0;
+        for (view, next_offset) in segments {
+            let fits = tracker.size_bytes + view.size_bytes <= plan.segment_bytes
+                && *next_offset - base <= i64::from(u32::MAX);
+            if taken > 0 && !fits {
+                break;
+            }
+            taken += 1;
             let Some(file) = view.file.as_ref() else {
                 continue;
             };
@@ -598,7 +597,10 @@ impl PartitionLog {
         assert_eq!(size, tracker.size_bytes);
         stats.bytes_written += size;
         tracker.finish_time_index();
-        self.swap_in(group, tracker, file, end).await
+        let group = &segments[..taken];
+        let end = group[taken - 1].1;
+        self.swap_in(group, tracker, file, end).await?;
+        Ok(taken)
     }
 
     /// Step 4: replaces the group's segments by the cleaned one, unless the log changed under

@@ -154,11 +154,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// Whether this shard has read its offsets partitions at start-up.
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.get()
-    }
-
     /// Serves one group request on this (the owning) shard.
     pub async fn serve(&self, shard: &Rc<Shard>, call: GroupCall) -> GroupReply {
         if !self.loaded.get() {

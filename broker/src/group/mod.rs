@@ -31,13 +31,13 @@
 //!
 //! Memory: one entry per live group and committed partition; offsets of groups Empty for longer
 //! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
-//! The internal log (infinite retention) is compacted by rewrite once a partition has 3
-//! segments: its live values are re-appended and the segments below them deleted
-//! (`compaction.rs`); not yet for replicated partitions.
+//! The internal log is a compacted topic like any other: the shard's log cleaner
+//! (`shard/cleaner.rs`) keeps each key's latest record, which is what the load applies anyway
+//! (a transactional commit counts at its record's offset, as in Kafka); not yet for replicated
+//! partitions.
 
 pub mod assignor;
 pub mod classic;
-pub mod compaction;
 pub mod consumer;
 pub mod coordinator;
 pub mod records;
