@@ -47,9 +47,10 @@ def test_kafka_topics_describe_pages_through_describe_topic_partitions(broker):
     assert answer["topic_errors"] == {"dtp-missing": 3}, answer["topic_errors"]
 
 
-def produce_values(bootstrap, topic, partition, values):
-    """Produces `values` in order; returns their offsets (a replicated partition's log also
-    holds control entries, so offsets need not start at 0)."""
+def produce_values(bootstrap, topic, partition, values, keyed=False):
+    """Produces `values` in order (each its own key when `keyed`: compacted topics refuse
+    records without one); returns their offsets (a replicated partition's log also holds
+    control entries, so offsets need not start at 0)."""
     from confluent_kafka import Producer
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     offsets = {}
@@ -59,7 +60,8 @@ def produce_values(bootstrap, topic, partition, values):
         offsets[msg.value().decode()] = msg.offset()
 
     for v in values:
-        p.produce(topic, value=v.encode(), partition=partition, on_delivery=delivered)
+        p.produce(topic, value=v.encode(), key=v.encode() if keyed else None,
+                  partition=partition, on_delivery=delivered)
         p.poll(0)
     assert p.flush(30) == 0
     return [offsets[v] for v in values]
@@ -109,7 +111,7 @@ def test_delete_records_moves_the_log_start(broker, tmp_path):
     kafka_tool("kafka.admin.ConfigCommand", "--bootstrap-server", b, "--alter",
                "--entity-type", "topics", "--entity-name", "dr-compact", "--add-config",
                "cleanup.policy=compact")
-    produce_values(b, "dr-compact", 0, ["x"] * 3)
+    produce_values(b, "dr-compact", 0, ["x", "y", "z"], keyed=True)
     with pytest.raises(KafkaException, match="POLICY_VIOLATION"):
         delete_records(b, "dr-compact", 0, 2)
     if TARGET == "spool":

@@ -70,6 +70,8 @@ pub struct CleanStats {
     pub segments_after: usize,
     /// Keys the offset map held (its memory: this × `OFFSET_MAP_ENTRY_BYTES`).
     pub map_keys: usize,
+    /// Wall time of the round, in microseconds.
+    pub elapsed_us: u64,
 }
 
 /// What a round cleans, copied out of the log state.
@@ -372,6 +374,7 @@ impl PartitionLog {
         let Some(plan) = self.plan_clean(now_ms) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         map.clear();
         let mut stats = CleanStats {
             dirty_start: plan.dirty_start,
@@ -423,6 +426,7 @@ impl PartitionLog {
                 .take_while(|s| s.base_offset < plan.cleanable_end)
                 .count();
         }
+        stats.elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         Ok(Some(stats))
     }
 

@@ -55,6 +55,7 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
                     segments = stats.segments_before,
                     segments_after = stats.segments_after,
                     keys = stats.map_keys,
+                    elapsed_ms = stats.elapsed_us / 1000,
                     "cleaned"
                 ),
                 Err(e) => {
