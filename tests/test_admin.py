@@ -102,6 +102,15 @@ def test_delete_records_moves_the_log_start(broker, tmp_path):
     assert earliest_latest(b, "dr-a", 1) == (10, 10)
     values = consume_committed(b, "dr-a", 2, isolation="read_uncommitted", idle_ms=1500)
     assert sorted(values) == sorted(f"a{i}" for i in range(60, 100)), values[:5]
+    # ListOffsets by timestamp never answers below the log start (Kafka starts its lookup at
+    # max(found, logStartOffset)): the oldest timestamp now maps to offset 60.
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": b, "group.id": "dr-times"})
+    try:
+        found = c.offsets_for_times([TopicPartition("dr-a", 0, 0)], timeout=15)[0]
+        assert (found.error, found.offset) == (None, 60), found
+    finally:
+        c.close()
     # librdkafka's admin: never backwards, past the high watermark refused.
     assert delete_records(b, "dr-a", 0, 30).low_watermark == 60
     from confluent_kafka import KafkaException

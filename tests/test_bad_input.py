@@ -113,8 +113,9 @@ def crc32c(data):
 
 
 def record_batch(values, base_timestamp=None, timestamps=None, corrupt_crc=False,
-                 key_prefix=b"k"):
-    """A magic-2 record batch (no compression, no producer id) holding `values`.
+                 key_prefix=b"k", attributes=0, producer=(-1, -1, -1)):
+    """A magic-2 record batch (no compression; no producer id unless `producer` gives
+    (id, epoch, base sequence)) holding `values`.
     `timestamps` (one per value, ms) overrides base_timestamp + 0."""
     if base_timestamp is None:
         base_timestamp = int(time.time() * 1000)
@@ -127,8 +128,10 @@ def record_batch(values, base_timestamp=None, timestamps=None, corrupt_crc=False
         body = (i8(0) + varint(ts - base_ts) + varint(delta) + varint(len(key)) + key
                 + varint(len(v)) + v + varint(0))
         recs += varint(len(body)) + body
-    after_crc = (i16(0) + i32(len(values) - 1) + i64(base_ts) + i64(max(timestamps))
-                 + i64(-1) + i16(-1) + i32(-1) + i32(len(values)) + recs)
+    producer_id, producer_epoch, base_sequence = producer
+    after_crc = (i16(attributes) + i32(len(values) - 1) + i64(base_ts) + i64(max(timestamps))
+                 + i64(producer_id) + i16(producer_epoch) + i32(base_sequence)
+                 + i32(len(values)) + recs)
     crc = crc32c(after_crc)
     if corrupt_crc:
         crc ^= 0xDEADBEEF
@@ -602,3 +605,40 @@ def broker_cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+TRANSACTIONAL_BIT = 0x10
+CONTROL_BIT = 0x20
+
+
+def test_transactional_records_need_a_transactional_id(broker, survivor, topic):
+    """Kafka's rule: transactional records in a request without a transactional id fail with
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing is appended; a control batch (a
+    transaction marker) never comes from a client (INVALID_RECORD)."""
+    with connect(broker.bootstrap) as s:
+        txn = record_batch([b"zombie"], attributes=TRANSACTIONAL_BIT, producer=(4242, 0, 0))
+        err, _, _, msg = produce_v8(s, topic, 0, txn)
+        assert err == TRANSACTIONAL_ID_AUTHORIZATION_FAILED, (err, msg)
+        # (A transactional marker would be refused for its transactional bit first.)
+        marker = record_batch([b"x"], attributes=CONTROL_BIT)
+        err, _, _, msg = produce_v8(s, topic, 0, marker)
+        assert err == INVALID_RECORD, (err, msg)
+        err, base, _, msg = produce_v8(s, topic, 0, record_batch([b"after"]))
+        assert err == NONE, (err, msg)
+    # Neither refused batch reached the log: reading from the start finds only plain records.
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bad-input-txn",
+                  "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        seen = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (not seen or seen[-1] != b"after"):
+            for m in c.consume(100, timeout=1):
+                if m.error() is None:
+                    seen.append(m.value())
+        assert b"after" in seen and b"zombie" not in seen, seen
+    finally:
+        c.close()
+    assert_healthy(broker, survivor)

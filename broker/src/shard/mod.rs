@@ -134,22 +134,44 @@ async fn first_record_at_or_after(
     timestamp: i64,
     high_watermark: i64,
 ) -> Result<Option<(i64, i64)>, i16> {
-    let read = p
-        .log
-        .read(offset, 1, high_watermark)
-        .await
-        .map_err(|e| storage_error_code(&e))?;
-    let Some(batch) = read.batches.first() else {
-        return Ok(None);
-    };
-    let records = spool_protocol::batch::record_timestamps(batch).map_err(|e| {
-        tracing::error!(topic = %p.topic, partition = p.index, "stored batch at {offset} undecodable: {e}");
-        ResponseError::CorruptMessage.code()
-    })?;
-    Ok(records
-        .into_iter()
-        .find(|&(o, ts)| ts >= timestamp && o < high_watermark))
+    // Never below Kafka's log start (DeleteRecords may have moved it inside a batch), as
+    // Kafka's lookup starts at max(found, logStartOffset); batches whose max timestamp is
+    // below the target hold no answer and are passed over undecoded.
+    let mut from = offset.max(p.log.visible_start_offset());
+    for _ in 0..TIMESTAMP_SCAN_BATCHES_MAX {
+        if from >= high_watermark {
+            return Ok(None);
+        }
+        let read = p
+            .log
+            .read(from, 1, high_watermark)
+            .await
+            .map_err(|e| storage_error_code(&e))?;
+        let Some(batch) = read.batches.first() else {
+            return Ok(None);
+        };
+        let header = spool_protocol::batch::BatchHeader::parse(batch)
+            .map_err(|_| ResponseError::CorruptMessage.code())?;
+        if header.max_timestamp >= timestamp && !header.is_control() {
+            let records = spool_protocol::batch::record_timestamps(batch).map_err(|e| {
+                tracing::error!(topic = %p.topic, partition = p.index, "stored batch at {from} undecodable: {e}");
+                ResponseError::CorruptMessage.code()
+            })?;
+            let found = records
+                .into_iter()
+                .find(|&(o, ts)| ts >= timestamp && o >= from && o < high_watermark);
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        from = header.last_offset() + 1;
+    }
+    Ok(None)
 }
+
+/// Batches a ListOffsets by timestamp reads past the one the time index found (when the log
+/// start or a control batch sits in the way) before it answers "none".
+const TIMESTAMP_SCAN_BATCHES_MAX: usize = 64;
 
 impl Shard {
     pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, mesh: Mesh) -> Rc<Shard> {
