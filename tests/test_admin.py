@@ -153,3 +153,42 @@ def test_delete_records_is_replicated_to_the_next_leader(cluster):
     values = consume_committed(c.bootstrap, "dr-rep", 1, isolation="read_uncommitted",
                                idle_ms=1500)
     assert sorted(values, key=lambda v: int(v[1:])) == [f"r{i}" for i in range(150, 200)]
+
+
+# Every topic config Apache Kafka 4.3.1 reports in DescribeConfigs for a topic (asked of a
+# real 4.3.1 broker with Kafka's AdminClient).
+KAFKA_TOPIC_CONFIGS = {
+    "cleanup.policy", "compression.gzip.level", "compression.lz4.level", "compression.type",
+    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
+    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
+    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
+    "max.compaction.lag.ms", "max.message.bytes", "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms", "message.timestamp.type", "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "remote.log.copy.disable",
+    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
+    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
+    "unclean.leader.election.enable",
+}
+
+
+def test_describe_configs_lists_every_kafka_topic_config(broker):
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic
+    b = broker.bootstrap
+    admin = AdminClient({"bootstrap.servers": b})
+    admin.create_topics([NewTopic("dc-all", 1, 1, config={
+        "cleanup.policy": "compact", "compression.zstd.level": "7"})])["dc-all"].result(timeout=30)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "dc-all")
+    entries = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert set(entries) == KAFKA_TOPIC_CONFIGS, set(entries) ^ KAFKA_TOPIC_CONFIGS
+    for name, value in (("cleanup.policy", "compact"), ("compression.zstd.level", "7")):
+        assert entries[name].value == value, entries[name]
+        assert entries[name].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, entries[name]
+    for name, value in (("min.cleanable.dirty.ratio", "0.5"), ("compression.lz4.level", "9"),
+                        ("delete.retention.ms", "86400000"), ("min.compaction.lag.ms", "0")):
+        assert entries[name].value == value, entries[name]
+        assert entries[name].source == ConfigSource.DEFAULT_CONFIG.value, entries[name]
+    # Kafka's validation: out-of-range compaction settings are refused.
+    from confluent_kafka import KafkaException
+    with pytest.raises(KafkaException, match="INVALID_CONFIG|Invalid value"):
+        admin.create_topics([NewTopic("dc-bad", 1, 1, config={
+            "min.cleanable.dirty.ratio": "1.5"})])["dc-bad"].result(timeout=30)

@@ -47,11 +47,58 @@ const fn spec(
     }
 }
 
+/// Kafka 4.3.1's topic configs, every one it reports in DescribeConfigs (its names, types,
+/// defaults and broker synonyms; `flush.*` default to Spool's fsync-before-ack settings).
 pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
-    spec("cleanup.policy", None, "delete", TYPE_LIST, false),
-    spec("compression.type", None, "producer", TYPE_STRING, false),
-    spec("delete.retention.ms", None, "86400000", TYPE_LONG, false),
-    spec("file.delete.delay.ms", None, "60000", TYPE_LONG, false),
+    spec(
+        "cleanup.policy",
+        Some("log.cleanup.policy"),
+        "delete",
+        TYPE_LIST,
+        true,
+    ),
+    spec(
+        "compression.gzip.level",
+        Some("compression.gzip.level"),
+        "-1",
+        TYPE_INT,
+        false,
+    ),
+    spec(
+        "compression.lz4.level",
+        Some("compression.lz4.level"),
+        "9",
+        TYPE_INT,
+        false,
+    ),
+    spec(
+        "compression.type",
+        Some("compression.type"),
+        "producer",
+        TYPE_STRING,
+        false,
+    ),
+    spec(
+        "compression.zstd.level",
+        Some("compression.zstd.level"),
+        "3",
+        TYPE_INT,
+        false,
+    ),
+    spec(
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
+        "86400000",
+        TYPE_LONG,
+        true,
+    ),
+    spec(
+        "file.delete.delay.ms",
+        Some("log.segment.delete.delay.ms"),
+        "60000",
+        TYPE_LONG,
+        false,
+    ),
     spec(
         "flush.messages",
         Some("log.flush.interval.messages"),
@@ -67,6 +114,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         false,
     ),
     spec(
+        "follower.replication.throttled.replicas",
+        None,
+        "",
+        TYPE_LIST,
+        false,
+    ),
+    spec(
         "index.interval.bytes",
         Some("log.index.interval.bytes"),
         "4096",
@@ -74,11 +128,32 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         true,
     ),
     spec(
-        "max.compaction.lag.ms",
+        "leader.replication.throttled.replicas",
         None,
-        "9223372036854775807",
+        "",
+        TYPE_LIST,
+        false,
+    ),
+    spec(
+        "local.retention.bytes",
+        Some("log.local.retention.bytes"),
+        "-2",
         TYPE_LONG,
         false,
+    ),
+    spec(
+        "local.retention.ms",
+        Some("log.local.retention.ms"),
+        "-2",
+        TYPE_LONG,
+        false,
+    ),
+    spec(
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        "9223372036854775807",
+        TYPE_LONG,
+        true,
     ),
     spec(
         "max.message.bytes",
@@ -89,14 +164,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     ),
     spec(
         "message.timestamp.after.max.ms",
-        None,
+        Some("log.message.timestamp.after.max.ms"),
         "3600000",
         TYPE_LONG,
         false,
     ),
     spec(
         "message.timestamp.before.max.ms",
-        None,
+        Some("log.message.timestamp.before.max.ms"),
         "9223372036854775807",
         TYPE_LONG,
         false,
@@ -108,8 +183,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         TYPE_STRING,
         true,
     ),
-    spec("min.cleanable.dirty.ratio", None, "0.5", TYPE_DOUBLE, false),
-    spec("min.compaction.lag.ms", None, "0", TYPE_LONG, false),
+    spec(
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+        "0.5",
+        TYPE_DOUBLE,
+        true,
+    ),
+    spec(
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        "0",
+        TYPE_LONG,
+        true,
+    ),
     spec(
         "min.insync.replicas",
         Some("min.insync.replicas"),
@@ -117,7 +204,28 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         TYPE_INT,
         true,
     ),
-    spec("preallocate", None, "false", TYPE_BOOLEAN, false),
+    spec(
+        "preallocate",
+        Some("log.preallocate"),
+        "false",
+        TYPE_BOOLEAN,
+        false,
+    ),
+    spec(
+        "remote.log.copy.disable",
+        None,
+        "false",
+        TYPE_BOOLEAN,
+        false,
+    ),
+    spec(
+        "remote.log.delete.on.disable",
+        None,
+        "false",
+        TYPE_BOOLEAN,
+        false,
+    ),
+    spec("remote.storage.enable", None, "false", TYPE_BOOLEAN, false),
     spec(
         "retention.bytes",
         Some("log.retention.bytes"),
@@ -139,7 +247,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         TYPE_INT,
         true,
     ),
-    spec("segment.index.bytes", None, "10485760", TYPE_INT, false),
+    spec(
+        "segment.index.bytes",
+        Some("log.index.size.max.bytes"),
+        "10485760",
+        TYPE_INT,
+        false,
+    ),
     spec("segment.jitter.ms", None, "0", TYPE_LONG, false),
     spec(
         "segment.ms",
@@ -150,7 +264,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     ),
     spec(
         "unclean.leader.election.enable",
-        None,
+        Some("unclean.leader.election.enable"),
         "false",
         TYPE_BOOLEAN,
         false,
@@ -194,6 +308,24 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         "cleanup.policy" => value
             .split(',')
             .all(|p| p.trim() == "delete" || p.trim() == "compact"),
+        "min.cleanable.dirty.ratio" => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+        "delete.retention.ms" | "min.compaction.lag.ms" | "file.delete.delay.ms" => {
+            value.parse::<i64>().is_ok_and(|v| v >= 0)
+        }
+        "max.compaction.lag.ms" => value.parse::<i64>().is_ok_and(|v| v >= 1),
+        "local.retention.ms" | "local.retention.bytes" => {
+            value.parse::<i64>().is_ok_and(|v| v >= -2)
+        }
+        "compression.type" => {
+            ["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"].contains(&value)
+        }
+        "compression.gzip.level" => value
+            .parse::<i32>()
+            .is_ok_and(|v| v == -1 || (1..=9).contains(&v)),
+        "compression.lz4.level" => value.parse::<i32>().is_ok_and(|v| (1..=17).contains(&v)),
+        "compression.zstd.level" => value
+            .parse::<i32>()
+            .is_ok_and(|v| (-131_072..=22).contains(&v)),
         _ => true,
     };
     if !range_ok {
@@ -242,6 +374,12 @@ mod tests {
             ("preallocate", "yes", false),
             ("min.insync.replicas", "2", true),
             ("min.insync.replicas", "0", false),
+            ("min.cleanable.dirty.ratio", "0.01", true),
+            ("min.cleanable.dirty.ratio", "1.5", false),
+            ("delete.retention.ms", "-1", false),
+            ("compression.zstd.level", "22", true),
+            ("compression.lz4.level", "0", false),
+            ("compression.type", "brotli", false),
         ];
         for (name, value, ok) in cases {
             assert_eq!(validate(name, value).is_ok(), ok, "{name}={value}");
