@@ -202,6 +202,50 @@ def test_kafka_transactions_tool_lists_describes_and_aborts(broker, tmp_path):
     assert consume_committed(b, "txn-tool", 1, idle_ms=1500) == []
 
 
+def spool_txn(bootstrap, *args):
+    from conftest import spool_bin
+    out = subprocess.run([str(spool_bin()), "txn", *args, "--bootstrap-server", bootstrap],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (args, out.stdout, out.stderr)
+    return out.stdout
+
+
+def test_spool_txn_cli_lists_describes_and_aborts(broker):
+    """`spool txn` does what kafka-transactions.sh does above, through the same requests; the
+    same commands work against Apache Kafka."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    b = broker.bootstrap
+    new_topic(b, "txn-cli", 1)
+    p = Producer({"bootstrap.servers": b, "transactional.id": "cli-1"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce("txn-cli", value=b"hanging", partition=0)
+    p.flush(10)
+    listed = spool_txn(b, "list")
+    row = next(line.split() for line in listed.splitlines() if line.startswith("cli-1 "))
+    assert row[3] == "Ongoing", listed
+    assert spool_txn(b, "list", "--state", "CompleteCommit").find("cli-1") < 0
+    described = spool_txn(b, "describe", "cli-1")
+    assert "Ongoing" in described and "txn-cli-0" in described, described
+    header, values = [line.split() for line in described.splitlines()[:2]]
+    fields = dict(zip(header, values))
+    assert fields["ProducerId"] == row[2] and fields["TransactionalId"] == "cli-1", fields
+    missing = subprocess.run([str(__import__("conftest").spool_bin()), "txn", "describe",
+                              "no-such-id", "--bootstrap-server", b],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "TRANSACTIONAL_ID_NOT_FOUND" in missing.stderr, missing
+    del p
+    aborted = spool_txn(b, "abort", "--topic", "txn-cli", "--partition", "0",
+                        "--start-offset", "0")
+    assert "Aborted" in aborted, aborted
+    c = Consumer({"bootstrap.servers": b, "group.id": "cli-check",
+                  "isolation.level": "read_committed"})
+    end = c.get_watermark_offsets(TopicPartition("txn-cli", 0), timeout=10, cached=False)[1]
+    c.close()
+    assert end == 2, "the ABORT marker moved the LSO past the hanging transaction"
+    assert consume_committed(b, "txn-cli", 1, idle_ms=1500) == []
+
+
 def broker_id(bootstrap):
     md = admin(bootstrap).list_topics(timeout=10)
     return next(iter(md.brokers))

@@ -72,6 +72,8 @@ enum Command {
     Topic(cli::TopicArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     Group(cli::GroupArgs),
+    /// List and describe transactions; abort a hanging one.
+    Txn(cli::TxnArgs),
     /// The cluster's brokers, controller and metadata quorum.
     Cluster(cli::ClusterArgs),
     /// Produce stdin lines as records to a topic.
@@ -113,6 +115,7 @@ fn main() {
         Command::Broker(args) => run_broker(args),
         Command::Topic(args) => std::process::exit(cli::topic(args)),
         Command::Group(args) => std::process::exit(cli::group(args)),
+        Command::Txn(args) => std::process::exit(cli::txn(args)),
         Command::Cluster(args) => std::process::exit(cli::cluster(args)),
         Command::Produce(args) => std::process::exit(cli::produce(args)),
         Command::Consume(args) => std::process::exit(cli::consume(args)),

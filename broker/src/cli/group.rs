@@ -120,32 +120,46 @@ fn list(client: &mut Client, states: &[String], out: &mut dyn Write) -> Result<(
 // ---------------------------------------------------------------------------------------------
 // coordinator routing
 
-/// A group's coordinator, connected.
-struct Coordinator {
-    group: String,
-    node_id: i32,
-    conn: Connection,
+/// A group's (or a transactional id's) coordinator, connected.
+pub(super) struct Coordinator {
+    /// The group id (or transactional id) it coordinates.
+    pub(super) group: String,
+    key_type: i8,
+    pub(super) node_id: i32,
+    pub(super) conn: Connection,
 }
 
 /// The outcome of one request to a coordinator: a value, or a group-level error code.
-type Attempt<T> = Result<Result<T, i16>, CliError>;
+pub(super) type Attempt<T> = Result<Result<T, i16>, CliError>;
 
 impl Coordinator {
     fn find(client: &mut Client, group: &str) -> Result<Coordinator, CliError> {
+        Coordinator::find_key(client, KEY_TYPE_GROUP, group)
+    }
+
+    /// The coordinator of `key` of FindCoordinator key type `key_type` (0 group, 1
+    /// transactional id), retrying (bounded) while it is loading, unavailable or moving.
+    pub(super) fn find_key(
+        client: &mut Client,
+        key_type: i8,
+        group: &str,
+    ) -> Result<Coordinator, CliError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (node_id, addr, code, message) = find_coordinator(client.bootstrap(), group)?;
+            let (node_id, addr, code, message) =
+                find_coordinator(client.bootstrap(), key_type, group)?;
             if code == 0 {
                 let conn = Connection::open(&addr)?;
                 return Ok(Coordinator {
                     group: group.to_string(),
+                    key_type,
                     node_id,
                     conn,
                 });
             }
             if !is_coordinator_error(code) || attempt >= COORDINATOR_ATTEMPTS_MAX {
-                let context = format!("FindCoordinator for group {group}");
+                let context = format!("FindCoordinator for {group}");
                 return Err(CliError::kafka(context, code, message.as_deref()));
             }
             std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_BACKOFF_MS));
@@ -154,7 +168,7 @@ impl Coordinator {
 
     /// Runs `request` against the coordinator, looking the coordinator up again (bounded) while
     /// it answers with a coordinator error. Other group-level errors are returned as codes.
-    fn call<T>(
+    pub(super) fn call<T>(
         &mut self,
         client: &mut Client,
         mut request: impl FnMut(&mut Connection) -> Attempt<T>,
@@ -165,7 +179,7 @@ impl Coordinator {
             match request(&mut self.conn)? {
                 Err(code) if is_coordinator_error(code) && attempt < COORDINATOR_ATTEMPTS_MAX => {
                     std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_BACKOFF_MS));
-                    *self = Coordinator::find(client, &self.group)?;
+                    *self = Coordinator::find_key(client, self.key_type, &self.group)?;
                 }
                 result => return Ok(result),
             }
@@ -173,7 +187,7 @@ impl Coordinator {
     }
 }
 
-fn is_coordinator_error(code: i16) -> bool {
+pub(super) fn is_coordinator_error(code: i16) -> bool {
     matches!(
         code,
         COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
@@ -183,10 +197,11 @@ fn is_coordinator_error(code: i16) -> bool {
 /// (node id, "host:port", error code, error message) of the group's coordinator.
 fn find_coordinator(
     conn: &mut Connection,
+    key_type: i8,
     group: &str,
 ) -> Result<(i32, String, i16, Option<String>), CliError> {
     let version = conn.version_for(ApiKey::FindCoordinator)?;
-    let mut req = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_GROUP);
+    let mut req = FindCoordinatorRequest::default().with_key_type(key_type);
     if version >= FIND_COORDINATOR_BATCH_VERSION_MIN {
         req.coordinator_keys = vec![str_bytes(group)];
     } else {
@@ -210,7 +225,7 @@ fn find_coordinator(
         .find(|c| c.key.as_str() == group)
         .ok_or_else(|| {
             CliError::kafka(
-                format!("FindCoordinator for group {group}"),
+                format!("FindCoordinator for {group}"),
                 -1,
                 Some("group missing from the response"),
             )

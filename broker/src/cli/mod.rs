@@ -1,5 +1,5 @@
-//! The admin and data command line: `spool topic ...`, `spool group ...`, `spool cluster
-//! status`, `spool cluster decommission`, `spool produce`, `spool consume`.
+//! The admin and data command line: `spool topic ...`, `spool group ...`, `spool txn ...`,
+//! `spool cluster status`, `spool cluster decommission`, `spool produce`, `spool consume`.
 //!
 //! A small blocking Kafka client (std `TcpStream`, no runtime) speaking the wire protocol through
 //! the `kafka-protocol` codec, so the same commands work against Spool and Apache Kafka. Boundary:
@@ -18,6 +18,7 @@ mod group_wire;
 mod produce;
 mod reassign;
 mod topic;
+mod txn;
 
 use clap::{Args, Subcommand};
 
@@ -157,6 +158,53 @@ pub struct ResetTarget {
 }
 
 #[derive(Args, Debug)]
+pub struct TxnArgs {
+    #[command(flatten)]
+    pub conn: Bootstrap,
+    #[command(subcommand)]
+    pub command: TxnCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TxnCommand {
+    /// Transactional ids of every broker's coordinator: id, coordinator, producer id, state
+    /// (ListTransactions).
+    List {
+        /// Only transactions in this state (Ongoing, PrepareCommit, ...). Repeatable.
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+        /// Only this producer id. Repeatable.
+        #[arg(long = "producer-id", value_name = "ID")]
+        producer_ids: Vec<i64>,
+    },
+    /// One transactional id's state, epoch, timeout, start time and partitions
+    /// (DescribeTransactions at its coordinator).
+    Describe { transactional_id: String },
+    /// Abort a hanging transaction on one partition by writing its ABORT marker there
+    /// (WriteTxnMarkers at the leader), as `kafka-transactions.sh abort` does.
+    Abort(TxnAbortArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TxnAbortArgs {
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub partition: i32,
+    /// The first offset of the open transaction to abort: its producer is looked up with
+    /// DescribeProducers. Without it, give --producer-id and --producer-epoch.
+    #[arg(long, conflicts_with_all = ["producer_id", "producer_epoch", "coordinator_epoch"])]
+    pub start_offset: Option<i64>,
+    #[arg(long)]
+    pub producer_id: Option<i64>,
+    #[arg(long)]
+    pub producer_epoch: Option<i16>,
+    /// The coordinator epoch to write the marker with (default -1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub coordinator_epoch: Option<i32>,
+}
+
+#[derive(Args, Debug)]
 pub struct ProduceArgs {
     #[command(flatten)]
     pub conn: Bootstrap,
@@ -246,6 +294,15 @@ pub fn group(args: GroupArgs) -> i32 {
     report(
         client::Client::connect(&args.conn.bootstrap_server)
             .and_then(|mut c| group::run(&mut c, args.command, &mut out)),
+    )
+}
+
+/// `spool txn ...`; returns the process exit code.
+pub fn txn(args: TxnArgs) -> i32 {
+    let mut out = std::io::stdout();
+    report(
+        client::Client::connect(&args.conn.bootstrap_server)
+            .and_then(|mut c| txn::run(&mut c, args.command, &mut out)),
     )
 }
 
