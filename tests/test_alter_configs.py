@@ -184,14 +184,14 @@ def test_refusals_and_validate_only_change_nothing(cluster):
                                       validate_only=True))
     assert err.code() == INVALID_CONFIG, err
 
-    # Broker configs cannot be changed yet: refused for that resource only.
+    # A broker setting that cannot change at run time: refused for that resource only.
     broker = ConfigResource("broker", "1", incremental_configs=[
-        ConfigEntry("log.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+        ConfigEntry("num.io.threads", "8", incremental_operation=AlterConfigOpType.SET)])
     topic = ConfigResource("topic", "strict", incremental_configs=[
         ConfigEntry("min.insync.replicas", "1", incremental_operation=AlterConfigOpType.SET)])
     futures = admin.incremental_alter_configs([broker, topic], request_timeout=30)
     err = refused(lambda: futures[broker].result(timeout=40))
-    assert err.code() == INVALID_REQUEST and "Broker configs cannot be altered" in err.str(), err
+    assert err.code() == INVALID_REQUEST and "dynamically" in err.str(), err
     futures[topic].result(timeout=40)
 
     after = wait_every_broker(c, "strict", lambda cfg: overrides(cfg) == {
@@ -238,7 +238,7 @@ def test_duplicate_resources_are_refused(cluster):
     assert codes[2] == codes[0], codes
     assert codes[1] == ("single", 0, None), codes
     assert codes[3] == ("single-keys", INVALID_REQUEST, "Error due to duplicate config keys"), codes
-    assert codes[4] == ("1", INVALID_REQUEST, "Broker configs cannot be altered in Spool yet"), codes
+    assert codes[4] == ("1", 0, None), codes
     wait_every_broker(c, "single", lambda cfg: overrides(cfg) == {"retention.ms": "2000"})
     wait_every_broker(c, "dups", lambda cfg: overrides(cfg) == {})
 
@@ -308,3 +308,36 @@ def test_legacy_alter_configs_replaces_the_whole_set(cluster):
     time.sleep(0.5)
     wait_every_broker(c, "legacy", lambda cfg: overrides(cfg) == {
         "max.message.bytes": "4096", "segment.ms": "7200000"})
+
+
+def test_dynamic_broker_configs_reach_every_broker(cluster):
+    """A cluster-default broker config set through one node is in the metadata log: every
+    broker reports it (DynamicConfigs source DYNAMIC_DEFAULT_BROKER_CONFIG) and applies it to
+    its topics' synonyms; one broker's own value wins on that broker only."""
+    from confluent_kafka.admin import ConfigResource, ConfigSource
+    c = cluster(controllers=3)
+    create_topic(c.admin(), "dyn3", 1)
+    configs_tool(c, c.nodes[3], "--alter", "--entity-type", "brokers", "--entity-default",
+                 "--add-config", "log.retention.ms=123456")
+    configs_tool(c, c.nodes[3], "--alter", "--entity-type", "brokers", "--entity-name", "2",
+                 "--add-config", "log.retention.ms=654321")
+    admin = c.admin()
+    deadline = time.monotonic() + APPLY_TIMEOUT
+    while True:
+        seen = {}
+        for node_id in c.nodes:
+            resource = ConfigResource(ConfigResource.Type.BROKER, str(node_id))
+            entry = admin.describe_configs([resource])[resource].result(timeout=30)[
+                "log.retention.ms"]
+            seen[node_id] = (entry.value, entry.source)
+        want = {n: ("654321", ConfigSource.DYNAMIC_BROKER_CONFIG.value) if n == 2 else
+                ("123456", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value) for n in c.nodes}
+        if seen == want:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    every = wait_every_broker(c, "dyn3",
+                              lambda cfg: cfg["retention.ms"][0] in ("123456", "654321"))
+    assert {n: cfg["retention.ms"] for n, cfg in every.items()} == {
+        n: ("654321", ConfigSource.DYNAMIC_BROKER_CONFIG.value) if n == 2 else
+        ("123456", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value) for n in c.nodes}, every

@@ -6,6 +6,7 @@
 mod cli;
 mod cluster;
 mod config;
+mod dynamic_config;
 mod error;
 mod fatal;
 mod group;

@@ -334,14 +334,20 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A topic config's effective value and its source, given the topic's overrides.
+/// A topic config's effective value and its source, given the topic's overrides: the
+/// override, else the broker synonym's dynamic value (this broker's, then the cluster
+/// default's), static value or default.
 pub fn resolve(
     spec: &TopicConfigSpec,
     overrides: &std::collections::BTreeMap<String, String>,
     broker: &BrokerConfig,
+    dynamic: &crate::dynamic_config::DynamicConfigs,
 ) -> (String, i8) {
     if let Some(v) = overrides.get(spec.name) {
         return (v.clone(), SOURCE_DYNAMIC_TOPIC);
+    }
+    if let Some((value, source)) = spec.synonym.and_then(|s| dynamic.get(s)) {
+        return (value.to_string(), source);
     }
     if let Some((value, source)) = spec.synonym.and_then(|s| broker.values.get(s)) {
         let source = if *source == ConfigSource::Static {

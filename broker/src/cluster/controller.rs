@@ -230,6 +230,37 @@ pub fn plan(
                 changes: altered,
             }]))
         }
+        ControllerRequest::AlterBrokerConfigs {
+            broker,
+            changes,
+            replace,
+            validate_only,
+        } => {
+            let none = BTreeMap::new();
+            let current = image.broker_configs.get(broker).unwrap_or(&none);
+            let altered = altered_configs(current, changes, *replace)?;
+            for (name, value) in &altered {
+                if let Some(value) = value {
+                    crate::dynamic_config::validate(name, value).map_err(
+                        |(request, message)| {
+                            let e = if request {
+                                ResponseError::InvalidRequest
+                            } else {
+                                ResponseError::InvalidConfig
+                            };
+                            refuse(e, message)
+                        },
+                    )?;
+                }
+            }
+            if *validate_only || altered.is_empty() {
+                return Ok(Plan::Nothing);
+            }
+            Ok(Plan::Propose(vec![MetadataRecord::AlterBrokerConfigs {
+                broker: *broker,
+                changes: altered,
+            }]))
+        }
         ControllerRequest::ReportLeaders { leader, reports } => {
             // Reports of partitions that no longer exist (deleted meanwhile) or that the
             // image already shows at this epoch or a later one change nothing.

@@ -99,7 +99,24 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     /// Producer ids below this were handed out to some broker.
     pub next_producer_id: i64,
+    /// Dynamic broker configs by broker id (-1: the cluster default).
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
 }
+
+/// The image as snapshots before dynamic broker configs (no header): still read, so a node
+/// upgraded over its old data directory loads its last snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+struct MetadataImageV1 {
+    applied: u64,
+    cluster_id: Option<String>,
+    brokers: BTreeMap<i32, BrokerState>,
+    topics: BTreeMap<String, TopicImage>,
+    next_producer_id: i64,
+}
+
+/// Snapshot bytes of images from version 2 on start with this, then a u16 version.
+const IMAGE_MAGIC: &[u8; 4] = b"SPIM";
+const IMAGE_VERSION: u16 = 2;
 
 fn partition_state(assignment: PartitionAssignment) -> PartitionState {
     assert!(
@@ -205,6 +222,19 @@ impl MetadataImage {
                 }
                 None => ApplyOutcome::UnknownTopic,
             },
+            MetadataRecord::AlterBrokerConfigs { broker, changes } => {
+                let configs = self.broker_configs.entry(broker).or_default();
+                for (name, value) in changes {
+                    match value {
+                        Some(v) => configs.insert(name, v),
+                        None => configs.remove(&name),
+                    };
+                }
+                if configs.is_empty() {
+                    self.broker_configs.remove(&broker);
+                }
+                ApplyOutcome::Applied
+            }
             MetadataRecord::AlterTopicConfigs { id, changes } => match self.topic_by_id_mut(&id) {
                 Some(topic) => {
                     for (name, value) in changes {
@@ -324,16 +354,43 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
-    /// The whole image as snapshot bytes (rkyv).
+    /// The whole image as snapshot bytes: magic, version, then rkyv.
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        rkyv::to_bytes::<rancor::Error>(self)
-            .map(|b| b.into_vec())
-            .map_err(|e| RecordError::Invalid(e.to_string()))
+        let body = rkyv::to_bytes::<rancor::Error>(self)
+            .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        let mut out = Vec::with_capacity(6 + body.len());
+        out.extend_from_slice(IMAGE_MAGIC);
+        out.extend_from_slice(&IMAGE_VERSION.to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
     }
 
-    /// A snapshot's image, validated before use.
+    /// A snapshot's image, validated before use; a snapshot of the first layout (no header)
+    /// loads with no dynamic broker configs.
     pub fn decode(bytes: &[u8]) -> Result<MetadataImage, RecordError> {
-        decode_aligned(bytes)
+        match bytes.strip_prefix(IMAGE_MAGIC) {
+            Some(rest) => {
+                let version = rest
+                    .get(..2)
+                    .map(|v| u16::from_be_bytes([v[0], v[1]]))
+                    .ok_or_else(|| RecordError::Invalid("image header cut short".into()))?;
+                if version != IMAGE_VERSION {
+                    return Err(RecordError::Version(version));
+                }
+                decode_aligned(&rest[2..])
+            }
+            None => {
+                let v1: MetadataImageV1 = decode_aligned(bytes)?;
+                Ok(MetadataImage {
+                    applied: v1.applied,
+                    cluster_id: v1.cluster_id,
+                    brokers: v1.brokers,
+                    topics: v1.topics,
+                    next_producer_id: v1.next_producer_id,
+                    broker_configs: BTreeMap::new(),
+                })
+            }
+        }
     }
 }
 
@@ -509,5 +566,41 @@ mod tests {
         let restored = MetadataImage::decode(&one.encode().expect("encode")).expect("decode");
         assert_eq!(restored, one);
         assert!(MetadataImage::decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn dynamic_broker_configs_apply_and_old_snapshots_still_load() {
+        let b = RecordBatch::new;
+        let mut image = MetadataImage::default();
+        image.apply(1, &b(vec![create("t", 5, &[1])]));
+        image.apply(
+            2,
+            &b(vec![MetadataRecord::AlterBrokerConfigs {
+                broker: -1,
+                changes: vec![("log.retention.ms".into(), Some("5".into()))],
+            }]),
+        );
+        assert_eq!(image.broker_configs[&-1]["log.retention.ms"], "5");
+        let decoded = MetadataImage::decode(&image.encode().expect("encode")).expect("decode");
+        assert_eq!(decoded, image);
+        image.apply(
+            3,
+            &b(vec![MetadataRecord::AlterBrokerConfigs {
+                broker: -1,
+                changes: vec![("log.retention.ms".into(), None)],
+            }]),
+        );
+        assert!(image.broker_configs.is_empty());
+        // A snapshot written before the field existed (no header, the first layout).
+        let old = MetadataImageV1 {
+            applied: image.applied,
+            cluster_id: image.cluster_id.clone(),
+            brokers: image.brokers.clone(),
+            topics: image.topics.clone(),
+            next_producer_id: image.next_producer_id,
+        };
+        let bytes = rkyv::to_bytes::<rancor::Error>(&old).expect("encode v1");
+        assert_eq!(MetadataImage::decode(&bytes).expect("decode v1"), image);
+        assert!(MetadataImage::decode(b"SPIM\x00\x09rest").is_err());
     }
 }

@@ -129,6 +129,13 @@ pub enum MetadataRecord {
         partition: i32,
         replicas: Vec<i32>,
     },
+    /// Dynamic broker configs (`dynamic_config.rs`) of broker `broker`, or of every broker
+    /// (the cluster default) when it is -1; `None` removes the value. Last in the enum: older
+    /// records keep their encoding.
+    AlterBrokerConfigs {
+        broker: i32,
+        changes: Vec<(String, Option<String>)>,
+    },
 }
 
 /// What one Raft entry of the metadata group carries.

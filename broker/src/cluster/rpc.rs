@@ -104,6 +104,15 @@ pub enum ControllerRequest {
         id: i32,
         incarnation: [u8; 16],
     },
+    /// Dynamic broker configs (`dynamic_config.rs`) of `broker`, or the cluster default (-1):
+    /// IncrementalAlterConfigs, or AlterConfigs with `replace` (as for topics). Last in the
+    /// enum: older requests keep their encoding.
+    AlterBrokerConfigs {
+        broker: i32,
+        changes: Vec<ConfigChange>,
+        replace: bool,
+        validate_only: bool,
+    },
 }
 
 /// A partition this node leads in `epoch`.

@@ -37,6 +37,8 @@ pub enum Change {
     TopicDeleted(String),
     Brokers,
     ClusterId,
+    /// Dynamic broker configs changed.
+    BrokerConfigs,
     /// The whole image was replaced (a snapshot was installed).
     Everything,
 }
@@ -103,6 +105,7 @@ fn changes_of(records: &[MetadataRecord], before: &MetadataImage) -> Vec<Change>
                         Change::Topic(name)
                     }
                 }
+                MetadataRecord::AlterBrokerConfigs { .. } => Change::BrokerConfigs,
                 // A producer-id block changes nothing any shard serves from.
                 MetadataRecord::ProducerIds { .. } => return None,
             })

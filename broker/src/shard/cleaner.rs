@@ -24,12 +24,26 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
     if !shard.config.log_cleaner_enable {
         return;
     }
-    let budget = shard.config.log_cleaner_dedupe_buffer_size / shard.count.max(1);
-    let mut map = OffsetMap::new(budget);
-    let backoff =
-        Duration::from_millis(shard.config.log_cleaner_backoff_ms).max(CLEANER_BACKOFF_MIN);
+    let budget = |shard: &Shard| {
+        let total = shard.dynamic.borrow().num(
+            "log.cleaner.dedupe.buffer.size",
+            shard.config.log_cleaner_dedupe_buffer_size,
+        );
+        total / shard.count.max(1)
+    };
+    let mut map_bytes = budget(&shard);
+    let mut map = OffsetMap::new(map_bytes);
     loop {
-        runtime::sleep(backoff).await;
+        // Both settings may change at run time (dynamic broker configs).
+        let backoff_ms = shard.dynamic.borrow().num(
+            "log.cleaner.backoff.ms",
+            shard.config.log_cleaner_backoff_ms,
+        );
+        runtime::sleep(Duration::from_millis(backoff_ms).max(CLEANER_BACKOFF_MIN)).await;
+        if budget(&shard) != map_bytes {
+            map_bytes = budget(&shard);
+            map = OffsetMap::new(map_bytes);
+        }
         if shard.shutting_down.get() {
             return;
         }

@@ -152,6 +152,10 @@ pub enum Request {
     TopicDelete {
         name: String,
     },
+    /// From shard 0: this broker's dynamic broker configs changed; apply them.
+    BrokerConfigs {
+        configs: crate::dynamic_config::DynamicConfigs,
+    },
     /// From shard 0: the cluster as it now is.
     ClusterView {
         view: crate::cluster::view::ClusterView,
@@ -218,6 +222,13 @@ pub enum AdminRequest {
     /// carry no timeout: the broker's default applies.
     AlterTopicConfigs {
         name: String,
+        changes: Vec<crate::cluster::rpc::ConfigChange>,
+        replace: bool,
+        validate_only: bool,
+    },
+    /// Dynamic broker configs of `broker` (-1: the cluster default).
+    AlterBrokerConfigs {
+        broker: i32,
         changes: Vec<crate::cluster::rpc::ConfigChange>,
         replace: bool,
         validate_only: bool,

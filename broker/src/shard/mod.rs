@@ -76,6 +76,8 @@ pub struct Shard {
     flush_wake: LocalSender<()>,
     flush_wake_rx: RefCell<Option<LocalReceiver<()>>>,
     pub shutting_down: Cell<bool>,
+    /// This broker's dynamic broker configs, from the metadata log (`dynamic_config.rs`).
+    pub dynamic: RefCell<crate::dynamic_config::DynamicConfigs>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::GroupCoordinator,
     /// The transactional ids whose `__transaction_state` partition this shard owns.
@@ -193,6 +195,7 @@ impl Shard {
             flush_wake,
             flush_wake_rx: RefCell::new(Some(flush_wake_rx)),
             shutting_down: Cell::new(false),
+            dynamic: RefCell::new(Default::default()),
             raft_groups: spool_raft::transport::GroupRegistry::new(),
             raft_router: spool_raft::transport::Router::new(config_node_id as u64),
             group_owners: RefCell::new(AHashMap::new()),
@@ -311,6 +314,10 @@ impl Shard {
             }
             Request::TopicDelete { name } => {
                 self.drop_topic(&name).await;
+                Reply::Done
+            }
+            Request::BrokerConfigs { configs } => {
+                self.apply_dynamic_configs(configs);
                 Reply::Done
             }
             Request::ClusterView { view } => {
@@ -971,23 +978,57 @@ impl Shard {
 
     pub fn log_config(&self, meta: &TopicMeta) -> LogConfig {
         let c = &self.config;
+        let dynamic = self.dynamic.borrow();
         let get = |name: &str| meta.configs.get(name).map(String::as_str);
-        let num =
-            |name: &str, default: i64| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        // A topic override, else the broker's dynamic value of its synonym, else the static.
+        let num = |name: &str, broker: &str, default: i64| {
+            get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| dynamic.num(broker, default))
+        };
+        let float = |name: &str, broker: &str, default: f64| {
+            get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| dynamic.num(broker, default))
+        };
+        let text = |name: &str, broker: &str, default: &str| -> String {
+            get(name)
+                .map(str::to_string)
+                .or_else(|| dynamic.get(broker).map(|(v, _)| v.to_string()))
+                .unwrap_or_else(|| default.to_string())
+        };
         LogConfig {
-            segment_bytes: num("segment.bytes", c.log_segment_bytes as i64).max(1024) as u64,
-            segment_ms: num("segment.ms", c.log_roll_ms),
-            retention_ms: num("retention.ms", c.log_retention_ms),
-            retention_bytes: num("retention.bytes", c.log_retention_bytes),
-            max_message_bytes: num("max.message.bytes", i64::from(c.message_max_bytes))
-                .clamp(0, i64::from(i32::MAX)) as u32,
+            segment_bytes: num(
+                "segment.bytes",
+                "log.segment.bytes",
+                c.log_segment_bytes as i64,
+            )
+            .max(1024) as u64,
+            segment_ms: num("segment.ms", "log.roll.ms", c.log_roll_ms),
+            retention_ms: num("retention.ms", "log.retention.ms", c.log_retention_ms),
+            retention_bytes: num(
+                "retention.bytes",
+                "log.retention.bytes",
+                c.log_retention_bytes,
+            ),
+            max_message_bytes: num(
+                "max.message.bytes",
+                "message.max.bytes",
+                i64::from(c.message_max_bytes),
+            )
+            .clamp(0, i64::from(i32::MAX)) as u32,
             index_interval_bytes: num(
                 "index.interval.bytes",
+                "log.index.interval.bytes",
                 i64::from(c.log_index_interval_bytes),
             )
             .clamp(1, i64::from(i32::MAX)) as u32,
-            timestamp_type: match get("message.timestamp.type")
-                .unwrap_or(&c.log_message_timestamp_type)
+            timestamp_type: match text(
+                "message.timestamp.type",
+                "log.message.timestamp.type",
+                &c.log_message_timestamp_type,
+            )
+            .as_str()
             {
                 "LogAppendTime" => TimestampType::LogAppendTime,
                 _ => TimestampType::CreateTime,
@@ -995,28 +1036,33 @@ impl Shard {
             tail_cache_bytes_max: self.tail_cache_share(),
             producer_id_expiration_ms: c.producer_id_expiration_ms,
             compaction: {
-                let policy = get("cleanup.policy").unwrap_or(&c.log_cleanup_policy);
+                let policy = text(
+                    "cleanup.policy",
+                    "log.cleanup.policy",
+                    &c.log_cleanup_policy,
+                );
                 let has = |name: &str| policy.split(',').any(|v| v.trim() == name);
-                let float = |name: &str, default: f64| {
-                    get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-                };
                 spool_storage::Compaction {
                     compact: has("compact"),
                     delete: has("delete"),
                     min_cleanable_dirty_ratio: float(
                         "min.cleanable.dirty.ratio",
+                        "log.cleaner.min.cleanable.ratio",
                         c.log_cleaner_min_cleanable_ratio,
                     ),
                     min_compaction_lag_ms: num(
                         "min.compaction.lag.ms",
+                        "log.cleaner.min.compaction.lag.ms",
                         c.log_cleaner_min_compaction_lag_ms,
                     ),
                     max_compaction_lag_ms: num(
                         "max.compaction.lag.ms",
+                        "log.cleaner.max.compaction.lag.ms",
                         c.log_cleaner_max_compaction_lag_ms,
                     ),
                     delete_retention_ms: num(
                         "delete.retention.ms",
+                        "log.cleaner.delete.retention.ms",
                         c.log_cleaner_delete_retention_ms,
                     ),
                 }
@@ -1058,6 +1104,28 @@ impl Shard {
 
     /// Installs a topic in this shard's table and opens the logs of the partitions it owns
     /// (and starts their Raft groups when the topic replicates).
+    /// `log.cleanup.policy` as this broker has it now (dynamic, else static).
+    pub fn default_cleanup_policy(&self) -> String {
+        self.dynamic.borrow().get("log.cleanup.policy").map_or_else(
+            || self.config.log_cleanup_policy.clone(),
+            |(v, _)| v.to_string(),
+        )
+    }
+
+    /// New dynamic broker configs: every partition's log settings follow at once (those its
+    /// topic does not override); the cleaner reads its own on its next pass.
+    fn apply_dynamic_configs(&self, configs: crate::dynamic_config::DynamicConfigs) {
+        tracing::info!(default = ?configs.default, broker = ?configs.broker, "dynamic broker configs");
+        *self.dynamic.borrow_mut() = configs;
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in parts {
+            let meta = self.topics.borrow().get(&p.topic).cloned();
+            if let Some(meta) = meta {
+                p.log.update_config(self.log_config(&meta));
+            }
+        }
+    }
+
     pub async fn apply_topic(self: &Rc<Self>, meta: TopicMeta) {
         let _applying = self.topic_apply.lock().await;
         // A metadata update arriving after `close_all` (a leader or ISR report of the
@@ -1615,6 +1683,20 @@ impl Shard {
                 },
                 timeout(0),
             ),
+            AdminRequest::AlterBrokerConfigs {
+                broker,
+                changes,
+                replace,
+                validate_only,
+            } => (
+                ControllerRequest::AlterBrokerConfigs {
+                    broker,
+                    changes,
+                    replace,
+                    validate_only,
+                },
+                timeout(0),
+            ),
         };
         match node.submit(request, timeout).await {
             ControllerResponse::Done {
@@ -1649,6 +1731,7 @@ impl Shard {
         }
         let everything = changes.contains(&Change::Everything);
         let mut view_changed = everything;
+        let mut dynamic = None;
         let mut upserts: Vec<TopicMeta> = Vec::new();
         let mut deletes: Vec<String> = Vec::new();
         {
@@ -1673,12 +1756,25 @@ impl Shard {
                     }
                     Change::TopicDeleted(name) => deletes.push(name.clone()),
                     Change::Brokers | Change::ClusterId => view_changed = true,
-                    Change::Everything => {}
+                    Change::BrokerConfigs | Change::Everything => {
+                        dynamic = Some(crate::dynamic_config::DynamicConfigs::of(
+                            &image.broker_configs,
+                            self.config.node_id,
+                        ));
+                    }
                 }
             }
         }
         if view_changed {
             self.publish_view().await;
+        }
+        if let Some(configs) = dynamic {
+            if *self.dynamic.borrow() != configs {
+                self.broadcast(|| Request::BrokerConfigs {
+                    configs: configs.clone(),
+                })
+                .await;
+            }
         }
         for name in deletes {
             self.broadcast(|| Request::TopicDelete { name: name.clone() })

@@ -71,5 +71,16 @@ async fn replace(
             value: c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
         })
         .collect();
+    if resource.resource_type == super::incremental_alter_configs::RESOURCE_BROKER {
+        let broker = super::incremental_alter_configs::broker_id(name)?;
+        return super::incremental_alter_configs::submit_broker(
+            ctx,
+            broker,
+            changes,
+            true,
+            validate_only,
+        )
+        .await;
+    }
     submit(ctx, name, changes, true, validate_only).await
 }

@@ -154,7 +154,12 @@ fn describe_configs(ctx: &Ctx, meta: &TopicMeta) -> Vec<CreatableTopicConfigs> {
     topic_config::TOPIC_CONFIGS
         .iter()
         .map(|spec| {
-            let (value, source) = topic_config::resolve(spec, &meta.configs, &ctx.shard.config);
+            let (value, source) = topic_config::resolve(
+                spec,
+                &meta.configs,
+                &ctx.shard.config,
+                &ctx.shard.dynamic.borrow(),
+            );
             CreatableTopicConfigs::default()
                 .with_name(StrBytes::from_static_str(spec.name))
                 .with_value(Some(StrBytes::from_string(value)))

@@ -1,5 +1,7 @@
-//! DescribeConfigs, versions 1–4: topic configs (override, else broker synonym, else default)
-//! and broker configs, with sources, synonyms and, when asked, documentation.
+//! DescribeConfigs, versions 1–4: topic configs (override, else the broker synonym's dynamic,
+//! static or default value) and broker configs (dynamic for this broker, dynamic cluster
+//! default, static, default; an empty broker name: the cluster default's dynamic values only),
+//! with sources, synonyms and, when asked, documentation.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -9,6 +11,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::config::{ConfigSource, SETTINGS};
+use crate::dynamic_config::{DynamicConfigs, SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER};
 use crate::kafka::Ctx;
 use crate::topic_config::{self, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, TYPE_STRING};
 
@@ -43,21 +46,22 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
                             .iter()
                             .filter(|s| wanted(s.name))
                             .map(|spec| {
-                                let (value, source) =
-                                    topic_config::resolve(spec, &meta.configs, &ctx.shard.config);
+                                let dynamic = ctx.shard.dynamic.borrow();
+                                let (value, source) = topic_config::resolve(
+                                    spec,
+                                    &meta.configs,
+                                    &ctx.shard.config,
+                                    &dynamic,
+                                );
                                 let mut synonyms = Vec::new();
                                 if request.include_synonyms {
                                     synonyms.push(synonym(spec.name, &value, source));
                                     if let Some(broker_name) = spec.synonym {
-                                        if let Some((v, s)) =
-                                            ctx.shard.config.values.get(broker_name)
-                                        {
-                                            synonyms.push(synonym(
-                                                broker_name,
-                                                v,
-                                                broker_source(*s),
-                                            ));
-                                        }
+                                        synonyms.extend(broker_synonyms(
+                                            ctx,
+                                            &dynamic,
+                                            broker_name,
+                                        ));
                                     }
                                 }
                                 let doc = if spec.enforced {
@@ -78,9 +82,36 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
                             .collect(),
                     ),
                 },
+                RESOURCE_BROKER if r.resource_name.is_empty() => {
+                    // The cluster-wide default: only what is set there (Kafka's answer).
+                    let dynamic = ctx.shard.dynamic.borrow();
+                    base.with_configs(
+                        dynamic
+                            .default
+                            .iter()
+                            .filter(|(name, _)| wanted(name))
+                            .map(|(name, value)| {
+                                let synonyms = if request.include_synonyms {
+                                    vec![synonym(name, value, SOURCE_DYNAMIC_DEFAULT_BROKER)]
+                                } else {
+                                    Vec::new()
+                                };
+                                entry(
+                                    name,
+                                    value.clone(),
+                                    SOURCE_DYNAMIC_DEFAULT_BROKER,
+                                    TYPE_STRING,
+                                    synonyms,
+                                    request.include_documentation.then_some(""),
+                                    ctx.version(),
+                                )
+                            })
+                            .collect(),
+                    )
+                }
                 RESOURCE_BROKER => {
                     let name = r.resource_name.as_str();
-                    if !name.is_empty() && name != ctx.shard.config.node_id.to_string() {
+                    if name != ctx.shard.config.node_id.to_string() {
                         return base
                             .with_error_code(ResponseError::InvalidRequest.code())
                             .with_error_message(Some(StrBytes::from_string(format!(
@@ -88,31 +119,37 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
                                 ctx.shard.config.node_id
                             ))));
                     }
+                    let dynamic = ctx.shard.dynamic.borrow();
+                    let ignored = crate::dynamic_config::DYNAMIC_IGNORED
+                        .iter()
+                        .filter(|(name, _)| dynamic.get(name).is_some())
+                        .map(|(name, reason)| (*name, "", *reason));
+                    let settings = SETTINGS
+                        .iter()
+                        .map(|s| (s.name, s.default, s.doc))
+                        .chain(ignored);
                     base.with_configs(
-                        SETTINGS
-                            .iter()
-                            .filter(|s| wanted(s.name))
-                            .map(|s| {
-                                let (value, source) = ctx
-                                    .shard
-                                    .config
-                                    .values
-                                    .get(s.name)
-                                    .cloned()
-                                    .unwrap_or((s.default.to_string(), ConfigSource::Default));
-                                let source = broker_source(source);
+                        settings
+                            .filter(|(name, _, _)| wanted(name))
+                            .map(|(name, default, doc)| {
+                                let synonyms = broker_synonyms(ctx, &dynamic, name);
+                                let (value, source) = synonyms
+                                    .first()
+                                    .map(|s| (s.value.clone().map(|v| v.to_string()), s.source))
+                                    .unwrap_or((Some(default.to_string()), SOURCE_DEFAULT));
+                                let value = value.unwrap_or_default();
                                 let synonyms = if request.include_synonyms {
-                                    vec![synonym(s.name, &value, source)]
+                                    synonyms
                                 } else {
                                     Vec::new()
                                 };
                                 entry(
-                                    s.name,
+                                    name,
                                     value,
                                     source,
                                     TYPE_STRING,
                                     synonyms,
-                                    request.include_documentation.then_some(s.doc),
+                                    request.include_documentation.then_some(doc),
                                     ctx.version(),
                                 )
                             })
@@ -130,11 +167,24 @@ pub async fn handle(ctx: &Ctx, request: DescribeConfigsRequest) -> DescribeConfi
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn broker_source(source: ConfigSource) -> i8 {
-    match source {
-        ConfigSource::Default => SOURCE_DEFAULT,
-        ConfigSource::Static => SOURCE_STATIC_BROKER,
+/// A broker setting's values in Kafka's order of precedence, each with its source: this
+/// broker's dynamic value, the cluster default's, the static config, the built-in default.
+/// The first is the effective one.
+fn broker_synonyms(ctx: &Ctx, dynamic: &DynamicConfigs, name: &str) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if let Some(v) = dynamic.broker.get(name) {
+        out.push(synonym(name, v, SOURCE_DYNAMIC_BROKER));
     }
+    if let Some(v) = dynamic.default.get(name) {
+        out.push(synonym(name, v, SOURCE_DYNAMIC_DEFAULT_BROKER));
+    }
+    if let Some((v, ConfigSource::Static)) = ctx.shard.config.values.get(name) {
+        out.push(synonym(name, v, SOURCE_STATIC_BROKER));
+    }
+    if let Some(spec) = SETTINGS.iter().find(|s| s.name == name) {
+        out.push(synonym(name, spec.default, SOURCE_DEFAULT));
+    }
+    out
 }
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {

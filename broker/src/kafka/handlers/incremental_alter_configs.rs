@@ -1,5 +1,6 @@
-//! IncrementalAlterConfigs, versions 0–1: SET, DELETE, APPEND and SUBTRACT of topic configs;
-//! DELETE of broker configs, a no-op (Spool keeps no dynamic broker configs).
+//! IncrementalAlterConfigs, versions 0–1: SET, DELETE, APPEND and SUBTRACT of topic configs
+//! and of dynamic broker configs (`dynamic_config.rs`: one broker's, or with an empty name the
+//! cluster-wide default).
 //!
 //! As in Kafka, the work is split in two. This broker first refuses what never reaches the
 //! controller (Kafka's `ConfigAdminManager.preprocess`): a resource named twice, a config named
@@ -82,9 +83,6 @@ async fn alter(
             .map(|c| c.name.as_str()),
     )?;
     let name = resource.resource_name.as_str();
-    if resource.resource_type == RESOURCE_BROKER {
-        return delete_broker_configs(name, resource.configs.iter().map(|c| c.config_operation));
-    }
     check_resource(resource.resource_type, name, false)?;
     let mut changes = Vec::with_capacity(resource.configs.len());
     for config in &resource.configs {
@@ -106,47 +104,31 @@ async fn alter(
                 .unwrap_or_default(),
         });
     }
+    if resource.resource_type == RESOURCE_BROKER {
+        return submit_broker(ctx, broker_id(name)?, changes, false, validate_only).await;
+    }
     submit(ctx, name, changes, false, validate_only).await
 }
 
-/// A broker resource's changes when they only delete. Spool keeps no dynamic broker configs
-/// (setting one is refused), so deleting any is what Kafka's delete of an unset dynamic config
-/// is: nothing to write, success. `kafka-reassign-partitions.sh --verify` relies on it: once a
-/// move completes it deletes the replication throttle rates on every broker. Kafka's controller
-/// checks only the broker name (empty: the cluster default; else a non-negative number).
-pub fn delete_broker_configs(name: &str, ops: impl Iterator<Item = i8>) -> Result<(), Refusal> {
-    if !name.is_empty() {
-        let id: i32 = name.parse().map_err(|_| {
-            (
-                ResponseError::InvalidRequest,
-                "Unable to parse broker name as a base 10 number.".to_string(),
-            )
-        })?;
-        if id < 0 {
-            return Err((
-                ResponseError::InvalidRequest,
-                "Invalid negative broker ID.".into(),
-            ));
-        }
+/// The broker a BROKER resource names: its id, or -1 for the empty name (the cluster-wide
+/// default, `kafka-configs --entity-default`), with Kafka's refusals of other names.
+pub fn broker_id(name: &str) -> Result<i32, Refusal> {
+    if name.is_empty() {
+        return Ok(crate::dynamic_config::DEFAULT_BROKER);
     }
-    let mut only_deletes = true;
-    for op in ops {
-        match ConfigOp::from_code(op) {
-            Some(ConfigOp::Delete) => {}
-            Some(_) => only_deletes = false,
-            None => {
-                return Err((
-                    ResponseError::InvalidRequest,
-                    format!("Unknown operations type {op}"),
-                ))
-            }
-        }
+    let id: i32 = name.parse().map_err(|_| {
+        (
+            ResponseError::InvalidRequest,
+            "Unable to parse broker name as a base 10 number.".to_string(),
+        )
+    })?;
+    if id < 0 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "Invalid negative broker ID.".into(),
+        ));
     }
-    if only_deletes {
-        Ok(())
-    } else {
-        check_resource(RESOURCE_BROKER, name, false)
-    }
+    Ok(id)
 }
 
 /// The resources named more than once: Kafka refuses every copy.
@@ -192,8 +174,8 @@ pub fn refuse_null_values<'a>(nulls: impl Iterator<Item = &'a str>) -> Result<()
     ))
 }
 
-/// Whether configs of this resource can be changed here. Only topics can: dynamic broker
-/// configs, log levels, client-metrics and group configs are not built yet. `legacy`:
+/// Whether configs of this resource can be changed here: topics and brokers (dynamic broker
+/// configs); log levels, client-metrics and group configs are not built yet. `legacy`:
 /// AlterConfigs, which never served BROKER_LOGGER (Kafka treats it as an unknown type there).
 pub fn check_resource(resource_type: i8, name: &str, legacy: bool) -> Result<(), Refusal> {
     let not_yet = |what: &str| {
@@ -212,7 +194,7 @@ pub fn check_resource(resource_type: i8, name: &str, legacy: bool) -> Result<(),
             format!("Topic name \"{name}\" is illegal."),
         )),
         RESOURCE_TOPIC => Ok(()),
-        RESOURCE_BROKER => not_yet("Broker configs"),
+        RESOURCE_BROKER => broker_id(name).map(|_| ()),
         RESOURCE_BROKER_LOGGER if !legacy => not_yet("Broker logger levels"),
         RESOURCE_CLIENT_METRICS => not_yet("Client metrics configs"),
         RESOURCE_GROUP => not_yet("Group configs"),
@@ -235,6 +217,31 @@ pub async fn submit(
         .shard
         .admin_call(AdminRequest::AlterTopicConfigs {
             name: name.to_string(),
+            changes,
+            replace,
+            validate_only,
+        })
+        .await;
+    if code == 0 {
+        return Ok(());
+    }
+    let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+    Err((e, message.unwrap_or_default()))
+}
+
+/// Sends a broker resource's changes (`broker` -1: the cluster default) to the active
+/// controller and waits for them to apply here.
+pub async fn submit_broker(
+    ctx: &Ctx,
+    broker: i32,
+    changes: Vec<ConfigChange>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let (code, message, _) = ctx
+        .shard
+        .admin_call(AdminRequest::AlterBrokerConfigs {
+            broker,
             changes,
             replace,
             validate_only,
@@ -291,9 +298,10 @@ mod tests {
                 false,
                 Some(ResponseError::InvalidTopicException),
             ),
+            (RESOURCE_BROKER, "1", false, None),
             (
                 RESOURCE_BROKER,
-                "1",
+                "-3",
                 false,
                 Some(ResponseError::InvalidRequest),
             ),
@@ -318,39 +326,17 @@ mod tests {
                 "{t} {name}"
             );
         }
+        assert!(check_resource(RESOURCE_BROKER, "1", false).is_ok());
+        assert!(check_resource(RESOURCE_BROKER, "", false).is_ok());
+        assert_eq!(broker_id(""), Ok(-1));
+        assert_eq!(broker_id("3"), Ok(3));
         assert_eq!(
-            check_resource(RESOURCE_BROKER, "1", false)
-                .expect_err("broker")
-                .1,
-            "Broker configs cannot be altered in Spool yet"
-        );
-        const SET: i8 = 0;
-        const DELETE: i8 = 1;
-        assert!(delete_broker_configs("1", [DELETE, DELETE].into_iter()).is_ok());
-        assert!(delete_broker_configs("", [DELETE].into_iter()).is_ok());
-        assert_eq!(
-            delete_broker_configs("1", [DELETE, SET].into_iter())
-                .expect_err("set")
-                .1,
-            "Broker configs cannot be altered in Spool yet"
-        );
-        assert_eq!(
-            delete_broker_configs("x", [DELETE].into_iter())
-                .expect_err("name")
-                .1,
+            broker_id("x").expect_err("name").1,
             "Unable to parse broker name as a base 10 number."
         );
         assert_eq!(
-            delete_broker_configs("-1", [DELETE].into_iter())
-                .expect_err("negative")
-                .1,
+            broker_id("-1").expect_err("negative").1,
             "Invalid negative broker ID."
-        );
-        assert_eq!(
-            delete_broker_configs("1", [9].into_iter())
-                .expect_err("op")
-                .0,
-            ResponseError::InvalidRequest
         );
         assert_eq!(
             check_resource(RESOURCE_BROKER_LOGGER, "1", true)

@@ -79,7 +79,8 @@ pub async fn dispatch(
                 let policy = m
                     .configs
                     .get("cleanup.policy")
-                    .map_or(shard.config.log_cleanup_policy.as_str(), String::as_str);
+                    .cloned()
+                    .unwrap_or_else(|| shard.default_cleanup_policy());
                 (
                     Some(m.partitions),
                     policy.split(',').any(|v| v.trim() == "compact"),
