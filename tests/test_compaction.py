@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import TARGET, running_broker
+from test_cluster import cluster, pytest_runtest_makereport  # noqa: F401
 from test_offsets import TunedBroker
 
 pytestmark = pytest.mark.skipif(TARGET == "kafka", reason="Spool's cleaner timing")
@@ -181,3 +182,100 @@ def test_compacted_topic_keeps_latest_values_and_drops_tombstones(cbroker):
     p.flush(30)
     assert len(errors) == 1 and errors[0] is not None, errors
     assert errors[0].code() == KafkaError.INVALID_RECORD, errors[0]
+
+
+def test_replicated_compacted_topic_compacts_every_replica_and_fails_over(cluster):
+    """RF=3 on three nodes: each replica cleans its own Raft log below the high watermark,
+    keeping every batch (emptied ones as headers) so entry numbering holds; after kill -9 of
+    the leader the new one serves each key's last value at its original offset."""
+    import glob
+    import os
+    import struct
+
+    from test_replication import wait_leaders
+
+    c = cluster(controllers=3, extra=("log.cleaner.backoff.ms=200",))
+    topic = "compact-rf3"
+    configs = {"cleanup.policy": "compact", "segment.ms": str(ROLL_MS),
+               "min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": "0"}
+    admin = c.admin()  # kept alive until its future resolves
+    admin.create_topics([NewTopic(topic, 1, 3, config=configs)])[topic].result(timeout=30)
+    leader = wait_leaders(c, topic, 1)[0]
+
+    produced = {}
+
+    def delivered(err, msg):
+        assert err is None, err
+        produced[msg.offset()] = (msg.key().decode(), msg.value().decode())
+
+    p = Producer({"bootstrap.servers": c.bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5})
+    keys, rounds = 50, 8
+    for r in range(rounds):
+        for k in range(keys):
+            p.produce(topic, key=f"k{k}", value=f"{r}:k{k}", partition=0, on_delivery=delivered)
+        assert p.flush(30) == 0
+        time.sleep(ROLL_MS * 1.5 / 1000)
+    for i in range(2):
+        p.produce(topic, key="end", value=f"end{i}", partition=0, on_delivery=delivered)
+        assert p.flush(30) == 0
+        time.sleep(ROLL_MS * 1.5 / 1000)
+    last = {}
+    for o, (key, value) in produced.items():
+        if key not in last or last[key][0] < o:
+            last[key] = (o, value)
+
+    def emptied_batches(node):
+        count = 0
+        for path in glob.glob(os.path.join(str(node.data_dir / f"{topic}-0"), "*.log")):
+            data = open(path, "rb").read()
+            at = 0
+            while at + 61 <= len(data):
+                _, length = struct.unpack(">qi", data[at:at + 12])
+                if length <= 0 or at + 12 + length > len(data):
+                    break
+                count += struct.unpack(">i", data[at + 57:at + 61])[0] == 0
+                at += 12 + length
+        return count
+
+    def compacted(bootstrap):
+        records, _ = read_all_records(bootstrap)
+        by_key = {}
+        for o, key, value in records:
+            by_key.setdefault(key, []).append((o, value))
+        return all(len(v) == 1 for k, v in by_key.items() if k != "end"), by_key
+
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        done, by_key = compacted(c.bootstrap)
+        # Each round is one batch (one partition, linger): every round but the last is
+        # superseded whole, and each replica keeps those as empty batches.
+        if done and all(emptied_batches(n) >= rounds - 1 for n in c.nodes.values()):
+            break
+        assert time.monotonic() < deadline, (
+            {i: emptied_batches(n) for i, n in c.nodes.items()}, c.tails())
+        time.sleep(0.5)
+    for key, versions in by_key.items():
+        if key != "end":
+            assert versions == [last[key]], (key, versions)
+
+    c.nodes[leader].kill9()
+    wait_leaders(c, topic, 1, exclude=(leader,))
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            done, by_key = compacted(c.bootstrap)
+        except Exception:  # noqa: BLE001 - the new leader may still be taking over
+            done = False
+        if done:
+            break
+        assert time.monotonic() < deadline, c.tails()
+        time.sleep(0.5)
+    for key, versions in by_key.items():
+        if key != "end":
+            assert versions == [last[key]], ("after failover", key, versions)
+
+
+def read_all_records(bootstrap, topic="compact-rf3"):
+    records = read_all(bootstrap, topic)
+    return records, len(records)

@@ -27,6 +27,39 @@ pub enum Retained {
     Some(Bytes),
 }
 
+/// `header`'s batch with no records left: the header alone (Kafka's `writeEmptyHeader`), with
+/// its base offset, last offset delta, timestamps, producer fields and attributes (without a
+/// codec: there is nothing to decompress; and a data batch without its transactional bit, so
+/// replaying the log never takes an emptied batch for the start of a transaction whose marker
+/// a cleaning may remove). A log whose batches are numbered entries (a Raft log) keeps one
+/// where a cleaning removed every record, so the numbering stays whole.
+pub fn empty_like(header: &BatchHeader) -> Bytes {
+    let mut out = BytesMut::with_capacity(HEADER_BYTES);
+    out.put_i64(header.base_offset);
+    out.put_i32((HEADER_BYTES - batch::LOG_OVERHEAD_BYTES) as i32);
+    out.put_i32(header.partition_leader_epoch);
+    out.put_i8(header.magic);
+    out.put_u32(0); // crc, below
+    let mut attributes = header.attributes & !COMPRESSION_BITS;
+    if !header.is_control() {
+        attributes &= !TRANSACTIONAL_BIT;
+    }
+    out.put_i16(attributes);
+    out.put_i32(header.last_offset_delta);
+    out.put_i64(header.base_timestamp);
+    out.put_i64(header.max_timestamp);
+    out.put_i64(header.producer_id);
+    out.put_i16(header.producer_epoch);
+    out.put_i32(header.base_sequence);
+    out.put_i32(0);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
+const COMPRESSION_BITS: i16 = 0x07;
+const TRANSACTIONAL_BIT: i16 = 0x10;
+
 /// What a cleaning's offset map needs of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordKey {
@@ -312,5 +345,25 @@ mod tests {
         let mut bad = BytesMut::from(&batch(Compression::None, 0)[..]);
         bad[70] ^= 0xff;
         assert!(retain(&bad.freeze(), |_| true).is_err());
+    }
+
+    #[test]
+    fn an_empty_batch_keeps_the_header_fields() {
+        let original = batch(Compression::Lz4, 40);
+        let header = batch::validate(&original).unwrap();
+        let empty = empty_like(&header);
+        let thin = batch::validate_stored(&empty).unwrap();
+        assert_eq!(thin.records_count, 0);
+        assert_eq!(thin.base_offset, 40);
+        assert_eq!(thin.last_offset(), header.last_offset());
+        assert_eq!(
+            (thin.producer_id, thin.producer_epoch, thin.base_sequence),
+            (77, 2, 10)
+        );
+        assert_eq!(thin.compression(), 0);
+        assert_eq!(empty.len(), HEADER_BYTES);
+        let mut buf = empty.clone();
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        assert!(set.records.is_empty());
     }
 }

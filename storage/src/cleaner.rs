@@ -28,8 +28,9 @@
 //!    Readers holding an old segment's file keep reading it.
 //!
 //! Memory: the offset map (its budget), one scan chunk, one decoded batch and the output
-//! buffer ([`CLEANER_WRITE_BUFFER_BYTES`]), whatever the log's size. No Raft log is cleaned
-//! here: a replicated partition's log is its Raft log, whose entries must stay as appended.
+//! buffer ([`CLEANER_WRITE_BUFFER_BYTES`]), whatever the log's size. A Raft log (a replicated
+//! partition's) is cleaned below its high watermark with every batch kept, emptied ones as
+//! bare headers, so each entry keeps its index (see [`PartitionLog::clean`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use spool_protocol::batch::{self, BatchHeader};
 use spool_protocol::compact::{self, Retained};
 
+use crate::entry_index;
 use crate::fs::{failpoints, pad_to_alignment, Backend, SegmentFile};
 use crate::log::{close_shared, io_error, marker_of, write_indexes_of, PartitionLog};
 use crate::offset_map::OffsetMap;
@@ -78,6 +80,8 @@ pub struct CleanStats {
 struct CleanPlan {
     /// The cleanable segments, oldest first.
     segments: Vec<(SegmentView, i64)>,
+    /// A Raft log: each segment's first entry index and entry count.
+    entries: Option<Vec<(u64, u64)>>,
     dirty_start: i64,
     cleanable_end: i64,
     aborted: Vec<AbortedTxn>,
@@ -131,6 +135,7 @@ pub(crate) async fn recover_swaps(
                 segment::log_path(dir, old),
                 segment::index_path(dir, old),
                 segment::time_index_path(dir, old),
+                entry_index::raft_index_path(dir, old),
             ] {
                 backend.remove_file(&path).await.map_err(io_error(&path))?;
             }
@@ -276,9 +281,17 @@ struct Rewriter<'a> {
     next_horizon: Option<i64>,
     records_read: u64,
     records_kept: u64,
+    /// A Raft log: a batch left without records stays as an empty one (its header), so
+    /// every entry keeps its index.
+    keep_empty: bool,
 }
 
 impl Rewriter<'_> {
+    /// What stands for a batch a cleaning removes whole.
+    fn removed(&self, header: &BatchHeader) -> Option<Bytes> {
+        self.keep_empty.then(|| compact::empty_like(header))
+    }
+
     fn aborted(&self, header: &BatchHeader) -> bool {
         header.is_transactional()
             && self.aborted.get(&header.producer_id).is_some_and(|ranges| {
@@ -308,7 +321,7 @@ impl Rewriter<'_> {
             }
             // Its transaction left nothing below it: the marker goes once its horizon passed.
             return match header.delete_horizon() {
-                Some(horizon) if self.now_ms >= horizon => Ok(None),
+                Some(horizon) if self.now_ms >= horizon => Ok(self.removed(header)),
                 Some(horizon) => {
                     self.horizon_ahead(horizon);
                     Ok(Some(bytes.clone()))
@@ -322,7 +335,7 @@ impl Rewriter<'_> {
         let count = u64::try_from(header.records_count).unwrap_or(0);
         self.records_read += count;
         if self.aborted(header) {
-            return Ok(None);
+            return Ok(self.removed(header));
         }
         let expired = header.delete_horizon().is_some_and(|h| self.now_ms >= h);
         let mut kept = 0u64;
@@ -345,7 +358,7 @@ impl Rewriter<'_> {
             self.txn_kept.insert(header.producer_id);
         }
         let out = match retained {
-            Retained::None => return Ok(None),
+            Retained::None => return Ok(self.removed(header)),
             Retained::All => bytes.clone(),
             Retained::Some(thinned) => thinned,
         };
@@ -366,12 +379,21 @@ impl Rewriter<'_> {
 impl PartitionLog {
     /// One cleaning round if one is due (module header); None if nothing was due. `map` is the
     /// shard's offset map, reused round after round (its budget bounds the round's memory).
+    ///
+    /// `limit` is the high watermark: nothing at or above it is cleaned (for a log that is not
+    /// a Raft log, its durable end). A Raft log is cleaned as any other, except that a batch
+    /// left without records stays as an empty batch, so entry numbering never changes: a
+    /// follower reading entries below the cleaning gets them cleaned, with their index and
+    /// term, which is what it would hold after cleaning them itself (cleaning is only below
+    /// the high watermark, so a record that superseded another is committed, and any future
+    /// leader has it).
     pub async fn clean(
         &self,
         now_ms: i64,
+        limit: i64,
         map: &mut OffsetMap,
     ) -> Result<Option<CleanStats>, StorageError> {
-        let Some(plan) = self.plan_clean(now_ms) else {
+        let Some(plan) = self.plan_clean(now_ms, limit) else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
@@ -393,6 +415,7 @@ impl PartitionLog {
             next_horizon: None,
             records_read: 0,
             records_kept: 0,
+            keep_empty: plan.entries.is_some(),
         };
         for txn in &plan.aborted {
             rewriter
@@ -410,7 +433,7 @@ impl PartitionLog {
         let mut at = 0;
         while at < cleaned.len() {
             at += self
-                .clean_group(&plan, &cleaned[at..], &mut rewriter, &mut stats)
+                .clean_group(&plan, at, &cleaned[at..], &mut rewriter, &mut stats)
                 .await?;
         }
         stats.records_read += rewriter.records_read;
@@ -431,14 +454,14 @@ impl PartitionLog {
     }
 
     /// Step 1 of the module header.
-    fn plan_clean(&self, now_ms: i64) -> Option<CleanPlan> {
+    fn plan_clean(&self, now_ms: i64, limit: i64) -> Option<CleanPlan> {
         let mut state = self.state.borrow_mut();
         let compaction = state.config.compaction;
-        if !compaction.compact || state.entry_index {
+        if !compaction.compact {
             return None;
         }
-        let durable_end = state.durable_end_offset;
-        let stable = state.producers.last_stable_offset(durable_end);
+        let limit = limit.min(state.durable_end_offset);
+        let stable = state.producers.last_stable_offset(limit).min(limit);
         let lag_limit = now_ms.saturating_sub(compaction.min_compaction_lag_ms);
         let sealed = state.segments.len() - 1;
         let cleanable = state.segments[..sealed]
@@ -474,7 +497,20 @@ impl PartitionLog {
         if !(ratio_due || lag_due || horizon_due) {
             return None;
         }
+        let entries = state.entry_index.then(|| {
+            segments
+                .iter()
+                .map(|s| {
+                    let e = s
+                        .entries
+                        .as_ref()
+                        .expect("a Raft log's segments have entries");
+                    (e.first, e.count)
+                })
+                .collect()
+        });
         let plan = CleanPlan {
+            entries,
             segments: segments.iter().map(|s| (s.view(), s.next_offset)).collect(),
             dirty_start,
             cleanable_end,
@@ -547,6 +583,7 @@ impl PartitionLog {
     async fn clean_group(
         &self,
         plan: &CleanPlan,
+        at: usize,
         segments: &[&(SegmentView, i64)],
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
@@ -569,6 +606,9 @@ impl PartitionLog {
             buffer: Vec::with_capacity(CLEANER_WRITE_BUFFER_BYTES),
         };
         let mut tracker = Segment::new(base, None);
+        if let Some(entries) = &plan.entries {
+            tracker = tracker.with_entries(entries[at].0);
+        }
         let mut taken = 0;
         for (view, next_offset) in segments {
             let fits = tracker.size_bytes + view.size_bytes <= plan.segment_bytes
@@ -603,6 +643,17 @@ impl PartitionLog {
         tracker.finish_time_index();
         let group = &segments[..taken];
         let end = group[taken - 1].1;
+        if let Some(entries) = &plan.entries {
+            // Every batch stayed (emptied ones as headers): the numbering is unchanged.
+            let count: u64 = entries[at..at + taken].iter().map(|e| e.1).sum();
+            let kept = tracker.entries.as_ref().map_or(0, |e| e.count);
+            if kept != count {
+                return Err(StorageError::CorruptEntryIndex {
+                    path: segment::log_path(&self.dir, base),
+                    reason: "a cleaning would change the entry count",
+                });
+            }
+        }
         self.swap_in(group, tracker, file, end).await?;
         Ok(taken)
     }
@@ -665,12 +716,17 @@ impl PartitionLog {
             cleaned.durable_bytes = cleaned.size_bytes;
             cleaned.durable_next_offset = end;
             cleaned.durable_max_timestamp = cleaned.max_timestamp;
+            if let Some(entries) = &mut cleaned.entries {
+                entries.durable_count = entries.count;
+            }
             let removed = state
                 .segments
                 .splice(at..at + group.len(), std::iter::once(cleaned))
                 .collect();
-            // Cached batches of the replaced segments would serve records the cleaning removed.
+            // Cached batches of the replaced segments would serve records the cleaning removed,
+            // and remembered entry locations would point into the old files.
             state.tail.drop_before(end);
+            state.entry_window.drop_before_offset(end);
             removed
         };
         let mut retired = Vec::new();
@@ -687,6 +743,7 @@ impl PartitionLog {
             for index in [
                 segment::index_path(&self.dir, segment.base_offset),
                 segment::time_index_path(&self.dir, segment.base_offset),
+                entry_index::raft_index_path(&self.dir, segment.base_offset),
             ] {
                 self.backend
                     .remove_file(&index)
@@ -700,14 +757,24 @@ impl PartitionLog {
             .sync_dir(&self.dir)
             .await
             .map_err(io_error(&self.dir))?;
-        let indexes = {
+        let (indexes, sidecar) = {
             let state = self.state.borrow();
-            state
-                .segment(base)
+            let segment = state.segment(base);
+            let indexes = segment
                 .and_then(|s| s.indexes.borrow().clone())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            let sidecar = segment.and_then(|s| s.entries.as_ref()).map(|e| {
+                let sparse = e.sparse.borrow().clone().unwrap_or_default();
+                entry_index::encode(e.first, e.count, true, &sparse)
+            });
+            (indexes, sidecar)
         };
         write_indexes_of(&self.backend, &self.dir, base, &indexes).await?;
+        // Until this is written a restart numbers the segment from its neighbours
+        // (`resolve_entries`), as for any lost sidecar.
+        if let Some(sidecar) = sidecar {
+            self.write_sidecar(base, &sidecar).await?;
+        }
         drop(_gate);
         for path in retired {
             self.backend

@@ -400,7 +400,8 @@ pub(crate) async fn scan_batches(
             return invalid(position);
         };
         let continues = expect_offset.is_none_or(|expected| expected == header.base_offset);
-        if !continues || header.records_count == 0 {
+        // A batch may be empty: a cleaning of a Raft log keeps emptied batches as headers.
+        if !continues {
             return invalid(position);
         }
         expect_offset = expect_offset.map(|_| header.last_offset() + 1);

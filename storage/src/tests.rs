@@ -2352,7 +2352,9 @@ fn compaction_keeps_each_keys_latest_record_at_its_offset() {
     let segments = log.segment_count();
     assert!(segments > 10, "{segments} segments");
     let mut map = crate::OffsetMap::new(1 << 20);
-    let stats = block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+    let stats = block_on(log.clean(10_000, i64::MAX, &mut map))
+        .unwrap()
+        .unwrap();
     assert_eq!(stats.dirty_start, 0);
     assert!(stats.dirty_end > 250, "{stats:?}");
     assert!(stats.bytes_written < stats.bytes_read / 4, "{stats:?}");
@@ -2369,8 +2371,12 @@ fn compaction_keeps_each_keys_latest_record_at_its_offset() {
             > 1
     );
     // Nothing is due before the horizon; after it, the tombstone goes.
-    assert!(block_on(log.clean(10_500, &mut map)).unwrap().is_none());
-    block_on(log.clean(11_001, &mut map)).unwrap().unwrap();
+    assert!(block_on(log.clean(10_500, i64::MAX, &mut map))
+        .unwrap()
+        .is_none());
+    block_on(log.clean(11_001, i64::MAX, &mut map))
+        .unwrap()
+        .unwrap();
     assert_compacted(&records_of(&log), cleaned_to, true);
     // Groups are chosen by input size (as Kafka's), so the second round merges the shrunken
     // segments of the first.
@@ -2405,7 +2411,7 @@ fn a_small_offset_map_cleans_in_several_rounds() {
     let mut map = crate::OffsetMap::new(3 * crate::OFFSET_MAP_ENTRY_BYTES);
     let mut rounds = 0;
     let mut now = 10_000;
-    while let Some(stats) = block_on(log.clean(now, &mut map)).unwrap() {
+    while let Some(stats) = block_on(log.clean(now, i64::MAX, &mut map)).unwrap() {
         assert!(stats.map_keys <= 3);
         rounds += 1;
         now += 10;
@@ -2430,7 +2436,10 @@ fn an_interrupted_cleaning_is_undone_or_finished_on_open() {
         let before = records_of(&log);
         fs.arm(point);
         let mut map = crate::OffsetMap::new(1 << 20);
-        assert!(block_on(log.clean(10_000, &mut map)).is_err(), "{point}");
+        assert!(
+            block_on(log.clean(10_000, i64::MAX, &mut map)).is_err(),
+            "{point}"
+        );
         drop(log);
         fs.crash();
         let log = open(&fs, compacting(1_000));
@@ -2453,7 +2462,9 @@ fn an_interrupted_cleaning_is_undone_or_finished_on_open() {
             .collect();
         assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
         // A later cleaning completes the job.
-        block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+        block_on(log.clean(10_000, i64::MAX, &mut map))
+            .unwrap()
+            .unwrap();
         assert_compacted(&records_of(&log), log.cleaned_to(), false);
     }
 }
@@ -2490,7 +2501,9 @@ fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
         flush(&log);
     }
     let mut map = crate::OffsetMap::new(1 << 20);
-    block_on(log.clean(10_000, &mut map)).unwrap().unwrap();
+    block_on(log.clean(10_000, i64::MAX, &mut map))
+        .unwrap()
+        .unwrap();
     assert!(log.cleaned_to() <= 44, "cleaned past the open transaction");
     let controls = |log: &PartitionLog| -> Vec<i64> {
         let mut out = Vec::new();
@@ -2523,6 +2536,77 @@ fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
         "the open transaction's record is intact"
     );
     // After the horizon (10 s + 1 s) the empty markers go.
-    block_on(log.clean(11_001, &mut map)).unwrap().unwrap();
+    block_on(log.clean(11_001, i64::MAX, &mut map))
+        .unwrap()
+        .unwrap();
     assert_eq!(controls(&log), Vec::<i64>::new());
+}
+
+#[test]
+fn compaction_of_a_raft_log_keeps_every_entry_below_the_high_watermark() {
+    let fs = MemFs::new();
+    let log = open_entries(&fs, compacting(1_000));
+    for i in 0..300i64 {
+        let batch = keyed(
+            &[(&format!("k{}", i % 10), Some(format!("v{i}")))],
+            -1,
+            1_000 + i,
+        );
+        log.append_entry(batch, 3, 1_000 + i).unwrap();
+        if i % 7 == 0 {
+            block_on(log.flush()).unwrap();
+        }
+    }
+    block_on(log.flush()).unwrap();
+    let next = log.next_entry_index();
+    let before = block_on(log.read_entries(0, next, usize::MAX)).unwrap();
+    assert_eq!(before.len() as u64, next);
+    let mut map = crate::OffsetMap::new(1 << 20);
+    // The high watermark at 200: nothing at or above it is touched.
+    let stats = block_on(log.clean(10_000, 200, &mut map)).unwrap().unwrap();
+    assert!(stats.dirty_end <= 200 && stats.dirty_end > 100, "{stats:?}");
+    let check = |log: &PartitionLog| {
+        let after = block_on(log.read_entries(0, next, usize::MAX)).unwrap();
+        assert_eq!(after.len(), before.len(), "every entry stays");
+        let mut emptied = 0;
+        for ((i, old), (j, new)) in before.iter().zip(&after) {
+            assert_eq!(i, j);
+            let (old_h, new_h) = (
+                batch::validate_stored(old).unwrap(),
+                batch::validate_stored(new).unwrap(),
+            );
+            assert_eq!(
+                (old_h.base_offset, old_h.last_offset()),
+                (new_h.base_offset, new_h.last_offset())
+            );
+            if old_h.base_offset >= stats.dirty_end {
+                assert_eq!(old, new, "entry {i} above the cleaning changed");
+            }
+            emptied += usize::from(new_h.records_count == 0);
+        }
+        assert!(emptied > 100, "{emptied} entries emptied");
+        // Below the cleaning each key's last record is there, and nothing else.
+        let records = records_of(log);
+        let mut last = std::collections::HashMap::new();
+        for offset in 0..stats.dirty_end {
+            last.insert(format!("k{}", offset % 10), offset);
+        }
+        for (offset, key, value, _) in &records {
+            assert_eq!(value.as_deref(), Some(format!("v{offset}").as_str()));
+            if *offset < stats.dirty_end {
+                assert_eq!(last[key], *offset);
+            }
+        }
+    };
+    check(&log);
+    drop(log);
+    fs.crash();
+    let log = open_entries(&fs, compacting(1_000));
+    assert_eq!(log.next_entry_index(), next);
+    check(&log);
+    // And it goes on as a Raft log.
+    let (index, _) = log
+        .append_entry(keyed(&[("k1", Some("new".into()))], -1, 9_000), 3, 9_000)
+        .unwrap();
+    assert_eq!(index, next);
 }

@@ -33,8 +33,7 @@
 //! than `offsets.retention.minutes` are tombstoned and dropped by [`GroupCoordinator::expire_loop`].
 //! The internal log is a compacted topic like any other: the shard's log cleaner
 //! (`shard/cleaner.rs`) keeps each key's latest record, which is what the load applies anyway
-//! (a transactional commit counts at its record's offset, as in Kafka); not yet for replicated
-//! partitions.
+//! (a transactional commit counts at its record's offset, as in Kafka), on every replica.
 
 pub mod assignor;
 pub mod classic;

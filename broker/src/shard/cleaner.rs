@@ -4,8 +4,8 @@
 //! `log.cleaner.dedupe.buffer.size / shards` bytes, is reused for every round, so the cleaner's
 //! memory is that budget plus a few MiB of buffers however large the logs are.
 //!
-//! Replicated partitions are not cleaned here: their log is their Raft log, which a cleaning
-//! would rewrite under openraft (their cleaning point below the Raft snapshot is not built).
+//! Replicated partitions are cleaned below their high watermark, each replica on its own,
+//! keeping every batch (emptied ones as headers) so the Raft entry numbering is unchanged.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -52,10 +52,16 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
             if shard.shutting_down.get() {
                 return;
             }
-            if p.deleted.get() || p.offline.get() || p.group.borrow().is_some() {
+            if p.deleted.get() || p.offline.get() {
                 continue;
             }
-            match p.log.clean(now_ms(), &mut map).await {
+            // Never at or above the high watermark: a replicated partition's is its Raft
+            // commit point; an unreplicated one's is what is durable.
+            let limit = match p.group.borrow().as_ref() {
+                Some(group) => group.hw.offset.get(),
+                None => p.log.durable_end_offset(),
+            };
+            match p.log.clean(now_ms(), limit, &mut map).await {
                 Ok(None) => {}
                 Ok(Some(stats)) => tracing::info!(
                     topic = %p.topic,

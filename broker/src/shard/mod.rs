@@ -1496,8 +1496,8 @@ impl Shard {
                 // deleting segments behind openraft's back.
                 let group = p.group.borrow().clone();
                 if let Some(group) = group {
-                    // A compacted topic (cleanup.policy=compact): deleting its old segments
-                    // would lose live offsets; it awaits compaction through Raft instead.
+                    // A compacted topic (cleanup.policy=compact): the log cleaner keeps it
+                    // small; deleting its old segments would lose live offsets.
                     if p.topic == crate::group::OFFSETS_TOPIC {
                         continue;
                     }
