@@ -431,10 +431,14 @@ impl PartitionLog {
             .take_while(|(view, _)| view.base_offset < dirty_end.max(plan.dirty_start + 1))
             .collect();
         let mut at = 0;
+        // The end of the groups swapped in, from the log start, none skipped.
+        let mut rewritten_end = Some(plan.segments[0].0.base_offset);
         while at < cleaned.len() {
-            at += self
+            let (taken, end) = self
                 .clean_group(&plan, at, &cleaned[at..], &mut rewriter, &mut stats)
                 .await?;
+            at += taken;
+            rewritten_end = rewritten_end.and(end);
         }
         stats.records_read += rewriter.records_read;
         stats.records_kept = rewriter.records_kept;
@@ -443,6 +447,12 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             state.cleaned_to = state.cleaned_to.max(dirty_end);
             state.next_delete_horizon = rewriter.next_horizon;
+            // Every aborted transaction below the rewritten range lost its records: read_committed
+            // readers no longer need it listed (Kafka drops it with the cleaned segment's
+            // `.txnindex`).
+            if let Some(end) = rewritten_end {
+                state.producers.prune_aborted(end);
+            }
             stats.segments_after = state
                 .segments
                 .iter()
@@ -579,7 +589,8 @@ impl PartitionLog {
     /// Steps 3 and 4 for one group: the first of `segments` and as many of the next as fit.
     /// A segment joins while the output so far plus its whole size stays within
     /// `segment.bytes` (Kafka groups by input sizes; by output, a second round is not needed
-    /// to merge the segments a first one emptied). Returns how many segments it took.
+    /// to merge the segments a first one emptied). Returns how many segments it took, and the
+    /// end offset of the group if it was swapped in (None: the log changed meanwhile).
     async fn clean_group(
         &self,
         plan: &CleanPlan,
@@ -587,7 +598,7 @@ impl PartitionLog {
         segments: &[&(SegmentView, i64)],
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, Option<i64>), StorageError> {
         let base = segments[0].0.base_offset;
         let out_path = cleaned_path(&self.dir, base);
         self.backend
@@ -654,19 +665,20 @@ impl PartitionLog {
                 });
             }
         }
-        self.swap_in(group, tracker, file, end).await?;
-        Ok(taken)
+        let swapped = self.swap_in(group, tracker, file, end).await?;
+        Ok((taken, swapped.then_some(end)))
     }
 
     /// Step 4: replaces the group's segments by the cleaned one, unless the log changed under
-    /// the cleaning (retention deleted one of them), in which case the output is dropped.
+    /// the cleaning (retention deleted one of them), in which case the output is dropped and
+    /// this answers false.
     async fn swap_in(
         &self,
         group: &[&(SegmentView, i64)],
         mut cleaned: Segment,
         file: SegmentFile,
         end: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let base = cleaned.base_offset;
         let out_path = cleaned_path(&self.dir, base);
         let _gate = self.gate.lock().await;
@@ -691,7 +703,7 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&out_path))?;
             tracing::debug!(base, "the log changed under the cleaning; output dropped");
-            return Ok(());
+            return Ok(false);
         };
         let swap = swap_path(&self.dir, base, end);
         self.backend
@@ -782,7 +794,7 @@ impl PartitionLog {
                 .await
                 .map_err(io_error(&path))?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn write_cleaner_checkpoint(&self, offset: i64) -> Result<(), StorageError> {

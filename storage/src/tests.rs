@@ -2500,11 +2500,16 @@ fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
         log.append(k("k6", &format!("q{i}")), 1, 1_000).unwrap();
         flush(&log);
     }
+    assert_eq!(log.aborted_txns(0, i64::MAX).len(), 1);
     let mut map = crate::OffsetMap::new(1 << 20);
     block_on(log.clean(10_000, i64::MAX, &mut map))
         .unwrap()
         .unwrap();
     assert!(log.cleaned_to() <= 44, "cleaned past the open transaction");
+    assert!(
+        log.aborted_txns(0, i64::MAX).is_empty(),
+        "its records are gone: the aborted transaction is no longer listed"
+    );
     let controls = |log: &PartitionLog| -> Vec<i64> {
         let mut out = Vec::new();
         let mut offset = log.log_start_offset();

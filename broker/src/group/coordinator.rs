@@ -1677,11 +1677,9 @@ impl GroupCoordinator {
         };
         let started = std::time::Instant::now();
         let end = p.log.log_end_offset();
-        while group.hw.offset.get() < end {
-            if group.leadership() != Some(term) || shard.shutting_down.get() {
-                return false;
-            }
-            runtime::sleep(LEADER_COMMIT_POLL).await;
+        if !crate::replication::leadership::wait_committed_as_leader(shard, group, term, end).await
+        {
+            return false;
         }
         let records = self.read_partition(&p, index).await;
         if group.leadership() != Some(term) {
@@ -1846,9 +1844,6 @@ impl GroupCoordinator {
 /// Pending transactional offset commits one shard keeps at most; past it TxnOffsetCommit
 /// answers COORDINATOR_NOT_AVAILABLE until transactions end.
 pub const TXN_OFFSETS_PENDING_MAX: usize = 1_000_000;
-
-/// How often a new leader of an offsets partition looks whether its log is committed.
-const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
 
 /// Follows this replica's leadership of replicated offsets partition `index`: becoming leader
 /// loads the partition's groups from its committed log (requests get

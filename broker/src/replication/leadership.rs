@@ -323,6 +323,28 @@ fn current_leader(group: &ReplicaGroup) -> i32 {
         .map_or(-1, |l| l as i32)
 }
 
+/// How often a new leader looks whether its log is committed before a coordinator loads it.
+const COMMIT_POLL: Duration = Duration::from_millis(5);
+
+/// For a coordinator that became leader of `group` in `term`: waits until the high watermark
+/// reaches the log's end as it is now, so the load reads only committed records (a new
+/// leader's log may hold entries of the old term that are not committed yet). False if the
+/// leadership moved or the shard is stopping meanwhile.
+pub async fn wait_committed_as_leader(
+    shard: &Shard,
+    group: &ReplicaGroup,
+    term: u64,
+    end: i64,
+) -> bool {
+    while group.hw.offset.get() < end {
+        if group.leadership() != Some(term) || shard.shutting_down.get() {
+            return false;
+        }
+        runtime::sleep(COMMIT_POLL).await;
+    }
+    true
+}
+
 /// Follows this replica's leadership of `group` for a coordinator whose state is the
 /// partition's log (the group and transaction coordinators): `load(term)` when it becomes
 /// leader (false: leadership moved before the load ended), `unload()` when it stops leading

@@ -139,7 +139,11 @@ async fn first_record_at_or_after(
     // Never below Kafka's log start (DeleteRecords may have moved it inside a batch), as
     // Kafka's lookup starts at max(found, logStartOffset); batches whose max timestamp is
     // below the target hold no answer and are passed over undecoded.
-    let mut from = offset.max(p.log.visible_start_offset());
+    // `offset` names the batch to start in (any of its offsets: the max timestamp lookup
+    // gives the batch's last); records before it in that batch count, those below the log
+    // start never do.
+    let floor = p.log.visible_start_offset();
+    let mut from = offset.max(floor);
     for _ in 0..TIMESTAMP_SCAN_BATCHES_MAX {
         if from >= high_watermark {
             return Ok(None);
@@ -161,7 +165,7 @@ async fn first_record_at_or_after(
             })?;
             let found = records
                 .into_iter()
-                .find(|&(o, ts)| ts >= timestamp && o >= from && o < high_watermark);
+                .find(|&(o, ts)| ts >= timestamp && o >= floor && o < high_watermark);
             if found.is_some() {
                 return Ok(found);
             }

@@ -30,8 +30,6 @@ use crate::shard::{now_ms, storage_error_code, Shard};
 pub const TXN_IDS_PER_SHARD_MAX: usize = 1_000_000;
 /// Bytes read per step while loading a `__transaction_state` partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
-/// How often a new leader looks whether its log is committed before it loads.
-const LEADER_COMMIT_POLL: Duration = Duration::from_millis(5);
 /// Transactions whose markers one shard sends at once; the others wait their turn (a new
 /// coordinator may resume up to `TXN_IDS_PER_SHARD_MAX` prepared transactions at once).
 pub const TXN_MARKERS_IN_FLIGHT_MAX: u64 = 64;
@@ -642,11 +640,9 @@ impl TxnCoordinator {
             return false;
         };
         let end = p.log.log_end_offset();
-        while group.hw.offset.get() < end {
-            if group.leadership() != Some(term) || shard.shutting_down.get() {
-                return false;
-            }
-            runtime::sleep(LEADER_COMMIT_POLL).await;
+        if !crate::replication::leadership::wait_committed_as_leader(shard, group, term, end).await
+        {
+            return false;
         }
         self.unload(shard, index);
         let records = self.read_partition(&p, index).await;
