@@ -553,11 +553,9 @@ impl PartitionLog {
             if *next_offset <= plan.dirty_start {
                 continue;
             }
-            let Some(file) = view.file.as_ref() else {
+            let Some(mut reader) = self.reader(view) else {
                 continue;
             };
-            let path = segment::log_path(&self.dir, view.base_offset);
-            let mut reader = BatchReader::new(file, path.clone(), view.durable_bytes);
             while let Some((header, bytes)) = reader.next().await? {
                 stats.bytes_read += bytes.len() as u64;
                 if header.last_offset() < plan.dirty_start
@@ -568,7 +566,7 @@ impl PartitionLog {
                 }
                 let records =
                     compact::record_keys(&bytes).map_err(|_| StorageError::SegmentCorrupt {
-                        path: path.clone(),
+                        path: reader.path.clone(),
                         position: reader.position - bytes.len() as u64,
                     })?;
                 for record in records {
@@ -628,16 +626,14 @@ impl PartitionLog {
                 break;
             }
             taken += 1;
-            let Some(file) = view.file.as_ref() else {
+            let Some(mut reader) = self.reader(view) else {
                 continue;
             };
-            let path = segment::log_path(&self.dir, view.base_offset);
-            let mut reader = BatchReader::new(file, path.clone(), view.durable_bytes);
             while let Some((header, bytes)) = reader.next().await? {
                 stats.bytes_read += bytes.len() as u64;
                 let position = reader.position - bytes.len() as u64;
                 let corrupt = |_| StorageError::SegmentCorrupt {
-                    path: path.clone(),
+                    path: reader.path.clone(),
                     position,
                 };
                 let Some(out) = rewriter.decide(&header, &bytes).map_err(corrupt)? else {
@@ -795,6 +791,14 @@ impl PartitionLog {
                 .map_err(io_error(&path))?;
         }
         Ok(true)
+    }
+
+    /// A reader of the segment's durable batches; None if it has no file yet.
+    fn reader<'a>(&self, view: &'a SegmentView) -> Option<BatchReader<'a>> {
+        let path = segment::log_path(&self.dir, view.base_offset);
+        view.file
+            .as_ref()
+            .map(|file| BatchReader::new(file, path, view.durable_bytes))
     }
 
     async fn write_cleaner_checkpoint(&self, offset: i64) -> Result<(), StorageError> {

@@ -213,20 +213,16 @@ pub async fn submit(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    let (code, message, _) = ctx
-        .shard
-        .admin_call(AdminRequest::AlterTopicConfigs {
+    submit_admin(
+        ctx,
+        AdminRequest::AlterTopicConfigs {
             name: name.to_string(),
             changes,
             replace,
             validate_only,
-        })
-        .await;
-    if code == 0 {
-        return Ok(());
-    }
-    let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
-    Err((e, message.unwrap_or_default()))
+        },
+    )
+    .await
 }
 
 /// Sends a broker resource's changes (`broker` -1: the cluster default) to the active
@@ -238,15 +234,21 @@ pub async fn submit_broker(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    let (code, message, _) = ctx
-        .shard
-        .admin_call(AdminRequest::AlterBrokerConfigs {
+    submit_admin(
+        ctx,
+        AdminRequest::AlterBrokerConfigs {
             broker,
             changes,
             replace,
             validate_only,
-        })
-        .await;
+        },
+    )
+    .await
+}
+
+/// One config change through the controller; its error as a refusal.
+async fn submit_admin(ctx: &Ctx, request: AdminRequest) -> Result<(), Refusal> {
+    let (code, message, _) = ctx.shard.admin_call(request).await;
     if code == 0 {
         return Ok(());
     }
