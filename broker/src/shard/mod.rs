@@ -175,6 +175,11 @@ async fn first_record_at_or_after(
     Ok(None)
 }
 
+/// Whether a `cleanup.policy` value holds `compact`.
+pub fn policy_compacts(policy: &str) -> bool {
+    policy.split(',').any(|v| v.trim() == "compact")
+}
+
 /// Batches a ListOffsets by timestamp reads past the one the time index found (when the log
 /// start or a control batch sits in the way) before it answers "none".
 const TIMESTAMP_SCAN_BATCHES_MAX: usize = 64;
@@ -1106,14 +1111,13 @@ impl Shard {
         self.config.cluster.rpc_listen.is_some()
     }
 
-    /// Installs a topic in this shard's table and opens the logs of the partitions it owns
-    /// (and starts their Raft groups when the topic replicates).
-    /// `log.cleanup.policy` as this broker has it now (dynamic, else static).
-    pub fn default_cleanup_policy(&self) -> String {
-        self.dynamic.borrow().get("log.cleanup.policy").map_or_else(
-            || self.config.log_cleanup_policy.clone(),
-            |(v, _)| v.to_string(),
-        )
+    /// Whether `log.cleanup.policy` as this broker has it now (dynamic, else static) compacts:
+    /// the policy of topics that set none. Borrows only: it runs on every produce.
+    pub fn compacts_by_default(&self) -> bool {
+        match self.dynamic.borrow().get("log.cleanup.policy") {
+            Some((policy, _)) => policy_compacts(policy),
+            None => policy_compacts(&self.config.log_cleanup_policy),
+        }
     }
 
     /// New dynamic broker configs: every partition's log settings follow at once (those its
@@ -1130,6 +1134,8 @@ impl Shard {
         }
     }
 
+    /// Installs a topic in this shard's table and opens the logs of the partitions it owns
+    /// (and starts their Raft groups when the topic replicates).
     pub async fn apply_topic(self: &Rc<Self>, meta: TopicMeta) {
         let _applying = self.topic_apply.lock().await;
         // A metadata update arriving after `close_all` (a leader or ISR report of the

@@ -76,15 +76,11 @@ pub async fn dispatch(
             .borrow()
             .get(&name)
             .map(|m| {
-                let policy = m
-                    .configs
-                    .get("cleanup.policy")
-                    .cloned()
-                    .unwrap_or_else(|| shard.default_cleanup_policy());
-                (
-                    Some(m.partitions),
-                    policy.split(',').any(|v| v.trim() == "compact"),
-                )
+                let compacted = match m.configs.get("cleanup.policy") {
+                    Some(policy) => crate::shard::policy_compacts(policy),
+                    None => shard.compacts_by_default(),
+                };
+                (Some(m.partitions), compacted)
             })
             .unwrap_or((None, false));
         let mut slots = Vec::with_capacity(topic.partition_data.len());
