@@ -254,6 +254,9 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "transactional.id.expiration.ms", default: "604800000", doc: "A transactional id with no transaction for this long is forgotten." },
     SettingSpec { name: "transaction.abort.timed.out.transaction.cleanup.interval.ms", default: "10000", doc: "How often the coordinator aborts transactions past their timeout." },
     SettingSpec { name: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "How often the coordinator removes expired transactional ids." },
+    SettingSpec { name: "transaction.partition.verification.enable", default: "true", doc: "KIP-890: a partition leader asks the transaction coordinator whether a producer's first transactional batch belongs to an ongoing transaction before appending it (dynamic)." },
+    SettingSpec { name: "add.partitions.to.txn.retry.backoff.ms", default: "20", doc: "Pause before a partition leader asks the coordinator again to add a partition for a Produce v12+ that met CONCURRENT_TRANSACTIONS." },
+    SettingSpec { name: "add.partitions.to.txn.retry.backoff.max.ms", default: "100", doc: "How long a partition leader keeps retrying that add before answering CONCURRENT_TRANSACTIONS." },
 ];
 
 /// The node's place in the cluster (KRaft's settings).
@@ -355,6 +358,9 @@ pub struct BrokerConfig {
     pub transaction_state_log_min_isr: i32,
     pub transaction_state_log_segment_bytes: u64,
     pub transaction_max_timeout_ms: i32,
+    pub transaction_partition_verification_enable: bool,
+    pub add_partitions_to_txn_retry_backoff_ms: u64,
+    pub add_partitions_to_txn_retry_backoff_max_ms: u64,
     pub transactional_id_expiration_ms: i64,
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
@@ -586,6 +592,18 @@ impl BrokerConfig {
             transaction_max_timeout_ms: parse(
                 "transaction.max.timeout.ms",
                 get("transaction.max.timeout.ms"),
+            )?,
+            transaction_partition_verification_enable: parse(
+                "transaction.partition.verification.enable",
+                get("transaction.partition.verification.enable"),
+            )?,
+            add_partitions_to_txn_retry_backoff_ms: parse(
+                "add.partitions.to.txn.retry.backoff.ms",
+                get("add.partitions.to.txn.retry.backoff.ms"),
+            )?,
+            add_partitions_to_txn_retry_backoff_max_ms: parse(
+                "add.partitions.to.txn.retry.backoff.max.ms",
+                get("add.partitions.to.txn.retry.backoff.max.ms"),
             )?,
             transactional_id_expiration_ms: parse(
                 "transactional.id.expiration.ms",

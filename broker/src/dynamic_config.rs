@@ -38,6 +38,7 @@ pub const DYNAMIC_APPLIED: &[&str] = &[
     "log.roll.ms",
     "log.segment.bytes",
     "message.max.bytes",
+    "transaction.partition.verification.enable",
 ];
 
 /// Dynamic in Kafka, kept and reported by Spool, without effect: the reason.
@@ -84,6 +85,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), (bool, String)> {
         "log.cleaner.backoff.ms" => value.parse::<u64>().is_ok_and(|v| v >= 1),
         // Kafka's floor for the dedupe buffer: 1 MiB per cleaner thread.
         "log.cleaner.dedupe.buffer.size" => value.parse::<u64>().is_ok_and(|v| v >= 1 << 20),
+        "transaction.partition.verification.enable" => value.parse::<bool>().is_ok(),
         _ => true,
     };
     if ok {

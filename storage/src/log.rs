@@ -787,6 +787,12 @@ impl PartitionLog {
             .aborted_txns(fetch_offset, upper_bound)
     }
 
+    /// A producer's epoch on this partition and whether it has a transaction open here at
+    /// that epoch (Kafka's `hasOngoingTransaction`), or None when the log does not know it.
+    pub fn producer_txn(&self, producer_id: i64) -> Option<(i16, bool)> {
+        self.state.borrow().producers.txn_state(producer_id)
+    }
+
     /// Every producer's state, for DescribeProducers.
     pub fn describe_producers(&self) -> Vec<crate::ProducerInfo> {
         self.state.borrow().producers.describe()

@@ -197,6 +197,13 @@ impl ProducerState {
         self.producers.len()
     }
 
+    /// The producer's epoch and whether its transaction is open on this partition.
+    pub(crate) fn txn_state(&self, producer_id: i64) -> Option<(i16, bool)> {
+        self.producers
+            .get(&producer_id)
+            .map(|e| (e.epoch, e.txn_first_offset.is_some()))
+    }
+
     /// The latest `now_ms` seen (`i64::MIN` if none).
     pub(crate) fn clock_ms(&self) -> i64 {
         self.clock_ms

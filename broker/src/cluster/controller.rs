@@ -411,7 +411,8 @@ pub fn plan(
         ControllerRequest::Heartbeat { .. }
         | ControllerRequest::DescribeQuorum
         | ControllerRequest::MoveLeader { .. }
-        | ControllerRequest::WriteTxnMarkers { .. } => Ok(Plan::Nothing),
+        | ControllerRequest::WriteTxnMarkers { .. }
+        | ControllerRequest::VerifyTxn { .. } => Ok(Plan::Nothing),
     }
 }
 

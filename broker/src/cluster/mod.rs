@@ -179,6 +179,11 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
                             {
                                 return answer;
                             }
+                            if let Some(answer) =
+                                crate::txn::verify::serve_rpc(&shard, &payload).await
+                            {
+                                return answer;
+                            }
                             node.handle_rpc(payload).await
                         })
                     })),

@@ -113,6 +113,12 @@ pub enum ControllerRequest {
         replace: bool,
         validate_only: bool,
     },
+    /// Not for the controller: KIP-890 verifications (or adds) for transactions the receiving
+    /// node coordinates, answered by that node with `Codes`, one per partition in order (see
+    /// `txn::verify`).
+    VerifyTxn {
+        entries: Vec<crate::txn::verify::VerifyEntry>,
+    },
 }
 
 /// A partition this node leads in `epoch`.
@@ -215,7 +221,7 @@ pub enum ControllerResponse {
         fenced: bool,
     },
     Quorum(QuorumState),
-    /// One Kafka error code per item of the request (`WriteTxnMarkers`).
+    /// One Kafka error code per item of the request (`WriteTxnMarkers`, `VerifyTxn`).
     Codes(Vec<i16>),
 }
 

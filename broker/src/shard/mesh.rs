@@ -34,6 +34,8 @@ pub struct ProducePart {
     pub topic: String,
     pub partition: i32,
     pub records: Bytes,
+    /// The KIP-890 verification token of a transactional batch (0: none; see `txn::verify`).
+    pub txn_token: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -170,6 +172,8 @@ pub enum Request {
     Txn(crate::txn::TxnCall),
     /// To the partitions' shard: transaction markers to append (`txn::markers`).
     TxnMarkers(Vec<crate::txn::markers::MarkerPart>),
+    /// To the partitions' shard: start KIP-890 verifications (`txn::verify::begin`).
+    TxnVerifyBegin(Vec<crate::txn::verify::VerifyBegin>),
     /// To a partition's shard: DeleteRecords up to `offset` (-1: the high watermark).
     DeleteRecords {
         topic: String,
@@ -275,6 +279,8 @@ pub enum Reply {
     Txn(crate::txn::TxnReply),
     /// One error code per marker.
     TxnMarkers(Vec<i16>),
+    /// Per part: its verification token (0: none needed) or an error code.
+    TxnVerifyBegin(Vec<Result<u64, i16>>),
     /// DeleteRecords' answer: an error code and the new log start offset.
     DeleteRecords {
         error_code: i16,

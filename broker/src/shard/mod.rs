@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use kafka_protocol::error::ResponseError;
+use spool_protocol::batch;
 use spool_storage::{Backend, LogConfig, PartitionLog, StorageError, TimestampType};
 
 use crate::cluster::node::ClusterNode;
@@ -82,6 +83,8 @@ pub struct Shard {
     pub groups: crate::group::GroupCoordinator,
     /// The transactional ids whose `__transaction_state` partition this shard owns.
     pub txns: crate::txn::TxnCoordinator,
+    /// KIP-890 verifications this shard's produce requests wait for, per coordinator node.
+    pub txn_verifier: crate::txn::verify::Verifier,
     /// This shard's Raft groups as peers' RPCs reach them (shard 0: also the metadata group
     /// and the controller RPCs).
     pub raft_groups: spool_raft::transport::GroupRegistry,
@@ -192,6 +195,7 @@ impl Shard {
             leader_reports: Default::default(),
             groups: crate::group::GroupCoordinator::new(&config),
             txns: crate::txn::TxnCoordinator::new(&config),
+            txn_verifier: Default::default(),
             id,
             count,
             config,
@@ -357,6 +361,9 @@ impl Shard {
             Request::TxnMarkers(parts) => {
                 Reply::TxnMarkers(crate::txn::markers::write_local(self, parts).await)
             }
+            Request::TxnVerifyBegin(parts) => {
+                Reply::TxnVerifyBegin(crate::txn::verify::begin_local(self, &parts))
+            }
             Request::DeleteRecords {
                 topic,
                 partition,
@@ -420,6 +427,7 @@ impl Shard {
     pub fn produce_local(&self, acks: i16, parts: Vec<ProducePart>) -> Vec<(ProduceResult, Wait)> {
         let now = now_ms();
         let mut out = Vec::with_capacity(parts.len());
+        let verifying = self.txn_verification_enabled();
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 let result = ProduceResult {
@@ -431,6 +439,24 @@ impl Shard {
                 out.push((result, Wait::None));
                 continue;
             };
+            // A transactional data batch (the handler refused client control batches).
+            let txn_header = batch::BatchHeader::parse(&part.records)
+                .ok()
+                .filter(|h| h.is_transactional() && h.has_producer_id() && !h.is_control());
+            if let Some(header) = txn_header.as_ref().filter(|_| verifying) {
+                if let Err(error_code) =
+                    crate::txn::verify::check_append(&p, header, part.txn_token)
+                {
+                    let result = ProduceResult {
+                        error_code,
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: p.log.visible_start_offset(),
+                    };
+                    out.push((result, Wait::None));
+                    continue;
+                }
+            }
             if let Some(group) = p.replicated() {
                 if group.leadership().is_none() {
                     let result = ProduceResult {
@@ -464,6 +490,9 @@ impl Shard {
                     }
                 }
                 let answer = group.propose(part.records, acks, min_insync, lag_max);
+                if let Some(header) = &txn_header {
+                    crate::txn::verify::appended(&p, header);
+                }
                 let pending = ProduceResult {
                     error_code: 0,
                     base_offset: -1,
@@ -490,6 +519,9 @@ impl Shard {
             }
             match p.log.append(part.records, 0, now) {
                 Ok(info) => {
+                    if let Some(header) = &txn_header {
+                        crate::txn::verify::appended(&p, header);
+                    }
                     let result = ProduceResult {
                         error_code: 0,
                         base_offset: info.base_offset,
@@ -1117,6 +1149,19 @@ impl Shard {
         match self.dynamic.borrow().get("log.cleanup.policy") {
             Some((policy, _)) => policy_compacts(policy),
             None => policy_compacts(&self.config.log_cleanup_policy),
+        }
+    }
+
+    /// `transaction.partition.verification.enable` as this broker has it now (dynamic, else
+    /// static). Borrows only: it runs on every transactional produce.
+    pub fn txn_verification_enabled(&self) -> bool {
+        match self
+            .dynamic
+            .borrow()
+            .get("transaction.partition.verification.enable")
+        {
+            Some((value, _)) => value != "false",
+            None => self.config.transaction_partition_verification_enable,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Partition {
     pub deleted: Cell<bool>,
     /// A flush failed after consumers could see the data (interval mode): refuse writes.
     pub offline: Cell<bool>,
+    /// KIP-890 verification tokens of producers starting a transaction here (leader only).
+    pub txn_guards: RefCell<crate::txn::verify::PartitionGuards>,
 }
 
 impl Partition {
@@ -56,6 +58,7 @@ impl Partition {
             dirty: Cell::new(false),
             deleted: Cell::new(false),
             offline: Cell::new(false),
+            txn_guards: RefCell::new(Default::default()),
         })
     }
 

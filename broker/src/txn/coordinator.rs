@@ -127,6 +127,18 @@ impl TxnCoordinator {
                 .err()
                 .unwrap_or(0),
             ),
+            TxnCall::Verify {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            } => TxnReply::Codes(self.verify(
+                shard,
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                &partitions,
+            )),
             TxnCall::EndTxn {
                 transactional_id,
                 producer_id,
@@ -353,6 +365,45 @@ impl TxnCoordinator {
         value.last_update_ms = now;
         self.write(shard, index, transactional_id, Some(value))
             .await
+    }
+
+    /// Kafka's `handleVerifyPartitionsInTransaction`: one code per partition, no state change.
+    /// A write in flight for the id is not waited for: the leader's guard covers that race.
+    fn verify(
+        &self,
+        shard: &Rc<Shard>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let all = |code: i16| vec![code; partitions.len()];
+        if transactional_id.is_empty() {
+            return all(code(ResponseError::InvalidRequest));
+        }
+        if let Err(error_code) = self.coordinates(shard, transactional_id) {
+            return all(error_code);
+        }
+        let current = match self.checked(transactional_id, producer_id, producer_epoch) {
+            Ok(current) => current,
+            Err(error_code) => return all(error_code),
+        };
+        match current.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                all(code(ResponseError::ConcurrentTransactions))
+            }
+            TxnState::Ongoing => partitions
+                .iter()
+                .map(|p| {
+                    if current.partitions.contains(p) {
+                        0
+                    } else {
+                        code(ResponseError::TransactionAbortable)
+                    }
+                })
+                .collect(),
+            _ => all(code(ResponseError::TransactionAbortable)),
+        }
     }
 
     async fn end_txn(
@@ -861,6 +912,7 @@ pub fn error_reply(call: &TxnCall, error_code: i16) -> TxnReply {
             producer_epoch: -1,
         },
         TxnCall::AddPartitions { .. } | TxnCall::EndTxn { .. } => TxnReply::Code(error_code),
+        TxnCall::Verify { partitions, .. } => TxnReply::Codes(vec![error_code; partitions.len()]),
         TxnCall::Describe { transactional_id } => TxnReply::Describe(DescribedTxn {
             error_code,
             transactional_id: transactional_id.clone(),

@@ -15,6 +15,7 @@ use kafka_protocol::error::ResponseError;
 use rkyv::{Archive, Deserialize, Serialize};
 use spool_protocol::control::{encode_txn_marker, TxnMarker};
 
+use super::verify;
 use crate::cluster::rpc::{ControllerRequest, ControllerResponse};
 use crate::config::FlushMode;
 use crate::shard::mesh::{Reply, Request};
@@ -167,11 +168,16 @@ async fn write_one(shard: &Rc<Shard>, part: &MarkerPart) -> i16 {
             return ResponseError::NotLeaderOrFollower.code();
         }
         let lag_max = Duration::from_millis(shard.config.replica_lag_time_max_ms);
-        match group.propose(batch, -1, 1, lag_max).recv().await {
+        // Before the proposal: a batch verified earlier must not follow the marker in.
+        verify::marker_started(&p, part.producer_id);
+        let answer = group.propose(batch, -1, 1, lag_max).recv().await;
+        verify::marker_finished(&p, part.producer_id);
+        match answer {
             Some(r) => (r.error_code, r.base_offset),
             None => (ResponseError::NotEnoughReplicas.code(), -1),
         }
     } else {
+        verify::marker_started(&p, part.producer_id);
         match p.log.append(batch, 0, now_ms()) {
             Ok(info) => {
                 shard.mark_dirty(&p);

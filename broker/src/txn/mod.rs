@@ -13,6 +13,7 @@
 pub mod coordinator;
 pub mod markers;
 pub mod records;
+pub mod verify;
 
 use std::rc::Rc;
 
@@ -37,6 +38,14 @@ pub enum TxnCall {
     },
     /// AddPartitionsToTxn (v0-3) and AddOffsetsToTxn (the group's offsets partition).
     AddPartitions {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    },
+    /// KIP-890 verification (AddPartitionsToTxn v4+ with `VerifyOnly`): whether each partition
+    /// is in the producer's ongoing transaction; changes nothing.
+    Verify {
         transactional_id: String,
         producer_id: i64,
         producer_epoch: i16,
@@ -80,6 +89,8 @@ pub enum TxnReply {
         producer_epoch: i16,
     },
     Code(i16),
+    /// One code per partition of a `Verify`.
+    Codes(Vec<i16>),
     Describe(DescribedTxn),
     List(Vec<DescribedTxn>),
 }

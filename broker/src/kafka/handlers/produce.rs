@@ -1,5 +1,9 @@
 //! Produce, versions 3–12 served (0–12 advertised, as Kafka 4 does; v0–2 are rejected).
 //!
+//! Transactional batches are verified with their coordinator first (KIP-890, `txn::verify`):
+//! v3–v11 only check that the partition is in the transaction (not: INVALID_TXN_STATE, or
+//! TRANSACTION_ABORTABLE from v11); v12+ has the coordinator add it.
+//!
 //! A request is split by owning shard. Appends happen before `dispatch` returns — locally, or by
 //! handing each shard its parts over the mesh in request order — and the acknowledgements
 //! (fsync-before-ack with group commit, for acks=1 and acks=-1) are awaited afterwards, so one
@@ -20,6 +24,7 @@ use crate::metadata::topic_is_internal;
 use crate::runtime::LocalReceiver;
 use crate::shard::mesh::{ProducePart, ProduceResult, Reply, Request};
 use crate::shard::Shard;
+use crate::txn::verify::{self, VerifyBegin};
 use spool_protocol::batch;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
@@ -34,9 +39,24 @@ enum Slot {
     Remote { shard: usize, index: usize },
 }
 
+/// A part that passed the request's checks, on its way to its shard.
+struct Accepted {
+    /// (topic, partition) position in the response layout.
+    at: (usize, usize),
+    /// Its shard; `usize::MAX` once refused by verification.
+    owner: usize,
+    part: ProducePart,
+    /// Set for a transactional batch: what verification needs to know.
+    txn: Option<VerifyBegin>,
+}
+
 fn error(code: ResponseError) -> ProduceResult {
+    error_code(code.code())
+}
+
+fn error_code(code: i16) -> ProduceResult {
     ProduceResult {
-        error_code: code.code(),
+        error_code: code,
         base_offset: -1,
         log_append_time_ms: -1,
         log_start_offset: -1,
@@ -57,7 +77,13 @@ pub async fn dispatch(
         .sum();
     let bad_acks = !matches!(acks, -1..=1);
     let too_many = total > PARTITIONS_PER_REQUEST_MAX;
+    let request_txn_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .filter(|id| !id.is_empty());
     let has_transactional_id = request.transactional_id.is_some();
+    let mut accepted: Vec<Accepted> = Vec::new();
     // Set when a batch is transactional and the request names no transactional id.
     let mut anonymous_txn = false;
 
@@ -122,21 +148,28 @@ pub async fn dispatch(
                 Slot::Done(error(ResponseError::InvalidRecord))
             } else if let Some(records) = part.records {
                 let owner = shard.owner(&name, part.index);
-                let p = ProducePart {
-                    topic: name.clone(),
-                    partition: part.index,
-                    records,
-                };
-                if owner == shard.id {
-                    local.push(p);
-                    Slot::Local(local.len() - 1)
-                } else {
-                    remote[owner].push(p);
-                    Slot::Remote {
-                        shard: owner,
-                        index: remote[owner].len() - 1,
-                    }
-                }
+                let txn = header
+                    .filter(|h| has_transactional_id && h.is_transactional())
+                    .map(|h| VerifyBegin {
+                        topic: name.clone(),
+                        partition: part.index,
+                        producer_id: h.producer_id,
+                        producer_epoch: h.producer_epoch,
+                        base_sequence: h.base_sequence,
+                    });
+                accepted.push(Accepted {
+                    at: (layout.len(), slots.len()),
+                    owner,
+                    part: ProducePart {
+                        topic: name.clone(),
+                        partition: part.index,
+                        records,
+                        txn_token: 0,
+                    },
+                    txn,
+                });
+                // Replaced below, once verification has had its say.
+                Slot::Done(error(ResponseError::UnknownServerError))
             } else {
                 Slot::Done(error(ResponseError::CorruptMessage))
             };
@@ -147,13 +180,54 @@ pub async fn dispatch(
     if anonymous_txn {
         // Kafka's rule: transactional records need the request's transactional id, else the
         // whole request gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing is appended.
-        local.clear();
-        remote.iter_mut().for_each(Vec::clear);
+        accepted.clear();
         for (_, slots) in &mut layout {
             for (_, slot) in slots.iter_mut() {
                 *slot = Slot::Done(error(ResponseError::TransactionalIdAuthorizationFailed));
             }
         }
+    }
+    // KIP-890: a transactional batch that would start its producer's transaction on a
+    // partition is first checked with (v12+: added by) the coordinator. Awaited before any
+    // append, so this connection's next request waits its turn and order is kept.
+    let verifying: Vec<usize> = (0..accepted.len())
+        .filter(|&i| accepted[i].txn.is_some())
+        .collect();
+    if let (false, Some(transactional_id)) = (verifying.is_empty(), &request_txn_id) {
+        let parts: Vec<VerifyBegin> = verifying
+            .iter()
+            .filter_map(|&i| accepted[i].txn.clone())
+            .collect();
+        let owners: Vec<usize> = verifying.iter().map(|&i| accepted[i].owner).collect();
+        let answers =
+            verify::verify_produce(&shard, version, transactional_id, &parts, &owners).await;
+        for (i, answer) in verifying.into_iter().zip(answers) {
+            match answer {
+                Ok(token) => accepted[i].part.txn_token = token,
+                Err(code) => {
+                    let (t, s) = accepted[i].at;
+                    layout[t].1[s].1 = Slot::Done(error_code(code));
+                    accepted[i].txn = None;
+                    accepted[i].owner = usize::MAX;
+                }
+            }
+        }
+    }
+    for a in accepted {
+        if a.owner == usize::MAX {
+            continue;
+        }
+        let (t, s) = a.at;
+        layout[t].1[s].1 = if a.owner == shard.id {
+            local.push(a.part);
+            Slot::Local(local.len() - 1)
+        } else {
+            remote[a.owner].push(a.part);
+            Slot::Remote {
+                shard: a.owner,
+                index: remote[a.owner].len() - 1,
+            }
+        };
     }
 
     let local_pending = shard.produce_local(acks, local);
