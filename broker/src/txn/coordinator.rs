@@ -25,6 +25,9 @@ use crate::runtime;
 use crate::shard::mesh::AdminRequest;
 use crate::shard::{now_ms, storage_error_code, Shard};
 
+/// The `transaction.version` feature this cluster finalizes (KIP-890's transactions version 2,
+/// Kafka 4's default). Requests still choose their own behaviour by their version.
+pub const CLUSTER_TRANSACTION_VERSION: i16 = 2;
 /// Transactional ids one shard coordinates at most; past it a new id's InitProducerId gets
 /// COORDINATOR_NOT_AVAILABLE rather than memory growing without bound.
 pub const TXN_IDS_PER_SHARD_MAX: usize = 1_000_000;
@@ -115,6 +118,7 @@ impl TxnCoordinator {
                 producer_id,
                 producer_epoch,
                 partitions,
+                tv2,
             } => TxnReply::Code(
                 self.add_partitions(
                     shard,
@@ -122,6 +126,7 @@ impl TxnCoordinator {
                     producer_id,
                     producer_epoch,
                     partitions,
+                    tv2,
                 )
                 .await
                 .err()
@@ -144,18 +149,29 @@ impl TxnCoordinator {
                 producer_id,
                 producer_epoch,
                 commit,
-            } => TxnReply::Code(
-                self.end_txn(
-                    shard,
-                    &transactional_id,
-                    producer_id,
-                    producer_epoch,
-                    commit,
-                )
-                .await
-                .err()
-                .unwrap_or(0),
-            ),
+                tv2,
+            } => {
+                let ended = if tv2 {
+                    self.end_txn_v2(shard, &transactional_id, producer_id, producer_epoch, commit)
+                        .await
+                } else {
+                    self.end_txn(shard, &transactional_id, producer_id, producer_epoch, commit)
+                        .await
+                        .map(|()| (producer_id, producer_epoch))
+                };
+                match ended {
+                    Ok((producer_id, producer_epoch)) => TxnReply::Ended {
+                        error_code: 0,
+                        producer_id,
+                        producer_epoch,
+                    },
+                    Err(error_code) => TxnReply::Ended {
+                        error_code,
+                        producer_id: -1,
+                        producer_epoch: -1,
+                    },
+                }
+            }
             TxnCall::Describe { transactional_id } => {
                 TxnReply::Describe(self.describe(shard, &transactional_id))
             }
@@ -240,32 +256,20 @@ impl TxnCoordinator {
                 return Err(code(ResponseError::CoordinatorNotAvailable));
             }
             let new_id = allocate_producer_id(shard).await?;
-            let value = TxnValue {
-                producer_id: new_id,
-                producer_epoch: 0,
-                timeout_ms,
-                state: TxnState::Empty,
-                partitions: BTreeSet::new(),
-                last_update_ms: now,
-                start_ms: -1,
-            };
+            let value = TxnValue::empty(new_id, timeout_ms, now);
             self.write(shard, index, transactional_id, Some(value))
                 .await?;
             return Ok((new_id, 0));
         };
-        // KIP-360: a client that names its producer id and epoch must name the current ones,
-        // or the ones just before this id's last bump (its retry of an InitProducerId whose
-        // answer it lost, Kafka's `lastProducerEpoch`): that retry gets the same answer.
-        if producer_id >= 0
-            && (producer_id != current.producer_id || producer_epoch != current.producer_epoch)
-        {
-            let retry = producer_id == current.producer_id
-                && producer_epoch == current.producer_epoch - 1
-                && current.state == TxnState::Empty;
-            if retry {
-                return Ok((current.producer_id, current.producer_epoch));
+        // KIP-360: a client naming its producer must name this id's producer (or, right
+        // after a rotation, the one before it at its exhausted epoch).
+        let expected = (producer_id >= 0).then_some(producer_epoch);
+        if let Some(epoch) = expected {
+            let valid = current.producer_id == producer_id
+                || (current.prev_producer_id == producer_id && epoch >= i16::MAX - 1);
+            if !valid {
+                return Err(code(ResponseError::ProducerFenced));
             }
-            return Err(code(ResponseError::ProducerFenced));
         }
         match current.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
@@ -274,10 +278,13 @@ impl TxnCoordinator {
             TxnState::Ongoing => {
                 // Fence the previous instance: abort its transaction under a bumped epoch, so
                 // the partitions refuse its writes; the client retries and gets the next one.
+                // The markers go as the cluster's transactions version (Kafka's rule for the
+                // ends a server starts).
                 let fenced = bump(&current, now);
                 let value = TxnValue {
                     state: TxnState::PrepareAbort,
                     timeout_ms: current.timeout_ms,
+                    client_tv: CLUSTER_TRANSACTION_VERSION,
                     ..fenced
                 };
                 self.write(shard, index, transactional_id, Some(value))
@@ -289,12 +296,29 @@ impl TxnCoordinator {
             | TxnState::CompleteCommit
             | TxnState::CompleteAbort
             | TxnState::Dead => {
+                let exhausted = current.producer_epoch >= i16::MAX - 1;
                 let mut value = bump(&current, now);
-                // Kafka's rule: the epoch after i16::MAX - 1 needs a new producer id.
-                if current.producer_epoch >= i16::MAX - 1 {
+                if exhausted && expected.is_none_or(|e| e == current.producer_epoch) {
+                    // Kafka's rule: the epoch after i16::MAX - 1 needs a new producer id.
+                    value.prev_producer_id = current.producer_id;
                     value.producer_id = allocate_producer_id(shard).await?;
                     value.producer_epoch = 0;
+                } else {
+                    // Kafka's `prepareIncrementProducerEpoch`: the current epoch bumps; the
+                    // one before the last bump is a retry of it, answered alike.
+                    match expected {
+                        None => {}
+                        Some(e) if e == current.producer_epoch => {}
+                        Some(e) if e == current.last_producer_epoch => {
+                            return Ok((current.producer_id, current.producer_epoch));
+                        }
+                        Some(_) => return Err(code(ResponseError::ProducerFenced)),
+                    }
                 }
+                if expected.is_none() {
+                    value.last_producer_epoch = -1;
+                }
+                value.next_producer_id = -1;
                 value.timeout_ms = timeout_ms;
                 value.state = TxnState::Empty;
                 value.partitions.clear();
@@ -334,10 +358,15 @@ impl TxnCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
+        tv2: bool,
     ) -> Result<(), i16> {
         let (index, _) = self.coordinates(shard, transactional_id)?;
-        // Kafka checks the producer before the pending state: a fenced producer hears so.
-        self.checked(transactional_id, producer_id, producer_epoch)?;
+        // Kafka checks the producer before the pending state (a fenced producer hears so),
+        // except for a leader's add (KAFKA-18660): a producer already on the epoch the
+        // pending end hands out must hear CONCURRENT_TRANSACTIONS, not PRODUCER_FENCED.
+        if !tv2 {
+            self.checked(transactional_id, producer_id, producer_epoch)?;
+        }
         let _busy = self.claim(transactional_id)?;
         let current = self.checked(transactional_id, producer_id, producer_epoch)?;
         match current.state {
@@ -358,6 +387,7 @@ impl TxnCoordinator {
             value.start_ms = now;
         }
         value.partitions.extend(partitions);
+        value.client_tv = if tv2 { 2 } else { 0 };
         if value.partitions.len() > TXN_PARTITIONS_MAX {
             return Err(code(ResponseError::InvalidRequest));
         }
@@ -428,6 +458,7 @@ impl TxnCoordinator {
                         TxnState::PrepareAbort
                     },
                     last_update_ms: now_ms(),
+                    client_tv: 0,
                     ..current
                 };
                 self.write(shard, index, transactional_id, Some(value))
@@ -443,6 +474,96 @@ impl TxnCoordinator {
             (TxnState::PrepareEpochFence, _) => Err(code(ResponseError::ConcurrentTransactions)),
             _ => Err(code(ResponseError::InvalidTxnState)),
         }
+    }
+
+    /// EndTxn v5+ (KIP-890 transactions version 2, Kafka's `endTransaction` with epoch bump):
+    /// every end bumps the epoch (the markers carry the bumped one), an abort with no
+    /// transaction open is an "empty abort" that only bumps, and a client that lost the answer
+    /// and asks again with the epoch before the bump gets the same answer. Answers the producer
+    /// id and epoch the client goes on with: the bumped epoch, or once the epoch is exhausted
+    /// the next producer id at epoch 0.
+    async fn end_txn_v2(
+        &self,
+        shard: &Rc<Shard>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(i64, i16), i16> {
+        let (index, coordinator_epoch) = self.coordinates(shard, transactional_id)?;
+        // The pending check comes first (KAFKA-18464): a commit followed at once by an empty
+        // abort must not fence its own producer.
+        let _busy = self.claim(transactional_id)?;
+        let Some(current) = self.txns.borrow().get(transactional_id).cloned() else {
+            return Err(code(ResponseError::InvalidProducerIdMapping));
+        };
+        if matches!(
+            current.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            // The markers are going out: Kafka holds the `Complete*` transition pending for
+            // that whole phase, so any end meets its pending check.
+            return Err(code(ResponseError::ConcurrentTransactions));
+        }
+        let retry_on_overflow = current.prev_producer_id == producer_id
+            && producer_epoch == i16::MAX - 1
+            && current.producer_epoch == 0;
+        let retry_on_bump = current.producer_id == producer_id
+            && i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
+        if current.producer_id != producer_id && !retry_on_overflow {
+            return Err(code(ResponseError::InvalidProducerIdMapping));
+        }
+        let same_epoch = current.producer_epoch == producer_epoch;
+        let valid = match current.state {
+            TxnState::Ongoing | TxnState::Empty => same_epoch,
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                retry_on_bump || retry_on_overflow || same_epoch
+            }
+            TxnState::Dead | TxnState::PrepareEpochFence => false,
+        };
+        if !valid {
+            return Err(code(ResponseError::ProducerFenced));
+        }
+        let retry = retry_on_bump || retry_on_overflow;
+        let answer_now = (current.producer_id, current.producer_epoch);
+        let empty_abort = match (current.state, commit, retry) {
+            (TxnState::Ongoing, _, _) => false,
+            (TxnState::PrepareCommit, true, _) | (TxnState::PrepareAbort, false, _) => {
+                return Err(code(ResponseError::ConcurrentTransactions))
+            }
+            (TxnState::CompleteCommit, true, true) | (TxnState::CompleteAbort, false, true) => {
+                return Ok(answer_now)
+            }
+            (TxnState::Empty, _, true) => return Err(code(ResponseError::ProducerFenced)),
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false, false) => {
+                true
+            }
+            _ => return Err(code(ResponseError::InvalidTxnState)),
+        };
+        let now = now_ms();
+        let mut value = bump(&current, now);
+        value.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        value.client_tv = 2;
+        value.next_producer_id = -1;
+        if current.producer_epoch >= i16::MAX - 1 {
+            // The epoch after this one would be the last: the transaction after this one
+            // starts on a new producer id (the markers still use this one, at the last epoch).
+            value.next_producer_id = allocate_producer_id(shard).await?;
+        }
+        if empty_abort {
+            value.partitions.clear();
+            value.start_ms = now;
+        }
+        self.write(shard, index, transactional_id, Some(value.clone()))
+            .await?;
+        self.spawn_completion(shard, transactional_id, coordinator_epoch);
+        let next = completed(&value);
+        Ok((next.producer_id, next.producer_epoch))
     }
 
     /// Sends the markers of the id's `Prepare*` transaction until every partition has one,
@@ -479,10 +600,13 @@ impl TxnCoordinator {
                     };
                     let results = markers::send(
                         &shard,
-                        value.producer_id,
-                        value.producer_epoch,
-                        coordinator_epoch,
-                        commit,
+                        markers::Marker {
+                            producer_id: value.producer_id,
+                            producer_epoch: value.producer_epoch,
+                            coordinator_epoch,
+                            commit,
+                            transaction_version: i8::try_from(value.client_tv).unwrap_or(0),
+                        },
                         remaining,
                     )
                     .await;
@@ -536,7 +660,7 @@ impl TxnCoordinator {
                     },
                     partitions: BTreeSet::new(),
                     last_update_ms: now_ms(),
-                    ..value
+                    ..completed(&value)
                 };
                 match coordinator.write(&shard, index, &id, Some(complete)).await {
                     Ok(()) => return,
@@ -801,6 +925,7 @@ impl TxnCoordinator {
         );
         let value = TxnValue {
             state: TxnState::PrepareAbort,
+            client_tv: CLUSTER_TRANSACTION_VERSION,
             ..bump(&current, now_ms())
         };
         self.write(shard, index, transactional_id, Some(value))
@@ -810,6 +935,19 @@ impl TxnCoordinator {
     }
 }
 
+/// The producer id and epoch a transaction's `Complete*` state carries: the prepared ones, or
+/// after an exhausted epoch (transactions version 2) the next producer id at epoch 0.
+fn completed(prepared: &TxnValue) -> TxnValue {
+    let mut value = prepared.clone();
+    if prepared.client_tv >= 2 && prepared.next_producer_id != -1 {
+        value.prev_producer_id = prepared.producer_id;
+        value.producer_id = prepared.next_producer_id;
+        value.producer_epoch = 0;
+        value.next_producer_id = -1;
+    }
+    value
+}
+
 /// The state with the next epoch. A fence may take the last one, `i16::MAX` (Kafka's
 /// `prepareFenceProducerEpoch`); InitProducerId then moves to a new producer id.
 fn bump(current: &TxnValue, now: i64) -> TxnValue {
@@ -817,6 +955,7 @@ fn bump(current: &TxnValue, now: i64) -> TxnValue {
     if current.producer_epoch < i16::MAX {
         value.producer_epoch = current.producer_epoch + 1;
     }
+    value.last_producer_epoch = current.producer_epoch;
     value.last_update_ms = now;
     value
 }
@@ -911,7 +1050,12 @@ pub fn error_reply(call: &TxnCall, error_code: i16) -> TxnReply {
             producer_id: -1,
             producer_epoch: -1,
         },
-        TxnCall::AddPartitions { .. } | TxnCall::EndTxn { .. } => TxnReply::Code(error_code),
+        TxnCall::AddPartitions { .. } => TxnReply::Code(error_code),
+        TxnCall::EndTxn { .. } => TxnReply::Ended {
+            error_code,
+            producer_id: -1,
+            producer_epoch: -1,
+        },
         TxnCall::Verify { partitions, .. } => TxnReply::Codes(vec![error_code; partitions.len()]),
         TxnCall::Describe { transactional_id } => TxnReply::Describe(DescribedTxn {
             error_code,

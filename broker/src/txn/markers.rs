@@ -35,6 +35,19 @@ pub struct MarkerPart {
     pub producer_epoch: i16,
     pub coordinator_epoch: i32,
     pub commit: bool,
+    /// The transaction's transactions version (WriteTxnMarkers v2's field): from 2 the
+    /// marker's epoch must exceed the partition's, as Kafka 4.2+ checks (KIP-1228).
+    pub transaction_version: i8,
+}
+
+/// One transaction's end, as its markers carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    pub transaction_version: i8,
 }
 
 /// Whether a marker's answer says a newer producer epoch or a newer coordinator passed the
@@ -51,10 +64,7 @@ pub fn fenced(error_code: i16) -> bool {
 /// Writes the markers of one transaction on `partitions`; answers each partition's error code.
 pub async fn send(
     shard: &Rc<Shard>,
-    producer_id: i64,
-    producer_epoch: i16,
-    coordinator_epoch: i32,
-    commit: bool,
+    marker: Marker,
     partitions: Vec<(String, i32)>,
 ) -> Vec<((String, i32), i16)> {
     let me = shard.config.node_id;
@@ -87,10 +97,11 @@ pub async fn send(
         by_leader.entry(leader).or_default().push(MarkerPart {
             topic,
             partition,
-            producer_id,
-            producer_epoch,
-            coordinator_epoch,
-            commit,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            coordinator_epoch: marker.coordinator_epoch,
+            commit: marker.commit,
+            transaction_version: marker.transaction_version,
         });
     }
     for (leader, parts) in by_leader {
@@ -161,6 +172,20 @@ async fn write_one(shard: &Rc<Shard>, part: &MarkerPart) -> i16 {
         commit: part.commit,
         coordinator_epoch: part.coordinator_epoch,
     };
+    if part.transaction_version >= 2 {
+        // KIP-1228: under transactions version 2 every end bumps the epoch, so a marker no
+        // newer than the partition's epoch is a late or repeated one. Repeated with nothing
+        // open since (a coordinator's retry): done, nothing appended (KAFKA-19999). Else it
+        // would end the producer's next transaction: refused.
+        if let Some((epoch, open)) = p.log.producer_txn(part.producer_id) {
+            if part.producer_epoch < epoch || (part.producer_epoch == epoch && open) {
+                return ResponseError::InvalidProducerEpoch.code();
+            }
+            if part.producer_epoch == epoch {
+                return 0;
+            }
+        }
+    }
     let batch = encode_txn_marker(part.producer_id, part.producer_epoch, marker, now_ms());
     let replicated = p.replicated();
     let (result, offset) = if let Some(group) = &replicated {

@@ -42,6 +42,9 @@ pub enum TxnCall {
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
+        /// The leader's add for a transactions-version-2 client (AddPartitionsToTxn v4+
+        /// without `VerifyOnly`, from Produce v12+ or TxnOffsetCommit v5+).
+        tv2: bool,
     },
     /// KIP-890 verification (AddPartitionsToTxn v4+ with `VerifyOnly`): whether each partition
     /// is in the producer's ongoing transaction; changes nothing.
@@ -56,6 +59,8 @@ pub enum TxnCall {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        /// EndTxn v5+: bump the epoch at every end (transactions version 2).
+        tv2: bool,
     },
     Describe {
         transactional_id: String,
@@ -89,6 +94,12 @@ pub enum TxnReply {
         producer_epoch: i16,
     },
     Code(i16),
+    /// EndTxn's answer: the producer id and epoch to go on with (v5+).
+    Ended {
+        error_code: i16,
+        producer_id: i64,
+        producer_epoch: i16,
+    },
     /// One code per partition of a `Verify`.
     Codes(Vec<i16>),
     Describe(DescribedTxn),

@@ -446,6 +446,7 @@ async fn serve_entry(shard: &Rc<Shard>, entry: VerifyEntry) -> Vec<i16> {
             producer_id: entry.producer_id,
             producer_epoch: entry.producer_epoch,
             partitions: entry.partitions,
+            tv2: true,
         }
     } else {
         TxnCall::Verify {
@@ -583,6 +584,65 @@ pub async fn verify_produce(
         }
         runtime::sleep(backoff).await;
         todo = retry;
+    }
+}
+
+/// TxnOffsetCommit's step (Kafka's group coordinator does the same through its replica
+/// manager): the group's offsets partition `partition` is checked with (v5+: added by) the
+/// transaction's coordinator before the offsets are written; 0 or the error the client gets.
+/// The offsets records carry no token: the group coordinator writes them itself.
+pub async fn verify_offsets(
+    shard: &Rc<Shard>,
+    version: i16,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partition: i32,
+) -> i16 {
+    let add = version >= 5;
+    if !(add || shard.txn_verification_enabled()) {
+        return 0;
+    }
+    let started = std::time::Instant::now();
+    let backoff = Duration::from_millis(shard.config.add_partitions_to_txn_retry_backoff_ms);
+    let give_up = Duration::from_millis(shard.config.add_partitions_to_txn_retry_backoff_max_ms);
+    loop {
+        let entry = VerifyEntry {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            add,
+            partitions: vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)],
+        };
+        let code = ask_coordinator(shard, entry).await.first().copied().unwrap_or(0);
+        let concurrent = ResponseError::ConcurrentTransactions.code();
+        if add && code == concurrent && started.elapsed() + backoff < give_up {
+            runtime::sleep(backoff).await;
+            continue;
+        }
+        return offsets_error(code, version);
+    }
+}
+
+/// TxnOffsetCommit's error for a coordinator's answer, by the request's version: Kafka's
+/// translation, then its group coordinator's normalisation.
+pub fn offsets_error(code: i16, version: i16) -> i16 {
+    use ResponseError as E;
+    let Some(error) = ResponseError::try_from_code(code) else {
+        return code;
+    };
+    match error {
+        E::ProducerFenced => E::InvalidProducerEpoch.code(),
+        E::TransactionAbortable if version <= 3 => E::InvalidTxnState.code(),
+        E::NetworkException => E::CoordinatorLoadInProgress.code(),
+        E::ConcurrentTransactions if version >= 5 => code,
+        E::NotEnoughReplicas
+        | E::RequestTimedOut
+        | E::UnknownTopicOrPartition
+        | E::ConcurrentTransactions
+        | E::CoordinatorLoadInProgress
+        | E::NotCoordinator => E::CoordinatorNotAvailable.code(),
+        _ => code,
     }
 }
 

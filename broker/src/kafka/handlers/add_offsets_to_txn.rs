@@ -28,6 +28,7 @@ pub async fn handle(ctx: &Ctx, request: AddOffsetsToTxnRequest) -> AddOffsetsToT
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
         partitions: vec![(OFFSETS_TOPIC.to_string(), partition)],
+        tv2: false,
     };
     let code = match txn::call(&ctx.shard, &transactional_id, call).await {
         Some(TxnReply::Code(code)) => code,

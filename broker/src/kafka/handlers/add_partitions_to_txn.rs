@@ -113,6 +113,8 @@ async fn one_transaction(
                 producer_id,
                 producer_epoch,
                 partitions: wanted,
+                // The brokers' form (v4+) adds for a transactions-version-2 client.
+                tv2: ctx.version() >= 4,
             }
         };
         match txn::call(&ctx.shard, &transactional_id, call).await {

@@ -27,6 +27,8 @@ pub async fn handle(ctx: &Ctx, request: WriteTxnMarkersRequest) -> WriteTxnMarke
                     producer_epoch: m.producer_epoch,
                     coordinator_epoch: m.coordinator_epoch,
                     commit: m.transaction_result,
+                    // v1 has no TransactionVersion: the lenient (version 0) epoch check.
+                    transaction_version: 0,
                 });
             }
         }
