@@ -497,49 +497,9 @@ impl TxnCoordinator {
         let Some(current) = self.txns.borrow().get(transactional_id).cloned() else {
             return Err(code(ResponseError::InvalidProducerIdMapping));
         };
-        if matches!(
-            current.state,
-            TxnState::PrepareCommit | TxnState::PrepareAbort
-        ) {
-            // The markers are going out: Kafka holds the `Complete*` transition pending for
-            // that whole phase, so any end meets its pending check.
-            return Err(code(ResponseError::ConcurrentTransactions));
-        }
-        let retry_on_overflow = current.prev_producer_id == producer_id
-            && producer_epoch == i16::MAX - 1
-            && current.producer_epoch == 0;
-        let retry_on_bump = current.producer_id == producer_id
-            && i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
-        if current.producer_id != producer_id && !retry_on_overflow {
-            return Err(code(ResponseError::InvalidProducerIdMapping));
-        }
-        let same_epoch = current.producer_epoch == producer_epoch;
-        let valid = match current.state {
-            TxnState::Ongoing | TxnState::Empty => same_epoch,
-            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
-            TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                retry_on_bump || retry_on_overflow || same_epoch
-            }
-            TxnState::Dead | TxnState::PrepareEpochFence => false,
-        };
-        if !valid {
-            return Err(code(ResponseError::ProducerFenced));
-        }
-        let retry = retry_on_bump || retry_on_overflow;
-        let answer_now = (current.producer_id, current.producer_epoch);
-        let empty_abort = match (current.state, commit, retry) {
-            (TxnState::Ongoing, _, _) => false,
-            (TxnState::PrepareCommit, true, _) | (TxnState::PrepareAbort, false, _) => {
-                return Err(code(ResponseError::ConcurrentTransactions))
-            }
-            (TxnState::CompleteCommit, true, true) | (TxnState::CompleteAbort, false, true) => {
-                return Ok(answer_now)
-            }
-            (TxnState::Empty, _, true) => return Err(code(ResponseError::ProducerFenced)),
-            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false, false) => {
-                true
-            }
-            _ => return Err(code(ResponseError::InvalidTxnState)),
+        let empty_abort = match end_v2_decision(&current, producer_id, producer_epoch, commit)? {
+            EndV2::Retried(answer) => return Ok(answer),
+            EndV2::Prepare { empty_abort } => empty_abort,
         };
         let now = now_ms();
         let mut value = bump(&current, now);
@@ -935,6 +895,62 @@ impl TxnCoordinator {
     }
 }
 
+/// What an EndTxn v5+ does to a transaction (Kafka's TV2 `endTransaction` checks).
+#[derive(Debug, PartialEq, Eq)]
+enum EndV2 {
+    /// A retry of an end already done: the same answer again, nothing written.
+    Retried((i64, i16)),
+    /// Prepare the end with a bumped epoch; `empty_abort`: nothing was open.
+    Prepare { empty_abort: bool },
+}
+
+fn end_v2_decision(
+    current: &TxnValue,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Result<EndV2, i16> {
+    if matches!(
+        current.state,
+        TxnState::PrepareCommit | TxnState::PrepareAbort
+    ) {
+        // The markers are going out: Kafka holds the `Complete*` transition pending for that
+        // whole phase, so any end meets its pending check.
+        return Err(code(ResponseError::ConcurrentTransactions));
+    }
+    // A client that lost the answer asks again with the epoch it had: the one before the bump,
+    // or after an exhausted epoch the previous producer id at `i16::MAX - 1`.
+    let retry_on_overflow = current.prev_producer_id == producer_id
+        && producer_epoch == i16::MAX - 1
+        && current.producer_epoch == 0;
+    let retry_on_bump = current.producer_id == producer_id
+        && i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
+    if current.producer_id != producer_id && !retry_on_overflow {
+        return Err(code(ResponseError::InvalidProducerIdMapping));
+    }
+    let same_epoch = current.producer_epoch == producer_epoch;
+    let retry = retry_on_bump || retry_on_overflow;
+    let valid = match current.state {
+        TxnState::Ongoing | TxnState::Empty => same_epoch,
+        TxnState::CompleteCommit | TxnState::CompleteAbort => retry || same_epoch,
+        _ => false,
+    };
+    if !valid {
+        return Err(code(ResponseError::ProducerFenced));
+    }
+    match (current.state, commit, retry) {
+        (TxnState::Ongoing, _, _) => Ok(EndV2::Prepare { empty_abort: false }),
+        (TxnState::CompleteCommit, true, true) | (TxnState::CompleteAbort, false, true) => Ok(
+            EndV2::Retried((current.producer_id, current.producer_epoch)),
+        ),
+        (TxnState::Empty, _, true) => Err(code(ResponseError::ProducerFenced)),
+        (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false, false) => {
+            Ok(EndV2::Prepare { empty_abort: true })
+        }
+        _ => Err(code(ResponseError::InvalidTxnState)),
+    }
+}
+
 /// The producer id and epoch a transaction's `Complete*` state carries: the prepared ones, or
 /// after an exhausted epoch (transactions version 2) the next producer id at epoch 0.
 fn completed(prepared: &TxnValue) -> TxnValue {
@@ -1068,5 +1084,98 @@ pub fn error_reply(call: &TxnCall, error_code: i16) -> TxnReply {
             partitions: Vec::new(),
         }),
         TxnCall::List { .. } => TxnReply::List(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(state: TxnState, producer_id: i64, epoch: i16) -> TxnValue {
+        TxnValue {
+            state,
+            producer_epoch: epoch,
+            ..TxnValue::empty(producer_id, 60_000, 0)
+        }
+    }
+
+    fn err(e: ResponseError) -> Result<EndV2, i16> {
+        Err(e.code())
+    }
+
+    #[test]
+    fn an_end_bumps_and_a_lost_answer_is_asked_again() {
+        let prepare = |empty_abort| Ok(EndV2::Prepare { empty_abort });
+        // Ending an open transaction at its epoch.
+        assert_eq!(end_v2_decision(&at(TxnState::Ongoing, 7, 3), 7, 3, true), prepare(false));
+        assert_eq!(
+            end_v2_decision(&at(TxnState::Ongoing, 7, 3), 7, 2, true),
+            err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            end_v2_decision(&at(TxnState::Ongoing, 7, 3), 8, 3, true),
+            err(ResponseError::InvalidProducerIdMapping)
+        );
+        // While the markers go out, everything waits.
+        assert_eq!(
+            end_v2_decision(&at(TxnState::PrepareCommit, 7, 4), 7, 3, true),
+            err(ResponseError::ConcurrentTransactions)
+        );
+        // After the commit (epoch 3 -> 4): the retry with 3 gets the answer again; an abort at
+        // 4 is an empty abort; a commit at 4 has nothing to commit.
+        let done = at(TxnState::CompleteCommit, 7, 4);
+        assert_eq!(end_v2_decision(&done, 7, 3, true), Ok(EndV2::Retried((7, 4))));
+        assert_eq!(end_v2_decision(&done, 7, 4, false), prepare(true));
+        assert_eq!(
+            end_v2_decision(&done, 7, 4, true),
+            err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            end_v2_decision(&done, 7, 3, false),
+            err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            end_v2_decision(&done, 7, 2, true),
+            err(ResponseError::ProducerFenced)
+        );
+        // Nothing begun since InitProducerId: an abort bumps, a retry-looking epoch is fenced.
+        let empty = at(TxnState::Empty, 7, 0);
+        assert_eq!(end_v2_decision(&empty, 7, 0, false), prepare(true));
+        assert_eq!(
+            end_v2_decision(&empty, 7, 0, true),
+            err(ResponseError::InvalidTxnState)
+        );
+    }
+
+    #[test]
+    fn an_exhausted_epoch_moves_to_the_next_producer_id() {
+        // The end at i16::MAX - 1 prepares with the last epoch and a next producer id; the
+        // markers use the old id at i16::MAX; `Complete*` and the answer use the next at 0.
+        let mut prepared = bump(&at(TxnState::Ongoing, 7, i16::MAX - 1), 0);
+        prepared.state = TxnState::PrepareCommit;
+        prepared.client_tv = 2;
+        prepared.next_producer_id = 9;
+        assert_eq!(prepared.producer_epoch, i16::MAX);
+        let complete = completed(&prepared);
+        assert_eq!(
+            (complete.producer_id, complete.producer_epoch, complete.prev_producer_id),
+            (9, 0, 7)
+        );
+        assert_eq!(complete.next_producer_id, -1);
+        // The client that lost that answer retries with the old id and epoch: same answer.
+        let done = TxnValue {
+            state: TxnState::CompleteCommit,
+            ..complete
+        };
+        assert_eq!(
+            end_v2_decision(&done, 7, i16::MAX - 1, true),
+            Ok(EndV2::Retried((9, 0)))
+        );
+        // A version-1 transaction never rotates at its end.
+        let v1 = TxnValue {
+            client_tv: 0,
+            ..prepared
+        };
+        assert_eq!(completed(&v1).producer_id, 7);
     }
 }

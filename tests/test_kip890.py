@@ -1,4 +1,6 @@
-"""KIP-890 part 1: a partition leader verifies a producer's first transactional batch on a
+"""KIP-890, transactions version 2, spoken over raw sockets.
+
+Part 1: a partition leader verifies a producer's first transactional batch on a
 partition with the transaction coordinator before it appends it, so no batch can open a
 transaction its coordinator does not know (a "hanging" transaction, which would hold the last
 stable offset back for ever).
@@ -16,6 +18,13 @@ and the partition leader are different brokers, so the question goes over the cl
 - AddPartitionsToTxn v4 (the brokers' batched form) answers VerifyOnly per partition;
 - `transaction.partition.verification.enable=false`, set live, lets the late batch in (the
   hanging transaction verification exists to prevent), and `spool txn abort` ends it.
+Part 2 (transactions version 2, which the Kafka 4 Java client and franz-go switch to once
+ApiVersions finalizes `transaction.version` 2, as every test with them now does):
+- ApiVersions v3/v4 finalize `transaction.version` at 2, with an epoch of at least 0;
+- EndTxn v5 bumps the epoch at every end and answers it; a client that lost the answer and
+  asks again with the epoch before gets the same answer; an abort with nothing open only
+  bumps; the old epoch is fenced, on the coordinator and on a partition its marker reached;
+- the next transaction's first batch starts at sequence 0 on the bumped epoch.
 Every wait is bounded.
 """
 import struct
@@ -30,6 +39,7 @@ from test_bad_input import (Reader, TRANSACTIONAL_BIT, array, call, connect, i8,
 from test_cluster import cluster, create_topic, partition_leaders  # noqa: F401  (fixture)
 
 INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, END_TXN, FIND_COORDINATOR = 22, 24, 26, 10
+API_VERSIONS = 18
 PRODUCE, LIST_OFFSETS = 0, 2
 
 INVALID_PRODUCER_EPOCH = 47
@@ -386,3 +396,97 @@ def test_three_brokers_verify_over_the_cluster_rpc(cluster):
         pytest.fail("no transactional id coordinated away from partitions 0 and 1")
     txn_id = until("a remote coordinator", remote_id)
     check_verification(first, {p: addr[leaders[p]] for p in range(3)}, topic, txn_id)
+
+
+# ---- transactions version 2 ------------------------------------------------------------------
+
+def features(bootstrap, version):
+    """ApiVersions v3/v4 (flexible request, response header v0): (supported, epoch, finalized)."""
+    with connect(bootstrap) as s:
+        body = cstring("spool-it") + cstring("1.0") + TAGS
+        payload = i16(API_VERSIONS) + i16(version) + i32(9) + string("spool-it") + TAGS + body
+        s.sendall(i32(len(payload)) + payload)
+        (size,) = struct.unpack(">i", _recv(s, 4))
+        r = Reader(_recv(s, size))
+        assert r.i32() == 9
+        assert r.i16() == 0
+        r_carray(r, lambda r: (r.i16(), r.i16(), r.i16(), skip_tags(r)))
+        r.i32()
+        supported, epoch, finalized = {}, -1, {}
+        for _ in range(r.uvarint()):
+            tag, size = r.uvarint(), r.uvarint()
+            field = Reader(r.take(size))
+            if tag == 0:
+                for name, lo, hi, _ in r_carray(field, lambda f: (
+                        r_cstring(f), f.i16(), f.i16(), skip_tags(f))):
+                    supported[name] = (lo, hi)
+            elif tag == 1:
+                epoch = field.i64()
+            elif tag == 2:
+                for name, hi, lo, _ in r_carray(field, lambda f: (
+                        r_cstring(f), f.i16(), f.i16(), skip_tags(f))):
+                    finalized[name] = (lo, hi)
+        return supported, epoch, finalized
+
+
+def end_txn_v5(coordinator, txn_id, pid, epoch, commit):
+    """EndTxn v5, retried while the coordinator is busy: (error, producer id, epoch)."""
+    def ask():
+        with connect(coordinator) as s:
+            r = flex_call(s, END_TXN, 5, cstring(txn_id) + i64(pid) + i16(epoch)
+                          + i8(int(commit)) + TAGS)
+            r.i32()
+            got = (r.i16(), r.i64(), r.i16())
+            return None if got[0] in RETRIABLE else got
+    return until("EndTxn v5", ask)
+
+
+def test_transactions_version_2_bumps_the_epoch_at_every_end(broker):
+    from confluent_kafka.admin import AdminClient
+    create_topic(AdminClient({"bootstrap.servers": broker.bootstrap}), "tv2", 1)
+    b = broker.bootstrap
+    for version in (3, 4):
+        supported, epoch, finalized = features(b, version)
+        assert finalized.get("transaction.version") == (2, 2), finalized
+        assert epoch >= 0, epoch
+        if version >= 4:
+            assert supported.get("transaction.version") == (0, 2), supported
+
+    txn_id = "tv2-txn"
+    coordinator = find_coordinator(b, txn_id)
+    pid, e = init_producer_id(coordinator, txn_id)
+    # Transaction 1: Produce v12 adds the partition; EndTxn v5 commits and bumps.
+    got = until("an implicit add", lambda: (lambda x: [x] if x not in RETRIABLE else None)(
+        produce(b, 12, txn_id, "tv2", 0, txn_batch(pid, e, 0, b"one"))))[0]
+    assert got == 0, got
+    assert end_txn_v5(coordinator, txn_id, pid, e, commit=True) == (0, pid, e + 1)
+    # The same EndTxn again (a lost answer): the same answer, no second bump.
+    assert end_txn_v5(coordinator, txn_id, pid, e, commit=True) == (0, pid, e + 1)
+    # A zombie batch at the old epoch, after the bumped marker reached the partition.
+    until("the commit marker", lambda: (lambda o: o[0] == o[1] and o[0] >= 2)(
+        offsets(b, "tv2", 0)))
+    assert produce(b, 12, txn_id, "tv2", 0, txn_batch(pid, e, 1, b"zombie")) \
+        == INVALID_PRODUCER_EPOCH
+    # Transaction 2 at the bumped epoch starts at sequence 0, then aborts (another bump).
+    got = until("an implicit add", lambda: (lambda x: [x] if x not in RETRIABLE else None)(
+        produce(b, 12, txn_id, "tv2", 0, txn_batch(pid, e + 1, 0, b"two"))))[0]
+    assert got == 0, got
+    assert end_txn_v5(coordinator, txn_id, pid, e + 1, commit=False) == (0, pid, e + 2)
+    # An abort with nothing open only bumps; the epoch before is fenced now.
+    assert end_txn_v5(coordinator, txn_id, pid, e + 2, commit=False) == (0, pid, e + 3)
+    assert end_txn_v5(coordinator, txn_id, pid, e + 1, commit=True)[0] == PRODUCER_FENCED
+    assert end_txn_v5(coordinator, txn_id, pid, e + 3, commit=True)[0] == INVALID_TXN_STATE
+    # What a read_committed reader gets: transaction 1 only.
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": b, "group.id": "tv2-check",
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition("tv2", 0, 0)])
+        seen, deadline = [], time.monotonic() + 10
+        while time.monotonic() < deadline and len(seen) < 1:
+            seen += [m.value() for m in c.consume(10, timeout=0.5) if m.error() is None]
+        time.sleep(0.5)
+        seen += [m.value() for m in c.consume(10, timeout=0.5) if m.error() is None]
+        assert seen == [b"one"], seen
+    finally:
+        c.close()
