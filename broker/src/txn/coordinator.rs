@@ -152,12 +152,24 @@ impl TxnCoordinator {
                 tv2,
             } => {
                 let ended = if tv2 {
-                    self.end_txn_v2(shard, &transactional_id, producer_id, producer_epoch, commit)
-                        .await
+                    self.end_txn_v2(
+                        shard,
+                        &transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        commit,
+                    )
+                    .await
                 } else {
-                    self.end_txn(shard, &transactional_id, producer_id, producer_epoch, commit)
-                        .await
-                        .map(|()| (producer_id, producer_epoch))
+                    self.end_txn(
+                        shard,
+                        &transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        commit,
+                    )
+                    .await
+                    .map(|()| (producer_id, producer_epoch))
                 };
                 match ended {
                     Ok((producer_id, producer_epoch)) => TxnReply::Ended {
@@ -1107,7 +1119,10 @@ mod tests {
     fn an_end_bumps_and_a_lost_answer_is_asked_again() {
         let prepare = |empty_abort| Ok(EndV2::Prepare { empty_abort });
         // Ending an open transaction at its epoch.
-        assert_eq!(end_v2_decision(&at(TxnState::Ongoing, 7, 3), 7, 3, true), prepare(false));
+        assert_eq!(
+            end_v2_decision(&at(TxnState::Ongoing, 7, 3), 7, 3, true),
+            prepare(false)
+        );
         assert_eq!(
             end_v2_decision(&at(TxnState::Ongoing, 7, 3), 7, 2, true),
             err(ResponseError::ProducerFenced)
@@ -1124,7 +1139,10 @@ mod tests {
         // After the commit (epoch 3 -> 4): the retry with 3 gets the answer again; an abort at
         // 4 is an empty abort; a commit at 4 has nothing to commit.
         let done = at(TxnState::CompleteCommit, 7, 4);
-        assert_eq!(end_v2_decision(&done, 7, 3, true), Ok(EndV2::Retried((7, 4))));
+        assert_eq!(
+            end_v2_decision(&done, 7, 3, true),
+            Ok(EndV2::Retried((7, 4)))
+        );
         assert_eq!(end_v2_decision(&done, 7, 4, false), prepare(true));
         assert_eq!(
             end_v2_decision(&done, 7, 4, true),
@@ -1158,7 +1176,11 @@ mod tests {
         assert_eq!(prepared.producer_epoch, i16::MAX);
         let complete = completed(&prepared);
         assert_eq!(
-            (complete.producer_id, complete.producer_epoch, complete.prev_producer_id),
+            (
+                complete.producer_id,
+                complete.producer_epoch,
+                complete.prev_producer_id
+            ),
             (9, 0, 7)
         );
         assert_eq!(complete.next_producer_id, -1);

@@ -1,5 +1,6 @@
-//! Transactions (KIP-98, Kafka 4.x with transactions version 1): the transaction coordinator
-//! and the transaction markers. ARCHITECTURE.md, "Transactions", has the design.
+//! Transactions (KIP-98, Kafka 4.x with KIP-890's verification and transactions version 2):
+//! the transaction coordinator, the transaction markers and the partition leaders'
+//! verification. ARCHITECTURE.md, "Transactions", has the design.
 //!
 //! Architecture invariant (placement, as groups): a transactional id lives on exactly one
 //! shard of one broker, the leader of its `__transaction_state` partition

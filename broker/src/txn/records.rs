@@ -206,13 +206,22 @@ pub fn encode_value(value: &TxnValue) -> Bytes {
     buf.put_i64(value.start_ms);
     let mut tags: Vec<(u32, Vec<u8>)> = Vec::new();
     if value.prev_producer_id != -1 {
-        tags.push((TAG_PREVIOUS_PRODUCER_ID, value.prev_producer_id.to_be_bytes().to_vec()));
+        tags.push((
+            TAG_PREVIOUS_PRODUCER_ID,
+            value.prev_producer_id.to_be_bytes().to_vec(),
+        ));
     }
     if value.next_producer_id != -1 {
-        tags.push((TAG_NEXT_PRODUCER_ID, value.next_producer_id.to_be_bytes().to_vec()));
+        tags.push((
+            TAG_NEXT_PRODUCER_ID,
+            value.next_producer_id.to_be_bytes().to_vec(),
+        ));
     }
     if value.client_tv != 0 {
-        tags.push((TAG_CLIENT_TRANSACTION_VERSION, value.client_tv.to_be_bytes().to_vec()));
+        tags.push((
+            TAG_CLIENT_TRANSACTION_VERSION,
+            value.client_tv.to_be_bytes().to_vec(),
+        ));
     }
     put_uvarint(&mut buf, tags.len() as u32);
     for (tag, data) in tags {

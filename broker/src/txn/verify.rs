@@ -614,7 +614,11 @@ pub async fn verify_offsets(
             add,
             partitions: vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)],
         };
-        let code = ask_coordinator(shard, entry).await.first().copied().unwrap_or(0);
+        let code = ask_coordinator(shard, entry)
+            .await
+            .first()
+            .copied()
+            .unwrap_or(0);
         let concurrent = ResponseError::ConcurrentTransactions.code();
         if add && code == concurrent && started.elapsed() + backoff < give_up {
             runtime::sleep(backoff).await;

@@ -23,8 +23,7 @@ pub async fn handle(ctx: &Ctx, request: TxnOffsetCommitRequest) -> TxnOffsetComm
     let group_id = request.group_id.0.to_string();
     if !group_id.is_empty() && group::coordinated_here(&ctx.shard, &group_id) {
         // KIP-890: the group's offsets partition must be in the transaction (v5+: is added).
-        let partition =
-            routing::group_partition(&group_id, group::offsets_partitions(&ctx.shard));
+        let partition = routing::group_partition(&group_id, group::offsets_partitions(&ctx.shard));
         let code = verify::verify_offsets(
             &ctx.shard,
             ctx.version(),
