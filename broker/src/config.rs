@@ -214,6 +214,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention runs." },
     SettingSpec { name: "log.cleanup.policy", default: "delete", doc: "cleanup.policy of topics that set none: delete, compact, or both (comma separated)." },
     SettingSpec { name: "log.cleaner.enable", default: "true", doc: "Run the log cleaner (one per shard) over compacted topics." },
+    SettingSpec { name: "log.cleaner.io.max.bytes.per.second", default: "1.7976931348623157E308", doc: "The cleaners' reads and writes together held to this many bytes per second on average, split evenly between the shards (Kafka's default: no limit; dynamic)." },
     SettingSpec { name: "log.cleaner.min.cleanable.ratio", default: "0.5", doc: "min.cleanable.dirty.ratio of topics that set none: a log is cleaned when its dirty bytes are at least this share of its cleanable bytes." },
     SettingSpec { name: "log.cleaner.min.compaction.lag.ms", default: "0", doc: "min.compaction.lag.ms of topics that set none: a record stays uncompacted at least this long." },
     SettingSpec { name: "log.cleaner.max.compaction.lag.ms", default: "9223372036854775807", doc: "max.compaction.lag.ms of topics that set none: a dirty segment older than this is cleaned whatever the dirty ratio." },
@@ -332,6 +333,7 @@ pub struct BrokerConfig {
     pub log_cleanup_policy: String,
     pub log_cleaner_enable: bool,
     pub log_cleaner_min_cleanable_ratio: f64,
+    pub log_cleaner_io_max_bytes_per_second: f64,
     pub log_cleaner_min_compaction_lag_ms: i64,
     pub log_cleaner_max_compaction_lag_ms: i64,
     pub log_cleaner_delete_retention_ms: i64,
@@ -543,6 +545,10 @@ impl BrokerConfig {
             )?,
             log_cleanup_policy: get("log.cleanup.policy").to_string(),
             log_cleaner_enable: parse("log.cleaner.enable", get("log.cleaner.enable"))?,
+            log_cleaner_io_max_bytes_per_second: parse(
+                "log.cleaner.io.max.bytes.per.second",
+                get("log.cleaner.io.max.bytes.per.second"),
+            )?,
             log_cleaner_min_cleanable_ratio: parse(
                 "log.cleaner.min.cleanable.ratio",
                 get("log.cleaner.min.cleanable.ratio"),

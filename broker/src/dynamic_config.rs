@@ -27,6 +27,7 @@ pub const DYNAMIC_APPLIED: &[&str] = &[
     "log.cleaner.backoff.ms",
     "log.cleaner.dedupe.buffer.size",
     "log.cleaner.delete.retention.ms",
+    "log.cleaner.io.max.bytes.per.second",
     "log.cleaner.max.compaction.lag.ms",
     "log.cleaner.min.cleanable.ratio",
     "log.cleaner.min.compaction.lag.ms",
@@ -86,6 +87,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), (bool, String)> {
         // Kafka's floor for the dedupe buffer: 1 MiB per cleaner thread.
         "log.cleaner.dedupe.buffer.size" => value.parse::<u64>().is_ok_and(|v| v >= 1 << 20),
         "transaction.partition.verification.enable" => value.parse::<bool>().is_ok(),
+        "log.cleaner.io.max.bytes.per.second" => value.parse::<f64>().is_ok_and(|v| v > 0.0),
         _ => true,
     };
     if ok {

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 
 use crate::frame::EncodeError;
+use crate::varint::put_uvarint;
 
 /// Record chunks at least this large are referenced; smaller ones are cheaper to copy than to
 /// write as a separate chunk.
@@ -24,14 +25,6 @@ const FLEXIBLE_MIN: i16 = 12;
 const TOPIC_ID_MIN: i16 = 13;
 /// Fetch versions with the NodeEndpoints tagged field (KIP-951), tag 0.
 const NODE_ENDPOINTS_MIN: i16 = 16;
-
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
 
 enum Chunk {
     Own(BytesMut),

@@ -3,7 +3,11 @@
 use bytes::{BufMut, BytesMut};
 
 pub fn put_varint(buf: &mut BytesMut, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    put_uvarint(buf, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// An unsigned varint (flexible versions' lengths and tags).
+pub fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;

@@ -154,6 +154,38 @@ pub(crate) async fn recover_swaps(
 
 /// Writes a cleaned segment sequentially with O_DIRECT, buffering at most
 /// [`CLEANER_WRITE_BUFFER_BYTES`] plus one batch.
+/// Holds a round's reads and writes to a rate on average (Kafka's `Throttler`): once the
+/// bytes moved are more than the rate allows for the time taken, it sleeps the difference.
+/// The batch in hand is at most a few MiB, so the pace is never far ahead.
+pub(crate) struct IoPace {
+    bytes_per_sec: f64,
+    started: std::time::Instant,
+    bytes: f64,
+}
+
+impl IoPace {
+    pub(crate) fn new(bytes_per_sec: f64) -> IoPace {
+        IoPace {
+            bytes_per_sec,
+            started: std::time::Instant::now(),
+            bytes: 0.0,
+        }
+    }
+
+    async fn spend(&mut self, bytes: usize) {
+        // Kafka's default (Double.MAX_VALUE) and nonsense both mean: no limit.
+        if !(self.bytes_per_sec > 0.0 && self.bytes_per_sec < f64::MAX) {
+            return;
+        }
+        self.bytes += bytes as f64;
+        let due = std::time::Duration::from_secs_f64(self.bytes / self.bytes_per_sec);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            glommio::timer::sleep(due - elapsed).await;
+        }
+    }
+}
+
 struct CleanWriter {
     file: SegmentFile,
     path: PathBuf,
@@ -393,17 +425,33 @@ impl PartitionLog {
         limit: i64,
         map: &mut OffsetMap,
     ) -> Result<Option<CleanStats>, StorageError> {
+        self.clean_paced(now_ms, limit, map, f64::MAX).await
+    }
+
+    /// [`PartitionLog::clean`] with its reads and writes together held to `bytes_per_sec` on
+    /// average over the round (Kafka's `log.cleaner.io.max.bytes.per.second`; `f64::MAX`: no
+    /// limit).
+    pub async fn clean_paced(
+        &self,
+        now_ms: i64,
+        limit: i64,
+        map: &mut OffsetMap,
+        bytes_per_sec: f64,
+    ) -> Result<Option<CleanStats>, StorageError> {
         let Some(plan) = self.plan_clean(now_ms, limit) else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
+        let mut pace = IoPace::new(bytes_per_sec);
         map.clear();
         let mut stats = CleanStats {
             dirty_start: plan.dirty_start,
             segments_before: plan.segments.len(),
             ..CleanStats::default()
         };
-        let dirty_end = self.build_offset_map(&plan, map, &mut stats).await?;
+        let dirty_end = self
+            .build_offset_map(&plan, map, &mut stats, &mut pace)
+            .await?;
         stats.dirty_end = dirty_end;
         stats.map_keys = map.len();
         let mut rewriter = Rewriter {
@@ -435,7 +483,14 @@ impl PartitionLog {
         let mut rewritten_end = Some(plan.segments[0].0.base_offset);
         while at < cleaned.len() {
             let (taken, end) = self
-                .clean_group(&plan, at, &cleaned[at..], &mut rewriter, &mut stats)
+                .clean_group(
+                    &plan,
+                    at,
+                    &cleaned[at..],
+                    &mut rewriter,
+                    &mut stats,
+                    &mut pace,
+                )
                 .await?;
             at += taken;
             rewritten_end = rewritten_end.and(end);
@@ -540,6 +595,7 @@ impl PartitionLog {
         plan: &CleanPlan,
         map: &mut OffsetMap,
         stats: &mut CleanStats,
+        pace: &mut IoPace,
     ) -> Result<i64, StorageError> {
         let aborted = |header: &BatchHeader| {
             header.is_transactional()
@@ -558,6 +614,7 @@ impl PartitionLog {
             };
             while let Some((header, bytes)) = reader.next().await? {
                 stats.bytes_read += bytes.len() as u64;
+                pace.spend(bytes.len()).await;
                 if header.last_offset() < plan.dirty_start
                     || header.is_control()
                     || aborted(&header)
@@ -596,6 +653,7 @@ impl PartitionLog {
         segments: &[&(SegmentView, i64)],
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
+        pace: &mut IoPace,
     ) -> Result<(usize, Option<i64>), StorageError> {
         let base = segments[0].0.base_offset;
         let out_path = cleaned_path(&self.dir, base);
@@ -631,6 +689,7 @@ impl PartitionLog {
             };
             while let Some((header, bytes)) = reader.next().await? {
                 stats.bytes_read += bytes.len() as u64;
+                pace.spend(bytes.len()).await;
                 let position = reader.position - bytes.len() as u64;
                 let corrupt = |_| StorageError::SegmentCorrupt {
                     path: reader.path.clone(),
@@ -642,6 +701,7 @@ impl PartitionLog {
                 let out_header = batch::validate_stored(&out).map_err(corrupt)?;
                 tracker.track_batch(&out_header, plan.index_interval_bytes);
                 writer.push(&out).await?;
+                pace.spend(out.len()).await;
             }
         }
         let (file, size) = writer.finish().await?;

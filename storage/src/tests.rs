@@ -2345,6 +2345,37 @@ fn assert_compacted(
 }
 
 #[test]
+fn a_paced_cleaning_keeps_to_its_rate_and_cleans_alike() {
+    // `log.cleaner.io.max.bytes.per.second`: the round sleeps whenever it is ahead of the
+    // rate, so it lasts at least (read + written) / rate, and cleans as an unpaced one does.
+    let rate = 20_000.0;
+    let outcome = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let fs = MemFs::new();
+            let log = open(&fs, compacting(1_000));
+            fill_keyed(&log);
+            let mut map = crate::OffsetMap::new(1 << 20);
+            let started = std::time::Instant::now();
+            let stats = log
+                .clean_paced(10_000, i64::MAX, &mut map, rate)
+                .await
+                .unwrap()
+                .unwrap();
+            (stats, started.elapsed(), records_of(&log), log.cleaned_to())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (stats, elapsed, records, cleaned_to) = outcome;
+    let moved = (stats.bytes_read + stats.bytes_written) as f64;
+    assert!(
+        elapsed.as_secs_f64() >= moved / rate * 0.95,
+        "{moved} bytes in {elapsed:?}"
+    );
+    assert_compacted(&records, cleaned_to, false);
+}
+
+#[test]
 fn compaction_keeps_each_keys_latest_record_at_its_offset() {
     let fs = MemFs::new();
     let log = open(&fs, compacting(1_000));

@@ -441,12 +441,6 @@ async fn ask_node(
     if node == shard.config.node_id {
         return ask_shard(shard, topic.to_string(), partition, to, wait_ms).await;
     }
-    let addr = shard
-        .view
-        .borrow()
-        .broker(node)
-        .map(|b| b.rpc_addr.clone())
-        .unwrap_or_default();
     let unreachable = |why: String| {
         MoveAnswer::error(
             ResponseError::PreferredLeaderNotAvailable,
@@ -454,40 +448,27 @@ async fn ask_node(
             -1,
         )
     };
-    if addr.is_empty() {
-        return unreachable("no address known".into());
-    }
     let request = ControllerRequest::MoveLeader {
         topic: topic.to_string(),
         partition,
         to,
         wait_ms,
     };
-    let Ok(payload) = request.encode() else {
-        return unreachable("request not encodable".into());
-    };
     // The RPC outlives the leader's own wait by a little, so its answer arrives.
     let ttl = Duration::from_millis(wait_ms) + Duration::from_secs(2);
-    match shard
-        .raft_router
-        .call_app(node as NodeId, &addr, payload, ttl)
-        .await
-    {
-        Ok(bytes) => match ControllerResponse::decode(&bytes) {
-            Ok(ControllerResponse::Done {
-                error_code,
-                message,
-                value,
-                ..
-            }) => MoveAnswer {
-                error_code,
-                message,
-                leader: i32::try_from(value).unwrap_or(-1),
-            },
-            Ok(other) => unreachable(format!("unexpected answer {other:?}")),
-            Err(e) => unreachable(e.to_string()),
+    match shard.call_peer(node, &request, ttl).await {
+        Ok(ControllerResponse::Done {
+            error_code,
+            message,
+            value,
+            ..
+        }) => MoveAnswer {
+            error_code,
+            message,
+            leader: i32::try_from(value).unwrap_or(-1),
         },
-        Err(e) => unreachable(e.to_string()),
+        Ok(other) => unreachable(format!("unexpected answer {other:?}")),
+        Err(e) => unreachable(e),
     }
 }
 

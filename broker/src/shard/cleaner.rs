@@ -61,7 +61,12 @@ pub async fn cleaner_loop(shard: Rc<Shard>) {
                 Some(group) => group.hw.offset.get(),
                 None => p.log.durable_end_offset(),
             };
-            match p.log.clean(now_ms(), limit, &mut map).await {
+            // Kafka's limit is for all its cleaner threads together: each shard gets its share.
+            let io_max = shard.dynamic.borrow().num(
+                "log.cleaner.io.max.bytes.per.second",
+                shard.config.log_cleaner_io_max_bytes_per_second,
+            ) / shard.count.max(1) as f64;
+            match p.log.clean_paced(now_ms(), limit, &mut map, io_max).await {
                 Ok(None) => {}
                 Ok(Some(stats)) => tracing::info!(
                     topic = %p.topic,

@@ -1920,6 +1920,33 @@ impl Shard {
         }
     }
 
+    /// Sends `request` to broker `node`'s cluster RPC listener (a request another node serves
+    /// itself: markers, verifications, leadership moves) and decodes its answer; the error
+    /// says why none came.
+    pub async fn call_peer(
+        &self,
+        node: i32,
+        request: &crate::cluster::rpc::ControllerRequest,
+        ttl: Duration,
+    ) -> Result<crate::cluster::rpc::ControllerResponse, String> {
+        let addr = self
+            .view
+            .borrow()
+            .broker(node)
+            .map(|b| b.rpc_addr.clone())
+            .unwrap_or_default();
+        if addr.is_empty() {
+            return Err("no address known".into());
+        }
+        let payload = request.encode().map_err(|e| e.to_string())?;
+        let bytes = self
+            .raft_router
+            .call_app(node as spool_raft::NodeId, &addr, payload, ttl)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::cluster::rpc::ControllerResponse::decode(&bytes).map_err(|e| e.to_string())
+    }
+
     pub async fn admin_call(self: &Rc<Self>, request: AdminRequest) -> (i16, Option<String>, i64) {
         match self.call(0, Request::Admin(request)).await {
             Some(Reply::Admin {

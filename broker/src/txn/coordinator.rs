@@ -90,29 +90,16 @@ impl TxnCoordinator {
                 timeout_ms,
                 producer_id,
                 producer_epoch,
-            } => {
-                match self
-                    .init_producer_id(
-                        shard,
-                        &transactional_id,
-                        timeout_ms,
-                        producer_id,
-                        producer_epoch,
-                    )
-                    .await
-                {
-                    Ok((producer_id, producer_epoch)) => TxnReply::InitProducerId {
-                        error_code: 0,
-                        producer_id,
-                        producer_epoch,
-                    },
-                    Err(error_code) => TxnReply::InitProducerId {
-                        error_code,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                    },
-                }
-            }
+            } => TxnReply::producer(
+                self.init_producer_id(
+                    shard,
+                    &transactional_id,
+                    timeout_ms,
+                    producer_id,
+                    producer_epoch,
+                )
+                .await,
+            ),
             TxnCall::AddPartitions {
                 transactional_id,
                 producer_id,
@@ -171,18 +158,7 @@ impl TxnCoordinator {
                     .await
                     .map(|()| (producer_id, producer_epoch))
                 };
-                match ended {
-                    Ok((producer_id, producer_epoch)) => TxnReply::Ended {
-                        error_code: 0,
-                        producer_id,
-                        producer_epoch,
-                    },
-                    Err(error_code) => TxnReply::Ended {
-                        error_code,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                    },
-                }
+                TxnReply::producer(ended)
             }
             TxnCall::Describe { transactional_id } => {
                 TxnReply::Describe(self.describe(shard, &transactional_id))
@@ -1073,17 +1049,10 @@ pub async fn follow_leadership(shard: Rc<Shard>, index: i32, group: Rc<ReplicaGr
 /// The answer to `call` when it cannot be served (`error_code`).
 pub fn error_reply(call: &TxnCall, error_code: i16) -> TxnReply {
     match call {
-        TxnCall::InitProducerId { .. } => TxnReply::InitProducerId {
-            error_code,
-            producer_id: -1,
-            producer_epoch: -1,
-        },
+        TxnCall::InitProducerId { .. } | TxnCall::EndTxn { .. } => {
+            TxnReply::producer(Err(error_code))
+        }
         TxnCall::AddPartitions { .. } => TxnReply::Code(error_code),
-        TxnCall::EndTxn { .. } => TxnReply::Ended {
-            error_code,
-            producer_id: -1,
-            producer_epoch: -1,
-        },
         TxnCall::Verify { partitions, .. } => TxnReply::Codes(vec![error_code; partitions.len()]),
         TxnCall::Describe { transactional_id } => TxnReply::Describe(DescribedTxn {
             error_code,

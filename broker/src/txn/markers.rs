@@ -235,32 +235,12 @@ async fn write_one(shard: &Rc<Shard>, part: &MarkerPart) -> i16 {
 /// Sends markers to broker `node` over the cluster RPC; one code per part.
 async fn send_to(shard: &Rc<Shard>, node: i32, parts: Vec<MarkerPart>) -> Vec<i16> {
     let count = parts.len();
-    let failed = |code: ResponseError| vec![code.code(); count];
-    let addr = shard
-        .view
-        .borrow()
-        .broker(node)
-        .map(|b| b.rpc_addr.clone())
-        .unwrap_or_default();
-    if addr.is_empty() {
-        return failed(ResponseError::NotLeaderOrFollower);
-    }
-    let Ok(payload) = (ControllerRequest::WriteTxnMarkers { markers: parts }).encode() else {
-        return failed(ResponseError::UnknownServerError);
-    };
-    let answer = shard
-        .raft_router
-        .call_app(node as spool_raft::NodeId, &addr, payload, MARKERS_RPC_TTL)
-        .await;
-    match answer.map(|bytes| ControllerResponse::decode(&bytes)) {
-        Ok(Ok(ControllerResponse::Codes(codes))) if codes.len() == count => codes,
-        Ok(other) => {
-            tracing::debug!(node, "unexpected answer to markers: {other:?}");
-            failed(ResponseError::NotLeaderOrFollower)
-        }
-        Err(e) => {
-            tracing::debug!(node, "markers not delivered: {e}");
-            failed(ResponseError::NotLeaderOrFollower)
+    let request = ControllerRequest::WriteTxnMarkers { markers: parts };
+    match shard.call_peer(node, &request, MARKERS_RPC_TTL).await {
+        Ok(ControllerResponse::Codes(codes)) if codes.len() == count => codes,
+        other => {
+            tracing::debug!(node, "markers not answered: {other:?}");
+            vec![ResponseError::NotLeaderOrFollower.code(); count]
         }
     }
 }

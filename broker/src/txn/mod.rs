@@ -89,22 +89,32 @@ pub struct DescribedTxn {
 
 #[derive(Debug)]
 pub enum TxnReply {
-    InitProducerId {
+    /// InitProducerId's and EndTxn's answer: the producer id and epoch to go on with (-1 and
+    /// -1 with an error).
+    Producer {
         error_code: i16,
         producer_id: i64,
         producer_epoch: i16,
     },
     Code(i16),
-    /// EndTxn's answer: the producer id and epoch to go on with (v5+).
-    Ended {
-        error_code: i16,
-        producer_id: i64,
-        producer_epoch: i16,
-    },
     /// One code per partition of a `Verify`.
     Codes(Vec<i16>),
     Describe(DescribedTxn),
     List(Vec<DescribedTxn>),
+}
+
+impl TxnReply {
+    pub fn producer(result: Result<(i64, i16), i16>) -> TxnReply {
+        let (error_code, (producer_id, producer_epoch)) = match result {
+            Ok(producer) => (0, producer),
+            Err(error_code) => (error_code, (-1, -1)),
+        };
+        TxnReply::Producer {
+            error_code,
+            producer_id,
+            producer_epoch,
+        }
+    }
 }
 
 /// Partitions of `__transaction_state`: the topic's, once it exists; the setting before.

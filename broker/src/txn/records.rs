@@ -127,12 +127,8 @@ const TAG_PREVIOUS_PRODUCER_ID: u32 = 0;
 const TAG_NEXT_PRODUCER_ID: u32 = 1;
 const TAG_CLIENT_TRANSACTION_VERSION: u32 = 2;
 
-fn put_uvarint(buf: &mut BytesMut, mut v: u32) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
+fn put_uvarint(buf: &mut BytesMut, v: u32) {
+    spool_protocol::varint::put_uvarint(buf, u64::from(v));
 }
 
 fn get_uvarint(buf: &mut Bytes) -> Result<u32, RecordError> {

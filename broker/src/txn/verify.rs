@@ -406,32 +406,12 @@ async fn send_to(
     entries: Vec<VerifyEntry>,
     total: usize,
 ) -> Vec<i16> {
-    let failed = |code: ResponseError| vec![code.code(); total];
-    let addr = shard
-        .view
-        .borrow()
-        .broker(node)
-        .map(|b| b.rpc_addr.clone())
-        .unwrap_or_default();
-    if addr.is_empty() {
-        return failed(ResponseError::CoordinatorNotAvailable);
-    }
-    let Ok(payload) = (ControllerRequest::VerifyTxn { entries }).encode() else {
-        return failed(ResponseError::UnknownServerError);
-    };
-    let answer = shard
-        .raft_router
-        .call_app(node as spool_raft::NodeId, &addr, payload, VERIFY_RPC_TTL)
-        .await;
-    match answer.map(|bytes| ControllerResponse::decode(&bytes)) {
-        Ok(Ok(ControllerResponse::Codes(codes))) if codes.len() == total => codes,
-        Ok(other) => {
-            tracing::debug!(node, "unexpected answer to a verification: {other:?}");
-            failed(ResponseError::NetworkException)
-        }
-        Err(e) => {
-            tracing::debug!(node, "verification not delivered: {e}");
-            failed(ResponseError::NetworkException)
+    let request = ControllerRequest::VerifyTxn { entries };
+    match shard.call_peer(node, &request, VERIFY_RPC_TTL).await {
+        Ok(ControllerResponse::Codes(codes)) if codes.len() == total => codes,
+        other => {
+            tracing::debug!(node, "verification not answered: {other:?}");
+            vec![ResponseError::NetworkException.code(); total]
         }
     }
 }

@@ -26,7 +26,7 @@ pub async fn handle(ctx: &Ctx, request: EndTxnRequest) -> EndTxnResponse {
     };
     let (code, producer_id, producer_epoch) =
         match txn::call(&ctx.shard, &transactional_id, call).await {
-            Some(TxnReply::Ended {
+            Some(TxnReply::Producer {
                 error_code,
                 producer_id,
                 producer_epoch,

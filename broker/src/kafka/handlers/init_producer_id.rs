@@ -39,7 +39,7 @@ pub async fn handle(ctx: &Ctx, request: InitProducerIdRequest) -> InitProducerId
             producer_epoch,
         };
         return match txn::call(&ctx.shard, &transactional_id, call).await {
-            Some(TxnReply::InitProducerId {
+            Some(TxnReply::Producer {
                 error_code,
                 producer_id,
                 producer_epoch,
