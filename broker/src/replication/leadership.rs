@@ -90,17 +90,22 @@ impl MoveAnswer {
         }
     }
 
+    /// The answer as a reply or an RPC carries it: the leader in `value`.
+    fn carried(error_code: i16, message: Option<String>, value: i64) -> MoveAnswer {
+        MoveAnswer {
+            error_code,
+            message,
+            leader: i32::try_from(value).unwrap_or(-1),
+        }
+    }
+
     fn from_reply(reply: Option<Reply>) -> MoveAnswer {
         match reply {
             Some(Reply::Admin {
                 error_code,
                 message,
                 value,
-            }) => MoveAnswer {
-                error_code,
-                message,
-                leader: i32::try_from(value).unwrap_or(-1),
-            },
+            }) => MoveAnswer::carried(error_code, message, value),
             _ => MoveAnswer::error(
                 ResponseError::PreferredLeaderNotAvailable,
                 "the broker is shutting down",
@@ -462,11 +467,7 @@ async fn ask_node(
             message,
             value,
             ..
-        }) => MoveAnswer {
-            error_code,
-            message,
-            leader: i32::try_from(value).unwrap_or(-1),
-        },
+        }) => MoveAnswer::carried(error_code, message, value),
         Ok(other) => unreachable(format!("unexpected answer {other:?}")),
         Err(e) => unreachable(e),
     }
