@@ -660,6 +660,78 @@ pub fn produce_error(code: i16, produce_version: i16) -> i16 {
 mod tests {
     use super::*;
 
+    fn partition() -> Partition {
+        let config = spool_storage::LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: i64::MAX / 2,
+            retention_ms: -1,
+            retention_bytes: -1,
+            max_message_bytes: 100_000,
+            index_interval_bytes: 4096,
+            timestamp_type: spool_storage::TimestampType::CreateTime,
+            tail_cache_bytes_max: 0,
+            producer_id_expiration_ms: 86_400_000,
+            compaction: Default::default(),
+        };
+        let log = futures_lite::future::block_on(spool_storage::PartitionLog::open(
+            std::path::PathBuf::from("/t-0"),
+            config,
+            spool_storage::Backend::Memory(spool_storage::MemFs::new()),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = Partition::new("t".into(), 0, Rc::new(log), crate::config::FlushMode::Sync);
+        Rc::try_unwrap(p).unwrap_or_else(|_| panic!("one owner"))
+    }
+
+    fn txn_header(producer_id: i64, epoch: i16, base_sequence: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 61,
+            partition_leader_epoch: -1,
+            magic: 2,
+            crc: 0,
+            attributes: 0x10,
+            last_offset_delta: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            records_count: 1,
+        }
+    }
+
+    #[test]
+    fn a_marker_voids_the_token_of_a_verification_started_before_it() {
+        let p = partition();
+        let header = txn_header(7, 0, 0);
+        // Without a verification, a batch that would open a transaction is refused.
+        assert_eq!(
+            check_append(&p, &header, 0),
+            Err(ResponseError::InvalidTxnState.code())
+        );
+        let token = begin(&p, 7, 0, 0, 1_000).expect("a token");
+        assert_ne!(token, 0);
+        // Requests of the producer share the token, and remember the lowest sequence.
+        assert_eq!(begin(&p, 7, 0, 5, 1_000), Ok(token));
+        assert_eq!(check_append(&p, &header, token), Ok(()));
+        assert_eq!(
+            check_append(&p, &txn_header(7, 0, 5), token),
+            Err(ResponseError::OutOfOrderSequenceNumber.code())
+        );
+        // The race the guard closes: the transaction's marker lands between the
+        // coordinator's answer and the append. The verified batch no longer gets in.
+        marker_started(&p, 7);
+        assert_eq!(
+            check_append(&p, &header, token),
+            Err(ResponseError::InvalidTxnState.code())
+        );
+        // A verification started after the marker has a token of its own.
+        let again = begin(&p, 7, 0, 0, 1_001).expect("a token");
+        assert_ne!(again, token);
+        assert_eq!(check_append(&p, &header, again), Ok(()));
+    }
+
     #[test]
     fn produce_errors_follow_the_request_version() {
         use ResponseError as E;
