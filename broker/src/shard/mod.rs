@@ -427,7 +427,8 @@ impl Shard {
     pub fn produce_local(&self, acks: i16, parts: Vec<ProducePart>) -> Vec<(ProduceResult, Wait)> {
         let now = now_ms();
         let mut out = Vec::with_capacity(parts.len());
-        let verifying = self.txn_verification_enabled();
+        // Asked only once a transactional batch comes: plain produce does not pay for it.
+        let mut verifying: Option<bool> = None;
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 let result = ProduceResult {
@@ -443,7 +444,10 @@ impl Shard {
             let txn_header = batch::BatchHeader::parse(&part.records)
                 .ok()
                 .filter(|h| h.is_transactional() && h.has_producer_id() && !h.is_control());
-            if let Some(header) = txn_header.as_ref().filter(|_| verifying) {
+            let check = txn_header
+                .as_ref()
+                .filter(|_| *verifying.get_or_insert_with(|| self.txn_verification_enabled()));
+            if let Some(header) = check {
                 if let Err(error_code) =
                     crate::txn::verify::check_append(&p, header, part.txn_token)
                 {
