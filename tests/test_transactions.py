@@ -273,6 +273,54 @@ def test_confluent_kafka_transactions(broker):
     check_transactions(outcomes, consume_committed(b, "txn-librdkafka", 3))
 
 
+def test_aborts_in_old_segments_stay_hidden_across_restarts(broker):
+    """The aborted-transaction index per segment (`.txnindex`): aborts spread over several
+    1 MiB segments (Kafka 4's smallest segment.bytes) are listed to read_committed readers from
+    the sealed segments' index files, after a kill -9 and after a clean restart too."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+    b = broker.bootstrap
+    topic = "txn-segments"
+    client = admin(b)
+    futures = client.create_topics([NewTopic(topic, 1, 1, config={"segment.bytes": "1048576"})],
+                                   operation_timeout=30, request_timeout=35)
+    futures[topic].result(timeout=40)
+    p = Producer({"bootstrap.servers": b, "transactional.id": "seg-1", "linger.ms": 5})
+    p.init_transactions(30)
+    pad = "x" * 8000
+    outcomes = []
+    for k in range(40):  # 40 × 12 × 8 KB: about 4 segments, an abort in each
+        p.begin_transaction()
+        values = [f"seg-{k}-{i}" for i in range(12)]
+        for v in values:
+            p.produce(topic, value=f"{v}|{pad}".encode(), partition=0)
+        p.flush(10)
+        if k % 3 == 1:
+            p.abort_transaction(30)
+            outcomes.append({"txn": k, "outcome": "abort", "values": values})
+        else:
+            p.commit_transaction(30)
+            outcomes.append({"txn": k, "outcome": "commit", "values": values})
+
+    def indexes():
+        return [f for f in broker.data_dir.rglob("*.txnindex")
+                if f.parent.name.startswith(topic) and f.stat().st_size > 0]
+
+    def check():
+        seen = [v.split("|")[0] for v in consume_committed(b, topic, 1)]
+        check_transactions(outcomes, seen)
+        assert len(seen) == 27 * 12
+
+    assert len(indexes()) >= 2, "aborts in at least two sealed segments' index files"
+    check()
+    broker.kill9()
+    broker.start()
+    check()
+    broker.restart()
+    check()
+    assert len(indexes()) >= 2
+
+
 # ---- three brokers ------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ use crate::log::{close_shared, io_error, marker_of, write_indexes_of, PartitionL
 use crate::offset_map::OffsetMap;
 use crate::producer::AbortedTxn;
 use crate::segment::{self, Segment, SegmentView};
+use crate::txn_index;
 use crate::StorageError;
 
 /// The side file holding the end of the last cleaning's dirty range (8 bytes, then CRC-32C).
@@ -136,6 +137,7 @@ pub(crate) async fn recover_swaps(
                 segment::index_path(dir, old),
                 segment::time_index_path(dir, old),
                 entry_index::raft_index_path(dir, old),
+                txn_index::txn_index_path(dir, old),
             ] {
                 backend.remove_file(&path).await.map_err(io_error(&path))?;
             }
@@ -438,9 +440,12 @@ impl PartitionLog {
         map: &mut OffsetMap,
         bytes_per_sec: f64,
     ) -> Result<Option<CleanStats>, StorageError> {
-        let Some(plan) = self.plan_clean(now_ms, limit) else {
+        let Some(mut plan) = self.plan_clean(now_ms, limit) else {
             return Ok(None);
         };
+        plan.aborted = self
+            .aborted_txns(plan.segments[0].0.base_offset, plan.cleanable_end)
+            .await?;
         let started = std::time::Instant::now();
         let mut pace = IoPace::new(bytes_per_sec);
         map.clear();
@@ -479,10 +484,8 @@ impl PartitionLog {
             .take_while(|(view, _)| view.base_offset < dirty_end.max(plan.dirty_start + 1))
             .collect();
         let mut at = 0;
-        // The end of the groups swapped in, from the log start, none skipped.
-        let mut rewritten_end = Some(plan.segments[0].0.base_offset);
         while at < cleaned.len() {
-            let (taken, end) = self
+            let taken = self
                 .clean_group(
                     &plan,
                     at,
@@ -493,7 +496,6 @@ impl PartitionLog {
                 )
                 .await?;
             at += taken;
-            rewritten_end = rewritten_end.and(end);
         }
         stats.records_read += rewriter.records_read;
         stats.records_kept = rewriter.records_kept;
@@ -502,12 +504,6 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             state.cleaned_to = state.cleaned_to.max(dirty_end);
             state.next_delete_horizon = rewriter.next_horizon;
-            // Every aborted transaction below the rewritten range lost its records: read_committed
-            // readers no longer need it listed (Kafka drops it with the cleaned segment's
-            // `.txnindex`).
-            if let Some(end) = rewritten_end {
-                state.producers.prune_aborted(end);
-            }
             stats.segments_after = state
                 .segments
                 .iter()
@@ -579,7 +575,8 @@ impl PartitionLog {
             segments: segments.iter().map(|s| (s.view(), s.next_offset)).collect(),
             dirty_start,
             cleanable_end,
-            aborted: state.producers.aborted_txns(start, cleanable_end),
+            // Filled by the caller: the cleanable segments' aborts are in their files.
+            aborted: Vec::new(),
             segment_bytes: state.config.segment_bytes,
             index_interval_bytes: u64::from(state.config.index_interval_bytes),
             delete_retention_ms: compaction.delete_retention_ms,
@@ -644,8 +641,8 @@ impl PartitionLog {
     /// Steps 3 and 4 for one group: the first of `segments` and as many of the next as fit.
     /// A segment joins while the output so far plus its whole size stays within
     /// `segment.bytes` (Kafka groups by input sizes; by output, a second round is not needed
-    /// to merge the segments a first one emptied). Returns how many segments it took, and the
-    /// end offset of the group if it was swapped in (None: the log changed meanwhile).
+    /// to merge the segments a first one emptied). Returns how many segments it took (swapped
+    /// in, or dropped because the log changed meanwhile).
     async fn clean_group(
         &self,
         plan: &CleanPlan,
@@ -654,7 +651,7 @@ impl PartitionLog {
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
         pace: &mut IoPace,
-    ) -> Result<(usize, Option<i64>), StorageError> {
+    ) -> Result<usize, StorageError> {
         let base = segments[0].0.base_offset;
         let out_path = cleaned_path(&self.dir, base);
         self.backend
@@ -721,8 +718,8 @@ impl PartitionLog {
                 });
             }
         }
-        let swapped = self.swap_in(group, tracker, file, end).await?;
-        Ok((taken, swapped.then_some(end)))
+        self.swap_in(group, tracker, file, end).await?;
+        Ok(taken)
     }
 
     /// Step 4: replaces the group's segments by the cleaned one, unless the log changed under
@@ -808,10 +805,13 @@ impl PartitionLog {
                 .rename(&path, &doomed)
                 .map_err(io_error(&path))?;
             retired.push(doomed);
+            // The cleaned segment has no `.txnindex`: every transaction aborted in the group
+            // lost its records to this rewrite (see `txn_index.rs`, "Cleaning").
             for index in [
                 segment::index_path(&self.dir, segment.base_offset),
                 segment::time_index_path(&self.dir, segment.base_offset),
                 entry_index::raft_index_path(&self.dir, segment.base_offset),
+                txn_index::txn_index_path(&self.dir, segment.base_offset),
             ] {
                 self.backend
                     .remove_file(&index)

@@ -37,6 +37,7 @@ mod side_file;
 mod tail;
 #[cfg(test)]
 mod tests;
+mod txn_index;
 
 pub use crate::cleaner::{CleanStats, CLEANER_CHECKPOINT_FILE};
 pub use crate::entries::EntryStamp;
@@ -156,6 +157,8 @@ pub enum StorageError {
     },
     #[error("entry index {path} is corrupt: {reason}")]
     CorruptEntryIndex { path: PathBuf, reason: &'static str },
+    #[error("aborted transaction index {path} is corrupt: {reason}")]
+    CorruptTxnIndex { path: PathBuf, reason: &'static str },
     #[error("entry index {index} is out of range [{first}, {next}]")]
     EntryOutOfRange { index: u64, first: u64, next: u64 },
     #[error("an entry must be exactly one record batch")]

@@ -52,6 +52,7 @@ use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{AbortedTxn, ProducerState, SequenceCheck};
 use crate::segment::{self, FlushTarget, Indexes, SealWork, Segment, SegmentView};
 use crate::tail::{CachedBatch, TailCache};
+use crate::txn_index;
 use crate::{AppendInfo, LogConfig, ReadResult, StorageError, TimestampType};
 use spool_protocol::control::TxnMarker;
 
@@ -190,6 +191,8 @@ struct SealPlan {
     epochs: EpochCache,
     /// The sealed entry index sidecar, when the log is entry-indexed.
     entries: Option<Vec<u8>>,
+    /// The segment's aborted transactions, for its `.txnindex`.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// After a failed flush: files to remove and the active file to trim.
@@ -332,6 +335,18 @@ impl PartitionLog {
         }
         if let Some(sidecar) = &seal.entries {
             self.write_sidecar(base_offset, sidecar).await?;
+        }
+        // Before the snapshot at the segment's end, which no longer lists these aborts once
+        // loaded beside this file. Without aborts, a file left by an earlier seal of this
+        // segment (undone by a failed flush or a truncation) must not outlive it.
+        if seal.aborted.is_empty() {
+            let path = txn_index::txn_index_path(&self.dir, base_offset);
+            self.backend
+                .remove_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+        } else {
+            txn_index::write(&self.backend, &self.dir, base_offset, &seal.aborted).await?;
         }
         self.backend
             .failpoint(failpoints::ROLL_BEFORE_SNAPSHOT)
@@ -779,12 +794,50 @@ impl PartitionLog {
             .advance_stable(high_watermark);
     }
 
-    /// The aborted transactions overlapping `[fetch_offset, upper_bound)` (read_committed).
-    pub fn aborted_txns(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
-        self.state
-            .borrow()
-            .producers
-            .aborted_txns(fetch_offset, upper_bound)
+    /// The aborted transactions overlapping `[fetch_offset, upper_bound)` (read_committed),
+    /// from the `.txnindex` files of the sealed segments from `fetch_offset` on, then the
+    /// in-memory list (see `txn_index.rs`). No I/O when no sealed segment from `fetch_offset`
+    /// on has an abort.
+    pub async fn aborted_txns(
+        &self,
+        fetch_offset: i64,
+        upper_bound: i64,
+    ) -> Result<Vec<AbortedTxn>, StorageError> {
+        // The files and the list as of one instant: a seal persisted meanwhile moves entries
+        // from the list into a file this read did not pick.
+        let (files, listed) = {
+            let state = self.state.borrow();
+            let first = state
+                .segments
+                .partition_point(|s| s.next_offset <= fetch_offset);
+            let files: Vec<_> = state.segments[first..]
+                .iter()
+                .filter(|s| s.txn_index)
+                .map(|s| txn_index::SegmentRange {
+                    base_offset: s.base_offset,
+                    next_offset: s.next_offset,
+                })
+                .collect();
+            let listed = state.producers.aborted_txns(fetch_offset, upper_bound);
+            (files, listed)
+        };
+        let mut out = Vec::new();
+        for range in files {
+            let complete = txn_index::collect(
+                &self.backend,
+                &self.dir,
+                range,
+                fetch_offset,
+                upper_bound,
+                &mut out,
+            )
+            .await?;
+            if complete {
+                return Ok(out);
+            }
+        }
+        out.extend(listed);
+        Ok(out)
     }
 
     /// A producer's epoch on this partition and whether it has a transaction open here at
@@ -1180,6 +1233,9 @@ impl LogState {
                 let sparse = entries.sparse.borrow().clone().unwrap_or_default();
                 entry_index::encode(entries.first, entries.count, true, &sparse)
             }),
+            aborted: self
+                .producers
+                .aborted_in(segment.base_offset, segment.next_offset),
         });
         SegmentFlush {
             base_offset: segment.base_offset,
@@ -1199,6 +1255,15 @@ impl LogState {
             assert!(planned.seal.is_none() || segment.seal_pending.is_none());
             if let Some(target) = &planned.write {
                 assert_eq!(segment.durable_next_offset, target.next_offset);
+            }
+        }
+        // Persisted seals: their aborts are read from their `.txnindex` from now on. (Done
+        // here, not at the seal itself: a flush failing after it makes the sealed segment the
+        // active one again, whose aborts must stay listed.)
+        for planned in &plan.segments {
+            if let Some(seal) = &planned.seal {
+                self.planned_mut(planned.base_offset).txn_index = !seal.aborted.is_empty();
+                self.producers.prune_aborted(seal.end_offset);
             }
         }
         self.durable_end_offset = plan.end_offset;
@@ -1225,7 +1290,10 @@ impl LogState {
         }
         let active = self.segments.last_mut().expect("segments is never empty");
         if active.sealed {
-            // Its successor held nothing durable: it is the active segment again.
+            // Its successor held nothing durable: it is the active segment again. Its seal was
+            // not persisted (a roll gives the new segment the batch that caused it, so a
+            // persisted seal has a successor with durable data): its aborts are still listed.
+            assert!(!active.txn_index, "a persisted seal undone");
             active.sealed = false;
             active.seal_pending = None;
         }

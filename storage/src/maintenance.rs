@@ -31,11 +31,12 @@ use crate::log::{close_shared, io_error, snapshot_path, LogState, PartitionLog};
 use crate::producer::ProducerState;
 use crate::recovery::{read_tail_page, Replay};
 use crate::segment::{self, deleted_path, Indexes, Segment, SegmentView};
+use crate::txn_index;
 use crate::StorageError;
 
-/// Files `retire_detached` lists per segment: log, offset index, time index, entry index
-/// (unlinking a file that does not exist is not an error).
-const RETIRED_FILES_PER_SEGMENT: usize = 4;
+/// Files `retire_detached` lists per segment: log, offset index, time index, entry index,
+/// aborted transaction index (unlinking a file that does not exist is not an error).
+const RETIRED_FILES_PER_SEGMENT: usize = 5;
 
 /// The state of the truncated segment, computed before the cut.
 struct Cut {
@@ -72,6 +73,13 @@ impl PartitionLog {
         for segment in detached {
             self.remove_segment_files(segment).await?;
         }
+        // The cut segment is active again: its aborts below the cut are listed in memory
+        // (from the snapshot and the replay), so a file of an earlier seal must go.
+        let txn_path = txn_index::txn_index_path(&self.dir, view.base_offset);
+        self.backend
+            .remove_file(&txn_path)
+            .await
+            .map_err(io_error(&txn_path))?;
         let path = segment::log_path(&self.dir, view.base_offset);
         if let Some(file) = view.file.as_ref() {
             file.truncate(position).await.map_err(io_error(&path))?;
@@ -132,6 +140,7 @@ impl PartitionLog {
                 doomed.push(segment::index_path(&self.dir, base));
                 doomed.push(segment::time_index_path(&self.dir, base));
                 doomed.push(entry_index::raft_index_path(&self.dir, base));
+                doomed.push(txn_index::txn_index_path(&self.dir, base));
             }
             for snapshot in self.snapshot_offsets()? {
                 doomed.push(snapshot_path(&self.dir, snapshot));
@@ -346,6 +355,7 @@ impl PartitionLog {
             segment::index_path(&self.dir, base),
             segment::time_index_path(&self.dir, base),
             entry_index::raft_index_path(&self.dir, base),
+            txn_index::txn_index_path(&self.dir, base),
         ] {
             self.backend
                 .remove_file(&path)
@@ -471,6 +481,7 @@ impl PartitionLog {
             doomed.push(segment::index_path(&self.dir, base));
             doomed.push(segment::time_index_path(&self.dir, base));
             doomed.push(entry_index::raft_index_path(&self.dir, base));
+            doomed.push(txn_index::txn_index_path(&self.dir, base));
         }
         if !doomed.is_empty() {
             self.backend
@@ -539,6 +550,7 @@ impl LogState {
         segment.tail_page = cut.tail_page;
         segment.sealed = false;
         segment.seal_pending = None;
+        segment.txn_index = false;
         if cut.position == 0 {
             segment.rolling_ms = None;
         }
@@ -557,6 +569,10 @@ impl LogState {
         let clock_ms = self.producers.clock_ms();
         self.producers = cut.producers;
         self.producers.observe(clock_ms);
+        // The sealed segments below the cut hold their aborts in their `.txnindex` files (the
+        // truncation flushed first, so every seal is persisted); the snapshot and replay that
+        // rebuilt the state may have listed some of them again.
+        self.producers.prune_aborted(cut.base_offset);
         let epochs = self
             .epochs
             .truncate_from_end(cut.new_end)

@@ -20,7 +20,8 @@
 //! Transactions (Kafka's `ProducerStateManager`): a transactional batch starts or extends its
 //! producer's ongoing transaction (its first offset is kept); a transaction marker (a control
 //! batch with the producer id: COMMIT or ABORT) ends it, and an ABORT adds the transaction to
-//! the aborted list that read_committed fetches return. The first offset of the ongoing
+//! the aborted list that read_committed fetches return (the list holds the unsealed segments'
+//! aborts; a seal moves a segment's to its `.txnindex`, see `txn_index.rs`). The first offset of the ongoing
 //! transactions, and of ended ones whose marker the high watermark has not passed yet, bounds
 //! the last stable offset. A producer with an ongoing transaction never expires and is never
 //! evicted (Kafka's rule); ongoing transactions are bounded by the producer cap. All of it is a
@@ -51,7 +52,8 @@ const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"SPPS";
 /// Version 2: each entry carries the time of its last append.
 const SNAPSHOT_MAGIC_V2: &[u8; 4] = b"SPP2";
 /// Version 3: entries carry the coordinator epoch and the ongoing transaction's first offset;
-/// the aborted transactions and the ended-but-unstable ones follow the entries.
+/// the aborted transactions still listed in memory (those of unsealed segments; before the
+/// `.txnindex` files, all of them) and the ended-but-unstable ones follow the entries.
 const SNAPSHOT_MAGIC_V3: &[u8; 4] = b"SPP3";
 const SNAPSHOT_ENTRY_BYTES_V1: usize = 8 + 2 + 1;
 const SNAPSHOT_ENTRY_BYTES_V2: usize = 8 + 2 + 8 + 1;
@@ -147,8 +149,9 @@ pub(crate) struct ProducerState {
     /// (marker offset, first offset) of ended transactions, in marker order, until the high
     /// watermark passes the marker: until then they still hold the LSO back.
     ended: VecDeque<(i64, i64)>,
-    /// Aborted transactions whose marker is in the log, in marker order (pruned below the
-    /// log start).
+    /// Aborted transactions whose marker is in the active segment or in a sealed one whose
+    /// seal is not persisted yet, in marker order; the others are in their segment's
+    /// `.txnindex` (see `txn_index.rs`).
     aborted: Vec<AbortedTxn>,
     /// (batch base offset, producer id, prior entry) for changes since the last commit,
     /// oldest first. An eviction is recorded under the base offset of the batch that caused it.
@@ -471,8 +474,22 @@ impl ProducerState {
         out
     }
 
-    /// Forgets aborted transactions whose marker is below the log start (no reader can get
-    /// their records any more).
+    /// The listed aborted transactions whose marker lies in `[from, to)`: a sealed segment's,
+    /// for its `.txnindex`.
+    pub(crate) fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let first = self.aborted.partition_point(|a| a.last_offset < from);
+        let end = self.aborted.partition_point(|a| a.last_offset < to);
+        self.aborted[first..end.max(first)].to_vec()
+    }
+
+    /// Removes and returns the listed aborted transactions whose marker is below `offset`.
+    pub(crate) fn take_aborted_below(&mut self, offset: i64) -> Vec<AbortedTxn> {
+        let end = self.aborted.partition_point(|a| a.last_offset < offset);
+        self.aborted.drain(..end).collect()
+    }
+
+    /// Forgets aborted transactions whose marker is below `log_start_offset`: no reader can
+    /// get their records any more, or (at a seal) the segment's `.txnindex` holds them now.
     pub(crate) fn prune_aborted(&mut self, log_start_offset: i64) {
         let gone = self
             .aborted

@@ -103,9 +103,12 @@ impl PartitionLog {
         producers: &[u8],
         epochs: &[(i32, i64)],
     ) -> Result<(), StorageError> {
-        let decoded = ProducerState::decode(producers, 0).ok_or(StorageError::CorruptSnapshot {
-            reason: "undecodable producer state",
-        })?;
+        let mut decoded =
+            ProducerState::decode(producers, 0).ok_or(StorageError::CorruptSnapshot {
+                reason: "undecodable producer state",
+            })?;
+        // The log restarts empty at `offset`: aborts below it have no records left to hide.
+        decoded.prune_aborted(offset);
         let mut epochs = EpochCache::from_entries(epochs).ok_or(StorageError::CorruptSnapshot {
             reason: "epochs and start offsets do not increase",
         })?;

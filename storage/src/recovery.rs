@@ -201,6 +201,7 @@ impl PartitionLog {
             state.durable_end_offset = state.log_end_offset;
         }
         log.recover_epochs_and_producers(marker.is_some()).await?;
+        log.settle_aborted(&names).await?;
         let floor = log.read_start_floor().await?;
         let cleaned_to = log.read_cleaner_checkpoint().await?;
         {
@@ -399,6 +400,53 @@ impl PartitionLog {
         state.producers = producers;
         state.epochs = epochs;
         state.epochs_dirty = false;
+        Ok(())
+    }
+
+    /// Puts every listed abort of a sealed segment into that segment's `.txnindex` and removes
+    /// the active segment's (the "Open" rules of `txn_index.rs`). `names` is the directory's
+    /// listing, taken after leftovers were removed.
+    async fn settle_aborted(&self, names: &[String]) -> Result<(), StorageError> {
+        let with_file: std::collections::HashSet<i64> = names
+            .iter()
+            .filter_map(|name| segment::parse_file_name(name, "txnindex"))
+            .collect();
+        let (missing, active_base) = {
+            let mut state = self.state.borrow_mut();
+            let active_base = state.active().base_offset;
+            let sealed = state.segments.len() - 1;
+            for segment in &mut state.segments[..sealed] {
+                segment.txn_index = with_file.contains(&segment.base_offset);
+            }
+            let log_start = state.log_start_offset();
+            let below = state.producers.take_aborted_below(active_base);
+            let mut missing: Vec<(i64, Vec<crate::AbortedTxn>)> = Vec::new();
+            for txn in below.into_iter().filter(|t| t.last_offset >= log_start) {
+                let segment = &state.segments[state.segment_index(txn.last_offset)];
+                if segment.txn_index {
+                    continue;
+                }
+                match missing.last_mut() {
+                    Some((base, entries)) if *base == segment.base_offset => entries.push(txn),
+                    _ => missing.push((segment.base_offset, vec![txn])),
+                }
+            }
+            (missing, active_base)
+        };
+        if with_file.contains(&active_base) {
+            let path = crate::txn_index::txn_index_path(&self.dir, active_base);
+            self.backend
+                .remove_file(&path)
+                .await
+                .map_err(io_error(&path))?;
+        }
+        for (base, entries) in missing {
+            crate::txn_index::write(&self.backend, &self.dir, base, &entries).await?;
+            let at = self.state.borrow().position_of(base);
+            if let Some(i) = at {
+                self.state.borrow_mut().segments[i].txn_index = true;
+            }
+        }
         Ok(())
     }
 
@@ -634,9 +682,13 @@ async fn remove_leftovers(
     bases: &[i64],
 ) -> Result<(), StorageError> {
     for name in names {
-        let orphan_index = ["index", "timeindex", "raftindex"].iter().any(|extension| {
-            segment::parse_file_name(name, extension).is_some_and(|base| !bases.contains(&base))
-        });
+        let orphan_index =
+            ["index", "timeindex", "raftindex", "txnindex"]
+                .iter()
+                .any(|extension| {
+                    segment::parse_file_name(name, extension)
+                        .is_some_and(|base| !bases.contains(&base))
+                });
         if name.ends_with(".tmp") || name.ends_with(segment::DELETED_SUFFIX) || orphan_index {
             let path = dir.join(name);
             backend.remove_file(&path).await.map_err(io_error(&path))?;

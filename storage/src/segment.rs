@@ -92,6 +92,9 @@ pub(crate) struct Segment {
     pub seal_pending: Option<SealWork>,
     /// Some when the log is entry-indexed (see `entry_index.rs`).
     pub entries: Option<SegmentEntries>,
+    /// Whether the segment's aborted transactions are in its `.txnindex` file (only a
+    /// durably sealed segment with at least one ABORT marker has one; see `txn_index.rs`).
+    pub txn_index: bool,
 }
 
 /// What a roll leaves for the next flush to persist about the sealed segment.
@@ -160,6 +163,7 @@ impl Segment {
             sealed: false,
             seal_pending: None,
             entries: None,
+            txn_index: false,
         }
     }
 

@@ -2101,7 +2101,7 @@ fn transactions_hold_the_lso_and_aborts_are_listed() {
         assert_eq!(abort.base_offset, 8);
         assert_eq!(log.last_stable_offset(8), 2);
         assert_eq!(log.last_stable_offset(9), 5);
-        let aborted = log.aborted_txns(0, 9);
+        let aborted = block_on(log.aborted_txns(0, 9)).unwrap();
         assert_eq!(aborted.len(), 1);
         assert_eq!(
             (
@@ -2112,7 +2112,7 @@ fn transactions_hold_the_lso_and_aborts_are_listed() {
             (1, 2, 8)
         );
         assert_eq!(aborted[0].last_stable_offset, 5, "producer 2 still open");
-        assert!(log.aborted_txns(9, 20).is_empty());
+        assert!(block_on(log.aborted_txns(9, 20)).unwrap().is_empty());
         // A zombie marker (older coordinator epoch or producer epoch) is refused.
         assert!(matches!(
             log.append(marker(1, 0, true, 2), 1, 10),
@@ -2135,25 +2135,234 @@ fn transactions_hold_the_lso_and_aborts_are_listed() {
         }
         let log = open(&fs, config());
         assert_eq!(log.last_stable_offset(11), 10, "clean={clean}");
-        assert_eq!(log.aborted_txns(0, 11), aborted, "clean={clean}");
+        assert_eq!(
+            block_on(log.aborted_txns(0, 11)).unwrap(),
+            aborted,
+            "clean={clean}"
+        );
         // The transaction open across the restart ends with its marker.
         log.append(marker(1, 0, false, 3), 1, 10).unwrap();
         block_on(log.flush()).unwrap();
         assert_eq!(log.last_stable_offset(12), 12);
-        let all = log.aborted_txns(0, 12);
+        let all = block_on(log.aborted_txns(0, 12)).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!((all[1].first_offset, all[1].last_offset), (10, 11));
         // A failed flush takes an appended marker back with its abort.
         log.append(txn_batch(1, 2, 0, 2, 10), 1, 10).unwrap();
         block_on(log.flush()).unwrap();
         log.append(marker(2, 0, false, 3), 1, 10).unwrap();
-        assert_eq!(log.aborted_txns(0, 20).len(), 3);
+        assert_eq!(block_on(log.aborted_txns(0, 20)).unwrap().len(), 3);
         fs.set_enospc(true);
         assert!(block_on(log.flush()).is_err());
         fs.set_enospc(false);
-        assert_eq!(log.aborted_txns(0, 20).len(), 2);
+        assert_eq!(block_on(log.aborted_txns(0, 20)).unwrap().len(), 2);
         assert_eq!(log.last_stable_offset(14), 12, "producer 2 is open again");
     }
+}
+
+fn txn_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    crate::txn_index::txn_index_path(dir, base_offset)
+}
+
+/// `(first offset, marker offset)` of each listed abort.
+fn abort_spans(aborted: &[crate::AbortedTxn]) -> Vec<(i64, i64)> {
+    aborted
+        .iter()
+        .map(|a| (a.first_offset, a.last_offset))
+        .collect()
+}
+
+/// Producer 1 runs `count` transactions of 3 records from sequence `3 * from`, aborting the
+/// even ones, one flush each; returns the aborts' spans.
+fn alternate_aborts(log: &PartitionLog, from: i32, count: i32) -> Vec<(i64, i64)> {
+    let mut aborts = Vec::new();
+    for i in from..from + count {
+        let first = log
+            .append(txn_batch(3, 1, 0, 3 * i, 10), 1, 10)
+            .unwrap()
+            .base_offset;
+        let abort = i % 2 == 0;
+        let end = log.append(marker(1, 0, !abort, 3), 1, 10).unwrap();
+        if abort {
+            aborts.push((first, end.base_offset));
+        }
+        block_on(log.flush()).unwrap();
+    }
+    aborts
+}
+
+/// Each sealed segment has a `.txnindex` exactly when it holds an abort, and memory lists
+/// only the active segment's aborts.
+fn assert_txn_indexes(fs: &MemFs, log: &PartitionLog, aborts: &[(i64, i64)]) {
+    let state = log.state.borrow();
+    let active = state.active().base_offset;
+    assert!(
+        state.producers.aborted_in(i64::MIN, active).is_empty(),
+        "a sealed segment's abort is still in memory"
+    );
+    for s in &state.segments[..state.segments.len() - 1] {
+        let holds = aborts
+            .iter()
+            .any(|&(_, m)| (s.base_offset..s.next_offset).contains(&m));
+        assert_eq!(s.txn_index, holds, "segment {}", s.base_offset);
+        let file = fs.read(&txn_index_path(&dir(), s.base_offset));
+        assert_eq!(file.is_some(), holds, "segment {}", s.base_offset);
+    }
+    assert!(fs.read(&txn_index_path(&dir(), active)).is_none());
+}
+
+#[test]
+fn aborts_of_sealed_segments_are_read_from_their_txnindex() {
+    for clean in [true, false] {
+        let fs = MemFs::new();
+        let log = open(&fs, config());
+        let aborts = alternate_aborts(&log, 0, 16);
+        assert!(log.state.borrow().segments.len() >= 3);
+        assert_txn_indexes(&fs, &log, &aborts);
+        let all = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+        assert_eq!(abort_spans(&all), aborts);
+        assert!(
+            all.iter()
+                .all(|a| a.last_stable_offset == a.last_offset + 1),
+            "nothing else was open: the LSO is past each marker"
+        );
+        // A file's entries are 34 bytes each, as Kafka's.
+        let first_file = fs.read(&txn_index_path(&dir(), 0)).unwrap();
+        let in_first = aborts
+            .iter()
+            .filter(|&&(_, m)| m < log.state.borrow().segments[1].base_offset)
+            .count();
+        assert_eq!(first_file.len(), 34 * in_first);
+        // A fetch from one marker up to just past it gets that abort only; one below the
+        // second abort's start gets the first only.
+        let (_, m) = aborts[2];
+        let got = block_on(log.aborted_txns(m, m + 1)).unwrap();
+        assert_eq!(abort_spans(&got), vec![aborts[2]]);
+        let got = block_on(log.aborted_txns(0, aborts[1].0)).unwrap();
+        assert_eq!(abort_spans(&got), vec![aborts[0]]);
+        if clean {
+            block_on(log.close()).unwrap();
+        } else {
+            drop(log);
+            fs.crash();
+        }
+        let log = open(&fs, config());
+        assert_txn_indexes(&fs, &log, &aborts);
+        let after = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+        assert_eq!(after, all, "clean={clean}");
+        // More aborts across the restart keep to the same rules.
+        let mut aborts = aborts;
+        aborts.extend(alternate_aborts(&log, 16, 12));
+        assert_txn_indexes(&fs, &log, &aborts);
+        let all = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+        assert_eq!(abort_spans(&all), aborts, "clean={clean}");
+    }
+}
+
+#[test]
+fn truncation_into_a_sealed_segment_lists_its_aborts_in_memory_again() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    let aborts = alternate_aborts(&log, 0, 16);
+    let (base, next) = {
+        let state = log.state.borrow();
+        (state.segments[1].base_offset, state.segments[1].next_offset)
+    };
+    let inside: Vec<_> = aborts
+        .iter()
+        .filter(|&&(_, m)| (base..next).contains(&m))
+        .collect();
+    assert!(inside.len() >= 2, "{inside:?}");
+    // Cut at the second abort's marker in segment 1: its first abort stays, the rest go.
+    let cut = inside[1].1;
+    block_on(log.truncate_suffix(cut)).unwrap();
+    let kept: Vec<_> = aborts.iter().copied().filter(|&(_, m)| m < cut).collect();
+    assert_eq!(log.state.borrow().active().base_offset, base);
+    assert!(fs.read(&txn_index_path(&dir(), base)).is_none());
+    assert_txn_indexes(&fs, &log, &kept);
+    let listed = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+    assert_eq!(abort_spans(&listed), kept);
+    // The transaction the cut reopened aborts now; more transactions roll the segment again,
+    // and its new `.txnindex` holds its aborts from before and after the cut.
+    let reopened = inside[1].0;
+    let end = log.append(marker(1, 0, false, 3), 1, 10).unwrap();
+    block_on(log.flush()).unwrap();
+    let mut aborts = kept;
+    aborts.push((reopened, end.base_offset));
+    // Transaction i holds offsets 4i..=4i+3 (its marker last); producer 1 wrote batches of
+    // transactions 0..=j, j = (cut - 3) / 4, so its next sequence is 3 × (j + 1).
+    let written = i32::try_from((cut - 3) / 4 + 1).unwrap();
+    aborts.extend(alternate_aborts(&log, written, 12));
+    assert!(log.state.borrow().active().base_offset > base);
+    assert_txn_indexes(&fs, &log, &aborts);
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
+        aborts
+    );
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_txn_indexes(&fs, &log, &aborts);
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
+        aborts
+    );
+}
+
+#[test]
+fn txnindex_goes_with_its_segment_and_damage_is_an_error() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    let aborts = alternate_aborts(&log, 0, 16);
+    let bases: Vec<i64> = log
+        .state
+        .borrow()
+        .segments
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    // Segments deleted below the third segment's base take their files along.
+    assert_eq!(block_on(log.delete_segments_below(bases[2])).unwrap(), 2);
+    for base in &bases[..2] {
+        assert!(fs.read(&txn_index_path(&dir(), *base)).is_none());
+    }
+    let left: Vec<_> = aborts
+        .iter()
+        .copied()
+        .filter(|&(_, m)| m >= bases[2])
+        .collect();
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(bases[2], i64::MAX)).unwrap()),
+        left
+    );
+    // The last sealed segment's file lost in a crash comes back from the producer snapshot at
+    // its end, which still lists its aborts.
+    let last_sealed = {
+        let state = log.state.borrow();
+        state.segments[state.segments.len() - 2].base_offset
+    };
+    assert!(left.iter().any(|&(_, m)| m >= last_sealed));
+    drop(log);
+    fs.remove(&txn_index_path(&dir(), last_sealed));
+    fs.crash();
+    let log = open(&fs, config());
+    assert!(fs.read(&txn_index_path(&dir(), last_sealed)).is_some());
+    assert_txn_indexes(&fs, &log, &left);
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(bases[2], i64::MAX)).unwrap()),
+        left
+    );
+    // A damaged file is a storage error for the reader, not a panic and not a silent gap.
+    fs.corrupt(&txn_index_path(&dir(), last_sealed), 1, 0x01);
+    assert!(matches!(
+        block_on(log.aborted_txns(bases[2], i64::MAX)),
+        Err(StorageError::CorruptTxnIndex { .. })
+    ));
+    fs.overwrite(&txn_index_path(&dir(), last_sealed), &[0; 33]);
+    assert!(matches!(
+        block_on(log.aborted_txns(bases[2], i64::MAX)),
+        Err(StorageError::CorruptTxnIndex { .. })
+    ));
 }
 
 #[test]
@@ -2531,14 +2740,24 @@ fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
         log.append(k("k6", &format!("q{i}")), 1, 1_000).unwrap();
         flush(&log);
     }
-    assert_eq!(log.aborted_txns(0, i64::MAX).len(), 1);
+    assert_eq!(block_on(log.aborted_txns(0, i64::MAX)).unwrap().len(), 1);
+    assert!(
+        fs.read(&txn_index_path(&dir(), 0)).is_some(),
+        "the abort at 3 is in the first segment's .txnindex"
+    );
     let mut map = crate::OffsetMap::new(1 << 20);
     block_on(log.clean(10_000, i64::MAX, &mut map))
         .unwrap()
         .unwrap();
+    assert!(
+        !fs.paths()
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "txnindex")),
+        "the cleaned segment lists no abort: its records are gone"
+    );
     assert!(log.cleaned_to() <= 44, "cleaned past the open transaction");
     assert!(
-        log.aborted_txns(0, i64::MAX).is_empty(),
+        block_on(log.aborted_txns(0, i64::MAX)).unwrap().is_empty(),
         "its records are gone: the aborted transaction is no longer listed"
     );
     let controls = |log: &PartitionLog| -> Vec<i64> {

@@ -121,7 +121,9 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
-        StorageError::Io { .. } => ResponseError::KafkaStorageError.code(),
+        StorageError::Io { .. } | StorageError::CorruptTxnIndex { .. } => {
+            ResponseError::KafkaStorageError.code()
+        }
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord.code(),
         StorageError::TransactionCoordinatorFenced { .. } => {
             ResponseError::TransactionCoordinatorFenced.code()
@@ -781,15 +783,28 @@ impl Shard {
             {
                 result.error_code = ResponseError::OffsetOutOfRange.code();
             } else {
-                if part.read_committed {
-                    let aborted = p.log.aborted_txns(part.fetch_offset, end);
-                    result.aborted = Some(
-                        aborted
-                            .iter()
-                            .map(|a| (a.producer_id, a.first_offset))
-                            .collect(),
-                    );
-                }
+                // Before the read: a cleaning swapped in between them removes aborted records
+                // and their listing together, so the list read first is never short.
+                let aborted = if part.read_committed {
+                    match p.log.aborted_txns(part.fetch_offset, end).await {
+                        Ok(aborted) => Some(aborted),
+                        Err(e) => {
+                            tracing::error!(topic = %p.topic, partition = p.index,
+                                "aborted transactions unreadable: {e}");
+                            result.error_code = storage_error_code(&e);
+                            out.push(result);
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                result.aborted = aborted.map(|aborted| {
+                    aborted
+                        .iter()
+                        .map(|a| (a.producer_id, a.first_offset))
+                        .collect()
+                });
                 if part.fetch_offset < end {
                     reads.push((out.len(), p, part.fetch_offset, part.max_bytes.max(1), end));
                 }
