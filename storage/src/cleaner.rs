@@ -499,7 +499,8 @@ impl PartitionLog {
         }
         stats.records_read += rewriter.records_read;
         stats.records_kept = rewriter.records_kept;
-        self.write_cleaner_checkpoint(dirty_end).await?;
+        self.write_cleaner_checkpoint(dirty_end, rewriter.next_horizon)
+            .await?;
         {
             let mut state = self.state.borrow_mut();
             state.cleaned_to = state.cleaned_to.max(dirty_end);
@@ -861,27 +862,40 @@ impl PartitionLog {
             .map(|file| BatchReader::new(file, path, view.durable_bytes))
     }
 
-    async fn write_cleaner_checkpoint(&self, offset: i64) -> Result<(), StorageError> {
+    /// The checkpoint: the end of the cleaned range, then the earliest delete horizon the
+    /// round left in the log (-1: none), then CRC-32C. The horizon is kept so a restart does
+    /// not hold back tombstone removal until new dirty data arrives.
+    async fn write_cleaner_checkpoint(
+        &self,
+        offset: i64,
+        horizon: Option<i64>,
+    ) -> Result<(), StorageError> {
         let mut bytes = offset.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&horizon.unwrap_or(-1).to_be_bytes());
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
         self.write_side_file(CLEANER_CHECKPOINT_FILE, &bytes).await
     }
 
-    /// The cleaner checkpoint (0 if none or damaged: cleaning again from the start is only
-    /// work, never loss).
-    pub(crate) async fn read_cleaner_checkpoint(&self) -> Result<i64, StorageError> {
+    /// The cleaner checkpoint and delete horizon ((0, None) if none or damaged: cleaning again
+    /// from the start is only work, never loss). A checkpoint written before the horizon was
+    /// kept (8 bytes and CRC) has none.
+    pub(crate) async fn read_cleaner_checkpoint(
+        &self,
+    ) -> Result<(i64, Option<i64>), StorageError> {
         let Some(bytes) = self.read_side_file(CLEANER_CHECKPOINT_FILE).await? else {
-            return Ok(0);
+            return Ok((0, None));
         };
-        let valid = bytes.len() == 12
-            && crc32c::crc32c(&bytes[..8])
-                == u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        Ok(if valid {
-            i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
-        } else {
-            0
-        })
+        let Some(body_len) = bytes.len().checked_sub(4).filter(|&n| n == 8 || n == 16) else {
+            return Ok((0, None));
+        };
+        let (body, crc) = bytes.split_at(body_len);
+        if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+            return Ok((0, None));
+        }
+        let field = |at: usize| i64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let horizon = (body_len == 16).then(|| field(8)).filter(|&h| h >= 0);
+        Ok((field(0), horizon))
     }
 
     /// Whether the topic compacts and how much of the log its cleaner checkpoint covers.

@@ -203,11 +203,12 @@ impl PartitionLog {
         log.recover_epochs_and_producers(marker.is_some()).await?;
         log.settle_aborted(&names).await?;
         let floor = log.read_start_floor().await?;
-        let cleaned_to = log.read_cleaner_checkpoint().await?;
+        let (cleaned_to, delete_horizon) = log.read_cleaner_checkpoint().await?;
         {
             let mut state = log.state.borrow_mut();
             state.start_floor = floor;
             state.cleaned_to = cleaned_to;
+            state.next_delete_horizon = delete_horizon;
             // Without Raft everything recovered is durable, so below the high watermark.
             if !state.entry_index {
                 let end = state.durable_end_offset;
