@@ -880,9 +880,7 @@ impl PartitionLog {
     /// The cleaner checkpoint and delete horizon ((0, None) if none or damaged: cleaning again
     /// from the start is only work, never loss). A checkpoint written before the horizon was
     /// kept (8 bytes and CRC) has none.
-    pub(crate) async fn read_cleaner_checkpoint(
-        &self,
-    ) -> Result<(i64, Option<i64>), StorageError> {
+    pub(crate) async fn read_cleaner_checkpoint(&self) -> Result<(i64, Option<i64>), StorageError> {
         let Some(bytes) = self.read_side_file(CLEANER_CHECKPOINT_FILE).await? else {
             return Ok((0, None));
         };
