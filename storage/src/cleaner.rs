@@ -6,9 +6,10 @@
 //!    segments that end at or below the last stable offset (an open transaction is never
 //!    cleaned) and whose newest record is older than `min.compaction.lag.ms`. Its *dirty* part
 //!    starts at the cleaner checkpoint (the side file [`CLEANER_CHECKPOINT_FILE`]). The round
-//!    runs when dirty / cleanable bytes ≥ `min.cleanable.dirty.ratio`, when the first dirty
-//!    segment is older than `max.compaction.lag.ms`, or when a delete horizon set by an
-//!    earlier round has passed (KIP-534).
+//!    runs when dirty / cleanable bytes ≥ `min.cleanable.dirty.ratio`, when the first batch
+//!    of a dirty sealed segment is older than `max.compaction.lag.ms` (Kafka's
+//!    `maxCompactionDelay`), or when a delete horizon set by an earlier round has passed
+//!    (KIP-534; kept in the checkpoint).
 //! 2. **Offset map**: each key's last offset in the dirty part, skipping markers and aborted
 //!    transactions, in the caller's bounded [`OffsetMap`]. A full map ends the round's dirty
 //!    range there (Kafka's rule); the rest waits for the next round.
@@ -440,6 +441,7 @@ impl PartitionLog {
         map: &mut OffsetMap,
         bytes_per_sec: f64,
     ) -> Result<Option<CleanStats>, StorageError> {
+        self.load_first_timestamps().await?;
         let Some(mut plan) = self.plan_clean(now_ms, limit) else {
             return Ok(None);
         };
@@ -515,6 +517,45 @@ impl PartitionLog {
         Ok(Some(stats))
     }
 
+    /// Reads the first batch's timestamp of every dirty sealed segment that does not know it
+    /// yet (one opened from disk), for `max.compaction.lag.ms`: one header read per segment,
+    /// once per segment's life in memory.
+    async fn load_first_timestamps(&self) -> Result<(), StorageError> {
+        let unknown: Vec<(i64, Rc<SegmentFile>)> = {
+            let state = self.state.borrow();
+            if !state.config.compaction.compact
+                || state.config.compaction.max_compaction_lag_ms == i64::MAX
+            {
+                return Ok(());
+            }
+            let sealed = state.segments.len() - 1;
+            state.segments[..sealed]
+                .iter()
+                .filter(|s| {
+                    s.next_offset > state.cleaned_to
+                        && s.first_timestamp.is_none()
+                        && s.is_settled()
+                        && !s.is_empty()
+                })
+                .filter_map(|s| s.file.clone().map(|file| (s.base_offset, file)))
+                .collect()
+        };
+        for (base, file) in unknown {
+            let path = segment::log_path(&self.dir, base);
+            let head = file
+                .read_at(0, batch::HEADER_BYTES)
+                .await
+                .map_err(io_error(&path))?;
+            let header = BatchHeader::parse(&head)
+                .map_err(|_| StorageError::SegmentCorrupt { path, position: 0 })?;
+            let mut state = self.state.borrow_mut();
+            if let Some(at) = state.position_of(base) {
+                state.segments[at].first_timestamp = Some(header.max_timestamp);
+            }
+        }
+        Ok(())
+    }
+
     /// Step 1 of the module header.
     fn plan_clean(&self, now_ms: i64, limit: i64) -> Option<CleanPlan> {
         let mut state = self.state.borrow_mut();
@@ -548,13 +589,22 @@ impl PartitionLog {
             .filter(|s| s.next_offset > dirty_start)
             .map(|s| s.size_bytes)
             .sum();
-        let first_dirty = segments.iter().find(|s| s.next_offset > dirty_start);
+        // Strictly above, as Kafka's `cleanableRatio > minCleanableRatio`: 1.0 means never by
+        // the ratio alone.
         let ratio_due = dirty > 0
-            && (dirty as f64) >= compaction.min_cleanable_dirty_ratio * (total.max(1) as f64);
-        let lag_due = first_dirty.is_some_and(|s| {
-            dirty_start < cleanable_end
-                && now_ms.saturating_sub(s.max_timestamp.0) > compaction.max_compaction_lag_ms
-        });
+            && (dirty as f64) > compaction.min_cleanable_dirty_ratio * (total.max(1) as f64);
+        // Kafka's `maxCompactionDelay`: the earliest first-batch timestamp of the dirty
+        // non-active segments (cleanable or not), against now - `max.compaction.lag.ms`.
+        let earliest_dirty = state.segments[..sealed]
+            .iter()
+            .filter(|s| s.next_offset > dirty_start)
+            .filter_map(|s| s.first_timestamp)
+            .filter(|&ts| ts > 0)
+            .min();
+        let lag_due = dirty_start < cleanable_end
+            && earliest_dirty.is_some_and(|ts| {
+                ts < now_ms.saturating_sub(compaction.max_compaction_lag_ms.max(0))
+            });
         let horizon_due = state.next_delete_horizon.is_some_and(|h| h <= now_ms);
         if !(ratio_due || lag_due || horizon_due) {
             return None;

@@ -553,6 +553,7 @@ impl LogState {
         segment.txn_index = false;
         if cut.position == 0 {
             segment.rolling_ms = None;
+            segment.first_timestamp = None;
         }
         *segment.indexes.borrow_mut() = Some(cut.indexes);
         if let Some(entries) = segment.entries.as_mut() {

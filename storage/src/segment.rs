@@ -95,6 +95,10 @@ pub(crate) struct Segment {
     /// Whether the segment's aborted transactions are in its `.txnindex` file (only a
     /// durably sealed segment with at least one ABORT marker has one; see `txn_index.rs`).
     pub txn_index: bool,
+    /// The first batch's max timestamp (Kafka's `getFirstBatchTimestamp`, which
+    /// `max.compaction.lag.ms` is measured from); None while the segment is empty, or for a
+    /// sealed segment opened from disk until the cleaner reads it.
+    pub first_timestamp: Option<i64>,
 }
 
 /// What a roll leaves for the next flush to persist about the sealed segment.
@@ -164,6 +168,7 @@ impl Segment {
             seal_pending: None,
             entries: None,
             txn_index: false,
+            first_timestamp: None,
         }
     }
 
@@ -220,6 +225,9 @@ impl Segment {
     pub(crate) fn track_batch(&mut self, header: &BatchHeader, index_interval_bytes: u64) {
         let position = self.size_bytes;
         let batch_bytes = header.total_bytes() as u64;
+        if position == 0 {
+            self.first_timestamp = Some(header.max_timestamp);
+        }
         if header.max_timestamp > self.max_timestamp.0 {
             self.max_timestamp = (header.max_timestamp, header.last_offset());
         }
@@ -345,6 +353,7 @@ impl Segment {
         }
         if self.size_bytes == 0 {
             self.rolling_ms = None;
+            self.first_timestamp = None;
         }
     }
 }

@@ -2585,6 +2585,51 @@ fn a_paced_cleaning_keeps_to_its_rate_and_cleans_alike() {
 }
 
 #[test]
+fn max_compaction_lag_counts_from_a_dirty_segments_first_batch() {
+    let config = LogConfig {
+        compaction: crate::Compaction {
+            // Never due by the ratio (Kafka's rule is strictly above it).
+            min_cleanable_dirty_ratio: 1.0,
+            max_compaction_lag_ms: 5_000,
+            ..compacting(1_000).compaction
+        },
+        ..compacting(1_000)
+    };
+    let fs = MemFs::new();
+    let log = open(&fs, config.clone());
+    let put = |log: &PartitionLog, i: i64, ts: i64| {
+        let key = format!("k{}", i % 5);
+        log.append(keyed(&[(&key, Some(format!("v{i}")))], -1, ts), 1, ts)
+            .unwrap();
+        block_on(log.flush()).unwrap();
+    };
+    // Records from 50 s to 64.5 s: the first segment starts at 50 s and ends later.
+    for i in 0..30 {
+        put(&log, i, 50_000 + i * 500);
+    }
+    assert!(log.segment_count() >= 3);
+    let first_newest = log.state.borrow().segments[0].max_timestamp.0;
+    assert!(first_newest > 50_500, "{first_newest}");
+    let mut map = crate::OffsetMap::new(1 << 20);
+    // Across a crash: the sealed segments' first timestamps are read back from disk.
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config);
+    assert!(
+        block_on(log.clean(54_000, i64::MAX, &mut map))
+            .unwrap()
+            .is_none(),
+        "not due: the oldest dirty record is 4 s old"
+    );
+    // Due once the first dirty batch is older than the lag, though the first dirty segment's
+    // newest record is not (Kafka's `maxCompactionDelay`).
+    let stats = block_on(log.clean(55_500, i64::MAX, &mut map))
+        .unwrap()
+        .expect("due by max.compaction.lag.ms");
+    assert!(stats.dirty_end > stats.dirty_start, "{stats:?}");
+}
+
+#[test]
 fn compaction_keeps_each_keys_latest_record_at_its_offset() {
     let fs = MemFs::new();
     let log = open(&fs, compacting(1_000));
