@@ -143,6 +143,7 @@ pub(crate) async fn recover_swaps(
                 backend.remove_file(&path).await.map_err(io_error(&path))?;
             }
         }
+        txn_index::write_empty(backend, dir, base).await?;
         let from = dir.join(name);
         let to = segment::log_path(dir, base);
         backend.rename(&from, &to).map_err(io_error(&from))?;
@@ -486,8 +487,9 @@ impl PartitionLog {
             .take_while(|(view, _)| view.base_offset < dirty_end.max(plan.dirty_start + 1))
             .collect();
         let mut at = 0;
+        let mut whole = true;
         while at < cleaned.len() {
-            let taken = self
+            let (taken, swapped) = self
                 .clean_group(
                     &plan,
                     at,
@@ -498,15 +500,27 @@ impl PartitionLog {
                 )
                 .await?;
             at += taken;
+            if !swapped {
+                // Retention deleted part of the group meanwhile. The groups after it must not
+                // be swapped in: a transaction aborted in them may have records in the part
+                // not rewritten, and a swap drops its `.txnindex` entry. The next round redoes
+                // the range (the checkpoint stays).
+                whole = false;
+                break;
+            }
         }
         stats.records_read += rewriter.records_read;
         stats.records_kept = rewriter.records_kept;
-        self.write_cleaner_checkpoint(dirty_end, rewriter.next_horizon)
-            .await?;
+        if whole {
+            self.write_cleaner_checkpoint(dirty_end, rewriter.next_horizon)
+                .await?;
+        }
         {
             let mut state = self.state.borrow_mut();
-            state.cleaned_to = state.cleaned_to.max(dirty_end);
-            state.next_delete_horizon = rewriter.next_horizon;
+            if whole {
+                state.cleaned_to = state.cleaned_to.max(dirty_end);
+                state.next_delete_horizon = rewriter.next_horizon;
+            }
             stats.segments_after = state
                 .segments
                 .iter()
@@ -692,8 +706,8 @@ impl PartitionLog {
     /// Steps 3 and 4 for one group: the first of `segments` and as many of the next as fit.
     /// A segment joins while the output so far plus its whole size stays within
     /// `segment.bytes` (Kafka groups by input sizes; by output, a second round is not needed
-    /// to merge the segments a first one emptied). Returns how many segments it took (swapped
-    /// in, or dropped because the log changed meanwhile).
+    /// to merge the segments a first one emptied). Returns how many segments it took, and
+    /// whether it swapped them in (false: the log changed meanwhile and the output was dropped).
     async fn clean_group(
         &self,
         plan: &CleanPlan,
@@ -702,7 +716,7 @@ impl PartitionLog {
         rewriter: &mut Rewriter<'_>,
         stats: &mut CleanStats,
         pace: &mut IoPace,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, bool), StorageError> {
         let base = segments[0].0.base_offset;
         let out_path = cleaned_path(&self.dir, base);
         self.backend
@@ -769,8 +783,8 @@ impl PartitionLog {
                 });
             }
         }
-        self.swap_in(group, tracker, file, end).await?;
-        Ok(taken)
+        let swapped = self.swap_in(group, tracker, file, end).await?;
+        Ok((taken, swapped))
     }
 
     /// Step 4: replaces the group's segments by the cleaned one, unless the log changed under
@@ -856,8 +870,9 @@ impl PartitionLog {
                 .rename(&path, &doomed)
                 .map_err(io_error(&path))?;
             retired.push(doomed);
-            // The cleaned segment has no `.txnindex`: every transaction aborted in the group
-            // lost its records to this rewrite (see `txn_index.rs`, "Cleaning").
+            // The cleaned segment's `.txnindex` is empty (written below): every transaction
+            // aborted in the group lost its records to this rewrite (see `txn_index.rs`,
+            // "Cleaning").
             for index in [
                 segment::index_path(&self.dir, segment.base_offset),
                 segment::time_index_path(&self.dir, segment.base_offset),
@@ -870,6 +885,7 @@ impl PartitionLog {
                     .map_err(io_error(&index))?;
             }
         }
+        txn_index::write_empty(&self.backend, &self.dir, base).await?;
         let log = segment::log_path(&self.dir, base);
         self.backend.rename(&swap, &log).map_err(io_error(&swap))?;
         self.backend

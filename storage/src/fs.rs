@@ -243,6 +243,23 @@ impl Backend {
         self.sync_dir(path.parent().unwrap_or(Path::new("."))).await
     }
 
+    /// Opens an existing file for reading; NotFound if it is not there (never creates it,
+    /// so a reader racing an unlink cannot leave an empty file behind).
+    pub(crate) async fn open_existing(&self, path: &Path) -> io::Result<SegmentFile> {
+        match self {
+            Backend::Dma => {
+                let file = OpenOptions::new().read(true).dma_open(path).await?;
+                Ok(SegmentFile::Dma(file))
+            }
+            Backend::Memory(fs) => {
+                if !fs.inner.borrow().files.contains_key(path) {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+                }
+                self.open_file(path).await
+            }
+        }
+    }
+
     /// The whole content of `path`, or None if it does not exist.
     pub(crate) async fn read_file(&self, path: &Path) -> io::Result<Option<Bytes>> {
         if !self.exists(path) {

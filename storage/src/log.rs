@@ -59,6 +59,9 @@ use spool_protocol::control::TxnMarker;
 /// Largest segment Spool writes: positions in the offset index are u32, and Kafka caps
 /// `segment.bytes` at i32::MAX.
 pub(crate) const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Tries of a read_committed fetch's aborted list when a `.txnindex` it picked disappears
+/// under it (a truncation, cleaning or retention in between).
+const ABORTED_READ_ATTEMPTS_MAX: u32 = 3;
 /// Producer snapshots kept on disk; older ones are deleted at each roll.
 pub(crate) const SNAPSHOTS_KEPT_MAX: usize = 3;
 /// Smallest read issued when serving a fetch from disk.
@@ -307,7 +310,14 @@ impl PartitionLog {
         }
         if let Some(seal) = &plan.seal {
             self.seal(base, seal).await?;
-            self.state.borrow_mut().planned_mut(base).seal_pending = None;
+            let mut state = self.state.borrow_mut();
+            let segment = state.planned_mut(base);
+            segment.seal_pending = None;
+            // Persisted: its aborts are read from its `.txnindex` from now on, whatever
+            // happens to the rest of this flush (a persisted seal is never undone: see
+            // `LogState::rollback_to_durable`).
+            segment.txn_index = !seal.aborted.is_empty();
+            state.producers.remove_aborted_in(base, seal.end_offset);
         }
         Ok(())
     }
@@ -803,6 +813,30 @@ impl PartitionLog {
         fetch_offset: i64,
         upper_bound: i64,
     ) -> Result<Vec<AbortedTxn>, StorageError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(found) = self
+                .try_aborted_txns(
+                    fetch_offset,
+                    upper_bound,
+                    attempts >= ABORTED_READ_ATTEMPTS_MAX,
+                )
+                .await?
+            {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// One attempt of [`PartitionLog::aborted_txns`]: None if a file it picked is gone
+    /// (unless `last`, when a missing file counts as empty: its segment is gone for good).
+    async fn try_aborted_txns(
+        &self,
+        fetch_offset: i64,
+        upper_bound: i64,
+        last: bool,
+    ) -> Result<Option<Vec<AbortedTxn>>, StorageError> {
         // The files and the list as of one instant: a seal persisted meanwhile moves entries
         // from the list into a file this read did not pick.
         let (files, listed) = {
@@ -823,7 +857,7 @@ impl PartitionLog {
         };
         let mut out = Vec::new();
         for range in files {
-            let complete = txn_index::collect(
+            let collected = txn_index::collect(
                 &self.backend,
                 &self.dir,
                 range,
@@ -832,12 +866,17 @@ impl PartitionLog {
                 &mut out,
             )
             .await?;
-            if complete {
-                return Ok(out);
+            match collected {
+                txn_index::Collected::Complete => return Ok(Some(out)),
+                txn_index::Collected::Partial => {}
+                // A suffix truncation may have moved its entries back to memory after the
+                // list was copied: look again.
+                txn_index::Collected::Missing if !last => return Ok(None),
+                txn_index::Collected::Missing => {}
             }
         }
         out.extend(listed);
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// A producer's epoch on this partition and whether it has a transaction open here at
@@ -1257,15 +1296,6 @@ impl LogState {
                 assert_eq!(segment.durable_next_offset, target.next_offset);
             }
         }
-        // Persisted seals: their aborts are read from their `.txnindex` from now on. (Done
-        // here, not at the seal itself: a flush failing after it makes the sealed segment the
-        // active one again, whose aborts must stay listed.)
-        for planned in &plan.segments {
-            if let Some(seal) = &planned.seal {
-                self.planned_mut(planned.base_offset).txn_index = !seal.aborted.is_empty();
-                self.producers.prune_aborted(seal.end_offset);
-            }
-        }
         self.durable_end_offset = plan.end_offset;
         self.producers.commit_below(plan.end_offset);
         // Without Raft the durable end is the high watermark; a Raft log's moves at apply
@@ -1285,14 +1315,21 @@ impl LogState {
             segment.rollback_to_durable();
         }
         let mut removed = Vec::new();
-        while self.segments.len() > 1 && self.active().durable_bytes == 0 {
+        // An empty successor goes only while the seal before it is still pending: a persisted
+        // seal (its `.txnindex` written, its aborts gone from memory, its snapshot on disk)
+        // stays, with an empty active segment after it (whose file the next flush creates).
+        while self.segments.len() > 1
+            && self.active().durable_bytes == 0
+            && self.segments[self.segments.len() - 2]
+                .seal_pending
+                .is_some()
+        {
             removed.extend(self.segments.pop());
         }
         let active = self.segments.last_mut().expect("segments is never empty");
         if active.sealed {
-            // Its successor held nothing durable: it is the active segment again. Its seal was
-            // not persisted (a roll gives the new segment the batch that caused it, so a
-            // persisted seal has a successor with durable data): its aborts are still listed.
+            // Its successor held nothing durable and its seal was not persisted: it is the
+            // active segment again, and its aborts are still listed in memory.
             assert!(!active.txn_index, "a persisted seal undone");
             active.sealed = false;
             active.seal_pending = None;

@@ -482,6 +482,14 @@ impl ProducerState {
         self.aborted[first..end.max(first)].to_vec()
     }
 
+    /// Forgets the listed aborted transactions whose marker lies in `[from, to)` (a sealed
+    /// segment's, now in its `.txnindex`).
+    pub(crate) fn remove_aborted_in(&mut self, from: i64, to: i64) {
+        let first = self.aborted.partition_point(|a| a.last_offset < from);
+        let end = self.aborted.partition_point(|a| a.last_offset < to);
+        self.aborted.drain(first..end.max(first));
+    }
+
     /// Removes and returns the listed aborted transactions whose marker is below `offset`.
     pub(crate) fn take_aborted_below(&mut self, offset: i64) -> Vec<AbortedTxn> {
         let end = self.aborted.partition_point(|a| a.last_offset < offset);

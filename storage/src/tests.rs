@@ -2310,6 +2310,109 @@ fn truncation_into_a_sealed_segment_lists_its_aborts_in_memory_again() {
 }
 
 #[test]
+fn a_failure_at_each_point_of_a_rolling_flush_keeps_the_aborts_listed() {
+    for point in failpoints::ALL
+        .into_iter()
+        .filter(|&p| p != failpoints::CLOSE_BEFORE_MARKER)
+    {
+        let fs = MemFs::new();
+        let log = open(&fs, config());
+        let mut all = alternate_aborts(&log, 0, 5);
+        // Unflushed transactions that roll the segment; the flush fails at `point` (and the
+        // power goes there).
+        fs.arm(point);
+        for i in 5..13 {
+            let first = log.append(txn_batch(3, 1, 0, 3 * i, 10), 1, 10).unwrap();
+            let end = log.append(marker(1, 0, i % 2 == 1, 3), 1, 10).unwrap();
+            if i % 2 == 0 {
+                all.push((first.base_offset, end.base_offset));
+            }
+        }
+        assert!(log.state.borrow().segments.len() >= 3, "{point}");
+        assert!(block_on(log.flush()).is_err(), "{point}");
+        // What stayed is listed: data made durable before the failing step stays (its acks
+        // fail), the rest is dropped.
+        let below = |end: i64| -> Vec<(i64, i64)> {
+            all.iter().copied().filter(|&(_, m)| m < end).collect()
+        };
+        let listed = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+        assert_eq!(abort_spans(&listed), below(log.log_end_offset()), "{point}");
+        drop(log);
+        fs.crash();
+        // Synced data may outlive the failed flush (never acknowledged, as Kafka).
+        let log = open(&fs, config());
+        let mut end = log.log_end_offset();
+        let mut aborts = below(end);
+        assert_txn_indexes(&fs, &log, &aborts);
+        let listed = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+        assert_eq!(abort_spans(&listed), aborts, "{point}");
+        // Transaction i holds offsets 4i..=4i+3; one cut before its marker is aborted now.
+        if end % 4 == 3 {
+            let m = log.append(marker(1, 0, false, 3), 1, 10).unwrap();
+            aborts.push((end - 3, m.base_offset));
+            end += 1;
+        }
+        aborts.extend(alternate_aborts(&log, i32::try_from(end / 4).unwrap(), 12));
+        assert_txn_indexes(&fs, &log, &aborts);
+        drop(log);
+        fs.crash();
+        let log = open(&fs, config());
+        assert_txn_indexes(&fs, &log, &aborts);
+        assert_eq!(
+            abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
+            aborts,
+            "{point}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_flush_after_truncating_to_a_segment_boundary_keeps_the_aborts_before_it() {
+    let fs = MemFs::new();
+    let log = open(&fs, config());
+    let mut aborts = alternate_aborts(&log, 0, 16);
+    // A segment that starts with a transaction's first batch (offset 4i).
+    let boundary = {
+        let state = log.state.borrow();
+        let bases: Vec<i64> = state.segments.iter().map(|s| s.base_offset).collect();
+        bases[2..bases.len() - 1]
+            .iter()
+            .copied()
+            .find(|b| b % 4 == 0)
+            .expect("a segment starting with a transaction")
+    };
+    block_on(log.truncate_suffix(boundary)).unwrap();
+    aborts.retain(|&(_, m)| m < boundary);
+    // The cut at a segment's first batch leaves that segment empty and active; a failed flush
+    // of the next appends must not make the sealed segment before it active again.
+    let first = log
+        .append(txn_batch(3, 1, 0, 3 * (boundary / 4) as i32, 10), 1, 10)
+        .unwrap();
+    assert_eq!(first.base_offset, boundary);
+    fs.set_enospc(true);
+    assert!(block_on(log.flush()).is_err());
+    fs.set_enospc(false);
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
+        aborts
+    );
+    aborts.extend(alternate_aborts(
+        &log,
+        i32::try_from(boundary / 4).unwrap(),
+        12,
+    ));
+    assert_txn_indexes(&fs, &log, &aborts);
+    drop(log);
+    fs.crash();
+    let log = open(&fs, config());
+    assert_txn_indexes(&fs, &log, &aborts);
+    assert_eq!(
+        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
+        aborts
+    );
+}
+
+#[test]
 fn txnindex_goes_with_its_segment_and_damage_is_an_error() {
     let fs = MemFs::new();
     let log = open(&fs, config());
@@ -2802,11 +2905,20 @@ fn compaction_drops_aborted_records_and_empty_markers_after_their_horizon() {
     block_on(log.clean(10_000, i64::MAX, &mut map))
         .unwrap()
         .unwrap();
+    let listing: Vec<_> = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "txnindex"))
+        .collect();
     assert!(
-        !fs.paths()
+        listing
             .iter()
-            .any(|p| p.extension().is_some_and(|e| e == "txnindex")),
+            .all(|p| fs.read(p).is_some_and(|b| b.is_empty())),
         "the cleaned segment lists no abort: its records are gone"
+    );
+    assert!(
+        listing.contains(&txn_index_path(&dir(), 0)),
+        "an empty index, so a snapshot's list is not taken for it"
     );
     assert!(log.cleaned_to() <= 44, "cleaned past the open transaction");
     assert!(

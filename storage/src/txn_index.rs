@@ -11,15 +11,22 @@
 //!
 //! Life of a file:
 //! - **Seal**: the flush that persists a segment's seal writes its entries (if any) with an
-//!   atomic replace, before the producer snapshot at its end, then drops them from memory.
+//!   atomic replace (or removes a file an undone seal left), before the producer snapshot at
+//!   its end; once the seal is persisted, its entries leave memory. A persisted seal is never
+//!   undone by a failed flush (the empty segment after it stays the active one).
 //! - **Read** (read_committed fetch, cleaner plan): the files of the segments from the fetch
-//!   offset on, then the in-memory list, until an entry's last stable offset reaches the
-//!   upper bound (every later abort starts above it). Nothing of sealed segments stays in
+//!   offset on, then the in-memory list (both picked under one borrow), until an entry's last
+//!   stable offset reaches the upper bound (every later abort starts above it). A picked file
+//!   that is gone makes the read start again (a suffix truncation moved its entries back to
+//!   memory), at most `ABORTED_READ_ATTEMPTS_MAX` times. Nothing of sealed segments stays in
 //!   memory; a read streams a file in chunks of [`TXN_INDEX_READ_CHUNK_BYTES`].
 //! - **Retention, DeleteRecords, full truncation**: deleted with the segment.
 //! - **Cleaning**: a rewritten segment has lost every aborted record of the transactions
-//!   whose markers it holds (their records all precede the marker, and the rewrite starts
-//!   at the log start), so the replaced segments' files are deleted and the output has none.
+//!   whose markers it holds (their records all precede the marker, and a round's swapped
+//!   groups are a prefix of the log: it stops at the first group it could not swap in), so
+//!   the replaced segments' files are deleted and the output gets an empty one. Empty, not
+//!   absent: on open, a segment with a file takes no aborts from a producer snapshot, which
+//!   may still list those of the segments the cleaning replaced.
 //! - **Suffix truncation**: the cut segment becomes active again; its entries below the cut
 //!   come back into memory from the snapshot and replay, and its file is removed.
 //! - **Open**: the active segment's file (from a seal undone by truncation) is removed. An
@@ -80,11 +87,21 @@ pub(crate) struct SegmentRange {
     pub next_offset: i64,
 }
 
+/// How [`collect`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collected {
+    /// An entry's last stable offset reached the upper bound: no later abort overlaps.
+    Complete,
+    /// Read to the end; later segments may hold more.
+    Partial,
+    /// The file is gone: the segment was deleted, cleaned or truncated since the caller
+    /// looked (a truncation moves its entries back to memory: the caller looks again).
+    Missing,
+}
+
 /// Adds to `out` the entries of the segment's file that a read_committed fetch of
-/// `[fetch_offset, upper_bound)` must report; returns true once an entry's last stable offset
-/// reaches `upper_bound` (the collection is complete). A file that is gone (the segment was
-/// deleted or cleaned meanwhile) has nothing to report. A damaged file is an error: its
-/// aborted records would otherwise reach read_committed readers.
+/// `[fetch_offset, upper_bound)` must report. A damaged file is an error: its aborted records
+/// would otherwise reach read_committed readers.
 pub(crate) async fn collect(
     backend: &Backend,
     dir: &Path,
@@ -92,14 +109,14 @@ pub(crate) async fn collect(
     fetch_offset: i64,
     upper_bound: i64,
     out: &mut Vec<AbortedTxn>,
-) -> Result<bool, StorageError> {
+) -> Result<Collected, StorageError> {
     let path = txn_index_path(dir, range.base_offset);
     if !backend.exists(&path) {
-        return Ok(false);
+        return Ok(Collected::Missing);
     }
-    let file = match backend.open_file(&path).await {
+    let file = match backend.open_existing(&path).await {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(_) if !backend.exists(&path) => return Ok(Collected::Missing),
         Err(error) => return Err(io_error(&path)(error)),
     };
     let result = async {
@@ -143,15 +160,30 @@ pub(crate) async fn collect(
                     out.push(txn);
                 }
                 if txn.last_stable_offset >= upper_bound {
-                    return Ok(true);
+                    return Ok(Collected::Complete);
                 }
             }
         }
-        Ok(false)
+        Ok(Collected::Partial)
     }
     .await;
     file.close().await.map_err(io_error(&path))?;
     result
+}
+
+/// Writes an empty file for a cleaned segment: it lists no abort, and its presence tells the
+/// open not to write it the aborts a producer snapshot still lists for the segments it
+/// replaced (their records, and maybe their markers, are gone).
+pub(crate) async fn write_empty(
+    backend: &Backend,
+    dir: &Path,
+    base_offset: i64,
+) -> Result<(), StorageError> {
+    let path = txn_index_path(dir, base_offset);
+    backend
+        .write_file_atomic(&path, &[])
+        .await
+        .map_err(io_error(&path))
 }
 
 /// Replaces the segment's file with `entries` (not empty), durably.
