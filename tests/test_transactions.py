@@ -257,20 +257,31 @@ def test_confluent_kafka_transactions(broker):
     new_topic(b, "txn-librdkafka", 3)
     p = Producer({"bootstrap.servers": b, "transactional.id": "rdk-1"})
     p.init_transactions(30)
+    outcomes = librdkafka_transactions(
+        p, 12, lambda k: [f"rdk-{k}-{i}" for i in range(25)],
+        lambda i, v: p.produce("txn-librdkafka", value=v.encode(), partition=i % 3),
+        abort=lambda k: k % 4 == 1)
+    check_transactions(outcomes, consume_committed(b, "txn-librdkafka", 3))
+
+
+def librdkafka_transactions(p, count, values_of, send, abort):
+    """Runs `count` transactions on the confluent-kafka producer `p`: transaction k sends
+    `values_of(k)` with `send(i, value)`, then aborts if `abort(k)`, else commits. Returns the
+    outcomes `check_transactions` takes."""
     outcomes = []
-    for k in range(12):
+    for k in range(count):
         p.begin_transaction()
-        values = [f"rdk-{k}-{i}" for i in range(25)]
+        values = values_of(k)
         for i, v in enumerate(values):
-            p.produce("txn-librdkafka", value=v.encode(), partition=i % 3)
+            send(i, v)
         p.flush(10)
-        if k % 4 == 1:
+        if abort(k):
             p.abort_transaction(30)
             outcomes.append({"txn": k, "outcome": "abort", "values": values})
         else:
             p.commit_transaction(30)
             outcomes.append({"txn": k, "outcome": "commit", "values": values})
-    check_transactions(outcomes, consume_committed(b, "txn-librdkafka", 3))
+    return outcomes
 
 
 def test_aborts_in_old_segments_stay_hidden_across_restarts(broker):
@@ -288,19 +299,11 @@ def test_aborts_in_old_segments_stay_hidden_across_restarts(broker):
     p = Producer({"bootstrap.servers": b, "transactional.id": "seg-1", "linger.ms": 5})
     p.init_transactions(30)
     pad = "x" * 8000
-    outcomes = []
-    for k in range(40):  # 40 × 12 × 8 KB: about 4 segments, an abort in each
-        p.begin_transaction()
-        values = [f"seg-{k}-{i}" for i in range(12)]
-        for v in values:
-            p.produce(topic, value=f"{v}|{pad}".encode(), partition=0)
-        p.flush(10)
-        if k % 3 == 1:
-            p.abort_transaction(30)
-            outcomes.append({"txn": k, "outcome": "abort", "values": values})
-        else:
-            p.commit_transaction(30)
-            outcomes.append({"txn": k, "outcome": "commit", "values": values})
+    # 40 × 12 × 8 KB: about 4 segments, an abort in each.
+    outcomes = librdkafka_transactions(
+        p, 40, lambda k: [f"seg-{k}-{i}" for i in range(12)],
+        lambda _i, v: p.produce(topic, value=f"{v}|{pad}".encode(), partition=0),
+        abort=lambda k: k % 3 == 1)
 
     def indexes():
         return [f for f in broker.data_dir.rglob("*.txnindex")

@@ -2211,6 +2211,13 @@ fn assert_txn_indexes(fs: &MemFs, log: &PartitionLog, aborts: &[(i64, i64)]) {
     assert!(fs.read(&txn_index_path(&dir(), active)).is_none());
 }
 
+/// `assert_txn_indexes`, and the whole log's listing is `aborts`.
+fn assert_listed(fs: &MemFs, log: &PartitionLog, aborts: &[(i64, i64)]) {
+    assert_txn_indexes(fs, log, aborts);
+    let listed = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
+    assert_eq!(abort_spans(&listed), aborts);
+}
+
 #[test]
 fn aborts_of_sealed_segments_are_read_from_their_txnindex() {
     for clean in [true, false] {
@@ -2253,9 +2260,7 @@ fn aborts_of_sealed_segments_are_read_from_their_txnindex() {
         // More aborts across the restart keep to the same rules.
         let mut aborts = aborts;
         aborts.extend(alternate_aborts(&log, 16, 12));
-        assert_txn_indexes(&fs, &log, &aborts);
-        let all = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
-        assert_eq!(abort_spans(&all), aborts, "clean={clean}");
+        assert_listed(&fs, &log, &aborts);
     }
 }
 
@@ -2294,19 +2299,11 @@ fn truncation_into_a_sealed_segment_lists_its_aborts_in_memory_again() {
     let written = i32::try_from((cut - 3) / 4 + 1).unwrap();
     aborts.extend(alternate_aborts(&log, written, 12));
     assert!(log.state.borrow().active().base_offset > base);
-    assert_txn_indexes(&fs, &log, &aborts);
-    assert_eq!(
-        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
-        aborts
-    );
+    assert_listed(&fs, &log, &aborts);
     drop(log);
     fs.crash();
     let log = open(&fs, config());
-    assert_txn_indexes(&fs, &log, &aborts);
-    assert_eq!(
-        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
-        aborts
-    );
+    assert_listed(&fs, &log, &aborts);
 }
 
 #[test]
@@ -2343,9 +2340,7 @@ fn a_failure_at_each_point_of_a_rolling_flush_keeps_the_aborts_listed() {
         let log = open(&fs, config());
         let mut end = log.log_end_offset();
         let mut aborts = below(end);
-        assert_txn_indexes(&fs, &log, &aborts);
-        let listed = block_on(log.aborted_txns(0, i64::MAX)).unwrap();
-        assert_eq!(abort_spans(&listed), aborts, "{point}");
+        assert_listed(&fs, &log, &aborts);
         // Transaction i holds offsets 4i..=4i+3; one cut before its marker is aborted now.
         if end % 4 == 3 {
             let m = log.append(marker(1, 0, false, 3), 1, 10).unwrap();
@@ -2357,12 +2352,7 @@ fn a_failure_at_each_point_of_a_rolling_flush_keeps_the_aborts_listed() {
         drop(log);
         fs.crash();
         let log = open(&fs, config());
-        assert_txn_indexes(&fs, &log, &aborts);
-        assert_eq!(
-            abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
-            aborts,
-            "{point}"
-        );
+        assert_listed(&fs, &log, &aborts);
     }
 }
 
@@ -2405,11 +2395,7 @@ fn a_failed_flush_after_truncating_to_a_segment_boundary_keeps_the_aborts_before
     drop(log);
     fs.crash();
     let log = open(&fs, config());
-    assert_txn_indexes(&fs, &log, &aborts);
-    assert_eq!(
-        abort_spans(&block_on(log.aborted_txns(0, i64::MAX)).unwrap()),
-        aborts
-    );
+    assert_listed(&fs, &log, &aborts);
 }
 
 #[test]
