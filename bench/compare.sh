@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Spool and Apache Kafka on this machine, same disk, same client, one run.
 #
-#   bash bench/compare.sh [--smoke] [--brokers 1|3] [--out DIR] [--workloads "a b c d"] [--no-tools]
+#   bash bench/compare.sh [--smoke] [--brokers 1|3] [--out DIR] [--workloads "a b c d e f"] [--no-tools]
 #                         [--no-build]
 #
 # Steps: build Spool and spool-bench (release); fetch the Apache Kafka broker and tools jars from
@@ -41,7 +41,7 @@ tools=1
 brokers=1
 build=1
 out=""
-workloads="a b c d"
+workloads="a b c d e f"
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --smoke) smoke=1 ;;
@@ -50,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     --workloads) workloads="$2"; shift ;;
     --brokers) brokers="$2"; shift ;;
     --no-build) build=0 ;;
-    *) echo "usage: $0 [--smoke] [--brokers 1|3] [--out DIR] [--workloads \"a b c d\"] [--no-tools] [--no-build]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--brokers 1|3] [--out DIR] [--workloads \"a b c d e f\"] [--no-tools] [--no-build]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -64,7 +64,7 @@ out="$(cd "$out" && pwd)"
 command_line="bash bench/compare.sh"
 ((smoke)) && command_line+=" --smoke"
 ((brokers > 1)) && command_line+=" --brokers $brokers"
-[[ "$workloads" != "a b c d" ]] && command_line+=" --workloads \"$workloads\""
+[[ "$workloads" != "a b c d e f" ]] && command_line+=" --workloads \"$workloads\""
 ((tools)) || command_line+=" --no-tools"
 base_port="${BENCH_PORT:-19092}"
 port="$base_port"
@@ -101,6 +101,7 @@ if ((smoke)); then
     warm_opts=(--duration-s 1 --warmup-s 0)
     c_opts=(--partitions 50)
     d_opts=(--backlog-gb 0.02)
+    f_opts=(--partitions 200)
     tool_records=20000
     ceiling_s=1
 else
@@ -108,6 +109,7 @@ else
     warm_opts=(--duration-s 20 --warmup-s 0)
     c_opts=()
     d_opts=()
+    f_opts=()
     ((brokers > 1)) && d_opts=(--backlog-gb 1)
     tool_records=1000000
     ceiling_s=5
@@ -254,6 +256,7 @@ run_target() { # system mode
             ;;
         c) extra=("${c_opts[@]}") ;;
         d) extra=("${d_opts[@]}") ;;
+        f) extra=("${f_opts[@]}") ;;
         esac
         "$bench" run "${common[@]}" --workload "$file" "${run_opts[@]}" "${extra[@]}" \
             "${run_topic_opts[@]}" --out "$out/$w-$tag.json"

@@ -29,7 +29,9 @@ done_step "install-test-deps" ok
 cargo_failed=0
 if [[ "${SPOOL_SKIP_CARGO:-0}" != "1" ]]; then
     begin "cargo build --release"
-    if cargo build --release; then
+    # Every target, as `cargo test` builds them: dev-dependencies change the features of shared
+    # crates, so a plain `cargo build` and `cargo test` would each compile the whole graph.
+    if cargo build --release --workspace --all-targets; then
         done_step "cargo build --release" ok
     else
         done_step "cargo build --release" FAILED
@@ -50,7 +52,7 @@ fi
 begin "pytest tests/ (target: ${SPOOL_TEST_TARGET:-spool})"
 PYLOG="$(mktemp /tmp/spool-pytest.XXXXXX.log)"
 set +e
-python3 -m pytest -q -p no:cacheprovider tests/ "$@" 2>&1 | tee "$PYLOG"
+python3 -m pytest -q -p no:cacheprovider --durations=20 tests/ "$@" 2>&1 | tee "$PYLOG"
 py_rc=${PIPESTATUS[0]}
 set -e
 if ((py_rc == 0)); then

@@ -24,7 +24,14 @@ pytestmark = pytest.mark.skipif(
     TARGET != "spool", reason="the harness starts both brokers itself"
 )
 
-WORKLOADS = {"a-max-throughput", "b-latency", "c-many-partitions", "d-catch-up"}
+WORKLOADS = {
+    "a-max-throughput",
+    "b-latency",
+    "c-many-partitions",
+    "d-catch-up",
+    "e-10mbps",
+    "f-10k-partitions",
+}
 TARGETS = {("kafka", "defaults"), ("kafka", "fsync"), ("spool", "defaults")}
 
 

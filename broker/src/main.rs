@@ -345,7 +345,15 @@ async fn shard_main(args: ShardArgs) {
             while args.handed_over.load(Ordering::Acquire) < count && Instant::now() < deadline {
                 runtime::sleep(LEAVE_POLL).await;
             }
-            node.leave().await;
+            let gone: Vec<i32> = shard
+                .view
+                .borrow()
+                .brokers
+                .iter()
+                .filter(|b| b.fenced && b.id != config.node_id)
+                .map(|b| b.id)
+                .collect();
+            node.leave(&gone).await;
         }
         if args.id == 0 {
             args.left.store(true, Ordering::Release);

@@ -109,6 +109,7 @@ pub struct ClusterNode {
     /// metadata log since it started.
     pub ready: Cell<bool>,
     session_timeout: Duration,
+    election_timeout: Duration,
     request_timeout: Duration,
     /// The active controller serializes its writes (see `controller.rs`).
     write_lock: glommio::sync::Semaphore,
@@ -163,6 +164,7 @@ impl ClusterNode {
             fenced: Cell::new(true),
             ready: Cell::new(false),
             session_timeout: Duration::from_millis(cluster.session_timeout_ms),
+            election_timeout: Duration::from_millis(cluster.election_timeout_ms.max(10)),
             request_timeout: Duration::from_millis(cluster.request_timeout_ms.max(100)),
             write_lock: glommio::sync::Semaphore::new(1),
             liveness: RefCell::new(HashMap::new()),
@@ -181,7 +183,16 @@ impl ClusterNode {
     /// an up-to-date voter, so metadata writes (leader and ISR reports of the moves just made,
     /// other brokers' heartbeats) do not wait out an election timeout. Both are bounded; a
     /// failure only costs what an unclean stop costs.
-    pub async fn leave(&self) {
+    ///
+    /// `gone` names the brokers this node's view shows fenced: with them, a voter that still
+    /// looks alive is counted out, so the last node of a cluster stopping one by one does not
+    /// wait out the fence's bound for a quorum that no longer exists.
+    pub async fn leave(&self, gone: &[i32]) {
+        if !self.quorum_may_answer(gone) {
+            tracing::info!("no metadata quorum to fence this stopping broker");
+            self.left.set(true);
+            return;
+        }
         let answer = self
             .submit(
                 ControllerRequest::ShutDown {
@@ -196,6 +207,34 @@ impl ClusterNode {
         }
         self.left.set(true);
         self.hand_over_quorum().await;
+    }
+
+    /// Whether a majority of the metadata voters may still answer: as a follower, whether a
+    /// leader is known; as the leader, whether a majority (itself included) acknowledged it
+    /// within an election timeout and is not a broker known to have left.
+    fn quorum_may_answer(&self, gone: &[i32]) -> bool {
+        use openraft::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        match m.current_leader {
+            None => false,
+            Some(leader) if leader != m.id => true,
+            Some(_) => {
+                let fresh = self.election_timeout;
+                let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
+                let answering = voters
+                    .iter()
+                    .filter(|id| {
+                        **id == m.id
+                            || (!gone.contains(&(**id as i32))
+                                && m.heartbeat
+                                    .as_ref()
+                                    .and_then(|h| h.get(*id).cloned().flatten())
+                                    .is_some_and(|at| at.into_inner().elapsed() <= fresh))
+                    })
+                    .count();
+                answering * 2 > voters.len()
+            }
+        }
     }
 
     async fn hand_over_quorum(&self) {

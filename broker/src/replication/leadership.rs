@@ -751,6 +751,9 @@ pub async fn controlled_shutdown(shard: &Rc<Shard>) {
         return;
     }
     let ack_max = ack_max(shard);
+    // A live follower takes over within about two election timeouts (its log catching up,
+    // then its election).
+    let shutdown_try = (ack_max * 2 + Duration::from_millis(500)).min(TRANSFER_WAIT_MAX);
     let mut leading = Vec::new();
     for (group, replicas) in groups {
         if group.leadership().is_some() {
@@ -767,32 +770,39 @@ pub async fn controlled_shutdown(shard: &Rc<Shard>) {
         .for_each_concurrent(TRANSFERS_IN_FLIGHT_MAX, |(group, replicas)| {
             let moved = &moved;
             async move {
-                let Some(to) = replicas
-                    .iter()
-                    .copied()
-                    .find(|r| *r != me && in_sync(&group, *r, ack_max).is_ok())
-                else {
-                    tracing::warn!(topic = %group.topic, partition = group.partition, "no in-sync follower to hand the leadership to");
-                    return;
-                };
-                // Any other leader will do: a transfer the target could not complete leaves
-                // the group to an election by timeout among the followers.
-                let wait = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(TRANSFER_WAIT_MAX);
-                if let Err(e) = group.raft.trigger().transfer_leader(to as NodeId).await {
-                    tracing::warn!(topic = %group.topic, partition = group.partition, to, "transfer not started: {e}");
-                    return;
+                // A fenced follower is a broker that has left (or not yet caught up). A
+                // follower that stopped a moment ago still looks in sync for an ack window,
+                // so a transfer that does not take within a try goes on to the next one.
+                let live = |id: i32| shard.view.borrow().broker(id).is_some_and(|b| !b.fenced);
+                let mut moved_away = false;
+                for to in replicas.iter().copied().filter(|r| *r != me && live(*r)) {
+                    if in_sync(&group, to, ack_max).is_err() {
+                        continue;
+                    }
+                    let wait = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(shutdown_try);
+                    if let Err(e) = group.raft.trigger().transfer_leader(to as NodeId).await {
+                        tracing::warn!(topic = %group.topic, partition = group.partition, to, "transfer not started: {e}");
+                        continue;
+                    }
+                    if wait_for_other_leader(&group, Instant::now() + wait).await {
+                        moved_away = true;
+                        break;
+                    }
+                    tracing::info!(topic = %group.topic, partition = group.partition, to, "leadership did not move yet; trying the next follower");
                 }
-                if !wait_for_other_leader(&group, Instant::now() + wait).await {
-                    tracing::warn!(topic = %group.topic, partition = group.partition, to, "leadership did not move before shutdown");
+                if !moved_away {
+                    tracing::warn!(topic = %group.topic, partition = group.partition, "leadership did not move before shutdown");
                     return;
                 }
                 shard.raft_groups.deregister(group.id);
                 moved.set(moved.get() + 1);
                 // Clients told NOT_LEADER_OR_FOLLOWER here get the new leader from this
-                // broker's metadata (KIP-951), so wait until it names it.
-                while Instant::now() < deadline
+                // broker's metadata (KIP-951), so wait until it names it (a metadata quorum
+                // that lost its majority never will: bounded by one try).
+                let named_by = deadline.min(Instant::now() + shutdown_try);
+                while Instant::now() < named_by
                     && shard
                         .current_leader(&group.topic, group.partition)
                         .is_none_or(|(leader, _)| leader == me)
