@@ -9,7 +9,8 @@
 # e.g.  bash bench/ab.sh /tmp/spool-before target/release/spool bench/workloads/e-10mbps.yaml 3 \
 #           --duration-s 30 --warmup-s 5
 # Environment: AB_PORT (default 19292), AB_DIR (default /tmp/spool-ab), SPOOL_ARGS (extra broker
-# arguments, e.g. "--set num.shards=1").
+# arguments, e.g. "--set num.shards=1"), AB_ENV_A / AB_ENV_B (NAME=VALUE words set in the
+# environment of A's / B's broker only: the same binary with two settings).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [[ $# -ge 3 ]] || { sed -n 2,12p "$0"; exit 2; }
@@ -25,10 +26,12 @@ pid=""
 trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true' EXIT
 
 run_one() { # label binary round
-    local label="$1" bin="$2" round="$3" data="$dir/data"
+    local label="$1" bin="$2" round="$3" data="$dir/data" vars
+    shift 3
+    vars="AB_ENV_$label"
     rm -rf "$data"
     # shellcheck disable=SC2086
-    "$bin" broker --listeners "PLAINTEXT://127.0.0.1:$port" --log-dirs "$data" ${SPOOL_ARGS:-} \
+    env ${!vars:-} "$bin" broker --listeners "PLAINTEXT://127.0.0.1:$port" --log-dirs "$data" ${SPOOL_ARGS:-} \
         >"$dir/$label-$round.log" 2>&1 &
     pid=$!
     local i

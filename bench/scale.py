@@ -167,9 +167,13 @@ def main():
         broker.start()
         wait("the broker", lambda: AdminClient(conf(broker.bootstrap)).list_topics(timeout=2)
              is not None)
-        fs = AdminClient(conf(broker.bootstrap)).create_topics(
-            [NewTopic(topic, num_partitions=n, replication_factor=1)], request_timeout=120)
-        fs[topic].result(timeout=180)
+        # Kept alive until the future resolves; creating many partitions takes a while.
+        creator = AdminClient(conf(broker.bootstrap, **{"socket.timeout.ms": 300000}))
+        fs = creator.create_topics(
+            [NewTopic(topic, num_partitions=n, replication_factor=1)], request_timeout=300)
+        t0 = time.monotonic()
+        fs[topic].result(timeout=310)
+        print(f"created {n} partitions in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         wait("every partition led", lambda: all_led(broker.bootstrap, topic, n))
         t0 = time.monotonic()
         produce(broker.bootstrap, topic, n, args.records, b"x" * 1024)

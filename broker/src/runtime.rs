@@ -63,3 +63,57 @@ where
         .name(name)
         .spawn(main)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use glommio::channels::shared_channel;
+
+    use super::*;
+
+    /// The vendored glommio's sleep protocol (a fence on each side instead of a membarrier;
+    /// vendor/glommio/SPOOL-PATCH.md): a message sent to a shard that is going to sleep, or
+    /// asleep, must wake it. Two shards ping-pong, pausing at different rhythms so each often
+    /// parks just as the other sends; a lost wake-up hangs a shard, which the bounded wait
+    /// reports.
+    #[test]
+    fn a_parked_shard_always_wakes_for_a_message() {
+        const ROUNDS: u64 = 20_000;
+        let (to_echo, echo_in) = shared_channel::new_bounded::<u64>(1);
+        let (to_pinger, pinger_in) = shared_channel::new_bounded::<u64>(1);
+        let pinger = start_shard("wake-test-ping", 0, move || async move {
+            let tx = to_echo.connect().await;
+            let rx = pinger_in.connect().await;
+            for i in 0..ROUNDS {
+                tx.send(i).await.expect("echo gone");
+                assert_eq!(rx.recv().await, Some(i));
+                if i % 7 == 0 {
+                    sleep(Duration::from_micros(20)).await;
+                }
+            }
+        })
+        .expect("start ping shard");
+        let echo = start_shard("wake-test-echo", 1, move || async move {
+            let rx = echo_in.connect().await;
+            let tx = to_pinger.connect().await;
+            for _ in 0..ROUNDS {
+                let v = rx.recv().await.expect("pinger gone");
+                if v % 5 == 0 {
+                    sleep(Duration::from_micros(30)).await;
+                }
+                tx.send(v).await.expect("pinger gone");
+            }
+        })
+        .expect("start echo shard");
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = pinger.join().is_ok() && echo.join().is_ok();
+            let _ = done.send(outcome);
+        });
+        match finished.recv_timeout(Duration::from_secs(120)) {
+            Ok(ok) => assert!(ok, "a shard panicked"),
+            Err(_) => panic!("{ROUNDS} round trips not done in 120 s: a wake-up was lost"),
+        }
+    }
+}
