@@ -20,6 +20,7 @@ Every wait is bounded; processes are signalled only by their own PID.
 import glob
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -393,3 +394,27 @@ def test_isr_min_insync_replicas_and_acks(cluster):
     assert "refused" not in values
     for v, offset in acked.items():
         assert (0, offset, v) in seen, f"{v} acknowledged at {offset}, read: {seen}"
+
+
+def test_nodes_stopped_one_by_one_hand_leaderships_only_to_live_brokers(cluster):
+    """A cluster stopped one node at a time (an operator's rolling stop, every test's teardown):
+    a stopping broker hands each leadership to a follower that is still up, never to one that
+    stopped a moment ago and still looks in sync (that transfer would wait out its bound and
+    leave the partition to an election), and the last node, with no metadata quorum left, does
+    not wait for a fence it cannot get."""
+    c = cluster(controllers=3)
+    create_topic(c.admin(), "handover", 6, rf=3)
+    wait_leaders(c, "handover", 6)
+    nodes = list(c.nodes.values())
+    for node in nodes:
+        node.stop()
+    first, second, last = (n.log_text() for n in nodes)
+    moves = []
+    for node_id, text in ((1, first), (2, second)):
+        for moved, total in re.findall(r"controlled shutdown: moved (\d+) of (\d+) leaderships",
+                                       text):
+            assert moved == total, f"node {node_id} moved {moved} of {total}:\n{text[-4000:]}"
+            moves.append(int(total))
+    assert sum(moves) > 0, "the first two nodes led nothing to hand over"
+    assert "no metadata quorum to fence this stopping broker" in last, last[-4000:]
+    assert "did not fence this stopping broker" not in last, last[-4000:]

@@ -210,14 +210,16 @@ impl ClusterNode {
     }
 
     /// Whether a majority of the metadata voters may still answer: as a follower, whether a
-    /// leader is known; as the leader, whether a majority (itself included) acknowledged it
+    /// leader is known and has not left; as the leader, whether a majority (itself included) acknowledged it
     /// within an election timeout and is not a broker known to have left.
     fn quorum_may_answer(&self, gone: &[i32]) -> bool {
         use openraft::Instant as _;
         let m = self.raft.metrics().borrow_watched().clone();
         match m.current_leader {
             None => false,
-            Some(leader) if leader != m.id => true,
+            // A leader that is a broker known to have left is gone with it (its handover of
+            // the quorum did not complete).
+            Some(leader) if leader != m.id => !gone.contains(&(leader as i32)),
             Some(_) => {
                 let fresh = self.election_timeout;
                 let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();

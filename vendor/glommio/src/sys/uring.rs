@@ -66,6 +66,8 @@ enum UringOpDescriptor {
     Open(*const u8, libc::c_int, u32),
     Close,
     FDataSync,
+    // Spool patch: a full fsync, for directories (see `Directory::sync_all`).
+    FSync,
     Connect(*const SockaddrStorage),
     LinkTimeout(*const uring_sys::__kernel_timespec),
     Accept(*mut SockAddrStorage),
@@ -314,6 +316,9 @@ fn fill_sqe<F>(
                     OFlag::from_bits_truncate(flags),
                     OpenMode::from_bits_truncate(mode),
                 );
+            }
+            UringOpDescriptor::FSync => {
+                sqe.prep_fsync(op.fd, FsyncFlags::empty());
             }
             UringOpDescriptor::FDataSync => {
                 sqe.prep_fsync(op.fd, FsyncFlags::FSYNC_DATASYNC);
@@ -1541,6 +1546,15 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    pub(crate) fn fsync(&self, source: &Source) {
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            UringOpDescriptor::FSync,
             &mut self.source_map.borrow_mut(),
         );
     }
