@@ -190,6 +190,15 @@ fn run_broker(args: BrokerArgs) {
     exclusive::ensure_unused(listen_addr).unwrap_or_else(|e| fatal(e));
     let dir_lock = identity::lock(&config.log_dirs).unwrap_or_else(|e| fatal(e));
     identity::check_node(&dir_lock, config.node_id).unwrap_or_else(|e| fatal(e));
+    // The last clean stop's records, consumed before any log opens (`spool_storage::clean`).
+    let clean_books = Arc::new(
+        spool_storage::take_books(&config.log_dirs).unwrap_or_else(|e| {
+            fatal(format!(
+                "cannot take the clean-shutdown books in {}: {e}",
+                config.log_dirs.display()
+            ))
+        }),
+    );
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -213,6 +222,7 @@ fn run_broker(args: BrokerArgs) {
             left: left.clone(),
             gate,
             listen_addr,
+            clean_books: clean_books.clone(),
         };
         let handle = runtime::start_shard(&format!("spool-shard-{id}"), id, move || {
             shard_main(shard_args)
@@ -266,6 +276,8 @@ struct ShardArgs {
     left: Arc<AtomicBool>,
     gate: ShardGate,
     listen_addr: SocketAddr,
+    /// The books `spool_storage::take_books` took, read by every shard before its first open.
+    clean_books: Arc<Vec<std::path::PathBuf>>,
 }
 
 async fn shard_main(args: ShardArgs) {
@@ -279,6 +291,8 @@ async fn shard_main(args: ShardArgs) {
     };
     let config = Rc::new(args.config);
     let shard = Shard::new(args.id, count, config.clone(), Mesh::new(args.id, senders));
+    // Before the mesh delivers a topic to open.
+    shard.load_clean_book(&args.clean_books).await;
     if let Some(mut receivers) = receivers {
         for (_, receiver) in receivers.streams() {
             runtime::spawn_detached(shard.clone().receive_loop(receiver));

@@ -60,7 +60,7 @@ impl PartitionLog {
         config: LogConfig,
         backend: Backend,
     ) -> Result<PartitionLog, StorageError> {
-        Self::open_with(dir, config, backend, true).await
+        Self::open_with(dir, config, backend, true, crate::clean::CleanFrom::Dir).await
     }
 
     /// Appends one record batch as the next entry: openraft appends entries one by one and
@@ -493,9 +493,12 @@ impl PartitionLog {
     }
 
     /// Settles every segment's entries at open (rules in the module header).
+    /// `clean_sidecar`: the active segment's sidecar as a clean close recorded it (the file
+    /// beside the segment holds only its first index then).
     pub(crate) async fn resolve_entries(
         &self,
         segments: &mut [Segment],
+        clean_sidecar: Option<Bytes>,
     ) -> Result<(), StorageError> {
         let names = self
             .backend
@@ -505,6 +508,7 @@ impl PartitionLog {
             .iter()
             .any(|name| segment::parse_file_name(name, "raftindex").is_some());
         let mut expected: Option<u64> = None;
+        let mut clean_sidecar = clean_sidecar;
         for k in 0..segments.len() {
             let base = segments[k].base_offset;
             let path = self.sidecar_path(base);
@@ -521,7 +525,8 @@ impl PartitionLog {
                 (None, None) => self.anchor_first(segments, any_sidecar).await?,
             };
             if k + 1 == segments.len() {
-                self.resolve_active(&mut segments[k], first).await?;
+                self.resolve_active(&mut segments[k], first, clean_sidecar.take())
+                    .await?;
             } else {
                 self.resolve_sealed(&mut segments[k], first, header).await?;
             }
@@ -558,14 +563,22 @@ impl PartitionLog {
 
     /// The active segment: counted by the crash scan already, or (clean shutdown, new log)
     /// taken from its sidecar if that fits the segment, else scanned now.
-    async fn resolve_active(&self, segment: &mut Segment, first: u64) -> Result<(), StorageError> {
+    async fn resolve_active(
+        &self,
+        segment: &mut Segment,
+        first: u64,
+        clean_sidecar: Option<Bytes>,
+    ) -> Result<(), StorageError> {
         if let Some(entries) = segment.entries.as_mut() {
             entries.first = first;
             return Ok(());
         }
         let path = self.sidecar_path(segment.base_offset);
         let view = segment.view();
-        let sidecar = self.read_sidecar(&path, view.size_bytes).await?;
+        let sidecar = match clean_sidecar {
+            Some(bytes) => Some(entry_index::decode(&bytes, view.size_bytes)),
+            None => self.read_sidecar(&path, view.size_bytes).await?,
+        };
         let fits = |header: &SidecarHeader| {
             header.first == first && (header.count == 0) == (view.size_bytes == 0)
         };

@@ -230,7 +230,8 @@ impl Backend {
             // of partitions closing them one blocking call at a time took tens of seconds),
             // and none waits behind a slow unlink queued there.
             Backend::Dma => {
-                let dir = glommio::io::Directory::open(dir).await?;
+                // glommio opens a directory relative to no directory (not the working one).
+                let dir = glommio::io::Directory::open(std::path::absolute(dir)?).await?;
                 let synced = dir.sync_all().await;
                 dir.close().await?;
                 Ok(synced?)
@@ -248,32 +249,6 @@ impl Backend {
         result?;
         self.rename(&tmp, path)?;
         self.sync_dir(path.parent().unwrap_or(Path::new("."))).await
-    }
-
-    /// Replaces each of `files` (all in `dir`) as [`Self::write_file_atomic`] does, with one
-    /// directory sync for all of them instead of one each: a log's close writes six. No order
-    /// among them survives a crash; a caller that needs one file durable before another syncs
-    /// in between. On failure, the file that failed.
-    pub(crate) async fn write_files_atomic(
-        &self,
-        dir: &Path,
-        files: &[(PathBuf, Vec<u8>)],
-    ) -> Result<(), (PathBuf, io::Error)> {
-        for (path, bytes) in files {
-            let tmp = tmp_path(path);
-            let written = async {
-                let file = self.open_file(&tmp).await?;
-                let result = file.write_whole(bytes).await;
-                file.close().await?;
-                result
-            };
-            written.await.map_err(|e| (tmp.clone(), e))?;
-        }
-        for (path, _) in files {
-            self.rename(&tmp_path(path), path)
-                .map_err(|e| (path.clone(), e))?;
-        }
-        self.sync_dir(dir).await.map_err(|e| (dir.to_path_buf(), e))
     }
 
     /// Opens an existing file for reading; NotFound if it is not there (never creates it,
@@ -305,6 +280,26 @@ impl Backend {
             .await;
         file.close().await?;
         bytes.map(Some)
+    }
+
+    /// `read_file`, or None also if the file holds more than `max` bytes (not read then).
+    pub(crate) async fn read_file_bounded(
+        &self,
+        path: &Path,
+        max: usize,
+    ) -> io::Result<Option<Bytes>> {
+        if !self.exists(path) {
+            return Ok(None);
+        }
+        let file = self.open_file(path).await?;
+        let size = file.size().await;
+        let bytes = match size {
+            Ok(size) if size <= max as u64 => file.read_at(0, size as usize).await.map(Some),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
+        file.close().await?;
+        bytes
     }
 
     /// Fails once if the named failure point is armed (memory backend only).

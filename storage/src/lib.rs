@@ -9,7 +9,7 @@
 //! may append, read, flush and enforce retention on one log concurrently; the rules (no state
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
-//! Code map: `log` (append, flush, read), `cleaner` (log compaction: plan, rewrite, swap), `offset_map` (its bounded key map), `recovery` (open, close), `maintenance` (truncation,
+//! Code map: `log` (append, flush, read), `cleaner` (log compaction: plan, rewrite, swap), `offset_map` (its bounded key map), `recovery` (open, close), `clean` (what a clean close leaves for the next open: records, shard books), `maintenance` (truncation,
 //! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+mod clean;
 mod cleaner;
 mod entries;
 mod entry_index;
@@ -39,6 +40,10 @@ mod tail;
 mod tests;
 mod txn_index;
 
+pub use crate::clean::{
+    take_books, CleanBook, CleanBookWriter, CleanFrom, CleanRecord, CLEAN_BOOK_BYTES_MAX,
+    CLEAN_BOOK_PREFIX, CLEAN_RECORD_BYTES_MAX,
+};
 pub use crate::cleaner::{CleanStats, CLEANER_CHECKPOINT_FILE};
 pub use crate::entries::EntryStamp;
 pub use crate::entry_index::{EntryInfo, RAFT_TAIL_ENTRIES_MAX};

@@ -71,7 +71,6 @@ const READ_CHUNK_BYTES_MAX: usize = 8 << 20;
 /// Times `offset_for_timestamp` starts over when a flush evicted the cache under it.
 const TIMESTAMP_LOOKUP_ATTEMPTS_MAX: usize = 4;
 
-pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub(crate) const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 /// The side file holding the log start offset DeleteRecords set (8 bytes, then CRC-32C).
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";

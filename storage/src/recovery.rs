@@ -23,76 +23,19 @@ use std::path::PathBuf;
 
 use spool_protocol::batch::BatchHeader;
 
+use crate::clean::{CleanFrom, CleanRecord, CleanShutdown, CleanState};
 use crate::entry_index::{self, EntryWindow};
 use crate::epoch::EpochCache;
 use crate::fs::{failpoints, Backend, SegmentFile};
-use crate::index::{decode_time_entry, TIME_ENTRY_BYTES};
+use crate::index::{decode_time_entry, OffsetIndex, TimeIndex, TIME_ENTRY_BYTES};
 use crate::log::{
     close_shared, io_error, snapshot_path, write_indexes_of, Gate, LogState, PartitionLog,
-    CLEAN_SHUTDOWN_FILE, EPOCH_CHECKPOINT_FILE,
+    EPOCH_CHECKPOINT_FILE,
 };
 use crate::producer::ProducerState;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Indexes, Segment};
 use crate::tail::TailCache;
 use crate::{LogConfig, StorageError};
-
-const MARKER_MAGIC: &[u8; 4] = b"SPCS";
-const MARKER_BYTES: usize = 4 + 8 * 7 + 4;
-
-/// What a clean shutdown records about the active segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CleanShutdown {
-    base_offset: i64,
-    size_bytes: u64,
-    next_offset: i64,
-    rolling_ms: i64,
-    max_timestamp: (i64, i64),
-    bytes_since_index: u64,
-}
-
-impl CleanShutdown {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(MARKER_BYTES);
-        bytes.extend_from_slice(MARKER_MAGIC);
-        for value in [
-            self.base_offset,
-            self.size_bytes as i64,
-            self.next_offset,
-            self.rolling_ms,
-            self.max_timestamp.0,
-            self.max_timestamp.1,
-            self.bytes_since_index as i64,
-        ] {
-            bytes.extend_from_slice(&value.to_be_bytes());
-        }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        bytes
-    }
-
-    fn decode(bytes: &[u8]) -> Option<CleanShutdown> {
-        if bytes.len() != MARKER_BYTES || &bytes[..4] != MARKER_MAGIC {
-            return None;
-        }
-        let (body, crc) = bytes.split_at(MARKER_BYTES - 4);
-        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
-            return None;
-        }
-        let field = |i: usize| -> Option<i64> {
-            Some(i64::from_be_bytes(
-                body[4 + 8 * i..12 + 8 * i].try_into().ok()?,
-            ))
-        };
-        Some(CleanShutdown {
-            base_offset: field(0)?,
-            size_bytes: u64::try_from(field(1)?).ok()?,
-            next_offset: field(2)?,
-            rolling_ms: field(3)?,
-            max_timestamp: (field(4)?, field(5)?),
-            bytes_since_index: u64::try_from(field(6)?).ok()?,
-        })
-    }
-}
 
 impl PartitionLog {
     /// Opens (creating if absent) the partition directory and recovers it.
@@ -101,15 +44,17 @@ impl PartitionLog {
         config: LogConfig,
         backend: Backend,
     ) -> Result<PartitionLog, StorageError> {
-        Self::open_with(dir, config, backend, false).await
+        Self::open_with(dir, config, backend, false, CleanFrom::Dir).await
     }
 
-    /// `open`, with the Raft entry index maintained when `entry_index` (see `entries.rs`).
-    pub(crate) async fn open_with(
+    /// `open`, with the Raft entry index maintained when `entry_index` (see `entries.rs`), and
+    /// the record of the last clean close taken from `clean` (see `clean.rs`).
+    pub async fn open_with(
         dir: PathBuf,
         config: LogConfig,
         backend: Backend,
         entry_index: bool,
+        clean: CleanFrom,
     ) -> Result<PartitionLog, StorageError> {
         backend.create_dir_all(&dir).map_err(io_error(&dir))?;
         backend
@@ -127,17 +72,16 @@ impl PartitionLog {
         bases.sort_unstable();
         remove_leftovers(&backend, &dir, &names, &bases).await?;
 
-        let marker_path = dir.join(CLEAN_SHUTDOWN_FILE);
-        let marker = backend
-            .read_file(&marker_path)
-            .await
-            .map_err(io_error(&marker_path))?;
-        let marker = marker.and_then(|bytes| CleanShutdown::decode(&bytes));
-        backend
-            .remove_file(&marker_path)
-            .await
-            .map_err(io_error(&marker_path))?;
-        backend.sync_dir(&dir).await.map_err(io_error(&dir))?;
+        // Consumed before the log can change (a file in the directory is removed durably).
+        let in_dir = CleanRecord::take_from(&backend, &dir).await?;
+        let record = match clean {
+            CleanFrom::Dir => in_dir,
+            CleanFrom::Given(record) => record,
+        };
+        let clean = record.as_ref().and_then(CleanRecord::decode);
+        if record.is_some() && clean.is_none() {
+            tracing::warn!(dir = %dir.display(), "damaged clean-shutdown record; recovering as after a crash");
+        }
 
         let log = PartitionLog {
             dir,
@@ -178,6 +122,7 @@ impl PartitionLog {
                 .map_err(io_error(&log.dir))?;
             segments.push(Segment::new(0, Some(file)));
         }
+        let mut trusted = false;
         for (k, &base_offset) in bases.iter().enumerate() {
             let path = segment::log_path(&log.dir, base_offset);
             let file = log
@@ -187,12 +132,21 @@ impl PartitionLog {
                 .map_err(io_error(&path))?;
             let segment = match bases.get(k + 1) {
                 Some(&next_base) => log.open_sealed(base_offset, next_base, file).await?,
-                None => log.recover_active(base_offset, file, marker).await?,
+                None => {
+                    let (segment, used) = log
+                        .recover_active(base_offset, file, clean.as_ref())
+                        .await?;
+                    trusted = used;
+                    segment
+                }
             };
             segments.push(segment);
         }
+        // Trusted only if it described the active segment as found.
+        let clean = clean.filter(|_| trusted);
         if entry_index {
-            log.resolve_entries(&mut segments).await?;
+            let sidecar = clean.as_ref().and_then(|c| c.sidecar.clone());
+            log.resolve_entries(&mut segments, sidecar).await?;
         }
         {
             let mut state = log.state.borrow_mut();
@@ -200,7 +154,10 @@ impl PartitionLog {
             state.log_end_offset = state.active().next_offset;
             state.durable_end_offset = state.log_end_offset;
         }
-        log.recover_epochs_and_producers(marker.is_some()).await?;
+        let recorded = clean
+            .as_ref()
+            .map(|c| (c.epochs.clone(), c.producers.clone()));
+        log.recover_epochs_and_producers(recorded).await?;
         log.settle_aborted(&names).await?;
         let floor = log.read_start_floor().await?;
         let (cleaned_to, delete_horizon) = log.read_cleaner_checkpoint().await?;
@@ -215,7 +172,7 @@ impl PartitionLog {
                 state.producers.advance_stable(end);
             }
         }
-        tracing::debug!(dir = %log.dir.display(), clean = marker.is_some(),
+        tracing::debug!(dir = %log.dir.display(), clean = trusted,
             start = log.log_start_offset(), end = log.log_end_offset(), "partition log opened");
         Ok(log)
     }
@@ -289,18 +246,21 @@ impl PartitionLog {
         Ok(result)
     }
 
-    /// The last segment: trusted from the marker after a clean shutdown, scanned otherwise.
+    /// The last segment: trusted from the clean-shutdown record if it describes this segment
+    /// (then the bool is true), scanned otherwise.
     async fn recover_active(
         &self,
         base_offset: i64,
         file: SegmentFile,
-        marker: Option<CleanShutdown>,
-    ) -> Result<Segment, StorageError> {
+        clean: Option<&CleanState>,
+    ) -> Result<(Segment, bool), StorageError> {
         let path = segment::log_path(&self.dir, base_offset);
         let file_size = file.size().await.map_err(io_error(&path))?;
-        let marker = marker.filter(|m| m.base_offset == base_offset && m.size_bytes <= file_size);
+        let clean = clean
+            .filter(|c| c.marker.base_offset == base_offset && c.marker.size_bytes <= file_size);
         let mut segment = Segment::new(base_offset, Some(file));
-        if let Some(marker) = marker {
+        if let Some(clean) = clean {
+            let marker = clean.marker;
             segment.size_bytes = marker.size_bytes;
             segment.next_offset = marker.next_offset;
             segment.rolling_ms = (marker.rolling_ms >= 0).then_some(marker.rolling_ms);
@@ -308,7 +268,12 @@ impl PartitionLog {
             segment.bytes_since_index = marker.bytes_since_index;
             set_durable(&mut segment);
             let view = segment.view();
-            let indexes = match self.read_index_files(&view).await? {
+            let recorded = clean.indexes.as_ref().and_then(|(offsets, times)| {
+                let offsets = OffsetIndex::decode(offsets, view.size_bytes)?;
+                let times = TimeIndex::decode(times)?;
+                Some(Indexes { offsets, times })
+            });
+            let indexes = match recorded {
                 Some(indexes) => indexes,
                 None => self.rebuild_indexes(&view).await?.0,
             };
@@ -317,7 +282,7 @@ impl PartitionLog {
             segment = self.scan_active(segment, file_size).await?;
         }
         load_tail_page(&mut segment, &path).await?;
-        Ok(segment)
+        Ok((segment, clean.is_some()))
     }
 
     /// Rebuilds the active segment's state by scanning it; truncates an invalid tail.
@@ -359,7 +324,11 @@ impl PartitionLog {
         Ok(tracker)
     }
 
-    async fn recover_epochs_and_producers(&self, clean: bool) -> Result<(), StorageError> {
+    /// `clean`: the leader epochs and producer state a clean close recorded at the log's end.
+    async fn recover_epochs_and_producers(
+        &self,
+        clean: Option<(bytes::Bytes, bytes::Bytes)>,
+    ) -> Result<(), StorageError> {
         let (log_start, log_end, active_base) = {
             let state = self.state.borrow();
             (
@@ -368,25 +337,36 @@ impl PartitionLog {
                 state.active().base_offset,
             )
         };
-        let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
-        let checkpoint = self
-            .backend
-            .read_file(&path)
-            .await
-            .map_err(io_error(&path))?;
-        let mut epochs_dirty = false;
-        let (mut epochs, epochs_from) = match checkpoint.and_then(|b| EpochCache::decode(&b)) {
-            Some(mut epochs) => {
-                epochs_dirty |= epochs.truncate_from_end(log_end);
-                (epochs, if clean { log_end } else { active_base })
-            }
-            None => {
-                epochs_dirty = true;
-                (EpochCache::default(), log_start)
-            }
+        let (clean_epochs, clean_producers) = match clean {
+            Some((epochs, producers)) => (EpochCache::decode(&epochs), Some(producers)),
+            None => (None, None),
         };
-        let (mut producers, producers_from) =
-            self.load_producer_snapshot(log_start, log_end).await?;
+        let mut epochs_dirty = false;
+        let (mut epochs, epochs_from) = match clean_epochs {
+            Some(mut epochs) => {
+                // Written by every flush that changed it, so normally equal: the checkpoint
+                // follows the record from here on.
+                epochs_dirty |= epochs.truncate_from_end(log_end);
+                epochs_dirty |= self.read_epoch_checkpoint().await? != Some(epochs.clone());
+                (epochs, log_end)
+            }
+            None => match self.read_epoch_checkpoint().await? {
+                Some(mut epochs) => {
+                    epochs_dirty |= epochs.truncate_from_end(log_end);
+                    (epochs, active_base)
+                }
+                None => {
+                    epochs_dirty = true;
+                    (EpochCache::default(), log_start)
+                }
+            },
+        };
+        let recorded =
+            clean_producers.and_then(|bytes| ProducerState::decode(&bytes, wall_clock_ms()));
+        let (mut producers, producers_from) = match recorded {
+            Some(producers) => (producers, log_end),
+            None => self.load_producer_snapshot(log_start, log_end).await?,
+        };
         let replay = Replay {
             from: epochs_from.min(producers_from),
             end: log_end,
@@ -407,6 +387,16 @@ impl PartitionLog {
     /// Puts every listed abort of a sealed segment into that segment's `.txnindex` and removes
     /// the active segment's (the "Open" rules of `txn_index.rs`). `names` is the directory's
     /// listing, taken after leftovers were removed.
+    async fn read_epoch_checkpoint(&self) -> Result<Option<EpochCache>, StorageError> {
+        let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+        let checkpoint = self
+            .backend
+            .read_file(&path)
+            .await
+            .map_err(io_error(&path))?;
+        Ok(checkpoint.and_then(|bytes| EpochCache::decode(&bytes)))
+    }
+
     async fn settle_aborted(&self, names: &[String]) -> Result<(), StorageError> {
         let with_file: std::collections::HashSet<i64> = names
             .iter()
@@ -550,11 +540,22 @@ impl PartitionLog {
         Ok(epochs_changed)
     }
 
-    /// Clean shutdown: flush, persist the active segment's indexes, producer state and epoch
-    /// cache, then write the clean-shutdown marker so the next open skips scanning.
+    /// Clean shutdown of this log on its own: [`Self::close_record`], written as the
+    /// `clean-shutdown` file in the log's directory, so the next open scans nothing.
     pub async fn close(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        let backend = self.backend.clone();
+        let record = self.close_record().await?;
+        record.write_in(&backend, &dir).await
+    }
+
+    /// Clean shutdown: flushes, closes the files and returns what the next open needs to scan
+    /// nothing (see `clean.rs`), for the caller to store: in the log's directory
+    /// ([`CleanRecord::write_in`]) or in a shard's book. Until it is stored the log is closed
+    /// as after a crash.
+    pub async fn close_record(self) -> Result<CleanRecord, StorageError> {
         self.flush().await?;
-        let (base_offset, indexes, producers, epochs, marker, sidecar) = {
+        let clean = {
             let mut state = self.state.borrow_mut();
             let expiration_ms = state.config.producer_id_expiration_ms;
             state.producers.expire_at_clock(expiration_ms);
@@ -576,55 +577,22 @@ impl PartitionLog {
             };
             let sidecar = active.entries.as_ref().map(|entries| {
                 let sparse = entries.sparse.borrow().clone().unwrap_or_default();
-                entry_index::encode(entries.first, entries.count, false, &sparse)
+                entry_index::encode(entries.first, entries.count, false, &sparse).into()
             });
-            let epochs = state.epochs_below(i64::MAX);
-            (
-                active.base_offset,
-                indexes,
-                state.producers.encode(),
-                epochs,
+            CleanState {
                 marker,
+                indexes: indexes.map(|i| (i.offsets.encode().into(), i.times.encode().into())),
                 sidecar,
-            )
+                producers: state.producers.encode().into(),
+                epochs: state.epochs_below(i64::MAX).encode().into(),
+            }
         };
-        // Everything the marker vouches for, with one directory sync (a directory sync is a
-        // blocking call on the shard's one blocking thread: one per file made a shard of
-        // thousands of partitions take tens of seconds to stop). Without the marker, the next
-        // open trusts none of these and recovers as after a crash, so their order among
-        // themselves does not matter; the marker goes after their sync.
-        let mut files = Vec::with_capacity(5);
-        if let Some(indexes) = &indexes {
-            files.push((
-                segment::index_path(&self.dir, base_offset),
-                indexes.offsets.encode(),
-            ));
-            files.push((
-                segment::time_index_path(&self.dir, base_offset),
-                indexes.times.encode(),
-            ));
-        }
-        if let Some(sidecar) = sidecar {
-            files.push((
-                entry_index::raft_index_path(&self.dir, base_offset),
-                sidecar,
-            ));
-        }
-        files.push((snapshot_path(&self.dir, marker.next_offset), producers));
-        files.push((self.dir.join(EPOCH_CHECKPOINT_FILE), epochs.encode()));
-        self.backend
-            .write_files_atomic(&self.dir, &files)
-            .await
-            .map_err(|(path, source)| StorageError::Io { path, source })?;
-        let path = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        let record = CleanRecord::encode(&clean);
         self.backend
             .failpoint(failpoints::CLOSE_BEFORE_MARKER)
-            .map_err(io_error(&path))?;
-        self.backend
-            .write_file_atomic(&path, &marker.encode())
-            .await
-            .map_err(io_error(&path))?;
-        self.close_files().await
+            .map_err(io_error(&self.dir))?;
+        self.close_files().await?;
+        Ok(record)
     }
 
     /// Closes every segment file; the log is unusable afterwards (only `close` and `delete`,

@@ -12,7 +12,8 @@
 
 use bytes::Bytes;
 
-use crate::log::{io_error, PartitionLog, CLEAN_SHUTDOWN_FILE, EPOCH_CHECKPOINT_FILE};
+use crate::clean::CLEAN_SHUTDOWN_FILE;
+use crate::log::{io_error, PartitionLog, EPOCH_CHECKPOINT_FILE};
 use crate::StorageError;
 
 /// Largest side file: they hold a few fields, so anything larger is damage, not data.

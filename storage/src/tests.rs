@@ -199,14 +199,25 @@ fn index_is_sparse_and_used() {
     );
     fill(&log, 30, 0);
     block_on(log.close()).unwrap();
-    let index = fs.read(&dir().join(format!("{:020}.index", 0))).unwrap();
-    assert!(index.len() >= 8 * 5, "one entry per index.interval.bytes");
     let log = open(
         &fs,
         LogConfig {
             segment_bytes: 100_000,
             ..config()
         },
+    );
+    // The active segment's index came back from the clean-shutdown record.
+    let entries = log
+        .state
+        .borrow()
+        .active()
+        .indexes
+        .borrow()
+        .as_ref()
+        .map(|i| i.offsets.encode().len() / 8);
+    assert!(
+        entries >= Some(5),
+        "one entry per index.interval.bytes: {entries:?}"
     );
     for offset in (0..90).step_by(7) {
         let result = block_on(log.read(offset, 1, i64::MAX)).unwrap();
@@ -577,12 +588,14 @@ fn version_1_producer_snapshot_still_loads() {
     let fs = MemFs::new();
     let log = open(&fs, config());
     log.append(batch_of(2, 4, 0, 0, 10), 1, 10).unwrap();
-    block_on(log.close()).unwrap();
+    block_on(log.flush()).unwrap();
+    // A version 1 snapshot at the end, then a crash: recovery loads it.
     let path = crate::log::snapshot_path(&dir(), 2);
     let backend = Backend::Memory(fs.clone());
-    let bytes = block_on(backend.read_file(&path)).unwrap().unwrap();
-    let state = crate::producer::ProducerState::decode(&bytes, 0).unwrap();
-    block_on(backend.write_file_atomic(&path, &state.encode_v1())).unwrap();
+    let v1 = log.state.borrow().producers.encode_v1();
+    block_on(backend.write_file_atomic(&path, &v1)).unwrap();
+    drop(log);
+    fs.crash();
     let before_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -595,9 +608,13 @@ fn version_1_producer_snapshot_still_loads() {
             .unwrap()
             .duplicate
     );
-    // The next snapshot is written in the current format.
-    block_on(log.close()).unwrap();
-    let bytes = block_on(backend.read_file(&path)).unwrap().unwrap();
+    // The next snapshot (a segment's seal) is written in the current format.
+    fill(&log, 30, 100);
+    let newest = log.snapshot_offsets().unwrap().into_iter().max().unwrap();
+    assert!(newest > 2);
+    let bytes = block_on(backend.read_file(&crate::log::snapshot_path(&dir(), newest)))
+        .unwrap()
+        .unwrap();
     assert_eq!(&bytes[..4], b"SPP3");
 }
 
@@ -3015,4 +3032,309 @@ fn compaction_of_a_raft_log_keeps_every_entry_below_the_high_watermark() {
         .append_entry(keyed(&[("k1", Some("new".into()))], -1, 9_000), 3, 9_000)
         .unwrap();
     assert_eq!(index, next);
+}
+
+// ---- Clean-shutdown records and shard books (`clean.rs`) ----
+
+fn open_given(fs: &MemFs, entry_index: bool, record: Option<crate::CleanRecord>) -> PartitionLog {
+    block_on(PartitionLog::open_with(
+        dir(),
+        config(),
+        Backend::Memory(fs.clone()),
+        entry_index,
+        crate::CleanFrom::Given(record),
+    ))
+    .unwrap()
+}
+
+/// A log with sealed segments, an idempotent producer and an active segment holding
+/// `active_batches` batches after its first; returns the active segment's file.
+fn log_for_record(fs: &MemFs) -> (PartitionLog, PathBuf) {
+    let log = open(fs, config());
+    fill(&log, 30, 0);
+    for seq in 0..3 {
+        log.append(batch_of(2, 7, 0, 2 * seq, 900), 1, 900).unwrap();
+    }
+    block_on(log.flush()).unwrap();
+    let base = log.state.borrow().active().base_offset;
+    assert!(base > 0, "the log rolled");
+    (log, crate::segment::log_path(&dir(), base))
+}
+
+/// Damages the last batch of the active segment (its logical end, not the O_DIRECT padding).
+fn damage_last_batch(fs: &MemFs, log_size: u64, active: &Path) {
+    fs.corrupt(active, log_size as usize - 3, 0x40);
+}
+
+fn active_size(log: &PartitionLog) -> u64 {
+    log.state.borrow().active().size_bytes
+}
+
+#[test]
+fn a_clean_record_reopens_the_log_without_scanning_it() {
+    let fs = MemFs::new();
+    let (log, active) = log_for_record(&fs);
+    let end = log.log_end_offset();
+    let size = active_size(&log);
+    let headers = read_all(&log);
+    let record = block_on(log.close_record()).unwrap();
+    assert!(
+        !fs.paths().iter().any(|p| p.ends_with("clean-shutdown")),
+        "nothing in the dir"
+    );
+    // Damage the active segment's last batch: a scan would cut it off, a trusted record does
+    // not look.
+    damage_last_batch(&fs, size, &active);
+    let log = open_given(&fs, false, Some(record));
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "the record was trusted, the segment not scanned"
+    );
+    // Producer state came back: the last batch again is a duplicate.
+    assert!(
+        log.append(batch_of(2, 7, 0, 4, 900), 1, 900)
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(
+        log.max_timestamp().map(|t| (t.0, t.1)),
+        Some((end - 5, 901))
+    );
+    drop(log);
+
+    // The same record without the damage, and the log reads back whole.
+    let fs = MemFs::new();
+    let (log, _) = log_for_record(&fs);
+    let record = block_on(log.close_record()).unwrap();
+    let log = open_given(&fs, false, Some(record));
+    assert_eq!(read_all(&log), headers);
+    assert_eq!(
+        block_on(log.offset_for_timestamp(150))
+            .unwrap()
+            .map(|t| t.0),
+        Some(45)
+    );
+}
+
+#[test]
+fn without_a_record_the_log_recovers_by_scanning_and_a_dir_marker_is_dropped() {
+    let fs = MemFs::new();
+    let (log, active) = log_for_record(&fs);
+    let end = log.log_end_offset();
+    let size = active_size(&log);
+    // A log closed on its own leaves its record in its directory...
+    block_on(log.close()).unwrap();
+    assert!(fs.read(&dir().join("clean-shutdown")).is_some());
+    damage_last_batch(&fs, size, &active);
+    // ...which a shard's open (records from books only) removes and does not trust.
+    let log = open_given(&fs, false, None);
+    assert!(fs.read(&dir().join("clean-shutdown")).is_none());
+    assert_eq!(
+        log.log_end_offset(),
+        end - 2,
+        "the damaged last batch was cut off"
+    );
+    read_all(&log);
+}
+
+#[test]
+fn a_damaged_record_is_not_trusted() {
+    let fs = MemFs::new();
+    let (log, active) = log_for_record(&fs);
+    let end = log.log_end_offset();
+    let size = active_size(&log);
+    let record = block_on(log.close_record()).unwrap();
+    for at in [0, 10, record.len() / 2, record.len() - 1] {
+        let mut bytes = record.bytes().to_vec();
+        bytes[at] ^= 1;
+        assert!(
+            crate::CleanRecord::from_bytes(bytes.into())
+                .decode()
+                .is_none(),
+            "{at}"
+        );
+    }
+    assert!(
+        crate::CleanRecord::from_bytes(record.bytes().slice(..record.len() - 1))
+            .decode()
+            .is_none()
+    );
+    let mut bytes = record.bytes().to_vec();
+    bytes[10] ^= 1;
+    damage_last_batch(&fs, size, &active);
+    let log = open_given(
+        &fs,
+        false,
+        Some(crate::CleanRecord::from_bytes(bytes.into())),
+    );
+    assert_eq!(
+        log.log_end_offset(),
+        end - 2,
+        "scanned: the damaged last batch was cut off"
+    );
+    read_all(&log);
+}
+
+#[test]
+fn an_entry_indexed_log_reopens_from_its_record_with_the_same_entries() {
+    let fs = MemFs::new();
+    let log = open_entries(
+        &fs,
+        LogConfig {
+            segment_bytes: 1_500,
+            ..config()
+        },
+    );
+    let expected = append_entries(&log, 60, 7);
+    let range = (log.first_entry_index(), log.next_entry_index());
+    let record = block_on(log.close_record()).unwrap();
+    let log = open_given(&fs, true, Some(record));
+    assert_eq!((log.first_entry_index(), log.next_entry_index()), range);
+    check_entries(&log, &expected);
+}
+
+#[test]
+fn a_book_hands_out_each_record_once_and_rejects_damage() {
+    let fs = MemFs::new();
+    let backend = Backend::Memory(fs.clone());
+    let root = PathBuf::from("/data");
+    let mut records = Vec::new();
+    for name in ["a-0", "a-1", "b-0"] {
+        let (log, _) = {
+            let fs = MemFs::new();
+            log_for_record(&fs)
+        };
+        records.push((name, block_on(log.close_record()).unwrap()));
+    }
+    let mut writer = crate::CleanBookWriter::new(root.clone(), 3);
+    for (name, record) in &records {
+        writer.add(&root.join(name), record.clone()).unwrap();
+    }
+    // Only directories directly under the root go in a book.
+    assert!(writer
+        .add(Path::new("/elsewhere/x-0"), records[0].1.clone())
+        .is_err());
+    assert_eq!(block_on(writer.finish(&backend)).unwrap(), 3);
+    let path = root.join("clean-shutdown-shard-3");
+    assert!(fs.read(&path).is_some());
+
+    let keep = |dir: &Path| !dir.ends_with("b-0");
+    let mut book = block_on(crate::CleanBook::load(
+        &backend,
+        std::slice::from_ref(&path),
+        keep,
+    ));
+    assert_eq!(book.len(), 2);
+    assert_eq!(book.take(&root.join("a-1")).as_ref(), Some(&records[1].1));
+    assert_eq!(book.take(&root.join("a-1")), None, "once");
+    assert_eq!(book.take(&root.join("b-0")), None, "not kept");
+    assert_eq!(book.take(&root.join("a-0")).as_ref(), Some(&records[0].1));
+
+    // Any flipped byte, a cut or an extra byte: the whole book is ignored.
+    let bytes = fs.read(&path).unwrap();
+    for damaged in [
+        {
+            let mut b = bytes.clone();
+            b[40] ^= 0x10;
+            b
+        },
+        bytes[..bytes.len() - 1].to_vec(),
+        [bytes.as_slice(), &[0]].concat(),
+        Vec::new(),
+    ] {
+        assert!(crate::clean::decode_book_for_test(&damaged).is_none());
+        block_on(backend.write_file_atomic(&path, &damaged)).unwrap();
+        let book = block_on(crate::CleanBook::load(
+            &backend,
+            std::slice::from_ref(&path),
+            |_| true,
+        ));
+        assert!(book.is_empty());
+    }
+}
+
+#[test]
+fn a_book_entry_longer_than_its_book_is_refused_before_allocating() {
+    let record = crate::CleanRecord::from_bytes(Bytes::from_static(b"not a record"));
+    let good = crate::clean::book_bytes_for_test(&[("t-0", &record)]);
+    assert_eq!(crate::clean::decode_book_for_test(&good).unwrap().len(), 1);
+    // Claim a record of 4 GiB - 1 and a name of 65535 bytes, with a valid CRC each time.
+    for (at, value) in [
+        (4 + 2 + 3, [0xff, 0xff, 0xff, 0xfe]),
+        (4, [0xff, 0xff, 0, 0]),
+    ] {
+        let mut body = good[..good.len() - 4].to_vec();
+        let n = if at == 4 { 2 } else { 4 };
+        body[at..at + n].copy_from_slice(&value[..n]);
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        assert!(crate::clean::decode_book_for_test(&body).is_none());
+    }
+}
+
+#[test]
+fn taking_books_consumes_the_last_stops_and_drops_earlier_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for name in [
+        "clean-shutdown-shard-0",
+        "clean-shutdown-shard-1",
+        "clean-shutdown-shard-1.taken",
+        "clean-shutdown-shard-2.tmp",
+        "topic-0",
+    ] {
+        std::fs::write(root.join(name), name).unwrap();
+    }
+    let taken = crate::take_books(root).unwrap();
+    assert_eq!(
+        taken,
+        vec![
+            root.join("clean-shutdown-shard-0.taken"),
+            root.join("clean-shutdown-shard-1.taken")
+        ]
+    );
+    // The book taken by the previous start is gone, not read again.
+    assert_eq!(
+        std::fs::read_to_string(root.join("clean-shutdown-shard-1.taken")).unwrap(),
+        "clean-shutdown-shard-1"
+    );
+    assert_eq!(
+        files_in(root),
+        [
+            "clean-shutdown-shard-0.taken",
+            "clean-shutdown-shard-1.taken",
+            "topic-0"
+        ]
+    );
+    // The next start deletes them unread.
+    assert!(crate::take_books(root).unwrap().is_empty());
+    assert_eq!(files_in(root), ["topic-0"]);
+    assert!(crate::take_books(&root.join("missing")).unwrap().is_empty());
+}
+
+#[test]
+fn a_relative_log_dir_opens_syncs_and_closes_on_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            std::env::set_current_dir(&base).unwrap();
+            let dir = PathBuf::from("rel/topic-0");
+            let log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
+                .await
+                .unwrap();
+            log.append(plain(3, 10), 1, 10).unwrap();
+            log.flush().await.unwrap();
+            log.close().await.unwrap();
+            assert!(files_in(&dir).contains(&"clean-shutdown".to_string()));
+            let log = PartitionLog::open(dir.clone(), config(), Backend::Dma)
+                .await
+                .unwrap();
+            assert_eq!(log.log_end_offset(), 3);
+            assert!(!files_in(&dir).contains(&"clean-shutdown".to_string()));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }

@@ -72,6 +72,12 @@ impl ClusterView {
         self.brokers.iter().find(|b| b.id == id)
     }
 
+    /// Whether broker `id` is registered and unfenced (a fenced one has left, or not yet
+    /// caught up).
+    pub fn is_live(&self, id: i32) -> bool {
+        self.broker(id).is_some_and(|b| !b.fenced)
+    }
+
     /// A partition's leader: its first replica while that broker is live (one replica each
     /// until replication; then nobody else could lead).
     pub fn leader(&self, replicas: &[i32]) -> Option<&BrokerView> {

@@ -504,7 +504,7 @@ pub async fn elect_preferred(
             Some(format!("{topic}-{partition} has no replicas")),
         );
     };
-    let live = |id: i32| shard.view.borrow().broker(id).is_some_and(|b| !b.fenced);
+    let live = |id: i32| shard.view.borrow().is_live(id);
     if !live(preferred) {
         return (
             ResponseError::PreferredLeaderNotAvailable.code(),
@@ -680,11 +680,7 @@ pub async fn rebalance_round(
         })
         .filter_map(|(group, replicas)| {
             let preferred = *replicas.first()?;
-            let live = shard
-                .view
-                .borrow()
-                .broker(preferred)
-                .is_some_and(|b| !b.fenced);
+            let live = shard.view.borrow().is_live(preferred);
             (preferred != me
                 && imbalanced.contains(&preferred)
                 && live
@@ -773,7 +769,7 @@ pub async fn controlled_shutdown(shard: &Rc<Shard>) {
                 // A fenced follower is a broker that has left (or not yet caught up). A
                 // follower that stopped a moment ago still looks in sync for an ack window,
                 // so a transfer that does not take within a try goes on to the next one.
-                let live = |id: i32| shard.view.borrow().broker(id).is_some_and(|b| !b.fenced);
+                let live = |id: i32| shard.view.borrow().is_live(id);
                 let mut moved_away = false;
                 for to in replicas.iter().copied().filter(|r| *r != me && live(*r)) {
                     if in_sync(&group, to, ack_max).is_err() {

@@ -187,9 +187,7 @@ pub(crate) fn describe(
             };
             let (leader, epoch) = if replicated {
                 match meta.leaders.get(index as usize) {
-                    Some(&(leader, epoch))
-                        if leader >= 0 && view.broker(leader).is_some_and(|b| !b.fenced) =>
-                    {
+                    Some(&(leader, epoch)) if leader >= 0 && view.is_live(leader) => {
                         (Some(leader), epoch)
                     }
                     _ => (None, -1),
