@@ -4,11 +4,12 @@
 //!
 //! `Backend::Dma` uses glommio `DmaFile` (O_DIRECT, io_uring). Directory operations (create,
 //! list, rename) use blocking std calls: they take microseconds and happen at open and roll
-//! only. Removing files runs on glommio's blocking thread pool instead: unlinking a 128 MiB
-//! segment took 30-70 ms on ext4 (freeing its extents), and on the shard thread it stalled every
-//! partition and connection of the shard (retention deleting 8 segments stalled it ~400 ms).
-//! A directory fsync goes through io_uring (`Directory::sync_all`, added to the vendored
-//! glommio): many can be in flight, and none queues behind an unlink on the one blocking thread.
+//! only. Removing files and syncing a directory run on glommio's blocking thread pool instead:
+//! unlinking a 128 MiB segment took 30-70 ms on ext4 (freeing its extents) and a directory
+//! fsync waits for a journal commit, and on the shard thread either stalled every partition
+//! and connection of the shard (retention deleting 8 segments stalled it ~400 ms). They run
+//! one at a time there; a shard's clean stop and start need one directory sync per log
+//! directory, not one per partition (`clean.rs`).
 //!
 //! `Backend::Memory` is an in-memory file system for tests. Fault model:
 //! - every write lands in a file's *live* bytes; only `fdatasync` copies them to its *durable*
@@ -225,16 +226,9 @@ impl Backend {
     /// Makes creations, renames and removals in `dir` durable.
     pub(crate) async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         match self {
-            // Through io_uring, not the shard's one blocking thread: directory syncs then
-            // run side by side (a log's seal or close needs one or two; a shard of thousands
-            // of partitions closing them one blocking call at a time took tens of seconds),
-            // and none waits behind a slow unlink queued there.
             Backend::Dma => {
-                // glommio opens a directory relative to no directory (not the working one).
-                let dir = glommio::io::Directory::open(std::path::absolute(dir)?).await?;
-                let synced = dir.sync_all().await;
-                dir.close().await?;
-                Ok(synced?)
+                let dir = dir.to_path_buf();
+                off_thread(move || std::fs::File::open(&dir)?.sync_all()).await
             }
             Backend::Memory(_) => Ok(()),
         }

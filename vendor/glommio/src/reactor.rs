@@ -636,12 +636,6 @@ impl Reactor {
         }
     }
 
-    pub(crate) fn fsync(&self, raw: RawFd) -> Source {
-        let source = self.new_source(raw, SourceType::FdataSync, None);
-        self.sys.fsync(&source);
-        source
-    }
-
     pub(crate) fn fdatasync(&self, raw: RawFd) -> Source {
         let source = self.new_source(raw, SourceType::FdataSync, None);
         self.sys.fdatasync(&source);

@@ -133,15 +133,6 @@ impl Directory {
         Ok(())
     }
 
-    /// Spool patch: issues a full fsync of the directory through io_uring. `sync` is an
-    /// fdatasync, which on a journaled ext4 need not commit a rename into the directory (a
-    /// rename updates the inode's fsync transaction, not its datasync one).
-    pub async fn sync_all(&self) -> Result<()> {
-        let source = self.file.reactor.upgrade().unwrap().fsync(self.as_raw_fd());
-        source.collect_rw().await?;
-        Ok(())
-    }
-
     /// Closes this DMA file.
     pub async fn close(self) -> Result<()> {
         self.file.close().await

@@ -66,8 +66,6 @@ enum UringOpDescriptor {
     Open(*const u8, libc::c_int, u32),
     Close,
     FDataSync,
-    // Spool patch: a full fsync, for directories (see `Directory::sync_all`).
-    FSync,
     Connect(*const SockaddrStorage),
     LinkTimeout(*const uring_sys::__kernel_timespec),
     Accept(*mut SockAddrStorage),
@@ -316,9 +314,6 @@ fn fill_sqe<F>(
                     OFlag::from_bits_truncate(flags),
                     OpenMode::from_bits_truncate(mode),
                 );
-            }
-            UringOpDescriptor::FSync => {
-                sqe.prep_fsync(op.fd, FsyncFlags::empty());
             }
             UringOpDescriptor::FDataSync => {
                 sqe.prep_fsync(op.fd, FsyncFlags::FSYNC_DATASYNC);
@@ -1546,15 +1541,6 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             op,
-            &mut self.source_map.borrow_mut(),
-        );
-    }
-
-    pub(crate) fn fsync(&self, source: &Source) {
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            UringOpDescriptor::FSync,
             &mut self.source_map.borrow_mut(),
         );
     }
