@@ -82,6 +82,36 @@ def pid_alive(pid):
     return True
 
 
+def thread_states(pid):
+    """Each thread's name, state and kernel wait (wchan, and the kernel stack when readable):
+    what a process that does not react to a signal is stuck in."""
+    out = []
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as e:
+        return f"  (no /proc/{pid}/task: {e})"
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/stat") as f:
+                stat = f.read()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            state = stat[stat.rindex(")") + 2:].split()[0]
+            with open(f"{base}/wchan") as f:
+                wchan = f.read().strip() or "-"
+        except OSError:
+            continue
+        line = f"  {tid} {name} {state} {wchan}"
+        if state == "D":
+            try:
+                with open(f"{base}/stack") as f:
+                    line += "\n    " + f.read().strip().replace("\n", "\n    ")
+            except OSError:
+                pass
+        out.append(line)
+    return "\n".join(out)
+
+
 def api_round_trip(bootstrap, timeout=5.0):
     """ApiVersions + Metadata round trip through a real client (librdkafka)."""
     from confluent_kafka.admin import AdminClient
@@ -198,8 +228,12 @@ class Broker:
             return None
         self._signal(signal.SIGTERM)
         if not self._wait_exit(timeout):
+            sys.stderr.write(f"[{self.kind} pid {self.pid} ignored SIGTERM for {timeout:.0f} s; "
+                             f"its threads:\n{thread_states(self.pid)}]\n")
             self._signal(signal.SIGKILL)
-            self._wait_exit(10)
+            if not self._wait_exit(10):
+                sys.stderr.write(f"[{self.kind} pid {self.pid} still alive 10 s after SIGKILL; "
+                                 f"its threads:\n{thread_states(self.pid)}]\n")
         rc = self._proc.returncode if self._proc is not None else None
         self.pid = None
         self._proc = None
