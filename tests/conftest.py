@@ -243,9 +243,17 @@ class Broker:
         if self.pid is None:
             return
         self._signal(signal.SIGKILL)
-        self._wait_exit(10)
+        if not self._wait_exit(10):
+            sys.stderr.write(f"[{self.kind} pid {self.pid} still alive 10 s after SIGKILL; "
+                             f"its threads:\n{thread_states(self.pid)}]\n")
         self.pid = None
         self._proc = None
+        # A killed process's io_uring is torn down after it is reaped, and the files its
+        # requests hold (the listening socket) close only then: a start at once can find the
+        # port still listening and refuse it ("already in use by another process").
+        deadline = time.monotonic() + 10
+        while port_open(self.host, self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def restart(self):
         """Stop (SIGTERM) if running, then start again on the same port and data dir."""
