@@ -5,14 +5,16 @@
 //!   index entry; its indexes are read lazily on first use, and rebuilt only if missing or
 //!   damaged. (A flush makes a segment's data durable before the next segment's file exists,
 //!   so only the last segment can have a torn tail.)
-//! - after a clean shutdown, the `clean-shutdown` marker holds the active segment's logical
-//!   size and end offset: nothing is scanned. The marker is removed before the log accepts
-//!   writes, so it never describes a log that changed after it was written.
+//! - after a clean shutdown, the clean-shutdown record (`clean.rs`: beside the log, or in a
+//!   shard's book) holds the active segment's logical size, end offset and indexes, the
+//!   producer state and the epochs: nothing is scanned. The record is consumed before the log
+//!   accepts writes, so it never describes a log that changed after it was written.
 //! - after a crash, the active segment is scanned batch by batch (CRC-checked, offsets must
 //!   continue); the first torn or corrupt batch and everything after it are truncated.
 //!   O_DIRECT zero padding past the logical end fails validation and is truncated likewise.
-//! - producer state is loaded from the newest snapshot at or below the log end and the batches
-//!   after it are replayed; the leader epoch cache from its checkpoint plus the active segment.
+//! - otherwise producer state is loaded from the newest snapshot at or below the log end and
+//!   the batches after it are replayed; the leader epoch cache from its checkpoint plus the
+//!   active segment.
 //!
 //! `open` builds the segments and producer/epoch state in locals and stores them in the log's
 //! state under short borrows; helpers shared with truncation (`load_producer_snapshot`,
