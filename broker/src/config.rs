@@ -229,6 +229,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec { name: "log.flush.interval.ms", default: "1000", doc: "Background flush period when log.flush.interval.messages > 1." },
     SettingSpec { name: "queued.max.requests", default: "500", doc: "In-flight requests per connection before the broker stops reading from it." },
     SettingSpec { name: "producer.id.expiration.ms", default: "86400000", doc: "A producer id's idempotence state is forgotten this long after its last append; its next batch is accepted as a new producer's." },
+    SettingSpec { name: "spool.log.sync.scope", default: "filesystem", doc: "How a shard's durability round makes its partitions' appends durable: filesystem (one syncfs per log filesystem for all of them: one device flush) or file (one fdatasync per partition; for a log directory on a filesystem other programs write much to, whose dirty pages syncfs would also write)." },
     SettingSpec { name: "spool.tail.cache.bytes", default: "8388608", doc: "Per-partition bytes of recent batches kept in memory, so consumers within this much of the log end never read the disk." },
     SettingSpec { name: "spool.tail.cache.shard.bytes", default: "67108864", doc: "Bytes of tail cache per shard, shared by its partitions: each keeps at most min(spool.tail.cache.bytes, this / its partition count)." },
     SettingSpec { name: "min.insync.replicas", default: "1", doc: "Replicated topics: an acks=all write needs this many in-sync replicas (the leader counts), else NOT_ENOUGH_REPLICAS. Topics may override it." },
@@ -326,6 +327,7 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     pub flush_mode: FlushMode,
     pub log_flush_interval_ms: u64,
+    pub log_sync_scope: spool_storage::SyncScope,
     pub inflight_requests_max: usize,
     pub tail_cache_bytes_max: usize,
     pub tail_cache_shard_bytes_max: usize,
@@ -490,6 +492,16 @@ impl BrokerConfig {
                 value: timestamp_type,
             });
         }
+        let log_sync_scope = match get("spool.log.sync.scope") {
+            "filesystem" => spool_storage::SyncScope::Filesystem,
+            "file" => spool_storage::SyncScope::File,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "spool.log.sync.scope".into(),
+                    value: other.to_string(),
+                })
+            }
+        };
         let config = BrokerConfig {
             node_id,
             cluster,
@@ -533,6 +545,7 @@ impl BrokerConfig {
                 FlushMode::Interval
             },
             log_flush_interval_ms: parse("log.flush.interval.ms", get("log.flush.interval.ms"))?,
+            log_sync_scope,
             inflight_requests_max: parse("queued.max.requests", get("queued.max.requests"))?,
             tail_cache_bytes_max: parse("spool.tail.cache.bytes", get("spool.tail.cache.bytes"))?,
             tail_cache_shard_bytes_max: parse(
@@ -1221,6 +1234,21 @@ mod tests {
             BrokerConfig::resolve(&[layer(&[("num.partitions", "zero")])]),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn the_durability_round_scope_is_filesystem_unless_set() {
+        let c = BrokerConfig::resolve(&[]).expect("defaults resolve");
+        assert_eq!(c.log_sync_scope, spool_storage::SyncScope::Filesystem);
+        let c = BrokerConfig::resolve(&[layer(&[("spool.log.sync.scope", "file")])])
+            .expect("file scope");
+        assert_eq!(c.log_sync_scope, spool_storage::SyncScope::File);
+        let e = BrokerConfig::resolve(&[layer(&[("spool.log.sync.scope", "disk")])])
+            .expect_err("an unknown scope is refused");
+        assert!(
+            matches!(&e, ConfigError::Invalid { name, value } if name == "spool.log.sync.scope" && value == "disk"),
+            "{e}"
+        );
     }
 
     #[test]

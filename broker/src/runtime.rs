@@ -45,6 +45,11 @@ pub fn oneshot<T>() -> (LocalSender<T>, LocalReceiver<T>) {
     new_bounded(1)
 }
 
+/// Blocking threads per shard (glommio's pool): the durability round's `syncfs` must not queue
+/// behind a segment unlink (tens of ms on ext4) or a directory sync. Not pinned: they mostly
+/// wait for the device, and when they run they should not wait for the shard's CPU.
+pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
+
 /// Starts one executor pinned to CPU `cpu` (modulo the online CPUs) running `main` on its own
 /// thread.
 pub fn start_shard<F, Fut>(
@@ -60,6 +65,7 @@ where
         .map(|n| n.get())
         .unwrap_or(1);
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu % cpus))
+        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
         .name(name)
         .spawn(main)
 }

@@ -62,6 +62,8 @@ pub mod failpoints {
     pub const CLEAN_BEFORE_SWAP: &str = "clean.before_swap";
     /// In a cleaning, right after the swap committed (renamed and the directory synced).
     pub const CLEAN_AFTER_SWAP_COMMIT: &str = "clean.after_swap_commit";
+    /// In a shard's durability round, before its `syncfs`: every member's sync fails.
+    pub const SYNC_ROUND: &str = "sync.round";
 
     pub const ALL: [&str; 6] = [
         FLUSH_AFTER_WRITE_BEFORE_SYNC,
@@ -627,6 +629,19 @@ impl MemFs {
     /// While set, every write fails with ENOSPC.
     pub fn set_enospc(&self, on: bool) {
         self.inner.borrow_mut().enospc = on;
+    }
+
+    /// `syncfs`: every file's live bytes become durable.
+    pub(crate) async fn sync_all(&self) -> io::Result<()> {
+        self.pass(MemOp::Sync).await;
+        self.check_alive()?;
+        let mut inner = self.inner.borrow_mut();
+        for file in inner.files.values() {
+            let mut file = file.borrow_mut();
+            file.durable = file.live.clone();
+        }
+        inner.last_unsynced_write = None;
+        Ok(())
     }
 
     /// Power loss: every file loses what was not fdatasynced.

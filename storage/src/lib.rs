@@ -10,7 +10,7 @@
 //! borrow across an `.await`, one flush-gate holder at a time) are in `log.rs`.
 //!
 //! Code map: `log` (append, flush, read), `cleaner` (log compaction: plan, rewrite, swap), `offset_map` (its bounded key map), `recovery` (open, close), `clean` (what a clean close leaves for the next open: records, shard books), `maintenance` (truncation,
-//! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log),
+//! restart at an offset, retention), `raft_snapshot` (a Raft snapshot's state, restart from one), `side_file` (small durable files beside the log), `sync_rounds` (a shard's durability rounds: one device flush for many logs),
 //! `segment` (one segment and batch scanning), `index` (sparse indexes), `producer`
 //! (idempotent-producer state), `epoch` (leader epoch cache), `tail` (in-memory tail cache),
 //! `entry_index` (Raft entry index sidecars), `entries` (the entry API of a log used as a
@@ -35,6 +35,7 @@ mod raft_snapshot;
 mod recovery;
 mod segment;
 mod side_file;
+mod sync_rounds;
 mod tail;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,9 @@ pub use crate::offset_map::{OffsetMap, OFFSET_MAP_ENTRY_BYTES};
 pub use crate::producer::{AbortedTxn, ProducerInfo, SequenceCheck};
 pub use crate::raft_snapshot::producer_snapshot_is_valid;
 pub use crate::side_file::{SIDE_FILE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
+pub use crate::sync_rounds::{
+    SyncRounds, SyncScope, SyncStats, SYNC_FILESYSTEMS_MAX, SYNC_ROUND_MEMBERS_MAX,
+};
 
 /// `message.timestamp.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

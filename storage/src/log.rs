@@ -35,7 +35,7 @@
 //!
 //! Owned by: the partition's shard (`!Send`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ use crate::fs::{failpoints, Backend, SegmentFile};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{AbortedTxn, ProducerState, SequenceCheck};
 use crate::segment::{self, FlushTarget, Indexes, SealWork, Segment, SegmentView};
+use crate::sync_rounds::{FsKey, SyncRounds};
 use crate::tail::{CachedBatch, TailCache};
 use crate::txn_index;
 use crate::{AppendInfo, LogConfig, ReadResult, StorageError, TimestampType};
@@ -105,6 +106,9 @@ pub struct PartitionLog {
     pub(crate) state: RefCell<LogState>,
     /// Serializes flush, retention and suffix truncation.
     pub(crate) gate: Gate,
+    /// The shard's durability rounds, once joined ([`PartitionLog::join_sync_rounds`]);
+    /// without them every flush syncs its own file.
+    pub(crate) sync_rounds: OnceCell<(Rc<SyncRounds>, FsKey)>,
 }
 
 /// The mutable part of a [`PartitionLog`].
@@ -296,7 +300,7 @@ impl PartitionLog {
             self.backend
                 .failpoint(failpoints::FLUSH_AFTER_WRITE_BEFORE_SYNC)
                 .map_err(io_error(&path))?;
-            file.fdatasync().await.map_err(io_error(&path))?;
+            self.sync_appended(&file).await.map_err(io_error(&path))?;
             self.backend
                 .failpoint(failpoints::FLUSH_AFTER_SYNC)
                 .map_err(io_error(&path))?;
@@ -319,6 +323,23 @@ impl PartitionLog {
             state.producers.remove_aborted_in(base, seal.end_offset);
         }
         Ok(())
+    }
+
+    /// From now on this log's flushes make their appends durable in the shard's rounds, with
+    /// the other logs of the shard. Once per log; blocking (see [`SyncRounds::filesystem_of`]).
+    pub fn join_sync_rounds(&self, rounds: Rc<SyncRounds>) -> io::Result<()> {
+        let fs = rounds.filesystem_of(&self.dir)?;
+        let joined = self.sync_rounds.set((rounds, fs)).is_ok();
+        assert!(joined, "a log joins its shard's sync rounds once");
+        Ok(())
+    }
+
+    /// Makes the completed appends to `file` durable.
+    async fn sync_appended(&self, file: &Rc<SegmentFile>) -> io::Result<()> {
+        match self.sync_rounds.get() {
+            Some((rounds, fs)) => rounds.sync(file.clone(), *fs).await,
+            None => file.fdatasync().await,
+        }
     }
 
     /// Persists what a sealed segment needs so recovery can trust it without a scan.

@@ -20,7 +20,7 @@
 //! state under short borrows; helpers shared with truncation (`load_producer_snapshot`,
 //! `replay`) work on caller-owned state, so no borrow is held across their I/O.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 
 use spool_protocol::batch::BatchHeader;
@@ -104,6 +104,7 @@ impl PartitionLog {
                 next_delete_horizon: None,
             }),
             gate: Gate::default(),
+            sync_rounds: OnceCell::new(),
         };
         let mut segments = Vec::new();
         if bases.is_empty() {

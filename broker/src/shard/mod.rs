@@ -22,7 +22,7 @@ use kafka_protocol::error::ResponseError;
 use spool_protocol::batch;
 use spool_storage::{
     Backend, CleanBook, CleanBookWriter, CleanFrom, LogConfig, PartitionLog, StorageError,
-    TimestampType,
+    SyncRounds, TimestampType,
 };
 
 use crate::cluster::node::ClusterNode;
@@ -83,6 +83,8 @@ pub struct Shard {
     partitions: RefCell<AHashMap<(String, i32), Rc<Partition>>>,
     pub mesh: Mesh,
     dirty: RefCell<Vec<Rc<Partition>>>,
+    /// Where every partition log of the shard makes its appends durable together.
+    sync_rounds: Rc<SyncRounds>,
     flush_wake: LocalSender<()>,
     flush_wake_rx: RefCell<Option<LocalReceiver<()>>>,
     pub shutting_down: Cell<bool>,
@@ -205,6 +207,7 @@ impl Shard {
     pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, mesh: Mesh) -> Rc<Shard> {
         let (flush_wake, flush_wake_rx) = runtime::new_bounded(1);
         let config_node_id = config.node_id.max(0);
+        let sync_rounds = SyncRounds::start(Backend::Dma, config.log_sync_scope);
         Rc::new(Shard {
             leader_reports: Default::default(),
             groups: crate::group::GroupCoordinator::new(&config),
@@ -219,6 +222,7 @@ impl Shard {
             partitions: RefCell::new(AHashMap::new()),
             mesh,
             dirty: RefCell::new(Vec::new()),
+            sync_rounds,
             flush_wake,
             flush_wake_rx: RefCell::new(Some(flush_wake_rx)),
             shutting_down: Cell::new(false),
@@ -1317,6 +1321,13 @@ impl Shard {
         for (index, dir, opened) in opened {
             match opened {
                 Ok(log) => {
+                    if let Err(e) = log.join_sync_rounds(self.sync_rounds.clone()) {
+                        // Still durable: its flushes sync its own file.
+                        tracing::warn!(
+                            dir = %dir.display(),
+                            "partition log outside the shard's durability rounds: {e}"
+                        );
+                    }
                     let log = Rc::new(log);
                     let p = Partition::new(
                         meta.name.clone(),
@@ -1660,6 +1671,15 @@ impl Shard {
         // An update being applied finishes first; later ones see `shutting_down`.
         let _applying = self.topic_apply.lock().await;
         self.flush_dirty().await;
+        let rounds = self.sync_rounds.stats();
+        tracing::info!(
+            shard = self.id,
+            rounds = rounds.rounds,
+            members = rounds.members,
+            syncfs = rounds.syncfs_calls,
+            fdatasync = rounds.fdatasync_calls,
+            "durability rounds since start"
+        );
         let parts: Vec<Rc<Partition>> = self
             .partitions
             .borrow_mut()
