@@ -248,12 +248,9 @@ class Broker:
                              f"its threads:\n{thread_states(self.pid)}]\n")
         self.pid = None
         self._proc = None
-        # A killed process's io_uring is torn down after it is reaped, and the files its
-        # requests hold (the listening socket) close only then: a start at once can find the
-        # port still listening and refuse it ("already in use by another process").
-        deadline = time.monotonic() + 10
-        while port_open(self.host, self.port, timeout=0.2) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # No wait for the port: a killed broker's io_uring closes its listening socket only
+        # after the process is reaped, and a start at once must wait that out itself, as it
+        # must for a supervisor (`net::exclusive::ensure_unused`).
 
     def restart(self):
         """Stop (SIGTERM) if running, then start again on the same port and data dir."""

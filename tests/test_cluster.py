@@ -133,13 +133,8 @@ class Node:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
-        # The listeners close only when the killed process's io_uring is torn down, after it
-        # was reaped (see conftest's `Broker.kill9`): a start at once could be refused.
-        deadline = time.monotonic() + 10
-        while (port_open("127.0.0.1", self.kafka_port, timeout=0.2)
-               or port_open("127.0.0.1", self.rpc_port, timeout=0.2)) \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # No wait for the ports: the next start waits out the killed process's listeners
+        # itself (see conftest's `Broker.kill9`).
 
     def stop(self, timeout=30):
         if self.alive():

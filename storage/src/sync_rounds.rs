@@ -153,7 +153,12 @@ impl SyncRounds {
         if state.filesystems.len() >= SYNC_FILESYSTEMS_MAX {
             return Ok(FsKey(None));
         }
-        let handle = std::fs::File::open(dir)?;
+        // The parent (the log directory root) when it is on the same filesystem: a partition's
+        // own directory may be deleted with its topic, and the handle would keep it alive.
+        let parent = dir
+            .parent()
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == dev));
+        let handle = std::fs::File::open(parent.unwrap_or(dir))?;
         state.filesystems.push((dev, Arc::new(handle)));
         Ok(FsKey(Some(state.filesystems.len() - 1)))
     }

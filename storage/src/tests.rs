@@ -3374,6 +3374,32 @@ async fn flush_all_at_once(fs: &MemFs, logs: &[Rc<PartitionLog>]) -> Vec<Result<
     flushes.await
 }
 
+/// `n` logs on a fresh in-memory file system, in rounds of `scope`.
+async fn memory_logs_in_rounds(
+    scope: crate::SyncScope,
+    n: usize,
+) -> (MemFs, Rc<crate::SyncRounds>, Vec<Rc<PartitionLog>>) {
+    let fs = MemFs::new();
+    let backend = Backend::Memory(fs.clone());
+    let rounds = crate::SyncRounds::start(backend.clone(), scope);
+    let logs = logs_in_rounds(Path::new("/data"), &backend, &rounds, n).await;
+    (fs, rounds, logs)
+}
+
+/// After a crash: the end offset of each of the `n` logs `memory_logs_in_rounds` made.
+async fn ends_after_crash(fs: &MemFs, n: usize) -> Vec<i64> {
+    fs.crash();
+    let mut ends = Vec::new();
+    for i in 0..n {
+        let dir = Path::new("/data").join(format!("t-{i}"));
+        let log = PartitionLog::open(dir, config(), Backend::Memory(fs.clone()))
+            .await
+            .unwrap();
+        ends.push(log.log_end_offset());
+    }
+    ends
+}
+
 fn in_executor<F, Fut>(test: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -3389,10 +3415,7 @@ where
 #[test]
 fn the_logs_of_a_shard_become_durable_in_one_round_with_one_filesystem_sync() {
     in_executor(move || async move {
-        let fs = MemFs::new();
-        let backend = Backend::Memory(fs.clone());
-        let rounds = crate::SyncRounds::start(backend.clone(), crate::SyncScope::Filesystem);
-        let logs = logs_in_rounds(Path::new("/data"), &backend, &rounds, 8).await;
+        let (fs, rounds, logs) = memory_logs_in_rounds(crate::SyncScope::Filesystem, 8).await;
         for log in &logs {
             log.append(plain(3, 1_000), 1, 1_000).unwrap();
         }
@@ -3413,27 +3436,14 @@ fn the_logs_of_a_shard_become_durable_in_one_round_with_one_filesystem_sync() {
         assert_eq!(rounds.stats().fdatasync_calls, 1);
         assert_eq!(rounds.stats().syncfs_calls, 1);
         drop(logs);
-        fs.crash();
-        for i in 0..8 {
-            let log = PartitionLog::open(
-                Path::new("/data").join(format!("t-{i}")),
-                config(),
-                backend.clone(),
-            )
-            .await
-            .unwrap();
-            assert_eq!(log.log_end_offset(), if i == 0 { 4 } else { 3 });
-        }
+        assert_eq!(ends_after_crash(&fs, 8).await, [4, 3, 3, 3, 3, 3, 3, 3]);
     });
 }
 
 #[test]
 fn with_the_file_scope_a_round_syncs_each_file() {
     in_executor(move || async move {
-        let fs = MemFs::new();
-        let backend = Backend::Memory(fs.clone());
-        let rounds = crate::SyncRounds::start(backend.clone(), crate::SyncScope::File);
-        let logs = logs_in_rounds(Path::new("/data"), &backend, &rounds, 4).await;
+        let (fs, rounds, logs) = memory_logs_in_rounds(crate::SyncScope::File, 4).await;
         for log in &logs {
             log.append(plain(2, 1_000), 1, 1_000).unwrap();
         }
@@ -3443,27 +3453,14 @@ fn with_the_file_scope_a_round_syncs_each_file() {
         assert_eq!((stats.rounds, stats.members), (1, 4));
         assert_eq!((stats.syncfs_calls, stats.fdatasync_calls), (0, 4));
         drop(logs);
-        fs.crash();
-        for i in 0..4 {
-            let log = PartitionLog::open(
-                Path::new("/data").join(format!("t-{i}")),
-                config(),
-                backend.clone(),
-            )
-            .await
-            .unwrap();
-            assert_eq!(log.log_end_offset(), 2);
-        }
+        assert_eq!(ends_after_crash(&fs, 4).await, [2; 4]);
     });
 }
 
 #[test]
 fn a_failed_round_fails_every_member_and_each_log_rolls_back() {
     in_executor(move || async move {
-        let fs = MemFs::new();
-        let backend = Backend::Memory(fs.clone());
-        let rounds = crate::SyncRounds::start(backend.clone(), crate::SyncScope::Filesystem);
-        let logs = logs_in_rounds(Path::new("/data"), &backend, &rounds, 4).await;
+        let (fs, rounds, logs) = memory_logs_in_rounds(crate::SyncScope::Filesystem, 4).await;
         for log in &logs {
             log.append(plain(2, 1_000), 1, 1_000).unwrap();
         }
@@ -3482,16 +3479,13 @@ fn a_failed_round_fails_every_member_and_each_log_rolls_back() {
             assert_eq!(read_all_async(log).await.len(), 1);
         }
         drop(logs);
-        fs.crash();
+        assert_eq!(ends_after_crash(&fs, 4).await, [2; 4]);
+        // Each log takes new writes after the crash.
         for i in 0..4 {
-            let log = PartitionLog::open(
-                Path::new("/data").join(format!("t-{i}")),
-                config(),
-                backend.clone(),
-            )
-            .await
-            .unwrap();
-            assert_eq!(log.log_end_offset(), 2);
+            let dir = Path::new("/data").join(format!("t-{i}"));
+            let log = PartitionLog::open(dir, config(), Backend::Memory(fs.clone()))
+                .await
+                .unwrap();
             log.append(plain(1, 1_002), 1, 1_002).unwrap();
             log.flush().await.unwrap();
             assert_eq!(log.log_end_offset(), 3);

@@ -21,6 +21,7 @@ use std::time::Duration;
 use spool_raft::{NodeId, NodeInfo};
 
 use crate::fatal::fatal;
+use crate::net::exclusive;
 use crate::runtime;
 use crate::shard::Shard;
 use image::MetadataImage;
@@ -146,6 +147,13 @@ pub async fn start(shard: Rc<Shard>, shutdown: Arc<AtomicBool>) -> Rc<ClusterNod
     if let Some((host, port)) = &cluster.rpc_listen {
         use spool_raft::transport::{AppHandler, GroupRegistry, RpcServer, APP_GROUP};
         let addr = format!("{host}:{port}");
+        // The RPC listener joins a reuseport group too (glommio binds with SO_REUSEPORT): the
+        // same check as the Kafka listener's, so a second broker on this address is refused
+        // and a SIGKILLed predecessor's listener is waited out rather than shared.
+        if *port != 0 {
+            let rpc_addr = exclusive::resolve(host, *port).unwrap_or_else(|e| fatal(e));
+            exclusive::ensure_unused(rpc_addr).unwrap_or_else(|e| fatal(e));
+        }
         // Shard 0's registry: the metadata group, the controller RPCs and shard 0's partition
         // groups; requests for another shard's groups are forwarded to it.
         let registry: GroupRegistry = shard.raft_groups.clone();

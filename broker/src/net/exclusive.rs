@@ -12,6 +12,10 @@
 //! kernel, but it also collides with the TIME_WAIT sockets a previous run left on the port
 //! (glommio's listeners lack SO_REUSEADDR), so a quick restart would be refused.
 //!
+//! A listener that no process holds (a SIGKILLed broker's, closed by io_uring's deferred
+//! teardown only after the process is reaped) is waited out, up to `ORPHAN_LISTENER_WAIT_MS`,
+//! so a supervisor restarting a crashed broker at once is not refused.
+//!
 //! The check runs at start-up, to fail before any partition is recovered, and again under
 //! `PortMutex` right before the shards listen. The mutex (an abstract unix socket named after the
 //! port, held until every shard listens) makes check-then-listen atomic among Spool processes:
@@ -22,11 +26,17 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a start-up waits for another Spool process to finish opening its listeners. Holders
 /// keep the mutex for milliseconds; a dead holder releases it with its last file descriptor.
 pub const PORT_MUTEX_WAIT_MS: u64 = 5_000;
+
+/// How long a start-up waits for listening sockets that no process holds to close (see
+/// `ensure_unused`), and how often it looks again.
+pub const ORPHAN_LISTENER_WAIT_MS: u64 = 5_000;
+const ORPHAN_LISTENER_POLL_MS: u64 = 50;
 
 /// `st` of a listening socket in `/proc/net/tcp` (`TCP_LISTEN`).
 const TCP_LISTEN: &str = "0A";
@@ -78,8 +88,42 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ListenError> {
 }
 
 /// Fails if a socket of any process listens on an address that overlaps `addr`.
+///
+/// A listener no process holds is waited out, up to [`ORPHAN_LISTENER_WAIT_MS`]: a broker
+/// killed with SIGKILL leaves its listening sockets to io_uring's deferred teardown, which
+/// closes them shortly *after* the process is reaped, so a supervisor restarting it at once was
+/// refused "already in use" by a dead process's sockets.
 pub fn ensure_unused(addr: SocketAddr) -> Result<(), ListenError> {
+    let deadline = Instant::now() + Duration::from_millis(ORPHAN_LISTENER_WAIT_MS);
+    let mut waited = false;
+    loop {
+        let conflicts = conflicting_listeners(addr)?;
+        let Some(&(other, _)) = conflicts.first() else {
+            return Ok(());
+        };
+        let inodes: Vec<u64> = conflicts.iter().map(|&(_, inode)| inode).collect();
+        let orphaned = matches!(socket_holders(Path::new("/proc"), &inodes), Ok(0));
+        if !orphaned || Instant::now() >= deadline {
+            return Err(ListenError::InUse {
+                addr,
+                other: SocketAddr::new(other, addr.port()),
+            });
+        }
+        if !waited {
+            waited = true;
+            tracing::info!(
+                "{addr}: a listener no process holds (a killed process's, closing) is still \
+                 open; waiting up to {ORPHAN_LISTENER_WAIT_MS} ms"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(ORPHAN_LISTENER_POLL_MS));
+    }
+}
+
+/// The listening sockets (address, inode) that overlap `addr`.
+fn conflicting_listeners(addr: SocketAddr) -> Result<Vec<(IpAddr, u64)>, ListenError> {
     let check = |reason: String| ListenError::Check { addr, reason };
+    let mut found = Vec::new();
     for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         let text = match std::fs::read_to_string(table) {
             Ok(text) => text,
@@ -88,14 +132,46 @@ pub fn ensure_unused(addr: SocketAddr) -> Result<(), ListenError> {
             Err(e) => return Err(check(format!("{table}: {e}"))),
         };
         let listening = listening_on(&text, v6, addr.port()).map_err(check)?;
-        if let Some(other) = listening.into_iter().find(|ip| overlaps(*ip, addr.ip())) {
-            return Err(ListenError::InUse {
-                addr,
-                other: SocketAddr::new(other, addr.port()),
-            });
+        found.extend(
+            listening
+                .into_iter()
+                .filter(|(ip, _)| overlaps(*ip, addr.ip())),
+        );
+    }
+    Ok(found)
+}
+
+/// How many open descriptors of the processes under `proc_root` refer to one of the sockets
+/// `inodes`. An error (a process whose descriptors this user may not list) means "unknown":
+/// the caller must not take the sockets for orphans.
+fn socket_holders(proc_root: &Path, inodes: &[u64]) -> std::io::Result<usize> {
+    let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let mut holders = 0;
+    for entry in std::fs::read_dir(proc_root)? {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let fds = match std::fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            // The process ended while we looked: it holds nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if names.iter().any(|n| target.as_os_str() == n.as_str()) {
+                    holders += 1;
+                }
+            }
         }
     }
-    Ok(())
+    Ok(holders)
 }
 
 /// Host-wide (network-namespace-wide) mutual exclusion of Spool processes opening listeners on
@@ -133,12 +209,13 @@ fn mutex_error(port: u16, e: std::io::Error) -> ListenError {
     }
 }
 
-/// The local addresses of the listening sockets on `port` in a `/proc/net/tcp{,6}` table.
-fn listening_on(table: &str, v6: bool, port: u16) -> Result<Vec<IpAddr>, String> {
+/// The local addresses and socket inodes of the listening sockets on `port` in a
+/// `/proc/net/tcp{,6}` table.
+fn listening_on(table: &str, v6: bool, port: u16) -> Result<Vec<(IpAddr, u64)>, String> {
     let mut found = Vec::new();
     for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().take(4).collect();
-        let [_, local, _, state] = fields[..] else {
+        let fields: Vec<&str> = line.split_whitespace().take(10).collect();
+        let [_, local, _, state, _, _, _, _, _, inode] = fields[..] else {
             return Err(format!("unexpected line `{line}`"));
         };
         if state != TCP_LISTEN {
@@ -150,7 +227,11 @@ fn listening_on(table: &str, v6: bool, port: u16) -> Result<Vec<IpAddr>, String>
         if u16::from_str_radix(port_hex, 16) != Ok(port) {
             continue;
         }
-        found.push(parse_ip(ip, v6).ok_or_else(|| format!("unexpected address `{local}`"))?);
+        let ip = parse_ip(ip, v6).ok_or_else(|| format!("unexpected address `{local}`"))?;
+        let inode = inode
+            .parse()
+            .map_err(|_| format!("unexpected inode `{inode}`"))?;
+        found.push((ip, inode));
     }
     Ok(found)
 }
@@ -226,25 +307,57 @@ mod tests {
         assert_eq!(
             listening_on(&table, false, 0x2384),
             Ok(vec![
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                (IpAddr::V4(Ipv4Addr::LOCALHOST), 11),
+                (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 12)
             ])
         );
         assert_eq!(listening_on(&table, false, 9), Ok(vec![]));
 
         let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped();
         let table6 = format!(
-            "{HEADER}   0: {}:2384 {}:0000 0A 0 0 0 0 0 1\n",
+            "{HEADER}   0: {}:2384 {}:0000 0A 00000000:00000000 00:00000000 00000000 0 0 77 1\n",
             v6_hex(mapped),
             v6_hex(Ipv6Addr::UNSPECIFIED)
         );
         assert_eq!(
             listening_on(&table6, true, 0x2384),
-            Ok(vec![IpAddr::V6(mapped)])
+            Ok(vec![(IpAddr::V6(mapped), 77)])
         );
         assert!(listening_on(&format!("{HEADER}garbage\n"), false, 1).is_err());
         let short = format!("{HEADER}   0: 7F:2384 0:0 0A\n");
         assert!(listening_on(&short, false, 0x2384).is_err());
+    }
+
+    #[test]
+    fn a_listener_this_process_holds_is_not_an_orphan() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let found = conflicting_listeners(addr).expect("read /proc/net/tcp");
+        assert_eq!(found.len(), 1, "{found:?}");
+        // One holder (this process), so `ensure_unused` refuses at once, without waiting
+        // (`finds_a_real_listener_and_not_a_closed_one`).
+        let inodes = [found[0].1];
+        assert_eq!(socket_holders(Path::new("/proc"), &inodes).ok(), Some(1));
+        drop(listener);
+    }
+
+    #[test]
+    fn socket_holders_counts_descriptors_of_every_process() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fd_dir = |pid: &str| {
+            let dir = root.path().join(pid).join("fd");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            dir
+        };
+        std::os::unix::fs::symlink("socket:[41]", fd_dir("100").join("3")).expect("link");
+        std::os::unix::fs::symlink("socket:[42]", fd_dir("100").join("4")).expect("link");
+        std::os::unix::fs::symlink("/dev/null", fd_dir("200").join("0")).expect("link");
+        std::os::unix::fs::symlink("socket:[42]", fd_dir("300").join("7")).expect("link");
+        // Not a process.
+        std::fs::create_dir_all(root.path().join("net")).expect("mkdir");
+        assert_eq!(socket_holders(root.path(), &[42]).ok(), Some(2));
+        assert_eq!(socket_holders(root.path(), &[41, 42]).ok(), Some(3));
+        assert_eq!(socket_holders(root.path(), &[43]).ok(), Some(0));
     }
 
     #[test]
