@@ -38,6 +38,22 @@ START_TIMEOUT = float(os.environ.get("SPOOL_TEST_START_TIMEOUT", "90" if TARGET 
 STOP_TIMEOUT = 30.0
 
 
+def free_ports(n, host=HOST):
+    """n distinct currently free TCP ports on host. The sockets are held until all are
+    picked: `free_port` called n times can hand out one port twice (each socket is closed
+    before the next bind), and two brokers on one port would share it through SO_REUSEPORT."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            sockets.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port(host=HOST, need_next=False):
     """A currently free TCP port on host (and port+1 too when need_next)."""
     for _ in range(200):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DEPS, ROOT, TARGET, free_port, helper_cmd, pid_alive, port_open, spool_bin)
+from conftest import (DEPS, ROOT, TARGET, free_ports, helper_cmd, pid_alive, port_open, spool_bin)
 
 pytestmark = pytest.mark.skipif(TARGET != "spool", reason="multi-node Spool clusters")
 
@@ -166,7 +166,8 @@ class Cluster:
         controller.quorum.bootstrap.servers; the others by controller.quorum.voters."""
         self.workdir = tempfile.mkdtemp(prefix="spool-cluster-")
         ids = list(range(1, controllers + brokers_only + 1))
-        ports = {i: (free_port(), free_port()) for i in ids}
+        picked = iter(free_ports(2 * len(ids)))
+        ports = {i: (next(picked), next(picked)) for i in ids}
         voters = ",".join(f"{i}@127.0.0.1:{ports[i][1]}" for i in ids[:controllers])
         bootstrap = ",".join(f"127.0.0.1:{ports[i][1]}" for i in ids[:controllers])
         self.nodes = {}
