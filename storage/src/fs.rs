@@ -84,7 +84,7 @@ pub enum Backend {
 
 /// Runs a blocking file-system call on the executor's blocking thread pool, so the shard's
 /// thread keeps serving while the kernel works.
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     call: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     glommio::executor().spawn_blocking(call).await

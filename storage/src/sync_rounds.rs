@@ -36,7 +36,7 @@ use std::task::{Poll, Waker};
 
 use futures::future::LocalBoxFuture;
 
-use crate::fs::{failpoints, Backend, SegmentFile};
+use crate::fs::{failpoints, off_thread, Backend, SegmentFile};
 
 /// Members one round takes; later joiners wait for the next round.
 pub const SYNC_ROUND_MEMBERS_MAX: usize = 4096;
@@ -261,11 +261,10 @@ impl Inner {
                 Backend::Dma => {
                     let index = group[0].fs.0.expect("grouped by a tracked filesystem");
                     let handle = self.state.borrow().filesystems[index].1.clone();
-                    glommio::executor()
-                        .spawn_blocking(move || {
-                            nix::unistd::syncfs(handle.as_raw_fd()).map_err(io::Error::from)
-                        })
-                        .await
+                    off_thread(move || {
+                        nix::unistd::syncfs(handle.as_raw_fd()).map_err(io::Error::from)
+                    })
+                    .await
                 }
                 Backend::Memory(fs) => match self.backend.failpoint(failpoints::SYNC_ROUND) {
                     Ok(()) => fs.sync_all().await,
